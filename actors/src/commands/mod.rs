@@ -1,0 +1,43 @@
+//! The subcommands, and how their failures map to exit codes.
+
+pub mod parse_check;
+pub mod schema;
+
+use std::process::ExitCode;
+
+use thiserror::Error;
+
+/// A failure that ends a command.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// A path could not be read or interpreted at all (exit 2).
+    #[error(transparent)]
+    Input(#[from] k2_core::source::files::InputError),
+    /// Writing the report failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Exit codes: 0 done (even with rejected lines), 2 unusable input or arguments.
+pub enum ExitStatus {
+    BadInput,
+    Failed,
+}
+
+impl From<&CommandError> for ExitStatus {
+    fn from(e: &CommandError) -> Self {
+        match e {
+            CommandError::Input(_) => Self::BadInput,
+            CommandError::Output(_) => Self::Failed,
+        }
+    }
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        match s {
+            ExitStatus::BadInput => ExitCode::from(2),
+            ExitStatus::Failed => ExitCode::from(1),
+        }
+    }
+}

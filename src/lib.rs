@@ -1,0 +1,20 @@
+//! K2 core: the v2 market-data model and everything that turns bytes into it
+//! and back. No actors and no I/O beyond reading input files live here.
+//!
+//! # Layout
+//!
+//! - [`model`]: `TradeV2`, `QuoteV2`, `MarketEvent`, the decimal(18,8) rule,
+//!   deterministic message ids.
+//! - [`schema`]: schemas/trade_v2.avsc and quote_v2.avsc, embedded at compile
+//!   time; the one definition of the v2 records.
+//! - [`codec`]: the fast schema-specific Avro codec, the Confluent wire format,
+//!   and apache-avro's generic path as the reference it is tested against.
+//! - [`source`]: parsers for what venues send: Binance WebSocket JSON, ASX CSV
+//!   files, and input-file discovery.
+
+pub mod codec;
+pub mod model;
+pub mod schema;
+pub mod source;
+
+pub use model::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData};
