@@ -117,10 +117,7 @@ impl<'a> Reader<'a> {
         match b {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(DecodeError::corrupt(
-                field,
-                "boolean byte is neither 0 nor 1",
-            )),
+            _ => Err(DecodeError::corrupt(field, "boolean byte is neither 0 nor 1")),
         }
     }
 
@@ -133,13 +130,23 @@ impl<'a> Reader<'a> {
         Ok(i as usize)
     }
 
-    /// The unscaled value of a `bytes` decimal (at most 8 bytes for decimal(18,8)).
+    /// The unscaled value of a `bytes` decimal. Writers may sign-extend beyond
+    /// the minimal length; any value that needs more than 64 bits is refused
+    /// (decimal(18,8) needs at most 60).
     pub fn decimal(&mut self, field: &'static str) -> Result<i64, DecodeError> {
-        let b = self.bytes(field)?;
-        if b.is_empty() || b.len() > 8 {
-            return Err(DecodeError::corrupt(field, "decimal is not 1 to 8 bytes"));
+        let mut b = self.bytes(field)?;
+        if b.is_empty() {
+            return Err(DecodeError::corrupt(field, "decimal has no bytes"));
         }
         let fill = if b[0] & 0x80 != 0 { 0xff } else { 0x00 };
+        while b.len() > 8 {
+            // Only a byte that repeats the sign, followed by one with the same
+            // top bit, can be dropped without changing the value.
+            if b[0] != fill || (b[1] & 0x80) != (fill & 0x80) {
+                return Err(DecodeError::corrupt(field, "decimal does not fit 64 bits"));
+            }
+            b = &b[1..];
+        }
         let mut be = [fill; 8];
         be[8 - b.len()..].copy_from_slice(b);
         Ok(i64::from_be_bytes(be))
@@ -153,9 +160,7 @@ impl<'a> Reader<'a> {
             return Ok(n as usize);
         }
         let _size = self.long(field)?;
-        n.checked_neg()
-            .map(|n| n as usize)
-            .ok_or_else(|| DecodeError::corrupt(field, "block count out of range"))
+        n.checked_neg().map(|n| n as usize).ok_or_else(|| DecodeError::corrupt(field, "block count out of range"))
     }
 }
 
@@ -165,18 +170,7 @@ mod tests {
 
     #[test]
     fn longs_round_trip_at_the_edges() {
-        for v in [
-            0,
-            1,
-            -1,
-            63,
-            -64,
-            64,
-            i64::MAX,
-            i64::MIN,
-            1 << 35,
-            -(1 << 35),
-        ] {
+        for v in [0, 1, -1, 63, -64, 64, i64::MAX, i64::MIN, 1 << 35, -(1 << 35)] {
             let mut out = Vec::new();
             put_long(&mut out, v);
             assert_eq!(Reader::new(&out).long("x").unwrap(), v, "{v}");
@@ -195,32 +189,23 @@ mod tests {
         assert_eq!(enc(128), [4, 0x00, 0x80]);
         assert_eq!(enc(-1), [2, 0xff]);
         assert_eq!(enc(-129), [4, 0xff, 0x7f]);
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            255,
-            256,
-            -1,
-            -128,
-            -129,
-            99_999_999_999_999_999,
-        ] {
+        for v in [0, 1, 127, 128, 255, 256, -1, -128, -129, 99_999_999_999_999_999] {
             assert_eq!(Reader::new(&enc(v)).decimal("x").unwrap(), v);
         }
+        // Sign-extended beyond the minimum (as some writers pad): same values.
+        assert_eq!(Reader::new(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]).decimal("x").unwrap(), 5);
+        assert_eq!(
+            Reader::new(&[20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]).decimal("x").unwrap(),
+            -2
+        );
+        assert!(Reader::new(&[18, 1, 0, 0, 0, 0, 0, 0, 0, 0]).decimal("x").is_err());
+        assert!(Reader::new(&[0]).decimal("x").is_err());
     }
 
     #[test]
     fn truncation_and_overlong_varints_are_reported() {
-        assert!(matches!(
-            Reader::new(&[0x80]).long("f"),
-            Err(DecodeError::Truncated { field: "f" })
-        ));
+        assert!(matches!(Reader::new(&[0x80]).long("f"), Err(DecodeError::Truncated { field: "f" })));
         assert!(Reader::new(&[0xff; 11]).long("f").is_err());
-        assert!(matches!(
-            Reader::new(&[10, b'a']).str("s"),
-            Err(DecodeError::Truncated { field: "s" })
-        ));
+        assert!(matches!(Reader::new(&[10, b'a']).str("s"), Err(DecodeError::Truncated { field: "s" })));
     }
 }

@@ -20,6 +20,8 @@ pub fn encode_trade(t: &TradeV2, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     // `out` as it was.
     let price = to_unscaled("price", t.price)?;
     let quantity = to_unscaled("quantity", t.quantity)?;
+    check_time("timestamp", t.timestamp)?;
+    check_time("ingestion_timestamp", t.ingestion_timestamp)?;
     put_uuid(out, &t.message_id);
     put_str(out, &t.trade_id);
     put_str(out, &t.symbol);
@@ -53,6 +55,8 @@ pub fn encode_quote(q: &QuoteV2, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         opt_unscaled("ask_price", q.ask_price)?,
         opt_unscaled("ask_quantity", q.ask_quantity)?,
     ];
+    check_time("timestamp", q.timestamp)?;
+    check_time("ingestion_timestamp", q.ingestion_timestamp)?;
     put_uuid(out, &q.message_id);
     put_str(out, &q.quote_id);
     put_str(out, &q.symbol);
@@ -86,7 +90,7 @@ pub fn decode_trade(datum: &[u8]) -> Result<TradeV2, DecodeError> {
         symbol: read_compact(&mut r, "symbol")?,
         exchange: read_compact(&mut r, "exchange")?,
         asset_class: read_asset_class(&mut r)?,
-        timestamp: Timestamp::from_micros(r.long("timestamp")?),
+        timestamp: read_time(&mut r, "timestamp")?,
         price: read_decimal(&mut r, "price")?,
         quantity: read_decimal(&mut r, "quantity")?,
         currency: read_compact(&mut r, "currency")?,
@@ -96,7 +100,7 @@ pub fn decode_trade(datum: &[u8]) -> Result<TradeV2, DecodeError> {
         },
         trade_conditions: read_conditions(&mut r)?,
         source_sequence: read_opt_long(&mut r, "source_sequence")?,
-        ingestion_timestamp: Timestamp::from_micros(r.long("ingestion_timestamp")?),
+        ingestion_timestamp: read_time(&mut r, "ingestion_timestamp")?,
         platform_sequence: read_opt_long(&mut r, "platform_sequence")?,
         vendor_data: read_vendor_data(&mut r)?,
         is_sample_data: r.boolean("is_sample_data")?,
@@ -114,14 +118,14 @@ pub fn decode_quote(datum: &[u8]) -> Result<QuoteV2, DecodeError> {
         symbol: read_compact(&mut r, "symbol")?,
         exchange: read_compact(&mut r, "exchange")?,
         asset_class: read_asset_class(&mut r)?,
-        timestamp: Timestamp::from_micros(r.long("timestamp")?),
+        timestamp: read_time(&mut r, "timestamp")?,
         bid_price: read_opt_decimal(&mut r, "bid_price")?,
         bid_quantity: read_opt_decimal(&mut r, "bid_quantity")?,
         ask_price: read_opt_decimal(&mut r, "ask_price")?,
         ask_quantity: read_opt_decimal(&mut r, "ask_quantity")?,
         currency: read_compact(&mut r, "currency")?,
         source_sequence: read_opt_long(&mut r, "source_sequence")?,
-        ingestion_timestamp: Timestamp::from_micros(r.long("ingestion_timestamp")?),
+        ingestion_timestamp: read_time(&mut r, "ingestion_timestamp")?,
         platform_sequence: read_opt_long(&mut r, "platform_sequence")?,
         vendor_data: read_vendor_data(&mut r)?,
         is_sample_data: r.boolean("is_sample_data")?,
@@ -161,6 +165,18 @@ fn put_vendor_data(out: &mut Vec<u8>, map: Option<&VendorData>) {
     put_long(out, 0);
 }
 
+fn check_time(field: &'static str, t: Timestamp) -> Result<(), EncodeError> {
+    match t.in_range() {
+        Some(_) => Ok(()),
+        None => Err(EncodeError::TimestampOutOfRange { field, micros: t.as_micros() }),
+    }
+}
+
+fn read_time(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp, DecodeError> {
+    let micros = r.long(field)?;
+    Timestamp::from_micros(micros).in_range().ok_or(DecodeError::TimestampOutOfRange { field, micros })
+}
+
 fn opt_unscaled(field: &'static str, v: Option<Decimal>) -> Result<Option<i64>, EncodeError> {
     Ok(v.map(|v| to_unscaled(field, v)).transpose()?)
 }
@@ -174,7 +190,11 @@ fn finish(r: &Reader<'_>) -> Result<(), DecodeError> {
 
 fn read_uuid(r: &mut Reader<'_>) -> Result<Uuid, DecodeError> {
     let s = r.str("message_id")?;
-    // K2 writes every message id as a UUID; anything else is not a K2 event.
+    // K2 writes every message id as a hyphenated UUID; anything else is not a
+    // K2 event (and would not re-encode to the same bytes).
+    if s.len() != 36 {
+        return Err(DecodeError::corrupt("message_id", "not a hyphenated UUID"));
+    }
     Uuid::try_parse(s).map_err(|_| DecodeError::corrupt("message_id", "not a UUID"))
 }
 
@@ -191,10 +211,7 @@ fn read_decimal(r: &mut Reader<'_>, field: &'static str) -> Result<Decimal, Deco
     Ok(from_unscaled(field, r.decimal(field)?)?)
 }
 
-fn read_opt_decimal(
-    r: &mut Reader<'_>,
-    field: &'static str,
-) -> Result<Option<Decimal>, DecodeError> {
+fn read_opt_decimal(r: &mut Reader<'_>, field: &'static str) -> Result<Option<Decimal>, DecodeError> {
     match r.index(field, 2)? {
         0 => Ok(None),
         _ => read_decimal(r, field).map(Some),

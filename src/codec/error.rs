@@ -9,6 +9,8 @@ use crate::model::decimal::DecimalError;
 pub enum EncodeError {
     #[error(transparent)]
     Decimal(#[from] DecimalError),
+    #[error("{field} {micros}us lies outside years 1 to 9999, which other Avro readers cannot hold")]
+    TimestampOutOfRange { field: &'static str, micros: i64 },
 }
 
 /// Why a frame or datum could not be decoded.
@@ -23,14 +25,13 @@ pub enum DecodeError {
     #[error("datum truncated while reading {field}")]
     Truncated { field: &'static str },
     #[error("corrupt datum at {field}: {reason}")]
-    Corrupt {
-        field: &'static str,
-        reason: &'static str,
-    },
+    Corrupt { field: &'static str, reason: &'static str },
     #[error("{count} bytes left over after the datum")]
     TrailingBytes { count: usize },
     #[error(transparent)]
     Decimal(#[from] DecimalError),
+    #[error("{field} {micros}us lies outside years 1 to 9999")]
+    TimestampOutOfRange { field: &'static str, micros: i64 },
 }
 
 impl DecodeError {

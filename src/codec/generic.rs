@@ -20,10 +20,7 @@ use crate::model::{AssetClass, QuoteV2, Timestamp, TradeSide, TradeV2, VendorDat
 #[derive(Debug, Error)]
 pub enum ValueError {
     #[error("field {field}: expected {expected}")]
-    Shape {
-        field: &'static str,
-        expected: &'static str,
-    },
+    Shape { field: &'static str, expected: &'static str },
     #[error("field {0} is missing")]
     Missing(&'static str),
     #[error(transparent)]
@@ -65,26 +62,14 @@ pub fn trade_to_value(t: &TradeV2) -> Result<Value, ValueError> {
         ("symbol".into(), string(&t.symbol)),
         ("exchange".into(), string(&t.exchange)),
         ("asset_class".into(), asset_class(t.asset_class)),
-        (
-            "timestamp".into(),
-            Value::TimestampMicros(t.timestamp.as_micros()),
-        ),
+        ("timestamp".into(), Value::TimestampMicros(t.timestamp.as_micros())),
         ("price".into(), decimal("price", t.price)?),
         ("quantity".into(), decimal("quantity", t.quantity)?),
         ("currency".into(), string(&t.currency)),
-        (
-            "side".into(),
-            Value::Enum(t.side.index() as u32, t.side.as_str().into()),
-        ),
-        (
-            "trade_conditions".into(),
-            Value::Array(t.trade_conditions.iter().map(|c| string(c)).collect()),
-        ),
+        ("side".into(), Value::Enum(t.side.index() as u32, t.side.as_str().into())),
+        ("trade_conditions".into(), Value::Array(t.trade_conditions.iter().map(|c| string(c)).collect())),
         ("source_sequence".into(), opt_long(t.source_sequence)),
-        (
-            "ingestion_timestamp".into(),
-            Value::TimestampMicros(t.ingestion_timestamp.as_micros()),
-        ),
+        ("ingestion_timestamp".into(), Value::TimestampMicros(t.ingestion_timestamp.as_micros())),
         ("platform_sequence".into(), opt_long(t.platform_sequence)),
         ("vendor_data".into(), vendor_data(t.vendor_data.as_ref())),
         ("is_sample_data".into(), Value::Boolean(t.is_sample_data)),
@@ -98,26 +83,14 @@ pub fn quote_to_value(q: &QuoteV2) -> Result<Value, ValueError> {
         ("symbol".into(), string(&q.symbol)),
         ("exchange".into(), string(&q.exchange)),
         ("asset_class".into(), asset_class(q.asset_class)),
-        (
-            "timestamp".into(),
-            Value::TimestampMicros(q.timestamp.as_micros()),
-        ),
+        ("timestamp".into(), Value::TimestampMicros(q.timestamp.as_micros())),
         ("bid_price".into(), opt_decimal("bid_price", q.bid_price)?),
-        (
-            "bid_quantity".into(),
-            opt_decimal("bid_quantity", q.bid_quantity)?,
-        ),
+        ("bid_quantity".into(), opt_decimal("bid_quantity", q.bid_quantity)?),
         ("ask_price".into(), opt_decimal("ask_price", q.ask_price)?),
-        (
-            "ask_quantity".into(),
-            opt_decimal("ask_quantity", q.ask_quantity)?,
-        ),
+        ("ask_quantity".into(), opt_decimal("ask_quantity", q.ask_quantity)?),
         ("currency".into(), string(&q.currency)),
         ("source_sequence".into(), opt_long(q.source_sequence)),
-        (
-            "ingestion_timestamp".into(),
-            Value::TimestampMicros(q.ingestion_timestamp.as_micros()),
-        ),
+        ("ingestion_timestamp".into(), Value::TimestampMicros(q.ingestion_timestamp.as_micros())),
         ("platform_sequence".into(), opt_long(q.platform_sequence)),
         ("vendor_data".into(), vendor_data(q.vendor_data.as_ref())),
         ("is_sample_data".into(), Value::Boolean(q.is_sample_data)),
@@ -137,16 +110,13 @@ pub fn value_to_trade(value: Value) -> Result<TradeV2, ValueError> {
         quantity: f.decimal("quantity")?,
         currency: f.string("currency")?,
         side: match f.take("side")? {
-            Value::Enum(i, _) => {
-                TradeSide::from_index(i as usize).ok_or(shape("side", "a TradeSide symbol"))?
-            }
+            Value::Enum(i, _) => TradeSide::from_index(i as usize).ok_or(shape("side", "a TradeSide symbol"))?,
             _ => return Err(shape("side", "an enum")),
         },
         trade_conditions: match f.take("trade_conditions")? {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|v| as_string("trade_conditions", v))
-                .collect::<Result<_, _>>()?,
+            Value::Array(items) => {
+                items.into_iter().map(|v| as_string("trade_conditions", v)).collect::<Result<_, _>>()?
+            }
             _ => return Err(shape("trade_conditions", "an array")),
         },
         source_sequence: f.opt_long("source_sequence")?,
@@ -217,8 +187,7 @@ fn vendor_data(map: Option<&VendorData>) -> Value {
     match map {
         None => Value::Union(0, Box::new(Value::Null)),
         Some(m) => {
-            let entries: HashMap<String, Value> =
-                m.iter().map(|(k, v)| (k.to_owned(), string(v))).collect();
+            let entries: HashMap<String, Value> = m.iter().map(|(k, v)| (k.to_owned(), string(v))).collect();
             Value::Union(1, Box::new(Value::Map(entries)))
         }
     }
@@ -243,11 +212,7 @@ impl Fields {
     }
 
     fn take(&mut self, field: &'static str) -> Result<Value, ValueError> {
-        let i = self
-            .0
-            .iter()
-            .position(|(n, _)| n == field)
-            .ok_or(ValueError::Missing(field))?;
+        let i = self.0.iter().position(|(n, _)| n == field).ok_or(ValueError::Missing(field))?;
         Ok(std::mem::replace(&mut self.0[i].1, Value::Null))
     }
 
@@ -262,8 +227,7 @@ impl Fields {
 
     fn asset_class(&mut self) -> Result<AssetClass, ValueError> {
         match self.take("asset_class")? {
-            Value::Enum(i, _) => AssetClass::from_index(i as usize)
-                .ok_or(shape("asset_class", "an AssetClass symbol")),
+            Value::Enum(i, _) => AssetClass::from_index(i as usize).ok_or(shape("asset_class", "an AssetClass symbol")),
             _ => Err(shape("asset_class", "an enum")),
         }
     }
@@ -288,8 +252,10 @@ impl Fields {
 
     fn opt_decimal(&mut self, field: &'static str) -> Result<Option<Decimal>, ValueError> {
         match self.take(field)? {
-            Value::Union(0, _) | Value::Null => Ok(None),
-            Value::Union(_, inner) => value_decimal(field, *inner).map(Some),
+            Value::Union(_, inner) => match *inner {
+                Value::Null => Ok(None),
+                other => value_decimal(field, other).map(Some),
+            },
             _ => Err(shape(field, "a nullable decimal")),
         }
     }
@@ -326,7 +292,6 @@ fn value_decimal(field: &'static str, v: Value) -> Result<Decimal, ValueError> {
         return Err(shape(field, "a decimal"));
     };
     let big = BigInt::from(d);
-    let unscaled =
-        i64::try_from(&big).map_err(|_| shape(field, "a decimal(18,8) within 18 digits"))?;
+    let unscaled = i64::try_from(&big).map_err(|_| shape(field, "a decimal(18,8) within 18 digits"))?;
     Ok(from_unscaled(field, unscaled)?)
 }

@@ -116,11 +116,7 @@ pub struct FrameBatch {
 
 impl FrameBatch {
     fn with_capacity(events: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(events * 200),
-            ends: Vec::with_capacity(events),
-            rejected: Vec::new(),
-        }
+        Self { buf: Vec::with_capacity(events * 200), ends: Vec::with_capacity(events), rejected: Vec::new() }
     }
 
     /// Number of frames written.

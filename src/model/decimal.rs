@@ -49,11 +49,7 @@ pub struct DecimalError {
 
 impl DecimalError {
     fn new(field: &'static str, value: impl ToString, fault: DecimalFault) -> Self {
-        Self {
-            field,
-            value: value.to_string(),
-            fault,
-        }
+        Self { field, value: value.to_string(), fault }
     }
 }
 
@@ -71,22 +67,14 @@ pub fn to_unscaled(field: &'static str, value: Decimal) -> Result<i64, DecimalEr
         mantissa.checked_mul(10u128.pow(SCALE - scale))
     } else {
         let divisor = 10u128.pow(scale - SCALE);
-        if mantissa % divisor != 0 {
-            return Err(DecimalError::new(
-                field,
-                value,
-                DecimalFault::TooManyFractionDigits,
-            ));
+        if !mantissa.is_multiple_of(divisor) {
+            return Err(DecimalError::new(field, value, DecimalFault::TooManyFractionDigits));
         }
         Some(mantissa / divisor)
     };
     match unscaled {
         Some(u) if u < UNSCALED_LIMIT as u128 => Ok(u as i64),
-        _ => Err(DecimalError::new(
-            field,
-            value,
-            DecimalFault::TooManyIntegerDigits,
-        )),
+        _ => Err(DecimalError::new(field, value, DecimalFault::TooManyIntegerDigits)),
     }
 }
 
@@ -98,11 +86,7 @@ pub fn from_unscaled(field: &'static str, unscaled: i64) -> Result<Decimal, Deci
     }
     if unscaled >= UNSCALED_LIMIT {
         let shown = Decimal::new(unscaled, SCALE);
-        return Err(DecimalError::new(
-            field,
-            shown,
-            DecimalFault::TooManyIntegerDigits,
-        ));
+        return Err(DecimalError::new(field, shown, DecimalFault::TooManyIntegerDigits));
     }
     Ok(Decimal::new(unscaled, SCALE))
 }
@@ -189,10 +173,7 @@ mod tests {
         assert_eq!(parse("quantity", "20000").unwrap(), d("20000"));
         assert_eq!(parse("quantity", ".5").unwrap(), d("0.5"));
         assert_eq!(parse("quantity", "7.").unwrap(), d("7"));
-        assert_eq!(
-            parse("price", "9999999999.99999999").unwrap(),
-            d("9999999999.99999999")
-        );
+        assert_eq!(parse("price", "9999999999.99999999").unwrap(), d("9999999999.99999999"));
         assert_eq!(parse("price", "0000000000001.5").unwrap(), d("1.5"));
         assert_eq!(parse("price", "1.5000000000000").unwrap(), d("1.5"));
     }
@@ -203,47 +184,22 @@ mod tests {
         assert_eq!(e.fault, DecimalFault::TooManyIntegerDigits);
         assert_eq!(e.field, "price");
         assert!(e.to_string().contains("price \"12345678901\""), "{e}");
-        assert_eq!(
-            parse("quantity", "0.000000001").unwrap_err().fault,
-            DecimalFault::TooManyFractionDigits
-        );
-        assert_eq!(
-            parse("quantity", "-1").unwrap_err().fault,
-            DecimalFault::Negative
-        );
+        assert_eq!(parse("quantity", "0.000000001").unwrap_err().fault, DecimalFault::TooManyFractionDigits);
+        assert_eq!(parse("quantity", "-1").unwrap_err().fault, DecimalFault::Negative);
         for bad in ["", ".", "1e5", "+1", "1.2.3", " 1", "1,5", "NaN"] {
-            assert_eq!(
-                parse("price", bad).unwrap_err().fault,
-                DecimalFault::NotANumber,
-                "{bad:?}"
-            );
+            assert_eq!(parse("price", bad).unwrap_err().fault, DecimalFault::NotANumber, "{bad:?}");
         }
     }
 
     #[test]
     fn unscaled_round_trip_and_limits() {
         assert_eq!(to_unscaled("price", d("1.5")).unwrap(), 150_000_000);
-        assert_eq!(
-            to_unscaled("price", d("1.500000000000")).unwrap(),
-            150_000_000
-        );
+        assert_eq!(to_unscaled("price", d("1.500000000000")).unwrap(), 150_000_000);
         assert_eq!(to_unscaled("price", d("-0")).unwrap(), 0);
-        assert_eq!(
-            to_unscaled("price", d("0.000000001")).unwrap_err().fault,
-            DecimalFault::TooManyFractionDigits
-        );
-        assert_eq!(
-            to_unscaled("price", d("10000000000")).unwrap_err().fault,
-            DecimalFault::TooManyIntegerDigits
-        );
-        assert_eq!(
-            to_unscaled("price", d("-0.1")).unwrap_err().fault,
-            DecimalFault::Negative
-        );
-        assert_eq!(
-            from_unscaled("price", UNSCALED_LIMIT - 1).unwrap(),
-            d("9999999999.99999999")
-        );
+        assert_eq!(to_unscaled("price", d("0.000000001")).unwrap_err().fault, DecimalFault::TooManyFractionDigits);
+        assert_eq!(to_unscaled("price", d("10000000000")).unwrap_err().fault, DecimalFault::TooManyIntegerDigits);
+        assert_eq!(to_unscaled("price", d("-0.1")).unwrap_err().fault, DecimalFault::Negative);
+        assert_eq!(from_unscaled("price", UNSCALED_LIMIT - 1).unwrap(), d("9999999999.99999999"));
         assert!(from_unscaled("price", UNSCALED_LIMIT).is_err());
         assert!(from_unscaled("price", -1).is_err());
     }

@@ -65,9 +65,6 @@ impl TradeSide {
         if t.is_empty() {
             return Some(Self::Unknown);
         }
-        Self::SYMBOLS
-            .iter()
-            .position(|s| s.eq_ignore_ascii_case(t))
-            .and_then(Self::from_index)
+        Self::SYMBOLS.iter().position(|s| s.eq_ignore_ascii_case(t)).and_then(Self::from_index)
     }
 }

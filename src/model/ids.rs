@@ -33,12 +33,7 @@ impl EventKind {
 /// symbol or venue id contains, so distinct inputs never join to one name.
 pub fn message_id(exchange: &str, symbol: &str, kind: EventKind, venue_id: &str) -> Uuid {
     const SEP: u8 = 0x1f;
-    let parts: [&[u8]; 4] = [
-        exchange.as_bytes(),
-        symbol.as_bytes(),
-        kind.tag(),
-        venue_id.as_bytes(),
-    ];
+    let parts: [&[u8]; 4] = [exchange.as_bytes(), symbol.as_bytes(), kind.tag(), venue_id.as_bytes()];
     let len: usize = parts.iter().map(|p| p.len() + 1).sum();
     // The name is assembled on the stack: this runs once per event.
     let mut stack = [0u8; 192];
@@ -66,23 +61,11 @@ mod tests {
     #[test]
     fn same_input_same_id_and_fields_do_not_run_together() {
         let a = message_id("BINANCE", "BTCUSDT", EventKind::Trade, "3718209179");
-        assert_eq!(
-            a,
-            message_id("BINANCE", "BTCUSDT", EventKind::Trade, "3718209179")
-        );
+        assert_eq!(a, message_id("BINANCE", "BTCUSDT", EventKind::Trade, "3718209179"));
         assert_eq!(a.get_version_num(), 5);
-        assert_ne!(
-            a,
-            message_id("BINANCE", "BTCUSDT", EventKind::Quote, "3718209179")
-        );
-        assert_ne!(
-            a,
-            message_id("BINANCE", "BTCUSD", EventKind::Trade, "T3718209179")
-        );
+        assert_ne!(a, message_id("BINANCE", "BTCUSDT", EventKind::Quote, "3718209179"));
+        assert_ne!(a, message_id("BINANCE", "BTCUSD", EventKind::Trade, "T3718209179"));
         let long = "X".repeat(500);
-        assert_eq!(
-            message_id("ASX", &long, EventKind::Trade, "1"),
-            message_id("ASX", &long, EventKind::Trade, "1")
-        );
+        assert_eq!(message_id("ASX", &long, EventKind::Trade, "1"), message_id("ASX", &long, EventKind::Trade, "1"));
     }
 }

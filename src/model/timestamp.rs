@@ -4,20 +4,29 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Microseconds since the Unix epoch, UTC.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// 0001-01-01T00:00:00Z: the earliest instant Avro readers in other
+    /// languages (Python's datetime, Java's Instant formatting) can all hold.
+    pub const MIN: Self = Self(-62_135_596_800_000_000);
+    /// 9999-12-31T23:59:59.999999Z, the latest such instant.
+    pub const MAX: Self = Self(253_402_300_799_999_999);
+
+    /// `Some(self)` when within [`Self::MIN`]..=[`Self::MAX`].
+    pub fn in_range(self) -> Option<Self> {
+        (Self::MIN..=Self::MAX).contains(&self).then_some(self)
+    }
+
     pub const fn from_micros(micros: i64) -> Self {
         Self(micros)
     }
 
-    /// From milliseconds, as Binance sends them. `None` on overflow.
+    /// From milliseconds, as Binance sends them. `None` outside the range.
     pub fn from_millis(millis: i64) -> Option<Self> {
-        millis.checked_mul(1_000).map(Self)
+        millis.checked_mul(1_000).map(Self).and_then(Self::in_range)
     }
 
     pub const fn as_micros(self) -> i64 {

@@ -27,20 +27,14 @@ impl VendorData {
     pub fn insert(&mut self, key: impl Into<CompactString>, value: impl Into<CompactString>) {
         let key = key.into();
         let value = value.into();
-        match self
-            .0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key.as_str()))
-        {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str())) {
             Ok(i) => self.0[i].1 = value,
             Err(i) => self.0.insert(i, (key, value)),
         }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.0[i].1.as_str())
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.0[i].1.as_str())
     }
 
     pub fn len(&self) -> usize {
@@ -86,12 +80,8 @@ mod tests {
 
     #[test]
     fn insertion_order_does_not_matter() {
-        let a: VendorData = [("venue", "X"), ("company_id", "7078"), ("venue", "Y")]
-            .into_iter()
-            .collect();
-        let b: VendorData = [("company_id", "7078"), ("venue", "Y")]
-            .into_iter()
-            .collect();
+        let a: VendorData = [("venue", "X"), ("company_id", "7078"), ("venue", "Y")].into_iter().collect();
+        let b: VendorData = [("company_id", "7078"), ("venue", "Y")].into_iter().collect();
         assert_eq!(a, b);
         assert_eq!(a.get("venue"), Some("Y"));
         assert_eq!(a.len(), 2);

@@ -26,6 +26,9 @@ use crate::model::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, Trade
 pub const EXCHANGE: &str = "BINANCE";
 
 /// What one WebSocket text frame turned out to be.
+// Events are nearly every frame: boxing them to shrink `Control` would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Event(MarketEvent),
@@ -49,10 +52,7 @@ pub enum BinanceError {
     #[error("malformed JSON: {0}")]
     Json(String),
     #[error("{event} message lacks field {field:?}")]
-    MissingField {
-        event: &'static str,
-        field: &'static str,
-    },
+    MissingField { event: &'static str, field: &'static str },
     #[error("unsupported message: {0}")]
     Unsupported(String),
     #[error("field {field:?} has invalid value {value}")]
@@ -76,10 +76,7 @@ pub struct BinanceParser {
 
 impl BinanceParser {
     pub fn new(quote_assets: QuoteAssets) -> Self {
-        Self {
-            quote_assets,
-            ..Self::default()
-        }
+        Self { quote_assets, ..Self::default() }
     }
 
     /// Marks every event this parser produces as sample data (simulated feeds).
@@ -90,8 +87,7 @@ impl BinanceParser {
 
     /// Parses one text frame received at `received`.
     pub fn parse(&mut self, frame: &[u8], received: Timestamp) -> Result<Frame, BinanceError> {
-        let raw: Envelope<'_> =
-            serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))?;
+        let raw: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))?;
         match raw.data {
             Some(data) => self.payload(data, received),
             None => self.payload(raw.without_data(), received),
@@ -101,58 +97,33 @@ impl BinanceParser {
     fn payload(&mut self, p: Payload<'_>, received: Timestamp) -> Result<Frame, BinanceError> {
         match p.e.as_deref() {
             Some("trade") => self.trade(p, received).map(|t| Frame::Event(t.into())),
-            Some("bookTicker") => self
-                .book_ticker(p, received)
-                .map(|q| Frame::Event(q.into())),
+            Some("bookTicker") => self.book_ticker(p, received).map(|q| Frame::Event(q.into())),
             Some("serverShutdown") => Ok(Frame::Control(Control::ServerShutdown)),
             Some(other) => Err(BinanceError::Unsupported(format!("event type {other:?}"))),
             // Spot bookTicker payloads carry no event type.
-            None if p.u.is_some() && p.s.is_some() => self
-                .book_ticker(p, received)
-                .map(|q| Frame::Event(q.into())),
+            None if p.u.is_some() && p.s.is_some() => self.book_ticker(p, received).map(|q| Frame::Event(q.into())),
             None if p.code.is_some() => Ok(Frame::Control(Control::Error {
                 code: p.code.unwrap_or_default(),
                 msg: p.msg.map(|m| m.0.into_owned()).unwrap_or_default(),
             })),
-            None if p.id.is_some() || p.result.is_some() => Ok(Frame::Control(Control::Response {
-                id: p.id.map(|id| id.to_compact()),
-            })),
-            None => Err(BinanceError::Unsupported(
-                "no event type and no known shape".into(),
-            )),
+            None if p.id.is_some() || p.result.is_some() => {
+                Ok(Frame::Control(Control::Response { id: p.id.map(|id| id.to_compact()) }))
+            }
+            None => Err(BinanceError::Unsupported("no event type and no known shape".into())),
         }
     }
 
     fn trade(&mut self, p: Payload<'_>, received: Timestamp) -> Result<TradeV2, BinanceError> {
         const EV: &str = "trade";
-        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "s",
-        })?;
-        let id = p.t.ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "t",
-        })?;
-        let price = p.p.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "p",
-        })?;
-        let quantity = p.q.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "q",
-        })?;
-        let trade_time = p.trade_time.ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "T",
-        })?;
-        let buyer_is_maker = p.buyer_is_maker.ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "m",
-        })?;
+        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "s" })?;
+        let id = p.t.ok_or(BinanceError::MissingField { event: EV, field: "t" })?;
+        let price = p.p.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "p" })?;
+        let quantity = p.q.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "q" })?;
+        let trade_time = p.trade_time.ok_or(BinanceError::MissingField { event: EV, field: "T" })?;
+        let buyer_is_maker = p.buyer_is_maker.ok_or(BinanceError::MissingField { event: EV, field: "m" })?;
 
         let sequence = i64::try_from(id).map_err(|_| invalid("t", id))?;
-        let timestamp =
-            Timestamp::from_millis(trade_time).ok_or_else(|| invalid("T", trade_time))?;
+        let timestamp = Timestamp::from_millis(trade_time).ok_or_else(|| invalid("T", trade_time))?;
         let price = decimal::parse("price", price)?;
         let quantity = decimal::parse("quantity", quantity)?;
         let (symbol, currency) = self.symbol(symbol)?;
@@ -184,11 +155,7 @@ impl BinanceParser {
             quantity,
             currency,
             // m=true: the buyer was the maker, so the aggressor sold.
-            side: if buyer_is_maker {
-                TradeSide::Sell
-            } else {
-                TradeSide::Buy
-            },
+            side: if buyer_is_maker { TradeSide::Sell } else { TradeSide::Buy },
             trade_conditions: Vec::new(),
             source_sequence: Some(sequence),
             ingestion_timestamp: received,
@@ -198,42 +165,16 @@ impl BinanceParser {
         })
     }
 
-    fn book_ticker(
-        &mut self,
-        p: Payload<'_>,
-        received: Timestamp,
-    ) -> Result<QuoteV2, BinanceError> {
+    fn book_ticker(&mut self, p: Payload<'_>, received: Timestamp) -> Result<QuoteV2, BinanceError> {
         const EV: &str = "bookTicker";
-        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "s",
-        })?;
-        let update_id = p.u.ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "u",
-        })?;
+        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "s" })?;
+        let update_id = p.u.ok_or(BinanceError::MissingField { event: EV, field: "u" })?;
         let bid =
-            p.b.as_ref()
-                .and_then(StrOrNum::as_str)
-                .ok_or(BinanceError::MissingField {
-                    event: EV,
-                    field: "b",
-                })?;
-        let bid_qty = p.bid_qty.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "B",
-        })?;
+            p.b.as_ref().and_then(StrOrNum::as_str).ok_or(BinanceError::MissingField { event: EV, field: "b" })?;
+        let bid_qty = p.bid_qty.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "B" })?;
         let ask =
-            p.a.as_ref()
-                .and_then(StrOrNum::as_str)
-                .ok_or(BinanceError::MissingField {
-                    event: EV,
-                    field: "a",
-                })?;
-        let ask_qty = p.ask_qty.as_deref().ok_or(BinanceError::MissingField {
-            event: EV,
-            field: "A",
-        })?;
+            p.a.as_ref().and_then(StrOrNum::as_str).ok_or(BinanceError::MissingField { event: EV, field: "a" })?;
+        let ask_qty = p.ask_qty.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "A" })?;
 
         let sequence = i64::try_from(update_id).map_err(|_| invalid("u", update_id))?;
         // Spot book tickers carry no time; futures ones carry T and E.
@@ -277,22 +218,16 @@ impl BinanceParser {
             return Ok(known.clone());
         }
         let upper = CompactString::from(symbol.to_ascii_uppercase());
-        let quote = self
-            .quote_assets
-            .quote_of(&upper)
-            .ok_or_else(|| BinanceError::UnknownQuoteAsset(symbol.to_owned()))?;
+        let quote =
+            self.quote_assets.quote_of(&upper).ok_or_else(|| BinanceError::UnknownQuoteAsset(symbol.to_owned()))?;
         let entry = (upper.clone(), CompactString::from(quote));
-        self.symbols
-            .insert(CompactString::from(symbol), entry.clone());
+        self.symbols.insert(CompactString::from(symbol), entry.clone());
         Ok(entry)
     }
 }
 
 fn invalid(field: &'static str, value: impl std::fmt::Display) -> BinanceError {
-    BinanceError::Invalid {
-        field,
-        value: value.to_string(),
-    }
+    BinanceError::Invalid { field, value: value.to_string() }
 }
 
 fn bool_str(b: bool) -> &'static str {

@@ -5,11 +5,10 @@
 /// Extend it with [`QuoteAssets::with_extra`] for venues that list more.
 pub const DEFAULT_QUOTE_ASSETS: &[&str] = &[
     // Stablecoins.
-    "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USDP", "DAI", "USD1", "PAX",
-    // Crypto quote assets.
+    "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USDP", "DAI", "USD1", "PAX", // Crypto quote assets.
     "BTC", "ETH", "BNB", "XRP", "TRX", "DOGE", "DOT", "SOL", // Fiat.
-    "USD", "EUR", "GBP", "AUD", "TRY", "BRL", "JPY", "RUB", "UAH", "ZAR", "PLN", "RON", "ARS",
-    "MXN", "COP", "CZK", "NGN", "IDR", "IDRT", "BIDR", "BKRW", "BVND",
+    "USD", "EUR", "GBP", "AUD", "TRY", "BRL", "JPY", "RUB", "UAH", "ZAR", "PLN", "RON", "ARS", "MXN", "COP", "CZK",
+    "NGN", "IDR", "IDRT", "BIDR", "BKRW", "BVND",
 ];
 
 /// The list of quote assets in use, longest first so the first match wins.
@@ -58,9 +57,6 @@ mod tests {
         assert_eq!(q.quote_of("BTCEUR"), Some("EUR"));
         assert_eq!(q.quote_of("USDT"), None, "no base asset left");
         assert_eq!(q.quote_of("FOOBAR"), None);
-        assert_eq!(
-            QuoteAssets::with_extra(["bar"]).quote_of("FOOBAR"),
-            Some("BAR")
-        );
+        assert_eq!(QuoteAssets::with_extra(["bar"]).quote_of("FOOBAR"), Some("BAR"));
     }
 }

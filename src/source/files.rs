@@ -43,10 +43,7 @@ impl InputFile {
 #[derive(Debug, Error)]
 pub enum InputError {
     #[error("{}: {source}", path.display())]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("{}: format not recognised: {reason}", path.display())]
     Unrecognised { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -70,10 +67,7 @@ pub struct Discovered {
 pub fn discover(paths: &[PathBuf], format: InputFormat) -> Result<Discovered, InputError> {
     let mut found = Discovered::default();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|source| InputError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|source| InputError::Unreadable { path: path.clone(), source })?;
         if meta.is_dir() {
             walk(path, format, &mut found)?;
         } else {
@@ -84,10 +78,7 @@ pub fn discover(paths: &[PathBuf], format: InputFormat) -> Result<Discovered, In
 }
 
 fn walk(dir: &Path, format: InputFormat, found: &mut Discovered) -> Result<(), InputError> {
-    let unreadable = |source| InputError::Unreadable {
-        path: dir.to_owned(),
-        source,
-    };
+    let unreadable = |source| InputError::Unreadable { path: dir.to_owned(), source };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(unreadable)?
         .map(|e| e.map(|e| e.path()))
@@ -102,11 +93,7 @@ fn walk(dir: &Path, format: InputFormat, found: &mut Discovered) -> Result<(), I
             walk(&path, format, found)?;
             continue;
         }
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if !matches!(ext.as_str(), "csv" | "json" | "jsonl" | "ndjson") {
             continue;
         }
@@ -115,21 +102,14 @@ fn walk(dir: &Path, format: InputFormat, found: &mut Discovered) -> Result<(), I
             Err(InputError::Unreadable { path, source }) => {
                 return Err(InputError::Unreadable { path, source });
             }
-            Err(e) => found.skipped.push(Rejected {
-                location: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+            Err(e) => found.skipped.push(Rejected { location: path.display().to_string(), reason: e.to_string() }),
         }
     }
     Ok(())
 }
 
 fn classify(path: &Path, format: InputFormat) -> Result<InputFile, InputError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let binance = match format {
         InputFormat::Binance => true,
         InputFormat::Asx => false,
@@ -151,19 +131,15 @@ fn classify(path: &Path, format: InputFormat) -> Result<InputFile, InputError> {
 }
 
 fn first_byte_is_brace(path: &Path) -> Result<bool, InputError> {
-    let file = File::open(path).map_err(|source| InputError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| InputError::Unreadable { path: path.to_owned(), source })?;
     let mut reader = BufReader::new(file);
-    let buf = reader.fill_buf().map_err(|source| InputError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })?;
+    let buf = reader.fill_buf().map_err(|source| InputError::Unreadable { path: path.to_owned(), source })?;
     Ok(buf.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
 
 /// What reading one file produced, beside the events themselves.
+// Events are nearly every item: boxing them would allocate per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Event(MarketEvent),
@@ -181,18 +157,11 @@ pub struct InputReader {
 
 impl InputReader {
     pub fn new(asx: AsxOptions, binance: BinanceParser) -> Self {
-        Self {
-            asx: AsxReader::new(asx),
-            binance,
-        }
+        Self { asx: AsxReader::new(asx), binance }
     }
 
     /// Reads one file to the end, handing every item to `on`.
-    pub fn read(
-        &mut self,
-        file: &InputFile,
-        on: &mut dyn FnMut(Item),
-    ) -> Result<FileStats, InputError> {
+    pub fn read(&mut self, file: &InputFile, on: &mut dyn FnMut(Item)) -> Result<FileStats, InputError> {
         match file {
             InputFile::Asx(path, kind) => Ok(self.asx.read_file(path, kind, &mut |r| {
                 on(match r {
@@ -204,15 +173,8 @@ impl InputReader {
         }
     }
 
-    fn read_binance(
-        &mut self,
-        path: &Path,
-        on: &mut dyn FnMut(Item),
-    ) -> Result<FileStats, InputError> {
-        let io = |source| InputError::Unreadable {
-            path: path.to_owned(),
-            source,
-        };
+    fn read_binance(&mut self, path: &Path, on: &mut dyn FnMut(Item)) -> Result<FileStats, InputError> {
+        let io = |source| InputError::Unreadable { path: path.to_owned(), source };
         let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
         let mut buf = Vec::with_capacity(512);
         let mut stats = FileStats::default();
@@ -234,11 +196,7 @@ impl InputReader {
                 Ok(Frame::Control(_)) => on(Item::Control),
                 Err(e) => {
                     stats.rejected += 1;
-                    on(Item::Rejected(Rejected::at_line(
-                        path,
-                        line_no,
-                        e.to_string(),
-                    )));
+                    on(Item::Rejected(Rejected::at_line(path, line_no, e.to_string())));
                 }
             }
         }

@@ -16,11 +16,7 @@ pub enum BookSideError {
     #[error(transparent)]
     Decimal(#[from] DecimalError),
     #[error("{price_field} is 0 while {quantity_field} is {quantity}: an empty side has both 0")]
-    ZeroPriceWithQuantity {
-        price_field: &'static str,
-        quantity_field: &'static str,
-        quantity: String,
-    },
+    ZeroPriceWithQuantity { price_field: &'static str, quantity_field: &'static str, quantity: String },
 }
 
 /// Reads one side of the book. Venues write an empty side as price 0 and
@@ -34,11 +30,9 @@ pub fn book_side(
     let q = decimal::parse(quantity_field, quantity)?;
     match (p.is_zero(), q.is_zero()) {
         (true, true) => Ok((None, None)),
-        (true, false) => Err(BookSideError::ZeroPriceWithQuantity {
-            price_field,
-            quantity_field,
-            quantity: quantity.to_owned(),
-        }),
+        (true, false) => {
+            Err(BookSideError::ZeroPriceWithQuantity { price_field, quantity_field, quantity: quantity.to_owned() })
+        }
         _ => Ok((Some(p), Some(q))),
     }
 }
@@ -54,9 +48,6 @@ pub struct Rejected {
 
 impl Rejected {
     pub fn at_line(path: &std::path::Path, line: u64, reason: impl Into<String>) -> Self {
-        Self {
-            location: format!("{}:{line}", path.display()),
-            reason: reason.into(),
-        }
+        Self { location: format!("{}:{line}", path.display()), reason: reason.into() }
     }
 }

@@ -43,16 +43,9 @@ pub fn run(args: ParseCheckArgs) -> Result<ExitCode, CommandError> {
         FormatArg::Asx => InputFormat::Asx,
     };
     let found = discover(&args.paths, format)?;
-    let asx = AsxOptions {
-        timezone: args.timezone,
-        company_info: args.company_info.clone(),
-        ..AsxOptions::default()
-    };
+    let asx = AsxOptions { timezone: args.timezone, company_info: args.company_info.clone(), ..AsxOptions::default() };
     let mut reader = InputReader::new(asx, BinanceParser::default());
-    let mut report = Report {
-        files: found.files.len(),
-        ..Report::default()
-    };
+    let mut report = Report { files: found.files.len(), ..Report::default() };
     for skipped in found.skipped {
         report.reject(skipped, args.max_errors);
     }
@@ -79,11 +72,7 @@ pub fn run(args: ParseCheckArgs) -> Result<ExitCode, CommandError> {
             writeln!(out, "  {}: {}", e.location, e.reason)?;
         }
         if report.rejected > report.errors.len() as u64 {
-            writeln!(
-                out,
-                "  ... {} more",
-                report.rejected - report.errors.len() as u64
-            )?;
+            writeln!(out, "  ... {} more", report.rejected - report.errors.len() as u64)?;
         }
     }
     Ok(ExitCode::SUCCESS)

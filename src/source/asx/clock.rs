@@ -38,23 +38,15 @@ impl LocalClock {
                     secs
                 }
                 LocalResult::Ambiguous(_, _) => {
-                    return Err(format!(
-                        "{local} happens twice in {} (clocks go back)",
-                        self.tz
-                    ));
+                    return Err(format!("{local} happens twice in {} (clocks go back)", self.tz));
                 }
                 LocalResult::None => {
-                    return Err(format!(
-                        "{local} does not exist in {} (clocks go forward)",
-                        self.tz
-                    ));
+                    return Err(format!("{local} does not exist in {} (clocks go forward)", self.tz));
                 }
             },
         };
         let local_micros = local.and_utc().timestamp_micros();
-        Ok(Timestamp::from_micros(
-            local_micros - offset_secs * 1_000_000,
-        ))
+        Ok(Timestamp::from_micros(local_micros - offset_secs * 1_000_000))
     }
 }
 
@@ -92,9 +84,7 @@ pub fn parse_time(text: &str) -> Result<NaiveTime, String> {
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
+    b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
 #[cfg(test)]
@@ -111,39 +101,16 @@ mod tests {
     fn sydney_daylight_saving_both_sides() {
         let mut c = LocalClock::new(Sydney);
         // March 2014: AEDT, UTC+11; a 10:00 open is 23:00 UTC the day before.
-        assert_eq!(
-            utc(&mut c, "03/10/2014", "10:00:00.000").unwrap(),
-            "2014-03-09T23:00:00.000000Z"
-        );
-        assert_eq!(
-            utc(&mut c, "03/10/2014", "07:57:14.754").unwrap(),
-            "2014-03-09T20:57:14.754000Z"
-        );
+        assert_eq!(utc(&mut c, "03/10/2014", "10:00:00.000").unwrap(), "2014-03-09T23:00:00.000000Z");
+        assert_eq!(utc(&mut c, "03/10/2014", "07:57:14.754").unwrap(), "2014-03-09T20:57:14.754000Z");
         // June 2014: AEST, UTC+10.
-        assert_eq!(
-            utc(&mut c, "06/10/2014", "10:00:00").unwrap(),
-            "2014-06-10T00:00:00.000000Z"
-        );
+        assert_eq!(utc(&mut c, "06/10/2014", "10:00:00").unwrap(), "2014-06-10T00:00:00.000000Z");
         // 6 April 2014 03:00 AEDT clocks went back to 02:00: 02:30 happened twice.
-        assert!(
-            utc(&mut c, "04/06/2014", "02:30:00")
-                .unwrap_err()
-                .contains("twice")
-        );
-        assert_eq!(
-            utc(&mut c, "04/06/2014", "03:30:00").unwrap(),
-            "2014-04-05T17:30:00.000000Z"
-        );
+        assert!(utc(&mut c, "04/06/2014", "02:30:00").unwrap_err().contains("twice"));
+        assert_eq!(utc(&mut c, "04/06/2014", "03:30:00").unwrap(), "2014-04-05T17:30:00.000000Z");
         // 5 October 2014 02:00 AEST clocks went forward to 03:00: 02:30 never was.
-        assert!(
-            utc(&mut c, "10/05/2014", "02:30:00")
-                .unwrap_err()
-                .contains("does not exist")
-        );
-        assert_eq!(
-            utc(&mut c, "10/05/2014", "03:30:00").unwrap(),
-            "2014-10-04T16:30:00.000000Z"
-        );
+        assert!(utc(&mut c, "10/05/2014", "02:30:00").unwrap_err().contains("does not exist"));
+        assert_eq!(utc(&mut c, "10/05/2014", "03:30:00").unwrap(), "2014-10-04T16:30:00.000000Z");
     }
 
     #[test]
@@ -154,9 +121,6 @@ mod tests {
         assert!(parse_time("07:57:14.").is_err());
         assert!(parse_time("07:57:14.1234567").is_err());
         assert!(parse_time("25:00:00").is_err());
-        assert_eq!(
-            parse_time("07:57:14.5").unwrap().to_string(),
-            "07:57:14.500"
-        );
+        assert_eq!(parse_time("07:57:14.5").unwrap().to_string(), "07:57:14.500");
     }
 }

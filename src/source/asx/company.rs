@@ -25,27 +25,16 @@ pub struct CompanyInfo {
 impl CompanyInfo {
     /// Reads `company_id,symbol,company_name,ISIN,...` with a header line.
     pub fn load(path: &Path) -> Result<Self, AsxError> {
-        let io = |source| AsxError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_path(path)
-            .map_err(|e| match e.into_kind() {
-                csv::ErrorKind::Io(err) => io(err),
-                other => AsxError::BadReference {
-                    path: path.to_owned(),
-                    reason: format!("{other:?}"),
-                },
-            })?;
+        let io = |source| AsxError::Io { path: path.to_owned(), source };
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| match e.into_kind() {
+            csv::ErrorKind::Io(err) => io(err),
+            other => AsxError::BadReference { path: path.to_owned(), reason: format!("{other:?}") },
+        })?;
         let mut by_id = HashMap::new();
         for (i, record) in reader.records().enumerate() {
             let line = i + 2;
-            let record = record.map_err(|e| AsxError::BadReference {
-                path: path.to_owned(),
-                reason: format!("line {line}: {e}"),
-            })?;
+            let record = record
+                .map_err(|e| AsxError::BadReference { path: path.to_owned(), reason: format!("line {line}: {e}") })?;
             let field = |n: usize| record.get(n).map(str::trim).unwrap_or("");
             if field(0).is_empty() || field(1).is_empty() {
                 return Err(AsxError::BadReference {
@@ -72,9 +61,7 @@ impl CompanyInfo {
         let candidates = [
             dir.join("company_info.csv"),
             dir.join("reference-data").join("company_info.csv"),
-            dir.parent()?
-                .join("reference-data")
-                .join("company_info.csv"),
+            dir.parent()?.join("reference-data").join("company_info.csv"),
         ];
         candidates.into_iter().find(|p| p.is_file())
     }

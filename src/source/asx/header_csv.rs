@@ -21,32 +21,13 @@ pub enum HeaderKind {
     Quotes,
 }
 
-const TRADE_COLUMNS: [&str; 7] = [
-    "symbol",
-    "exchange_timestamp",
-    "price",
-    "quantity",
-    "side",
-    "sequence_number",
-    "trade_id",
-];
-const QUOTE_COLUMNS: [&str; 7] = [
-    "symbol",
-    "exchange_timestamp",
-    "bid_price",
-    "ask_price",
-    "bid_size",
-    "ask_size",
-    "sequence_number",
-];
-const OPTIONAL: [&str; 6] = [
-    "company_id",
-    "qualifiers",
-    "venue",
-    "quote_id",
-    "exchange",
-    "currency",
-];
+// Listed in the order `record` destructures them, not the files' order: the
+// last slot is the sequence number in both lists.
+const TRADE_COLUMNS: [&str; 7] =
+    ["symbol", "exchange_timestamp", "price", "quantity", "side", "trade_id", "sequence_number"];
+const QUOTE_COLUMNS: [&str; 7] =
+    ["symbol", "exchange_timestamp", "bid_price", "ask_price", "bid_size", "ask_size", "sequence_number"];
+const OPTIONAL: [&str; 6] = ["company_id", "qualifiers", "venue", "quote_id", "exchange", "currency"];
 
 /// Column positions of one header file.
 #[derive(Debug)]
@@ -60,21 +41,9 @@ pub struct HeaderParser {
 
 impl HeaderParser {
     /// Reads the header; the kind is told by which required columns are there.
-    pub fn from_header(
-        header: &csv::StringRecord,
-        clock: LocalClock,
-        is_sample_data: bool,
-    ) -> Result<Self, String> {
-        let find = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(name))
-        };
-        let kind = if find("price").is_some() {
-            HeaderKind::Trades
-        } else {
-            HeaderKind::Quotes
-        };
+    pub fn from_header(header: &csv::StringRecord, clock: LocalClock, is_sample_data: bool) -> Result<Self, String> {
+        let find = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let kind = if find("price").is_some() { HeaderKind::Trades } else { HeaderKind::Quotes };
         let names = match kind {
             HeaderKind::Trades => TRADE_COLUMNS,
             HeaderKind::Quotes => QUOTE_COLUMNS,
@@ -83,13 +52,7 @@ impl HeaderParser {
         for (slot, name) in required.iter_mut().zip(names) {
             *slot = find(name).ok_or_else(|| format!("header lacks column {name:?}"))?;
         }
-        Ok(Self {
-            kind,
-            required,
-            optional: OPTIONAL.map(find),
-            clock,
-            is_sample_data,
-        })
+        Ok(Self { kind, required, optional: OPTIONAL.map(find), clock, is_sample_data })
     }
 
     pub fn kind(&self) -> HeaderKind {
@@ -116,10 +79,7 @@ impl HeaderParser {
         let timestamp = self.timestamp(col(c_ts))?;
         let sequence = match col(c_seq) {
             "" => None,
-            s => Some(
-                s.parse::<i64>()
-                    .map_err(|_| format!("sequence_number {s:?} is not an integer"))?,
-            ),
+            s => Some(s.parse::<i64>().map_err(|_| format!("sequence_number {s:?} is not an integer"))?),
         };
         match self.kind {
             HeaderKind::Trades => {
@@ -133,12 +93,8 @@ impl HeaderParser {
                         vendor.insert(key, v);
                     }
                 }
-                let side = TradeSide::parse_loose(col(c_c)).ok_or_else(|| {
-                    format!(
-                        "side {:?} is not buy, sell, sell_short or unknown",
-                        col(c_c)
-                    )
-                })?;
+                let side = TradeSide::parse_loose(col(c_c))
+                    .ok_or_else(|| format!("side {:?} is not buy, sell, sell_short or unknown", col(c_c)))?;
                 Ok(MarketEvent::Trade(TradeV2 {
                     message_id: message_id(&exchange, &symbol, EventKind::Trade, venue_trade_id),
                     trade_id: format_compact!("{exchange}-{venue_trade_id}"),
@@ -160,11 +116,9 @@ impl HeaderParser {
             }
             HeaderKind::Quotes => {
                 let (bid_price, bid_quantity) =
-                    book_side(("bid_price", col(c_a)), ("bid_quantity", col(c_c)))
-                        .map_err(|e| e.to_string())?;
+                    book_side(("bid_price", col(c_a)), ("bid_quantity", col(c_c))).map_err(|e| e.to_string())?;
                 let (ask_price, ask_quantity) =
-                    book_side(("ask_price", col(c_b)), ("ask_quantity", col(c_d)))
-                        .map_err(|e| e.to_string())?;
+                    book_side(("ask_price", col(c_b)), ("ask_quantity", col(c_d))).map_err(|e| e.to_string())?;
                 // A quote's venue id: its own column, else its sequence number,
                 // else its line, so a second load of the file repeats the ids.
                 let venue_id = match (opt(3), sequence) {
@@ -202,9 +156,7 @@ impl HeaderParser {
         }
         let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
             .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
-            .map_err(|_| {
-                format!("exchange_timestamp {text:?} is not RFC 3339 or YYYY-MM-DD HH:MM:SS[.f]")
-            })?;
+            .map_err(|_| format!("exchange_timestamp {text:?} is not RFC 3339 or YYYY-MM-DD HH:MM:SS[.f]"))?;
         self.clock.to_utc(naive)
     }
 }

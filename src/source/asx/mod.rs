@@ -39,20 +39,13 @@ pub const TIMEZONE: Tz = chrono_tz::Australia::Sydney;
 #[derive(Debug, Error)]
 pub enum AsxError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {reason}", path.display())]
     BadReference { path: PathBuf, reason: String },
     #[error("{}: no company_info.csv found beside it or in ../reference-data/", path.display())]
     NoCompanyInfo { path: PathBuf },
     #[error("{}: company id {company_id} is not in {}", path.display(), reference.display())]
-    UnknownCompany {
-        path: PathBuf,
-        company_id: String,
-        reference: PathBuf,
-    },
+    UnknownCompany { path: PathBuf, company_id: String, reference: PathBuf },
     #[error("{}: not an ASX file: {reason}", path.display())]
     Unrecognised { path: PathBuf, reason: String },
 }
@@ -74,43 +67,24 @@ impl AsxFileKind {
     /// Tells a file's layout from its first line and, for the headerless sample
     /// format, its name (`<company_id>.csv`) and field count.
     pub fn detect(path: &Path) -> Result<Self, AsxError> {
-        let unrecognised = |reason: &str| AsxError::Unrecognised {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let file = File::open(path).map_err(|source| AsxError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let unrecognised = |reason: &str| AsxError::Unrecognised { path: path.to_owned(), reason: reason.to_owned() };
+        let file = File::open(path).map_err(|source| AsxError::Io { path: path.to_owned(), source })?;
         let mut first = String::new();
-        BufReader::new(file)
-            .read_line(&mut first)
-            .map_err(|source| AsxError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        BufReader::new(file).read_line(&mut first).map_err(|source| AsxError::Io { path: path.to_owned(), source })?;
         let first = first.trim_end();
         if first.to_ascii_lowercase().starts_with("symbol,") {
             return Ok(Self::Header);
         }
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(unrecognised(
-                "no header line, and the name is not <company_id>.csv",
-            ));
+            return Err(unrecognised("no header line, and the name is not <company_id>.csv"));
         }
         let company_id = stem.to_owned();
-        let parent = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
+        let parent = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("");
         match (parent, first.split(',').count()) {
             ("trades", _) | (_, 7) => Ok(Self::SampleTrades { company_id }),
             ("quotes", _) | (_, 6) => Ok(Self::SampleQuotes { company_id }),
-            _ => Err(unrecognised(
-                "first line has neither 7 (trade) nor 6 (quote) fields",
-            )),
+            _ => Err(unrecognised("first line has neither 7 (trade) nor 6 (quote) fields")),
         }
     }
 }
@@ -128,11 +102,7 @@ pub struct AsxOptions {
 
 impl Default for AsxOptions {
     fn default() -> Self {
-        Self {
-            timezone: TIMEZONE,
-            is_sample_data: false,
-            company_info: None,
-        }
+        Self { timezone: TIMEZONE, is_sample_data: false, company_info: None }
     }
 }
 
@@ -152,10 +122,7 @@ pub struct AsxReader {
 
 impl AsxReader {
     pub fn new(options: AsxOptions) -> Self {
-        Self {
-            options,
-            companies: HashMap::new(),
-        }
+        Self { options, companies: HashMap::new() }
     }
 
     /// Reads a whole file, handing each event or rejected line to `on`.
@@ -169,8 +136,7 @@ impl AsxReader {
         match kind {
             AsxFileKind::SampleTrades { company_id } | AsxFileKind::SampleQuotes { company_id } => {
                 let symbol = self.symbol_of(path, company_id)?;
-                let mut parser =
-                    SampleParser::new(company_id, &symbol, clock, self.options.is_sample_data);
+                let mut parser = SampleParser::new(company_id, &symbol, clock, self.options.is_sample_data);
                 let trades = matches!(kind, AsxFileKind::SampleTrades { .. });
                 read_lines(path, on, |line, no, now| {
                     if trades {
@@ -187,9 +153,7 @@ impl AsxReader {
     fn symbol_of(&mut self, path: &Path, company_id: &str) -> Result<String, AsxError> {
         let reference = match &self.options.company_info {
             Some(p) => p.clone(),
-            None => CompanyInfo::find_for(path).ok_or_else(|| AsxError::NoCompanyInfo {
-                path: path.to_owned(),
-            })?,
+            None => CompanyInfo::find_for(path).ok_or_else(|| AsxError::NoCompanyInfo { path: path.to_owned() })?,
         };
         let info = match self.companies.get(&reference) {
             Some(info) => info.clone(),
@@ -199,13 +163,11 @@ impl AsxReader {
                 info
             }
         };
-        info.get(company_id)
-            .map(|c| c.symbol.to_string())
-            .ok_or_else(|| AsxError::UnknownCompany {
-                path: path.to_owned(),
-                company_id: company_id.to_owned(),
-                reference,
-            })
+        info.get(company_id).map(|c| c.symbol.to_string()).ok_or_else(|| AsxError::UnknownCompany {
+            path: path.to_owned(),
+            company_id: company_id.to_owned(),
+            reference,
+        })
     }
 
     fn read_header_file(
@@ -214,23 +176,13 @@ impl AsxReader {
         clock: LocalClock,
         on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
     ) -> Result<FileStats, AsxError> {
-        let io = |source| AsxError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| AsxError::Io { path: path.to_owned(), source };
         let file = File::open(path).map_err(io)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(BufReader::new(file));
-        let header = reader.headers().map_err(|e| AsxError::Unrecognised {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(BufReader::new(file));
+        let header =
+            reader.headers().map_err(|e| AsxError::Unrecognised { path: path.to_owned(), reason: e.to_string() })?;
         let mut parser = HeaderParser::from_header(header, clock, self.options.is_sample_data)
-            .map_err(|reason| AsxError::Unrecognised {
-                path: path.to_owned(),
-                reason,
-            })?;
+            .map_err(|reason| AsxError::Unrecognised { path: path.to_owned(), reason })?;
         let mut stats = FileStats::default();
         let mut record = csv::StringRecord::new();
         loop {
@@ -239,9 +191,7 @@ impl AsxReader {
                 Ok(false) => break,
                 Ok(true) => {
                     let line_no = record.position().map_or(line_no, |p| p.line());
-                    parser
-                        .record(&record, line_no, Timestamp::now())
-                        .map_err(|reason| (line_no, reason))
+                    parser.record(&record, line_no, Timestamp::now()).map_err(|reason| (line_no, reason))
                 }
                 Err(e) if e.is_io_error() => return Err(io(std::io::Error::other(e.to_string()))),
                 Err(e) => Err((line_no, e.to_string())),
@@ -268,10 +218,7 @@ fn read_lines(
     on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
     mut parse: impl FnMut(&str, u64, Timestamp) -> Result<MarketEvent, String>,
 ) -> Result<FileStats, AsxError> {
-    let io = |source| AsxError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| AsxError::Io { path: path.to_owned(), source };
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
     let mut buf = Vec::with_capacity(256);
     let mut stats = FileStats::default();

@@ -27,23 +27,12 @@ pub struct SampleParser {
 
 impl SampleParser {
     pub fn new(company_id: &str, symbol: &str, clock: LocalClock, is_sample_data: bool) -> Self {
-        Self {
-            company_id: company_id.into(),
-            symbol: symbol.into(),
-            clock,
-            is_sample_data,
-            day: None,
-        }
+        Self { company_id: company_id.into(), symbol: symbol.into(), clock, is_sample_data, day: None }
     }
 
     /// One trade line (`line_no` counts from 1). The error is the reason only;
     /// the caller knows the file and line.
-    pub fn trade(
-        &mut self,
-        line: &str,
-        line_no: u64,
-        ingested: Timestamp,
-    ) -> Result<TradeV2, String> {
+    pub fn trade(&mut self, line: &str, line_no: u64, ingested: Timestamp) -> Result<TradeV2, String> {
         let mut f = line.split(',');
         let (date, time, price, volume, qualifiers, venue) = (
             next(&mut f, "Date")?,
@@ -95,12 +84,7 @@ impl SampleParser {
     }
 
     /// One quote line (`line_no` counts from 1).
-    pub fn quote(
-        &mut self,
-        line: &str,
-        line_no: u64,
-        ingested: Timestamp,
-    ) -> Result<QuoteV2, String> {
+    pub fn quote(&mut self, line: &str, line_no: u64, ingested: Timestamp) -> Result<QuoteV2, String> {
         let mut f = line.split(',');
         let (date, time, bid, ask, bid_vol, ask_vol) = (
             next(&mut f, "Date")?,
@@ -149,8 +133,7 @@ impl SampleParser {
         let day = match &self.day {
             Some((d, text)) if *d == date => text.clone(),
             _ => {
-                let text =
-                    format_compact!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
+                let text = format_compact!("{:04}{:02}{:02}", date.year(), date.month(), date.day());
                 self.day = Some((date, text.clone()));
                 text
             }
@@ -176,13 +159,7 @@ mod tests {
 
     #[test]
     fn trade_line_to_v2() {
-        let t = parser()
-            .trade(
-                "03/10/2014,10:00:01.250,36.667,20000,3,X,",
-                5,
-                Timestamp::from_micros(1),
-            )
-            .unwrap();
+        let t = parser().trade("03/10/2014,10:00:01.250,36.667,20000,3,X,", 5, Timestamp::from_micros(1)).unwrap();
         assert_eq!(t.symbol, "BHP");
         assert_eq!(t.trade_id, "ASX-7078-20140310-5");
         assert_eq!(t.timestamp.to_string(), "2014-03-09T23:00:01.250000Z");
@@ -193,34 +170,17 @@ mod tests {
         assert_eq!(t.source_sequence, Some(5));
         let v = t.vendor_data.as_ref().unwrap();
         assert_eq!(
-            (
-                v.get("company_id"),
-                v.get("qualifiers"),
-                v.get("venue"),
-                v.get("buyer_id")
-            ),
+            (v.get("company_id"), v.get("qualifiers"), v.get("venue"), v.get("buyer_id")),
             (Some("7078"), Some("3"), Some("X"), None)
         );
         // Same line, same id: a second load is caught by dedup.
-        let again = parser()
-            .trade(
-                "03/10/2014,10:00:01.250,36.667,20000,3,X,",
-                5,
-                Timestamp::from_micros(2),
-            )
-            .unwrap();
+        let again = parser().trade("03/10/2014,10:00:01.250,36.667,20000,3,X,", 5, Timestamp::from_micros(2)).unwrap();
         assert_eq!(t.message_id, again.message_id);
     }
 
     #[test]
     fn quote_with_empty_side_is_null() {
-        let q = parser()
-            .quote(
-                "03/10/2014,05:43:45.676,37.7,0.0,300,0",
-                1,
-                Timestamp::from_micros(1),
-            )
-            .unwrap();
+        let q = parser().quote("03/10/2014,05:43:45.676,37.7,0.0,300,0", 1, Timestamp::from_micros(1)).unwrap();
         assert_eq!(q.bid_price, Some(Decimal::from_str("37.7").unwrap()));
         assert_eq!(q.bid_quantity, Some(Decimal::from(300)));
         assert_eq!((q.ask_price, q.ask_quantity), (None, None));
@@ -230,25 +190,9 @@ mod tests {
     fn bad_lines_name_their_problem() {
         let mut p = parser();
         let now = Timestamp::from_micros(1);
-        assert!(
-            p.trade("03/10/2014,10:00:01.250,36.667", 1, now)
-                .unwrap_err()
-                .contains("Volume")
-        );
-        assert!(
-            p.trade("03/10/2014,10:00:01.250,-36.667,1,3,X,", 1, now)
-                .unwrap_err()
-                .contains("price")
-        );
-        assert!(
-            p.trade("2014-03-10,10:00:01.250,36.667,1,3,X,", 1, now)
-                .unwrap_err()
-                .contains("MM/DD/YYYY")
-        );
-        assert!(
-            p.quote("03/10/2014,05:43:45.676,0.0,37.7,300,5", 1, now)
-                .unwrap_err()
-                .contains("bid_price is 0")
-        );
+        assert!(p.trade("03/10/2014,10:00:01.250,36.667", 1, now).unwrap_err().contains("Volume"));
+        assert!(p.trade("03/10/2014,10:00:01.250,-36.667,1,3,X,", 1, now).unwrap_err().contains("price"));
+        assert!(p.trade("2014-03-10,10:00:01.250,36.667,1,3,X,", 1, now).unwrap_err().contains("MM/DD/YYYY"));
+        assert!(p.quote("03/10/2014,05:43:45.676,0.0,37.7,300,5", 1, now).unwrap_err().contains("bid_price is 0"));
     }
 }
