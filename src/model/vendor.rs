@@ -23,10 +23,22 @@ impl VendorData {
         Self(Vec::with_capacity(n))
     }
 
+    /// Builds a map from entries the caller already has sorted by key with no
+    /// key twice (a parser with fixed keys): no comparisons at run time.
+    pub(crate) fn from_sorted(entries: Vec<(CompactString, CompactString)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "keys out of order: {entries:?}");
+        Self(entries)
+    }
+
     /// Inserts or replaces a value.
     pub fn insert(&mut self, key: impl Into<CompactString>, value: impl Into<CompactString>) {
         let key = key.into();
         let value = value.into();
+        // Parsers insert in key order: appending is then the whole job.
+        if self.0.last().is_none_or(|(last, _)| last.as_str() < key.as_str()) {
+            self.0.push((key, value));
+            return;
+        }
         match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str())) {
             Ok(i) => self.0[i].1 = value,
             Err(i) => self.0.insert(i, (key, value)),

@@ -8,15 +8,14 @@
 //! Frames are parsed from bytes into borrowed structs in one pass; no
 //! `serde_json::Value` is built.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-
 use compact_str::CompactString;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 
 use super::currency::QuoteAssets;
+mod raw;
+mod scan;
+
+use self::raw::{Envelope, Payload, StrOrNum};
 use super::{BookSideError, book_side};
 use crate::model::decimal::{self, DecimalError};
 use crate::model::ids::{EventKind, message_id};
@@ -70,7 +69,7 @@ pub enum BinanceError {
 pub struct BinanceParser {
     quote_assets: QuoteAssets,
     /// symbol → (upper-case symbol, quote currency)
-    symbols: HashMap<CompactString, (CompactString, CompactString)>,
+    symbols: rustc_hash::FxHashMap<CompactString, (CompactString, CompactString)>,
     is_sample_data: bool,
 }
 
@@ -87,10 +86,14 @@ impl BinanceParser {
 
     /// Parses one text frame received at `received`.
     pub fn parse(&mut self, frame: &[u8], received: Timestamp) -> Result<Frame, BinanceError> {
-        let raw: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))?;
+        let (mut top, mut inner) = (Payload::empty(), None);
+        if scan::scan(frame, &mut top, &mut inner) {
+            return self.payload(inner.unwrap_or(top), received);
+        }
+        let raw = decode_with_serde(frame)?;
         match raw.data {
             Some(data) => self.payload(data, received),
-            None => self.payload(raw.without_data(), received),
+            None => self.payload(raw.with_data(None), received),
         }
     }
 
@@ -115,12 +118,12 @@ impl BinanceParser {
 
     fn trade(&mut self, p: Payload<'_>, received: Timestamp) -> Result<TradeV2, BinanceError> {
         const EV: &str = "trade";
-        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "s" })?;
-        let id = p.t.ok_or(BinanceError::MissingField { event: EV, field: "t" })?;
-        let price = p.p.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "p" })?;
-        let quantity = p.q.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "q" })?;
-        let trade_time = p.trade_time.ok_or(BinanceError::MissingField { event: EV, field: "T" })?;
-        let buyer_is_maker = p.buyer_is_maker.ok_or(BinanceError::MissingField { event: EV, field: "m" })?;
+        let symbol = p.s.as_deref().ok_or_else(|| missing(EV, "s"))?;
+        let id = p.t.ok_or_else(|| missing(EV, "t"))?;
+        let price = p.p.as_deref().ok_or_else(|| missing(EV, "p"))?;
+        let quantity = p.q.as_deref().ok_or_else(|| missing(EV, "q"))?;
+        let trade_time = p.trade_time.ok_or_else(|| missing(EV, "T"))?;
+        let buyer_is_maker = p.buyer_is_maker.ok_or_else(|| missing(EV, "m"))?;
 
         let sequence = i64::try_from(id).map_err(|_| invalid("t", id))?;
         let timestamp = Timestamp::from_millis(trade_time).ok_or_else(|| invalid("T", trade_time))?;
@@ -134,15 +137,20 @@ impl BinanceParser {
         trade_id.push_str(id_text);
         let message_id = message_id(EXCHANGE, &symbol, EventKind::Trade, id_text);
 
-        let mut vendor = VendorData::with_capacity(4);
+        // Keys in sorted order, as `from_sorted` requires.
+        let mut vendor = Vec::with_capacity(4);
         if let Some(e) = p.event_time {
-            vendor.insert("event_time", itoa::Buffer::new().format(e));
+            vendor.push((CompactString::const_new("event_time"), CompactString::from(itoa::Buffer::new().format(e))));
         }
-        vendor.insert("trade_time", itoa::Buffer::new().format(trade_time));
-        vendor.insert("is_buyer_maker", bool_str(buyer_is_maker));
         if let Some(best) = p.best_match {
-            vendor.insert("is_best_match", bool_str(best));
+            vendor.push((CompactString::const_new("is_best_match"), CompactString::const_new(bool_str(best))));
         }
+        vendor.push((CompactString::const_new("is_buyer_maker"), CompactString::const_new(bool_str(buyer_is_maker))));
+        vendor.push((
+            CompactString::const_new("trade_time"),
+            CompactString::from(itoa::Buffer::new().format(trade_time)),
+        ));
+        let vendor = VendorData::from_sorted(vendor);
 
         Ok(TradeV2 {
             message_id,
@@ -167,14 +175,12 @@ impl BinanceParser {
 
     fn book_ticker(&mut self, p: Payload<'_>, received: Timestamp) -> Result<QuoteV2, BinanceError> {
         const EV: &str = "bookTicker";
-        let symbol = p.s.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "s" })?;
-        let update_id = p.u.ok_or(BinanceError::MissingField { event: EV, field: "u" })?;
-        let bid =
-            p.b.as_ref().and_then(StrOrNum::as_str).ok_or(BinanceError::MissingField { event: EV, field: "b" })?;
-        let bid_qty = p.bid_qty.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "B" })?;
-        let ask =
-            p.a.as_ref().and_then(StrOrNum::as_str).ok_or(BinanceError::MissingField { event: EV, field: "a" })?;
-        let ask_qty = p.ask_qty.as_deref().ok_or(BinanceError::MissingField { event: EV, field: "A" })?;
+        let symbol = p.s.as_deref().ok_or_else(|| missing(EV, "s"))?;
+        let update_id = p.u.ok_or_else(|| missing(EV, "u"))?;
+        let bid = p.b.as_ref().and_then(StrOrNum::as_str).ok_or_else(|| missing(EV, "b"))?;
+        let bid_qty = p.bid_qty.as_deref().ok_or_else(|| missing(EV, "B"))?;
+        let ask = p.a.as_ref().and_then(StrOrNum::as_str).ok_or_else(|| missing(EV, "a"))?;
+        let ask_qty = p.ask_qty.as_deref().ok_or_else(|| missing(EV, "A"))?;
 
         let sequence = i64::try_from(update_id).map_err(|_| invalid("u", update_id))?;
         // Spot book tickers carry no time; futures ones carry T and E.
@@ -226,166 +232,18 @@ impl BinanceParser {
     }
 }
 
+fn decode_with_serde(frame: &[u8]) -> Result<Envelope<'_>, BinanceError> {
+    serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))
+}
+
+fn missing(event: &'static str, field: &'static str) -> BinanceError {
+    BinanceError::MissingField { event, field }
+}
+
 fn invalid(field: &'static str, value: impl std::fmt::Display) -> BinanceError {
     BinanceError::Invalid { field, value: value.to_string() }
 }
 
 fn bool_str(b: bool) -> &'static str {
     if b { "true" } else { "false" }
-}
-
-/// Every field any supported frame may have; unknown fields are skipped. `D` is
-/// the nested payload for the combined-stream envelope, or nothing inside it.
-#[derive(Deserialize)]
-struct Raw<'a, D> {
-    // No `default` here: it would demand `D: Default`, and serde already reads
-    // a missing `Option` field as `None`.
-    data: Option<D>,
-    #[serde(borrow, default)]
-    e: Option<Text<'a>>,
-    #[serde(rename = "E", default)]
-    event_time: Option<i64>,
-    #[serde(borrow, default)]
-    s: Option<Text<'a>>,
-    #[serde(default)]
-    t: Option<u64>,
-    #[serde(borrow, default)]
-    p: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    q: Option<Text<'a>>,
-    #[serde(rename = "T", default)]
-    trade_time: Option<i64>,
-    #[serde(rename = "m", default)]
-    buyer_is_maker: Option<bool>,
-    #[serde(rename = "M", default)]
-    best_match: Option<bool>,
-    #[serde(default)]
-    u: Option<u64>,
-    /// Best bid price in bookTicker; the buyer order id (a number) in old trades.
-    #[serde(borrow, default)]
-    b: Option<StrOrNum<'a>>,
-    #[serde(rename = "B", borrow, default)]
-    bid_qty: Option<Text<'a>>,
-    /// Best ask price in bookTicker; the seller order id in old trades.
-    #[serde(borrow, default)]
-    a: Option<StrOrNum<'a>>,
-    #[serde(rename = "A", borrow, default)]
-    ask_qty: Option<Text<'a>>,
-    #[serde(default)]
-    result: Option<IgnoredAny>,
-    #[serde(borrow, default)]
-    id: Option<StrOrNum<'a>>,
-    #[serde(default)]
-    code: Option<i64>,
-    #[serde(borrow, default)]
-    msg: Option<Text<'a>>,
-}
-
-type Payload<'a> = Raw<'a, IgnoredAny>;
-type Envelope<'a> = Raw<'a, Payload<'a>>;
-
-impl<'a> Envelope<'a> {
-    /// The envelope's own fields as a payload (a raw, un-enveloped frame).
-    fn without_data(self) -> Payload<'a> {
-        Raw {
-            data: None,
-            e: self.e,
-            event_time: self.event_time,
-            s: self.s,
-            t: self.t,
-            p: self.p,
-            q: self.q,
-            trade_time: self.trade_time,
-            buyer_is_maker: self.buyer_is_maker,
-            best_match: self.best_match,
-            u: self.u,
-            b: self.b,
-            bid_qty: self.bid_qty,
-            a: self.a,
-            ask_qty: self.ask_qty,
-            result: self.result,
-            id: self.id,
-            code: self.code,
-            msg: self.msg,
-        }
-    }
-}
-
-/// A JSON string, borrowed from the frame unless it holds escapes.
-///
-/// serde borrows a bare `Cow<str>` field but not one inside an `Option`, which
-/// would allocate for every field of every frame; this visitor borrows in both.
-struct Text<'a>(Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A JSON value that is a string in one message type and a number in another.
-enum StrOrNum<'a> {
-    Str(Cow<'a, str>),
-    Num(i128),
-}
-
-impl StrOrNum<'_> {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Self::Str(s) => Some(s),
-            Self::Num(_) => None,
-        }
-    }
-
-    fn to_compact(&self) -> CompactString {
-        match self {
-            Self::Str(s) => CompactString::from(s.as_ref()),
-            Self::Num(n) => CompactString::from(itoa::Buffer::new().format(*n)),
-        }
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for StrOrNum<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = StrOrNum<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an integer")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StrOrNum::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrOrNum::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(StrOrNum::Num(i128::from(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(StrOrNum::Num(i128::from(v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
