@@ -16,5 +16,6 @@ pub mod codec;
 pub mod model;
 pub mod schema;
 pub mod source;
+pub mod transform;
 
 pub use model::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData};
