@@ -18,6 +18,9 @@ pub enum Command {
     /// Parse Binance JSON lines or ASX CSV files and folders, and report what
     /// they hold and which lines are rejected and why.
     ParseCheck(ParseCheckArgs),
+    /// Load Binance JSON lines or ASX CSV files through the sequence tracker
+    /// and deduplicator, and report what was accepted, dropped and rejected.
+    Load(LoadArgs),
     /// Print an embedded v2 Avro schema.
     Schema(SchemaArgs),
 }
@@ -54,6 +57,38 @@ pub struct ParseCheckArgs {
     /// How many rejected lines to list.
     #[arg(long, default_value_t = 20)]
     pub max_errors: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Files or folders to load.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Print the summary as one JSON object (and no progress).
+    #[arg(long)]
+    pub json: bool,
+    /// Mark the loaded events as sample data.
+    #[arg(long)]
+    pub sample_data: bool,
+    /// company_info.csv mapping ASX company ids to symbols.
+    #[arg(long)]
+    pub company_info: Option<PathBuf>,
+}
+
+impl From<FormatArg> for k2_core::source::files::InputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Auto => Self::Auto,
+            FormatArg::Binance => Self::Binance,
+            FormatArg::Asx => Self::Asx,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::ParseCheck(args) => commands::parse_check::run(args),
+        Command::Load(args) => commands::load::run(args),
         Command::Schema(args) => commands::schema::run(args),
     };
     match result {

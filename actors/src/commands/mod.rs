@@ -1,5 +1,6 @@
 //! The subcommands, and how their failures map to exit codes.
 
+pub mod load;
 pub mod parse_check;
 pub mod schema;
 
@@ -13,8 +14,14 @@ pub enum CommandError {
     /// A path could not be read or interpreted at all (exit 2).
     #[error(transparent)]
     Input(#[from] k2_core::source::files::InputError),
-    /// Writing the report failed.
-    #[error("cannot write output: {0}")]
+    /// The configuration is unusable (exit 2).
+    #[error(transparent)]
+    Config(#[from] k2::config::ConfigError),
+    /// The pipeline failed while running.
+    #[error("pipeline: {0}")]
+    Pipeline(String),
+    /// Writing the report (or starting the runtime) failed.
+    #[error("{0}")]
     Output(#[from] std::io::Error),
 }
 
@@ -27,8 +34,8 @@ pub enum ExitStatus {
 impl From<&CommandError> for ExitStatus {
     fn from(e: &CommandError) -> Self {
         match e {
-            CommandError::Input(_) => Self::BadInput,
-            CommandError::Output(_) => Self::Failed,
+            CommandError::Input(_) | CommandError::Config(_) => Self::BadInput,
+            CommandError::Output(_) | CommandError::Pipeline(_) => Self::Failed,
         }
     }
 }

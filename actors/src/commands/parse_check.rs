@@ -12,7 +12,7 @@ use k2_core::source::files::{InputFormat, InputReader, Item, discover};
 use serde::Serialize;
 
 use super::CommandError;
-use crate::cli::{FormatArg, ParseCheckArgs};
+use crate::cli::ParseCheckArgs;
 
 /// The report; with `--json` it is printed as exactly this object.
 #[derive(Debug, Default, Serialize)]
@@ -37,12 +37,7 @@ impl Report {
 }
 
 pub fn run(args: ParseCheckArgs) -> Result<ExitCode, CommandError> {
-    let format = match args.format {
-        FormatArg::Auto => InputFormat::Auto,
-        FormatArg::Binance => InputFormat::Binance,
-        FormatArg::Asx => InputFormat::Asx,
-    };
-    let found = discover(&args.paths, format)?;
+    let found = discover(&args.paths, InputFormat::from(args.format))?;
     let asx = AsxOptions { timezone: args.timezone, company_info: args.company_info.clone(), ..AsxOptions::default() };
     let mut reader = InputReader::new(asx, BinanceParser::default());
     let mut report = Report { files: found.files.len(), ..Report::default() };

@@ -1,0 +1,191 @@
+//! Configuration: the embedded profile (config/default.toml), then a file,
+//! then `K2__SECTION__KEY` environment variables. Unknown keys and bad values
+//! are refused at start with the key named; validation reports every problem
+//! at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The embedded profile, compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration is invalid:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub pipeline: PipelineConfig,
+    pub supervision: SupervisionConfig,
+    pub sequence: SequenceSection,
+    pub dedup: DedupConfig,
+    pub asx: AsxConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /health, /metrics and the API.
+    pub bind: SocketAddr,
+    /// Serve /admin/* fault injection (refused unless bound to loopback).
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most events one message between actors carries.
+    pub batch_size: usize,
+    /// Messages an actor's mailbox holds before senders wait.
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts allowed within `window` before escalation.
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSection {
+    pub large_gap: u64,
+    pub reset_distance: u64,
+    pub reorder_window: u64,
+    #[serde(with = "humantime_serde")]
+    pub reorder_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsxConfig {
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Config {
+    /// The embedded profile, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("K2__").split("__"))
+    }
+
+    /// As [`Config::load`] with an explicit environment provider (tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Self = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut need = |ok: bool, msg: &str| {
+            if !ok {
+                problems.push(msg.to_owned());
+            }
+        };
+        need(self.pipeline.batch_size > 0, "pipeline.batch_size must be at least 1");
+        need(self.pipeline.mailbox_capacity > 0, "pipeline.mailbox_capacity must be at least 1");
+        need(self.supervision.max_restarts > 0, "supervision.max_restarts must be at least 1");
+        need(!self.supervision.window.is_zero(), "supervision.window must be longer than 0");
+        need(
+            self.supervision.backoff_initial <= self.supervision.backoff_max,
+            "supervision.backoff_initial must not exceed supervision.backoff_max",
+        );
+        need(self.dedup.capacity > 0, "dedup.capacity must be at least 1");
+        need(!self.dedup.window.is_zero(), "dedup.window must be longer than 0");
+        need(
+            !self.http.admin || self.http.bind.ip().is_loopback(),
+            "http.admin may only be on when http.bind is a loopback address",
+        );
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    pub fn sequence_config(&self) -> k2_core::transform::sequence::SequenceConfig {
+        k2_core::transform::sequence::SequenceConfig {
+            large_gap: self.sequence.large_gap,
+            reset_distance: self.sequence.reset_distance,
+            reorder_window: self.sequence.reorder_window,
+            reorder_timeout: self.sequence.reorder_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Env {
+        Env::prefixed("K2_TEST_NOTHING_SET__").split("__")
+    }
+
+    #[test]
+    fn the_embedded_profile_loads() {
+        let c = Config::load_from(None, no_env()).unwrap();
+        assert_eq!(c.http.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.dedup.window, Duration::from_secs(24 * 3600));
+        assert_eq!(c.asx.timezone, chrono_tz::Australia::Sydney);
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_sets_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k2.toml");
+        std::fs::write(&file, "[pipeline]\nbatch_size = 7\n").unwrap();
+        let c = Config::load_from(Some(&file), no_env()).unwrap();
+        assert_eq!((c.pipeline.batch_size, c.pipeline.mailbox_capacity), (7, 32));
+
+        std::fs::write(&file, "[pipeline]\nbatch_sise = 7\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("batch_sise") && err.contains("pipeline"), "{err}");
+
+        std::fs::write(&file, "[dedup]\nwindow = \"soon\"\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("dedup.window") || err.contains("window"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k2.toml");
+        std::fs::write(
+            &file,
+            "[pipeline]\nbatch_size = 0\nmailbox_capacity = 0\n[http]\nbind = \"0.0.0.0:1\"\nadmin = true\n",
+        )
+        .unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        for key in ["pipeline.batch_size", "pipeline.mailbox_capacity", "http.admin"] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+    }
+}

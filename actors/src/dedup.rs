@@ -1,0 +1,149 @@
+//! The deduplicator actor: drops events whose message id was seen within the
+//! window. The state sits behind [`DedupStore`] so a shared store (Redis)
+//! can take the in-memory window's place.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use k2_core::MarketEvent;
+use k2_core::transform::dedup::DedupWindow;
+
+use crate::health::Link;
+use crate::messages::{Drain, EventBatch, Fault};
+use crate::sink_actor::SinkActor;
+use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
+
+pub const NAME: &str = "dedup";
+
+/// Where seen message ids are kept.
+pub trait DedupStore: Send + 'static {
+    /// For each event, true when it is new (and now remembered), false when
+    /// it is a duplicate.
+    fn check(&mut self, events: &[MarketEvent], keep: &mut Vec<bool>);
+}
+
+/// The in-memory window (see `k2_core::transform::dedup` for its eviction rule).
+pub struct MemoryStore {
+    window: DedupWindow,
+}
+
+impl MemoryStore {
+    pub fn new(window: Duration, capacity: usize) -> Self {
+        Self { window: DedupWindow::new(window, capacity) }
+    }
+}
+
+impl DedupStore for MemoryStore {
+    fn check(&mut self, events: &[MarketEvent], keep: &mut Vec<bool>) {
+        let now = Instant::now();
+        keep.clear();
+        keep.extend(events.iter().map(|e| self.window.insert(e.message_id(), now)));
+        metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
+        metrics::gauge!("k2_dedup_evicted_early_total").set(self.window.evicted_early() as f64);
+    }
+}
+
+pub struct DedupActor {
+    store: Box<dyn DedupStore>,
+    next: Link<SinkActor>,
+    supervision: Supervision,
+    keep: Vec<bool>,
+}
+
+impl DedupActor {
+    pub fn new(store: Box<dyn DedupStore>, next: Link<SinkActor>, supervision: Supervision) -> Self {
+        Self { store, next, supervision, keep: Vec::new() }
+    }
+
+    fn process(&mut self, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
+        self.store.check(&events, &mut self.keep);
+        let mut kept = Vec::with_capacity(events.len());
+        // Duplicates per exchange in this batch; an intentional drop, so it is
+        // counted, not logged per event.
+        let mut dropped: Vec<(compact_str::CompactString, u64)> = Vec::new();
+        for (event, keep) in events.into_iter().zip(self.keep.iter()) {
+            if *keep {
+                kept.push(event);
+                continue;
+            }
+            match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
+                Some((_, n)) => *n += 1,
+                None => dropped.push((event.exchange().into(), 1)),
+            }
+        }
+        for (exchange, n) in dropped {
+            metrics::counter!("k2_duplicates_total", "exchange" => exchange.to_string()).increment(n);
+        }
+        kept
+    }
+}
+
+impl Actor for DedupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.supervision.started();
+    }
+}
+
+impl Supervised for DedupActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        on_restarting(self, ctx);
+    }
+}
+
+impl Supervise for DedupActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// The window is kept: forgetting it would let duplicates through.
+    fn reset(&mut self) {
+        self.keep.clear();
+    }
+}
+
+impl Handler<EventBatch> for DedupActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, batch: EventBatch, ctx: &mut Context<Self>) -> Self::Result {
+        self.supervision.probe().received(batch.events.len());
+        let n = batch.events.len();
+        let Some(kept) = guarded(self, ctx, |act| Ok(act.process(batch.events))) else {
+            metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(n as u64);
+            return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
+        };
+        let next = self.next.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
+                    tracing::error!("sink stage is gone");
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Drain> for DedupActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.supervision.probe().received(0);
+        let next = self.next.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let _ = next.send(msg).await;
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Fault> for DedupActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
+        crate::supervision::inject(self, ctx, fault);
+    }
+}

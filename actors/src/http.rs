@@ -1,0 +1,105 @@
+//! The HTTP server: `/health`, `/metrics`, and (when enabled, loopback only)
+//! `/admin/faults` for fault-injection drills.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use actix::Recipient;
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::{Deserialize, Serialize};
+
+use crate::health::{ActorReport, HealthRegistry};
+use crate::messages::Fault;
+
+#[derive(Clone)]
+struct State {
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    admin: bool,
+}
+
+#[derive(Serialize)]
+struct Health {
+    /// "ok" when every actor runs, "degraded" while one restarts, "failed"
+    /// once one has exhausted its restarts.
+    status: &'static str,
+    actors: BTreeMap<&'static str, ActorReport>,
+}
+
+/// A running HTTP server.
+pub struct HttpHandle {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+}
+
+/// Binds and starts the server on the current actix system.
+pub fn start(
+    bind: SocketAddr,
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    admin: bool,
+) -> std::io::Result<HttpHandle> {
+    crate::telemetry::prometheus();
+    let state = State { registry, faults, admin };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+            .route("/admin/faults", web::post().to(inject_fault))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(bind)?;
+    let addr = server.addrs().first().copied().unwrap_or(bind);
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(HttpHandle { addr, handle })
+}
+
+async fn health(state: web::Data<State>) -> HttpResponse {
+    let actors = state.registry.report();
+    use crate::health::ActorState::*;
+    let status = if actors.values().any(|a| a.state == Failed) {
+        "failed"
+    } else if actors.values().any(|a| matches!(a.state, Restarting | Starting | Stopped)) {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = Health { status, actors };
+    if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::telemetry::render())
+}
+
+#[derive(Deserialize)]
+struct FaultQuery {
+    actor: String,
+    kind: Fault,
+}
+
+async fn inject_fault(state: web::Data<State>, query: web::Query<FaultQuery>) -> HttpResponse {
+    if !state.admin {
+        return HttpResponse::NotFound().json(serde_json::json!({"error": "admin endpoints are off (http.admin)"}));
+    }
+    match state.faults.get(query.actor.as_str()) {
+        Some(to) => match to.try_send(query.kind) {
+            Ok(()) => HttpResponse::Accepted().json(serde_json::json!({"actor": query.actor, "fault": query.kind})),
+            Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+        },
+        None => HttpResponse::BadRequest().json(serde_json::json!({
+            "error": "unknown actor",
+            "parameter": "actor",
+            "known": state.faults.keys().collect::<Vec<_>>(),
+        })),
+    }
+}

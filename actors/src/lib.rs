@@ -1,0 +1,30 @@
+//! K2's actor pipeline and service runtime.
+//!
+//! # Layout
+//!
+//! - [`runtime`]: the actix system on a long-lived multi-threaded tokio runtime.
+//! - [`config`]: the embedded profile, file and environment layers.
+//! - [`supervision`]: restart policies, panic capture, the guardian.
+//! - [`health`]: the actor health registry, probes and counted links.
+//! - [`messages`]: the batch and control messages every stage handles.
+//! - Stages, one file each with its messages: [`sequencer`] (sequence
+//!   tracker), [`dedup`] (deduplicator), [`sink_actor`] (the last stage) over a
+//!   [`sink::Sink`].
+//! - [`pipeline`]: wires the stages together under supervision.
+//! - [`loader`]: batch files into the pipeline.
+//! - [`http`]: `/health`, `/metrics`, `/admin/faults`; [`telemetry`]: the
+//!   Prometheus recorder.
+
+pub mod config;
+pub mod dedup;
+pub mod health;
+pub mod http;
+pub mod loader;
+pub mod messages;
+pub mod pipeline;
+pub mod runtime;
+pub mod sequencer;
+pub mod sink;
+pub mod sink_actor;
+pub mod supervision;
+pub mod telemetry;

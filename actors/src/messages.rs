@@ -1,0 +1,33 @@
+//! Messages every pipeline stage understands. Data moves in batches; control
+//! is one small vocabulary.
+
+use actix::prelude::*;
+use k2_core::MarketEvent;
+use tokio::sync::oneshot;
+
+/// A batch of events moving down the pipeline, in arrival order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EventBatch {
+    pub events: Vec<MarketEvent>,
+}
+
+/// Ask every stage to pass on what it holds; the last stage answers once the
+/// whole pipeline before it has drained (mailboxes are FIFO, so everything
+/// sent before the drain has been handled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub done: oneshot::Sender<()>,
+}
+
+/// Faults injected on purpose (admin endpoint, tests, drills).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message, serde::Deserialize, serde::Serialize)]
+#[rtype(result = "()")]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Panic inside the handler.
+    Panic,
+    /// Stop the actor as if it had finished.
+    Stop,
+}

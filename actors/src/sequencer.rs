@@ -1,0 +1,180 @@
+//! The sequence tracker actor: classifies each trade's venue sequence number,
+//! assigns `platform_sequence`, reports confirmed gaps, and passes every event
+//! on at once (a gap never stalls the stream).
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use k2_core::MarketEvent;
+use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
+
+use crate::dedup::DedupActor;
+use crate::health::Link;
+use crate::messages::{Drain, EventBatch, Fault};
+use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
+
+pub const NAME: &str = "sequencer";
+
+/// A confirmed gap, for gap recovery.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct GapDetected(pub Gap);
+
+pub struct SequenceActor {
+    config: SequenceConfig,
+    tracker: SequenceTracker,
+    next: Link<DedupActor>,
+    gaps_to: Option<Recipient<GapDetected>>,
+    supervision: Supervision,
+    gaps: Vec<Gap>,
+}
+
+impl SequenceActor {
+    pub fn new(
+        config: SequenceConfig,
+        next: Link<DedupActor>,
+        gaps_to: Option<Recipient<GapDetected>>,
+        supervision: Supervision,
+    ) -> Self {
+        Self { tracker: SequenceTracker::new(config.clone()), config, next, gaps_to, supervision, gaps: Vec::new() }
+    }
+
+    fn process(&mut self, events: &mut [MarketEvent]) {
+        let now = Instant::now();
+        let mut counts = [0u64; 6];
+        for event in events.iter_mut() {
+            match event {
+                MarketEvent::Trade(t) => {
+                    if let Some(seq) = t.source_sequence {
+                        let outcome = self.tracker.observe(&t.exchange, &t.symbol, seq, now, &mut self.gaps);
+                        counts[outcome_index(outcome)] += 1;
+                    }
+                    let platform = self.tracker.next_platform_sequence(&t.exchange, &t.symbol);
+                    t.platform_sequence = Some(platform);
+                }
+                // Book-ticker update ids rise but are not contiguous: no gap
+                // checking on quotes, only the platform sequence.
+                MarketEvent::Quote(q) => {
+                    let platform = self.tracker.next_platform_sequence(&q.exchange, &q.symbol);
+                    q.platform_sequence = Some(platform);
+                }
+            }
+        }
+        for (i, outcome) in ["first", "in_order", "ahead", "late", "duplicate", "reset"].into_iter().enumerate() {
+            if counts[i] > 0 {
+                metrics::counter!("k2_sequence_events_total", "outcome" => outcome).increment(counts[i]);
+            }
+        }
+        self.report_gaps();
+    }
+
+    fn report_gaps(&mut self) {
+        for gap in self.gaps.drain(..) {
+            let size = if gap.size() > self.config.large_gap { "large" } else { "small" };
+            metrics::counter!("k2_sequence_gaps_total", "exchange" => gap.exchange.to_string(), "symbol" => gap.symbol.to_string(), "size" => size).increment(1);
+            metrics::counter!("k2_sequence_missing_total", "exchange" => gap.exchange.to_string())
+                .increment(gap.size());
+            tracing::warn!(exchange = %gap.exchange, symbol = %gap.symbol, from = gap.from, to = gap.to, size, "sequence gap");
+            if let Some(to) = &self.gaps_to {
+                to.do_send(GapDetected(gap));
+            }
+        }
+    }
+}
+
+fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::First => 0,
+        Outcome::InOrder => 1,
+        Outcome::Ahead { .. } => 2,
+        Outcome::Late => 3,
+        Outcome::Duplicate => 4,
+        Outcome::Reset => 5,
+    }
+}
+
+impl Actor for SequenceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.supervision.started();
+        // Gaps that stay open past the reorder timeout are confirmed even when
+        // their stream goes quiet.
+        ctx.run_interval(Duration::from_millis(100), |act, _| {
+            act.tracker.tick(Instant::now(), &mut act.gaps);
+            act.report_gaps();
+        });
+    }
+}
+
+impl Supervised for SequenceActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        on_restarting(self, ctx);
+    }
+}
+
+impl Supervise for SequenceActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// Keeps the high-water marks (they are facts about the streams), drops
+    /// pending gaps and counters that a failure may have left half-updated.
+    fn reset(&mut self) {
+        let mut fresh = SequenceTracker::new(self.config.clone());
+        for (exchange, symbol, high) in self.tracker.high_water_marks() {
+            fresh.restore_high_water_mark(exchange, symbol, high);
+        }
+        self.tracker = fresh;
+        self.gaps.clear();
+    }
+}
+
+impl Handler<EventBatch> for SequenceActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, mut batch: EventBatch, ctx: &mut Context<Self>) -> Self::Result {
+        self.supervision.probe().received(batch.events.len());
+        let processed = guarded(self, ctx, |act| {
+            act.process(&mut batch.events);
+            Ok(())
+        });
+        if processed.is_none() {
+            metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
+            return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
+        }
+        // Waiting for the next stage keeps order and carries back-pressure up.
+        let next = self.next.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if next.send(batch).await.is_err() {
+                    tracing::error!("dedup stage is gone");
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Drain> for SequenceActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.supervision.probe().received(0);
+        let next = self.next.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let _ = next.send(msg).await;
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Fault> for SequenceActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
+        crate::supervision::inject(self, ctx, fault);
+    }
+}
