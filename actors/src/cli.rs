@@ -15,6 +15,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: sources (live Binance by default) through the
+    /// supervised pipeline, with /health and /metrics, until Ctrl-C.
+    Run(RunArgs),
+    /// Run a local exchange speaking Binance's WebSocket and REST protocols,
+    /// generating or replaying trades and injecting faults on schedule.
+    ExchangeSim(ExchangeSimArgs),
     /// Parse Binance JSON lines or ASX CSV files and folders, and report what
     /// they hold and which lines are rejected and why.
     ParseCheck(ParseCheckArgs),
@@ -89,6 +95,75 @@ impl From<FormatArg> for k2_core::source::files::InputFormat {
             FormatArg::Asx => Self::Asx,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExchangeSimArgs {
+    /// WebSocket address (combined streams at /stream?streams=...).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub ws_bind: std::net::SocketAddr,
+    /// REST address (/api/v3/historicalTrades, /sim/stats).
+    #[arg(long, default_value = "127.0.0.1:9444")]
+    pub rest_bind: std::net::SocketAddr,
+    /// Symbols to trade.
+    #[arg(long, value_delimiter = ',', default_value = "btcusdt,ethusdt,bnbusdt")]
+    pub symbols: Vec<String>,
+    /// Trades per second over all symbols (0: as fast as clients read).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Trades per symbol, then stop (0: unbounded).
+    #[arg(long, default_value_t = 0)]
+    pub trades: u64,
+    /// One book ticker per this many trades of a symbol (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub book_ticker_every: u64,
+    /// Interval of the server's pings.
+    #[arg(long, default_value = "20s")]
+    pub ping_interval: humantime::Duration,
+    #[arg(long, default_value_t = 1)]
+    pub first_trade_id: u64,
+    /// Seed of the price walk.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Replay this JSON-lines recording instead of generating.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Every Nth trade of a symbol starts a gap of --gap-size unsent trades.
+    #[arg(long, default_value_t = 0)]
+    pub gap_every: u64,
+    #[arg(long, default_value_t = 3)]
+    pub gap_size: u64,
+    /// Every Nth trade of a symbol is sent twice.
+    #[arg(long, default_value_t = 0)]
+    pub duplicate_every: u64,
+    /// Every Nth trade of a symbol is sent after the next one.
+    #[arg(long, default_value_t = 0)]
+    pub reorder_every: u64,
+    /// A malformed frame after every Nth frame.
+    #[arg(long, default_value_t = 0)]
+    pub malformed_every: u64,
+    /// Drop every connection after every Nth frame.
+    #[arg(long, default_value_t = 0)]
+    pub disconnect_every: u64,
+    /// Send serverShutdown after N frames.
+    #[arg(long, default_value_t = 0)]
+    pub shutdown_after: u64,
+    /// Time between serverShutdown and the close.
+    #[arg(long, default_value = "2s")]
+    pub shutdown_grace: humantime::Duration,
+    /// Exit once a bounded market (--trades) has sent everything.
+    #[arg(long)]
+    pub exit_when_done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -32,6 +32,42 @@ pub struct Config {
     pub sequence: SequenceSection,
     pub dedup: DedupConfig,
     pub asx: AsxConfig,
+    pub binance: BinanceConfig,
+    pub gap_recovery: GapRecoveryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinanceConfig {
+    pub enabled: bool,
+    /// Combined-stream WebSocket base URL (`ws://` or `wss://`).
+    pub endpoint: String,
+    pub alternate_endpoint: String,
+    /// REST base URL for gap recovery.
+    pub rest_endpoint: String,
+    pub api_key: String,
+    /// Symbols, any case.
+    pub symbols: Vec<String>,
+    pub book_ticker: bool,
+    pub max_streams_per_connection: usize,
+    #[serde(with = "humantime_serde")]
+    pub rotate_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub silence_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    pub sample_data: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapRecoveryConfig {
+    pub enabled: bool,
+    pub requests_per_second: u32,
+    pub max_attempts: u32,
+    pub page_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +160,29 @@ impl Config {
         );
         need(self.dedup.capacity > 0, "dedup.capacity must be at least 1");
         need(!self.dedup.window.is_zero(), "dedup.window must be longer than 0");
+        let b = &self.binance;
+        for (key, url) in [("binance.endpoint", &b.endpoint), ("binance.alternate_endpoint", &b.alternate_endpoint)] {
+            need(
+                url.starts_with("ws://") || url.starts_with("wss://"),
+                &format!("{key} must start with ws:// or wss://"),
+            );
+        }
+        need(
+            b.rest_endpoint.starts_with("http://") || b.rest_endpoint.starts_with("https://"),
+            "binance.rest_endpoint must start with http:// or https://",
+        );
+        need(!b.enabled || !b.symbols.is_empty(), "binance.symbols must not be empty when binance.enabled");
+        need(
+            (2..=1024).contains(&b.max_streams_per_connection),
+            "binance.max_streams_per_connection must be between 2 and 1024 (Binance's limit)",
+        );
+        need(!b.rotate_after.is_zero(), "binance.rotate_after must be longer than 0");
+        need(!b.silence_timeout.is_zero(), "binance.silence_timeout must be longer than 0");
+        need(b.reconnect_initial <= b.reconnect_max, "binance.reconnect_initial must not exceed binance.reconnect_max");
+        let g = &self.gap_recovery;
+        need(g.requests_per_second > 0, "gap_recovery.requests_per_second must be at least 1");
+        need(g.max_attempts > 0, "gap_recovery.max_attempts must be at least 1");
+        need((1..=1000).contains(&g.page_size), "gap_recovery.page_size must be between 1 and 1000");
         need(
             !self.http.admin || self.http.bind.ip().is_loopback(),
             "http.admin may only be on when http.bind is a loopback address",

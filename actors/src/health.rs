@@ -150,15 +150,21 @@ impl Probe {
         metrics::counter!("k2_actor_errors_total", "actor" => self.actor).increment(1);
     }
 
-    /// A message of `events` events was taken from the mailbox.
+    /// A message of `events` events sent through a [`Link`] was taken from
+    /// the mailbox.
     pub fn received(&self, events: usize) {
         let depth = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("k2_actor_mailbox_depth", "actor" => self.actor).set(depth.max(0) as f64);
+        self.handled(events);
+    }
+
+    /// A message that did not come through a [`Link`] was handled.
+    pub fn handled(&self, events: usize) {
         self.entry.batches.fetch_add(1, Ordering::Relaxed);
         self.entry.events.fetch_add(events as u64, Ordering::Relaxed);
         self.entry.last_message_ms.store(now_ms(), Ordering::Relaxed);
         metrics::counter!("k2_actor_messages_total", "actor" => self.actor).increment(1);
         metrics::counter!("k2_actor_events_total", "actor" => self.actor).increment(events as u64);
-        metrics::gauge!("k2_actor_mailbox_depth", "actor" => self.actor).set(depth.max(0) as f64);
         metrics::gauge!("k2_actor_last_message_timestamp_seconds", "actor" => self.actor).set(now_ms() as f64 / 1000.0);
     }
 

@@ -15,8 +15,10 @@
 //! - [`http`]: `/health`, `/metrics`, `/admin/faults`; [`telemetry`]: the
 //!   Prometheus recorder.
 
+pub mod binance;
 pub mod config;
 pub mod dedup;
+pub mod gap_recovery;
 pub mod health;
 pub mod http;
 pub mod loader;
@@ -24,6 +26,7 @@ pub mod messages;
 pub mod pipeline;
 pub mod runtime;
 pub mod sequencer;
+pub mod sim;
 pub mod sink;
 pub mod sink_actor;
 pub mod supervision;

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ParseCheck(args) => commands::parse_check::run(args),
         Command::Load(args) => commands::load::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::ExchangeSim(args) => commands::exchange_sim::run(args),
         Command::Schema(args) => commands::schema::run(args),
     };
     match result {
@@ -28,6 +30,11 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("K2_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

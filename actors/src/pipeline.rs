@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::binance::connection::ConnectionActor;
 use crate::config::Config;
 use crate::dedup::{self, DedupActor, DedupStore};
+use crate::gap_recovery::{self, GapRecoveryActor};
 use crate::health::{HealthRegistry, Link};
 use crate::messages::{Drain, EventBatch, Fault};
 use crate::sequencer::{self, GapDetected, SequenceActor};
@@ -23,25 +25,20 @@ pub struct Pipeline {
     registry: HealthRegistry,
     faults: BTreeMap<&'static str, Recipient<Fault>>,
     batch_size: usize,
+    policy: RestartPolicy,
+    guardian: Recipient<crate::supervision::Escalate>,
+    escalation: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Pipeline {
+    /// Starts the stages (and gap recovery, when configured).
     pub fn start(config: &Config, sink: Box<dyn Sink>, store: Box<dyn DedupStore>, registry: HealthRegistry) -> Self {
-        Self::start_with_gaps(config, sink, store, registry, None)
-    }
-
-    pub fn start_with_gaps(
-        config: &Config,
-        sink: Box<dyn Sink>,
-        store: Box<dyn DedupStore>,
-        registry: HealthRegistry,
-        gaps_to: Option<Recipient<GapDetected>>,
-    ) -> Self {
         // Metrics emitted before the recorder exists would be lost.
         crate::telemetry::prometheus();
         let policy = RestartPolicy::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
-        let guardian = Guardian::new(registry.clone(), Duration::from_secs(2)).start().recipient();
+        let (guardian, escalation) = Guardian::new(registry.clone(), Duration::from_secs(2));
+        let guardian = guardian.start().recipient();
 
         let probe = registry.probe(sink_actor::NAME);
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
@@ -59,20 +56,61 @@ impl Pipeline {
         });
         let dedup_link = probe.link(dedup_addr.clone());
 
+        let mut faults = BTreeMap::new();
+        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled {
+            let probe = registry.probe(gap_recovery::NAME);
+            let sup = Supervision::new(policy.clone(), probe, guardian.clone());
+            let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
+            let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
+                GapRecoveryActor::new(&binance, gaps, link, sup)
+            });
+            faults.insert(gap_recovery::NAME, addr.clone().recipient());
+            Some(addr.recipient())
+        } else {
+            None
+        };
+
         let probe = registry.probe(sequencer::NAME);
-        let sup = Supervision::new(policy, probe.clone(), guardian);
+        let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
         let seq_config = config.sequence_config();
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
             SequenceActor::new(seq_config, dedup_link, gaps_to, sup)
         });
 
-        let faults = BTreeMap::from([
-            (sequencer::NAME, seq_addr.clone().recipient()),
-            (dedup::NAME, dedup_addr.recipient()),
-            (sink_actor::NAME, sink_addr.recipient()),
-        ]);
-        Self { input: probe.link(seq_addr), registry, faults, batch_size: config.pipeline.batch_size }
+        faults.insert(sequencer::NAME, seq_addr.clone().recipient());
+        faults.insert(dedup::NAME, dedup_addr.recipient());
+        faults.insert(sink_actor::NAME, sink_addr.recipient());
+        Self {
+            input: probe.link(seq_addr),
+            registry,
+            faults,
+            batch_size: config.pipeline.batch_size,
+            policy,
+            guardian,
+            escalation,
+        }
+    }
+
+    /// Starts one supervised Binance connection actor per group of streams,
+    /// feeding this pipeline.
+    pub fn start_binance(&mut self, config: &Config) -> Vec<Addr<ConnectionActor>> {
+        let groups = crate::binance::stream_groups(&config.binance);
+        let mut addrs = Vec::new();
+        for (i, streams) in groups.into_iter().enumerate() {
+            // Names are registry keys for the process's lifetime: one per
+            // connection, a handful at most.
+            let name: &'static str = Box::leak(format!("binance-{i}").into_boxed_str());
+            let probe = self.registry.probe(name);
+            let sup = Supervision::new(self.policy.clone(), probe, self.guardian.clone());
+            let (binance, batch, next) = (config.binance.clone(), self.batch_size, self.input.clone());
+            let addr = Supervisor::start(move |_: &mut Context<ConnectionActor>| {
+                ConnectionActor::new(name, streams, binance, batch, next, sup)
+            });
+            self.faults.insert(name, addr.clone().recipient());
+            addrs.push(addr);
+        }
+        addrs
     }
 
     /// Sends a batch in, waiting while the first stage is full.
@@ -85,6 +123,21 @@ impl Pipeline {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.input.send(Drain { done }).await?;
         rx.await.map_err(|_| MailboxError::Closed)
+    }
+
+    /// Resolves with the reason once supervision has escalated a failure and
+    /// the service must stop.
+    pub async fn escalated(&self) -> String {
+        let mut watch = self.escalation.clone();
+        loop {
+            if let Some(why) = watch.borrow_and_update().clone() {
+                return why;
+            }
+            if watch.changed().await.is_err() {
+                // The guardian is gone: nothing can escalate any more.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn registry(&self) -> &HealthRegistry {

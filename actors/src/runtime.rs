@@ -11,6 +11,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
+    // rustls is built with the ring provider only; make it the process default
+    // (an error means one is installed already, which is as good).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -1,7 +1,9 @@
 //! The subcommands, and how their failures map to exit codes.
 
+pub mod exchange_sim;
 pub mod load;
 pub mod parse_check;
+pub mod run;
 pub mod schema;
 
 use std::process::ExitCode;

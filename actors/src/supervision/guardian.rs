@@ -1,6 +1,6 @@
-//! The root of the supervision tree: it receives escalations and stops the
-//! service with a clear error, after a grace period in which `/health` and the
-//! metrics still show what failed.
+//! The root of the supervision tree: it receives escalations and tells the
+//! service to stop with a clear error, after a grace period in which `/health`
+//! and the metrics still show what failed.
 
 use std::time::Duration;
 
@@ -25,11 +25,15 @@ pub struct Guardian {
     registry: HealthRegistry,
     grace: Duration,
     stopping: bool,
+    /// Set, after the grace period, to why the service must stop; the
+    /// command running the service watches it and exits.
+    verdict: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Guardian {
-    pub fn new(registry: HealthRegistry, grace: Duration) -> Self {
-        Self { registry, grace, stopping: false }
+    pub fn new(registry: HealthRegistry, grace: Duration) -> (Self, tokio::sync::watch::Receiver<Option<String>>) {
+        let (verdict, watch) = tokio::sync::watch::channel(None);
+        (Self { registry, grace, stopping: false, verdict }, watch)
     }
 }
 
@@ -57,6 +61,9 @@ impl Handler<Escalate> for Guardian {
         let failed: Vec<_> =
             self.registry.report().into_iter().filter(|(_, r)| r.restarts > 0).map(|(n, _)| n).collect();
         tracing::error!(?failed, "actors with restarts at escalation");
-        ctx.run_later(self.grace, |_, _| System::current().stop_with_code(ESCALATION_EXIT_CODE));
+        let why = format!("{} failed too often: {}", msg.actor, msg.reason);
+        ctx.run_later(self.grace, move |act, _| {
+            let _ = act.verdict.send(Some(why));
+        });
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use rand::Rng;
 
-pub use self::guardian::{Escalate, Guardian};
+pub use self::guardian::{ESCALATION_EXIT_CODE, Escalate, Guardian};
 use crate::config::SupervisionConfig;
 use crate::health::{ActorState, Probe};
 
@@ -191,7 +191,7 @@ mod tests {
     fn backoff_grows_then_escalates_within_the_window() {
         let sys = actix::System::new();
         sys.block_on(async {
-            let guardian = Guardian::new(crate::health::HealthRegistry::new(), Duration::from_secs(1)).start();
+            let guardian = Guardian::new(crate::health::HealthRegistry::new(), Duration::from_secs(1)).0.start();
             let policy = RestartPolicy {
                 max_restarts: 3,
                 window: Duration::from_secs(60),

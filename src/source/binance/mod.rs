@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::currency::QuoteAssets;
 mod raw;
+pub mod rest;
 mod scan;
 
 use self::raw::{Envelope, Payload, StrOrNum};
