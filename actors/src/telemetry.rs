@@ -19,7 +19,21 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    // Histograms keep every sample until upkeep folds them into
+                    // buckets; without this, memory grows with the event rate.
+                    let upkeep = handle.clone();
+                    let spawned = std::thread::Builder::new().name("k2-metrics-upkeep".into()).spawn(move || {
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                            upkeep.run_upkeep();
+                        }
+                    });
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "metrics upkeep thread not started");
+                    }
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Prometheus recorder not installed");
                     None

@@ -43,6 +43,10 @@ pub enum Item {
 
 pub type Chunk = Arc<Vec<Item>>;
 
+/// Trades kept per symbol for REST; older ones are forgotten (and a gap that
+/// old is reported unrecoverable, as on a real exchange).
+const HISTORY_LIMIT: usize = 2_000_000;
+
 #[derive(Debug, Clone, Copy)]
 struct HistTrade {
     price: i64,
@@ -315,6 +319,12 @@ impl SymbolGen {
         self.next_id += 1;
         self.generated += 1;
         h.trades.push(t);
+        if h.trades.len() > HISTORY_LIMIT {
+            // Keep memory bounded on endless runs: forget the oldest half.
+            let drop = HISTORY_LIMIT / 2;
+            h.trades.drain(..drop);
+            h.first_id += drop as u64;
+        }
         bump(&stats.trades_generated);
         (id, t)
     }
