@@ -15,6 +15,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Everything offline in one process: a simulated Binance feed with
+    /// faults, the supervised pipeline, /health and /metrics.
+    Demo(DemoArgs),
     /// Run the service: sources (live Binance by default) through the
     /// supervised pipeline, with /health and /metrics, until Ctrl-C.
     Run(RunArgs),
@@ -95,6 +98,19 @@ impl From<FormatArg> for k2_core::source::files::InputFormat {
             FormatArg::Asx => Self::Asx,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Simulated trades per second over all symbols.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Stop after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub seconds: u64,
 }
 
 #[derive(Debug, Args)]

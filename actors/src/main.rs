@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::ParseCheck(args) => commands::parse_check::run(args),
         Command::Load(args) => commands::load::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Demo(args) => commands::demo::run(args),
         Command::ExchangeSim(args) => commands::exchange_sim::run(args),
         Command::Schema(args) => commands::schema::run(args),
     };

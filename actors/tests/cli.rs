@@ -188,3 +188,14 @@ fn load_real_asx_sample_twice() {
     assert_eq!(v["duplicates_dropped"], 370_174, "the second load accepts nothing");
     assert_eq!(v["rejected"], 0);
 }
+
+#[test]
+fn demo_runs_offline_and_stops_by_itself() {
+    let out = k2_env(&["demo", "--seconds", "6", "--rate", "3000"], &[("K2__HTTP__BIND", "127.0.0.1:0")]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("/health"), "{text}");
+    let last = text.lines().last().unwrap();
+    let trades: u64 = last.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(trades > 1000, "{last}");
+}

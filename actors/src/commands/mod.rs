@@ -1,5 +1,6 @@
 //! The subcommands, and how their failures map to exit codes.
 
+pub mod demo;
 pub mod exchange_sim;
 pub mod load;
 pub mod parse_check;
