@@ -178,3 +178,33 @@ fn rotation_and_server_shutdown_lose_and_double_nothing() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_recording_is_replayed_frame_for_frame() {
+    k2::runtime::run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = dir.path().join("capture.jsonl");
+        let frames: Vec<String> = (1..=50)
+            .map(|t| {
+                format!(
+                    r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":1,"s":"BTCUSDT","t":{t},"p":"60610.5","q":"0.001","T":1722766102789,"m":false,"M":true}}}}"#
+                )
+            })
+            .chain([r#"{"result":null,"id":1}"#.to_owned(), "not json".to_owned()])
+            .collect();
+        std::fs::write(&recording, frames.join("\n")).unwrap();
+        let sim = Simulator::start(SimConfig { replay: Some(recording), rate: 0, ..SimConfig::default() }).await.unwrap();
+        let config = config(&sim, "symbols = [\"btcusdt\"]");
+        let sink = MemorySink::new();
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let mut pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
+        pipeline.start_binance(&config);
+        let market = sim.market.clone();
+        wait_until("the replay to finish", Duration::from_secs(20), || market.is_done() && sink.len() >= 50).await;
+        pipeline.drain().await.unwrap();
+        assert_eq!(trade_ids(&sink)["BTCUSDT"], (1..=50).collect::<Vec<i64>>());
+        assert_eq!(metric(&k2::telemetry::render(), "k2_binance_rejected_total"), 1, "the one bad line");
+        sim.stop().await;
+    })
+    .unwrap();
+}
