@@ -8,7 +8,7 @@ use actix::prelude::*;
 use k2_core::MarketEvent;
 use k2_core::transform::dedup::DedupWindow;
 
-use crate::health::Link;
+use crate::health::{Link, forward};
 use crate::messages::{Drain, EventBatch, Fault};
 use crate::sink_actor::SinkActor;
 use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
@@ -113,15 +113,10 @@ impl Handler<EventBatch> for DedupActor {
             metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(n as u64);
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         };
-        let next = self.next.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
-                    tracing::error!("sink stage is gone");
-                }
-            }
-            .into_actor(self),
-        ))
+        if kept.is_empty() {
+            return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
+        }
+        forward(self, &self.next, EventBatch { events: kept })
     }
 }
 
@@ -130,13 +125,7 @@ impl Handler<Drain> for DedupActor {
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
-        let next = self.next.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let _ = next.send(msg).await;
-            }
-            .into_actor(self),
-        ))
+        forward(self, &self.next, msg)
     }
 }
 

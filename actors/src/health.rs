@@ -222,3 +222,24 @@ impl<A: Actor> Link<A> {
         })
     }
 }
+
+/// A handler's result that forwards `msg` to the next stage and holds this
+/// actor until the next mailbox has taken it: order is kept, and a full
+/// mailbox downstream stops this stage from taking more (back-pressure).
+pub fn forward<A, B, M>(act: &A, next: &Link<B>, msg: M) -> AtomicResponse<A, ()>
+where
+    A: Actor<Context = Context<A>>,
+    B: Actor + Handler<M>,
+    B::Context: ToEnvelope<B, M>,
+    M: Message<Result = ()> + Send + 'static,
+{
+    let next = next.clone();
+    AtomicResponse::new(Box::pin(
+        async move {
+            if next.send(msg).await.is_err() {
+                tracing::error!(stage = next.actor, "next stage is gone; message dropped");
+            }
+        }
+        .into_actor(act),
+    ))
+}

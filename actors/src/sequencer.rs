@@ -9,7 +9,7 @@ use k2_core::MarketEvent;
 use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
 
 use crate::dedup::DedupActor;
-use crate::health::Link;
+use crate::health::{Link, forward};
 use crate::messages::{Drain, EventBatch, Fault};
 use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
 
@@ -143,16 +143,7 @@ impl Handler<EventBatch> for SequenceActor {
             metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
-        // Waiting for the next stage keeps order and carries back-pressure up.
-        let next = self.next.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                if next.send(batch).await.is_err() {
-                    tracing::error!("dedup stage is gone");
-                }
-            }
-            .into_actor(self),
-        ))
+        forward(self, &self.next, batch)
     }
 }
 
@@ -161,13 +152,7 @@ impl Handler<Drain> for SequenceActor {
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
-        let next = self.next.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let _ = next.send(msg).await;
-            }
-            .into_actor(self),
-        ))
+        forward(self, &self.next, msg)
     }
 }
 
