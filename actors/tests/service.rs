@@ -88,3 +88,51 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
     assert_eq!(code.code(), Some(0), "{rest}");
     assert!(rest.contains("stopped;") && rest.contains("trades"), "{rest}");
 }
+
+fn post(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: k2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_crash_loop_stops_the_service_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k2.toml");
+    std::fs::write(
+        &config,
+        "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nenabled = false\n[supervision]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\n",
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("K2_LOG", "error")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    let http = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "k2 run ended early");
+        if let Some(rest) = line.strip_prefix("k2 run: http://") {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    let mut run = Kill(run);
+    assert!(post(&http, "/admin/faults?actor=dedup&kind=panic").starts_with("HTTP/1.1 202"));
+    // The first panic is restarted; wait for it before the second.
+    let start = Instant::now();
+    while !get(&http, "/health").contains("\"dedup\":{\"state\":\"running\",\"restarts\":1") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no restart seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(post(&http, "/admin/faults?actor=dedup&kind=panic").starts_with("HTTP/1.1 202"));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let code = run.0.wait().unwrap();
+    assert_eq!(code.code(), Some(70), "{rest}");
+    assert!(rest.contains("dedup failed too often"), "{rest}");
+}
