@@ -9,9 +9,9 @@ use k2_core::MarketEvent;
 use k2_core::transform::dedup::DedupWindow;
 
 use crate::health::{Link, forward};
-use crate::messages::{Drain, EventBatch, Fault};
+use crate::messages::{Drain, EventBatch};
 use crate::sink_actor::SinkActor;
-use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
+use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "dedup";
 
@@ -86,11 +86,7 @@ impl Actor for DedupActor {
     }
 }
 
-impl Supervised for DedupActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        on_restarting(self, ctx);
-    }
-}
+supervised!(DedupActor);
 
 impl Supervise for DedupActor {
     fn supervision(&mut self) -> &mut Supervision {
@@ -126,13 +122,5 @@ impl Handler<Drain> for DedupActor {
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
         forward(self, &self.next, msg)
-    }
-}
-
-impl Handler<Fault> for DedupActor {
-    type Result = ();
-
-    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
-        crate::supervision::inject(self, ctx, fault);
     }
 }

@@ -17,9 +17,9 @@ use k2_core::{MarketEvent, Timestamp};
 use crate::config::{BinanceConfig, GapRecoveryConfig};
 use crate::dedup::DedupActor;
 use crate::health::Link;
-use crate::messages::{EventBatch, Fault};
+use crate::messages::EventBatch;
 use crate::sequencer::GapDetected;
-use crate::supervision::{Supervise, Supervision, on_restarting};
+use crate::supervision::{Supervise, Supervision, supervised};
 
 pub const NAME: &str = "gap_recovery";
 
@@ -176,11 +176,7 @@ impl Actor for GapRecoveryActor {
     }
 }
 
-impl Supervised for GapRecoveryActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        on_restarting(self, ctx);
-    }
-}
+supervised!(GapRecoveryActor);
 
 impl Supervise for GapRecoveryActor {
     fn supervision(&mut self) -> &mut Supervision {
@@ -207,13 +203,5 @@ impl Handler<GapDetected> for GapRecoveryActor {
         }
         // Started by the rate-limited interval, not here.
         self.queue.push_back(job);
-    }
-}
-
-impl Handler<Fault> for GapRecoveryActor {
-    type Result = ();
-
-    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
-        crate::supervision::inject(self, ctx, fault);
     }
 }

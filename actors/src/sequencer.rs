@@ -10,8 +10,8 @@ use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker
 
 use crate::dedup::DedupActor;
 use crate::health::{Link, forward};
-use crate::messages::{Drain, EventBatch, Fault};
-use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
+use crate::messages::{Drain, EventBatch};
+use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "sequencer";
 
@@ -107,11 +107,7 @@ impl Actor for SequenceActor {
     }
 }
 
-impl Supervised for SequenceActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        on_restarting(self, ctx);
-    }
-}
+supervised!(SequenceActor);
 
 impl Supervise for SequenceActor {
     fn supervision(&mut self) -> &mut Supervision {
@@ -153,13 +149,5 @@ impl Handler<Drain> for SequenceActor {
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
         forward(self, &self.next, msg)
-    }
-}
-
-impl Handler<Fault> for SequenceActor {
-    type Result = ();
-
-    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
-        crate::supervision::inject(self, ctx, fault);
     }
 }

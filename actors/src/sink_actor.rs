@@ -4,9 +4,9 @@
 use actix::prelude::*;
 use k2_core::{MarketEvent, Timestamp};
 
-use crate::messages::{Drain, EventBatch, Fault};
+use crate::messages::{Drain, EventBatch};
 use crate::sink::Sink;
-use crate::supervision::{Supervise, Supervision, guarded, on_restarting};
+use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "sink";
 
@@ -29,11 +29,7 @@ impl Actor for SinkActor {
     }
 }
 
-impl Supervised for SinkActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        on_restarting(self, ctx);
-    }
-}
+supervised!(SinkActor);
 
 impl Supervise for SinkActor {
     fn supervision(&mut self) -> &mut Supervision {
@@ -67,13 +63,5 @@ impl Handler<Drain> for SinkActor {
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) {
         self.supervision.probe().received(0);
         let _ = msg.done.send(());
-    }
-}
-
-impl Handler<Fault> for SinkActor {
-    type Result = ();
-
-    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
-        crate::supervision::inject(self, ctx, fault);
     }
 }

@@ -4,19 +4,19 @@
 //! socket must be delivering before the old one is closed, and the
 //! deduplicator absorbs the overlap.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use k2_core::source::binance::BinanceParser;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
-use super::socket::SocketTask;
+use super::socket::{Coverage, SocketTask};
 use crate::config::BinanceConfig;
 use crate::health::Link;
-use crate::messages::Fault;
 use crate::sequencer::SequenceActor;
-use crate::supervision::{Supervise, Supervision, on_restarting};
+use crate::supervision::{Supervise, Supervision, supervised};
 
 /// What happened to a socket, as its task reports it.
 #[derive(Debug, Message)]
@@ -45,6 +45,8 @@ pub enum SocketEnd {
     Closed(String),
     Error(String),
     Silent,
+    /// Closed by a rotation once its replacement covered it.
+    Retired,
 }
 
 impl SocketEnd {
@@ -54,6 +56,7 @@ impl SocketEnd {
             Self::Closed(_) => "closed",
             Self::Error(_) => "error",
             Self::Silent => "silence",
+            Self::Retired => "retired",
         }
     }
 }
@@ -68,9 +71,22 @@ pub struct Rotate;
 #[rtype(result = "()")]
 pub struct StopSource;
 
+/// A retiring socket is let go once its replacement has delivered from where
+/// it got to, or after this long whatever the streams say (a symbol with no
+/// trades never shows coverage).
+const MAX_OVERLAP: Duration = Duration::from_secs(10);
+/// A socket told to retire that has not ended by then is aborted.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
 struct Socket {
     generation: u64,
     task: JoinHandle<()>,
+    coverage: Arc<Coverage>,
+    retire: Option<tokio::sync::oneshot::Sender<()>>,
+    hold: tokio::sync::watch::Sender<bool>,
+    /// When this socket started being replaced, and when it was told to go.
+    retiring_since: Option<Instant>,
+    retired_at: Option<Instant>,
 }
 
 pub struct ConnectionActor {
@@ -88,6 +104,8 @@ pub struct ConnectionActor {
     failures: u32,
     stopped: bool,
     rotate_timer: Option<SpawnHandle>,
+    /// The current socket has delivered data.
+    live: bool,
 }
 
 impl ConnectionActor {
@@ -112,6 +130,7 @@ impl ConnectionActor {
             failures: 0,
             stopped: false,
             rotate_timer: None,
+            live: false,
         }
     }
 
@@ -120,9 +139,17 @@ impl ConnectionActor {
         if (self.failures / 2) % 2 == 1 { &self.config.alternate_endpoint } else { &self.config.endpoint }
     }
 
-    fn open(&mut self, ctx: &mut Context<Self>) {
+    /// Opens a socket; `hold` when it replaces one that is still up.
+    fn open(&mut self, ctx: &mut Context<Self>, hold: bool) {
         self.generation += 1;
+        let coverage = Arc::new(Coverage::default());
+        let (retire, retire_rx) = tokio::sync::oneshot::channel();
+        let (hold, hold_rx) = tokio::sync::watch::channel(hold);
         let task = SocketTask {
+            coverage: coverage.clone(),
+            retire: retire_rx,
+            hold: hold_rx,
+            held: Vec::new(),
             generation: self.generation,
             url: super::stream_url(self.endpoint(), &self.streams),
             parser: BinanceParser::default().sample_data(self.config.sample_data),
@@ -134,7 +161,63 @@ impl ConnectionActor {
             probe: self.supervision.probe().clone(),
         };
         tracing::info!(connection = self.name, generation = self.generation, url = %task.url, "connecting");
-        self.current = Some(Socket { generation: self.generation, task: tokio::spawn(task.run()) });
+        self.current = Some(Socket {
+            generation: self.generation,
+            task: tokio::spawn(task.run()),
+            coverage,
+            retire: Some(retire),
+            hold,
+            retiring_since: None,
+            retired_at: None,
+        });
+    }
+
+    /// Make-before-break, second half: tell each retiring socket to go once
+    /// the current one covers it (or it has overlapped long enough), and abort
+    /// one that does not go.
+    fn check_retirement(&mut self) {
+        let Some(current) = &self.current else { return };
+        let now = Instant::now();
+        for old in &mut self.retiring {
+            let since = *old.retiring_since.get_or_insert(now);
+            if let Some(told) = old.retired_at {
+                if now.duration_since(told) > RETIRE_GRACE {
+                    tracing::warn!(
+                        connection = self.name,
+                        old = old.generation,
+                        "retired socket did not end; aborting it"
+                    );
+                    old.task.abort();
+                }
+                continue;
+            }
+            let covered = old.coverage.covered_by(&current.coverage);
+            if covered || now.duration_since(since) > MAX_OVERLAP {
+                if !covered {
+                    tracing::warn!(
+                        connection = self.name,
+                        old = old.generation,
+                        "rotation overlap timed out; closing the old socket"
+                    );
+                }
+                if let Some(tx) = old.retire.take() {
+                    let _ = tx.send(());
+                }
+                old.retired_at = Some(now);
+            }
+        }
+        let before = self.retiring.len();
+        self.retiring.retain(|s| !s.task.is_finished());
+        if before > 0 && self.retiring.is_empty() {
+            self.release_current();
+        }
+    }
+
+    /// The rotation is over: the current socket sends what it held.
+    fn release_current(&mut self) {
+        if let Some(current) = &self.current {
+            let _ = current.hold.send(false);
+        }
     }
 
     fn arm_rotation(&mut self, ctx: &mut Context<Self>) {
@@ -164,9 +247,14 @@ impl Actor for ConnectionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
         if !self.stopped {
-            self.open(ctx);
+            self.open(ctx, false);
             self.arm_rotation(ctx);
         }
+        ctx.run_interval(Duration::from_millis(50), |act, _| {
+            if act.live {
+                act.check_retirement();
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -174,11 +262,7 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl Supervised for ConnectionActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        on_restarting(self, ctx);
-    }
-}
+supervised!(ConnectionActor);
 
 impl Supervise for ConnectionActor {
     fn supervision(&mut self) -> &mut Supervision {
@@ -202,16 +286,14 @@ impl Handler<SocketEvent> for ConnectionActor {
             }
             SocketEvent::Live { generation } if Some(generation) == current => {
                 self.failures = 0;
+                self.live = true;
                 metrics::gauge!("k2_binance_reconnect_delay_seconds", "connection" => self.name).set(0.0);
-                for old in self.retiring.drain(..) {
-                    tracing::info!(connection = self.name, old = old.generation, new = generation, "rotation complete");
-                    old.task.abort();
-                    metrics::counter!("k2_binance_rotations_total", "connection" => self.name).increment(1);
-                }
+                self.check_retirement();
             }
             SocketEvent::ServerShutdown { generation } if Some(generation) == current => ctx.notify(Rotate),
             SocketEvent::Ended { generation, end } if Some(generation) == current => {
                 self.current = None;
+                self.live = false;
                 metrics::gauge!("k2_binance_connection_status", "connection" => self.name).set(0.0);
                 if self.stopped {
                     return;
@@ -226,14 +308,21 @@ impl Handler<SocketEvent> for ConnectionActor {
                 metrics::gauge!("k2_binance_reconnect_delay_seconds", "connection" => self.name)
                     .set(delay.as_secs_f64());
                 tracing::warn!(connection = self.name, ?end, ?delay, "connection ended; reconnecting");
-                if let Some(old) = self.retiring.pop() {
+                if let Some(mut old) = self.retiring.pop() {
                     // The socket being replaced is still up: promote it while
                     // the new one is retried, so the stream goes on.
-                    self.current = Some(old);
+                    if old.retired_at.is_none() {
+                        old.retiring_since = None;
+                        self.live = true;
+                        self.current = Some(old);
+                    } else {
+                        self.retiring.push(old);
+                    }
                 }
                 ctx.run_later(delay, |act, ctx| {
                     if !act.stopped && act.current.is_none() {
-                        act.open(ctx);
+                        let hold = !act.retiring.is_empty();
+                        act.open(ctx, hold);
                     } else if !act.stopped {
                         // A retiring socket was promoted: rotate again.
                         ctx.notify(Rotate);
@@ -242,8 +331,17 @@ impl Handler<SocketEvent> for ConnectionActor {
             }
             // Events of a socket already being retired, or already replaced.
             SocketEvent::Ended { generation, end } => {
+                let was_retiring = self.retiring.iter().any(|s| s.generation == generation);
                 self.retiring.retain(|s| s.generation != generation);
-                tracing::debug!(connection = self.name, generation, ?end, "retired socket ended");
+                if was_retiring && self.retiring.is_empty() {
+                    self.release_current();
+                }
+                if matches!(end, SocketEnd::Retired) {
+                    tracing::info!(connection = self.name, old = generation, "rotation complete");
+                    metrics::counter!("k2_binance_rotations_total", "connection" => self.name).increment(1);
+                } else {
+                    tracing::debug!(connection = self.name, generation, ?end, "replaced socket ended");
+                }
             }
             _ => {}
         }
@@ -260,8 +358,10 @@ impl Handler<Rotate> for ConnectionActor {
         if let Some(old) = self.current.take() {
             self.retiring.push(old);
         }
+        self.live = false;
         tracing::info!(connection = self.name, "rotating: opening the new connection first");
-        self.open(ctx);
+        let hold = !self.retiring.is_empty();
+        self.open(ctx, hold);
         self.arm_rotation(ctx);
     }
 }
@@ -276,13 +376,5 @@ impl Handler<StopSource> for ConnectionActor {
         if let Some(h) = self.rotate_timer.take() {
             ctx.cancel_future(h);
         }
-    }
-}
-
-impl Handler<Fault> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
-        crate::supervision::inject(self, ctx, fault);
     }
 }

@@ -3,7 +3,12 @@
 //! and so pushes back on the exchange), and report what happens to the
 //! connection actor.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
 
 use actix::Addr;
 use futures_util::{FutureExt, StreamExt};
@@ -16,6 +21,55 @@ use crate::health::Link;
 use crate::messages::EventBatch;
 use crate::sequencer::SequenceActor;
 
+/// The venue sequence numbers a socket has delivered into the pipeline, per
+/// (symbol, is trade): the first and the last. A rotation compares the old
+/// socket's with the new one's to know when the old one may close.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    streams: Mutex<FxHashMap<(CompactString, bool), (i64, i64)>>,
+}
+
+impl Coverage {
+    fn record(&self, events: &[MarketEvent]) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        // Runs of one stream are common: touch the map once per run.
+        let mut run: Option<((&str, bool), i64, i64)> = None;
+        let mut flush = |run: Option<((&str, bool), i64, i64)>| {
+            if let Some(((symbol, trade), first, last)) = run {
+                let entry = streams.entry((CompactString::from(symbol), trade)).or_insert((first, last));
+                entry.1 = entry.1.max(last);
+            }
+        };
+        for e in events {
+            let Some(seq) = e.source_sequence() else { continue };
+            let key = (e.symbol(), e.is_trade());
+            match &mut run {
+                Some((k, _, last)) if *k == key => *last = (*last).max(seq),
+                _ => flush(run.replace((key, seq, seq))),
+            }
+        }
+        flush(run);
+    }
+
+    fn merge(&self, other: &mut Coverage) {
+        let other = std::mem::take(other.streams.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, (first, last)) in other {
+            let entry = streams.entry(key).or_insert((first, last));
+            entry.1 = entry.1.max(last);
+        }
+    }
+
+    /// True when this (old) socket has delivered, for every stream it has
+    /// seen, everything up to where `new` began: closing it then loses
+    /// nothing that `new` will not deliver.
+    pub fn covered_by(&self, new: &Coverage) -> bool {
+        let old = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let new = new.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        old.iter().all(|(key, &(_, last))| new.get(key).is_some_and(|&(first, _)| last >= first - 1))
+    }
+}
+
 pub(super) struct SocketTask {
     pub generation: u64,
     pub url: String,
@@ -26,11 +80,30 @@ pub(super) struct SocketTask {
     pub silence_timeout: Duration,
     pub connection: &'static str,
     pub probe: crate::health::Probe,
+    pub coverage: Arc<Coverage>,
+    /// Fires when a rotation no longer needs this socket: deliver what is in
+    /// hand, then end.
+    pub retire: oneshot::Receiver<()>,
+    /// While true (a rotation's new socket, until the old one has gone), read
+    /// batches are held here instead of sent, so the sequencer sees the old
+    /// socket's stream end before the new one's begins.
+    pub hold: tokio::sync::watch::Receiver<bool>,
+    /// Events read while held.
+    pub held: Vec<MarketEvent>,
 }
+
+/// A held socket stops reading beyond this many events (TCP then pushes back).
+const HOLD_LIMIT: usize = 1_000_000;
 
 impl SocketTask {
     pub async fn run(mut self) {
         let end = self.read().await;
+        // A socket that ends while holding still has good data: send it (dedup
+        // and the sequencer sort out the order).
+        let mut held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            let _ = self.release(&mut held).await;
+        }
         self.owner.do_send(SocketEvent::Ended { generation: self.generation, end });
     }
 
@@ -53,7 +126,24 @@ impl SocketTask {
         let mut batch: Vec<MarketEvent> = Vec::with_capacity(self.batch_size);
         let mut stats = BatchStats::default();
         loop {
-            let first = match tokio::time::timeout(self.silence_timeout, ws.next()).await {
+            if !self.held.is_empty() && !*self.hold.borrow() && !self.release_held().await {
+                return SocketEnd::Closed("pipeline closed".into());
+            }
+            if self.held.len() >= HOLD_LIMIT {
+                // Wait for the release (or the rotation's end) before reading on.
+                let _ = self.hold.wait_for(|h| !*h).await;
+                continue;
+            }
+            let next = tokio::select! {
+                biased;
+                _ = &mut self.retire => {
+                    let _ = ws.close(None).await;
+                    return SocketEnd::Retired;
+                }
+                Ok(()) = self.hold.changed(), if !self.held.is_empty() => continue,
+                next = tokio::time::timeout(self.silence_timeout, ws.next()) => next,
+            };
+            let first = match next {
                 Err(_) => return SocketEnd::Silent,
                 Ok(None) => return SocketEnd::Closed("stream ended".into()),
                 Ok(Some(Err(e))) => return SocketEnd::Error(e.to_string()),
@@ -71,7 +161,12 @@ impl SocketTask {
                         stats.flush(self.connection);
                         let reason = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
                         if !batch.is_empty() {
-                            let _ = self.next.send(EventBatch { events: std::mem::take(&mut batch) }).await;
+                            let mut pending = Coverage::default();
+                            pending.record(&batch);
+                            let events = std::mem::take(&mut batch);
+                            if self.next.send(EventBatch { events }).await.is_ok() {
+                                self.coverage.merge(&mut pending);
+                            }
                         }
                         return SocketEnd::Closed(reason);
                     }
@@ -94,12 +189,43 @@ impl SocketTask {
                 live = true;
                 self.owner.do_send(SocketEvent::Live { generation: self.generation });
             }
+            if *self.hold.borrow() {
+                // Held events count as covered: they will be sent, first thing,
+                // when the hold ends.
+                self.coverage.record(&batch);
+                self.held.append(&mut batch);
+                continue;
+            }
+            if !self.held.is_empty() && !self.release_held().await {
+                return SocketEnd::Closed("pipeline closed".into());
+            }
             self.probe.handled(batch.len());
+            // Coverage is noted before the send but only counts once the batch is
+            // in the pipeline's mailbox, which the send's completion means.
+            let mut pending = Coverage::default();
+            pending.record(&batch);
             let events = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_size));
             if self.next.send(EventBatch { events }).await.is_err() {
                 return SocketEnd::Closed("pipeline closed".into());
             }
+            self.coverage.merge(&mut pending);
         }
+    }
+
+    async fn release_held(&mut self) -> bool {
+        let mut held = std::mem::take(&mut self.held);
+        self.release(&mut held).await
+    }
+
+    /// Sends what was held during a rotation. False when the pipeline is gone.
+    async fn release(&mut self, held: &mut Vec<MarketEvent>) -> bool {
+        for chunk in std::mem::take(held).chunks(self.batch_size) {
+            self.probe.handled(chunk.len());
+            if self.next.send(EventBatch { events: chunk.to_vec() }).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     fn frame(&mut self, bytes: &[u8], received: Timestamp, batch: &mut Vec<MarketEvent>, stats: &mut BatchStats) {

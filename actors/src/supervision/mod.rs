@@ -104,6 +104,28 @@ impl Supervision {
     }
 }
 
+/// Implements `actix::Supervised` (through [`on_restarting`]) and the
+/// [`Fault`](crate::messages::Fault) handler (through [`inject`]) for an actor
+/// that implements [`Supervise`]: the same for every stage.
+macro_rules! supervised {
+    ($actor:ty) => {
+        impl actix::Supervised for $actor {
+            fn restarting(&mut self, ctx: &mut actix::Context<Self>) {
+                $crate::supervision::on_restarting(self, ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::Fault> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, fault: $crate::messages::Fault, ctx: &mut actix::Context<Self>) {
+                $crate::supervision::inject(self, ctx, fault);
+            }
+        }
+    };
+}
+pub(crate) use supervised;
+
 /// Implemented by every supervised actor.
 pub trait Supervise: Actor<Context = Context<Self>> {
     fn supervision(&mut self) -> &mut Supervision;
