@@ -15,6 +15,27 @@ impl Drop for Kill {
     }
 }
 
+/// Starts `k2 run` with `config` and waits for the line that gives its HTTP
+/// address: the process, the rest of its stderr, and the address.
+fn start_run(config: &std::path::Path, log: &str) -> (Kill, BufReader<std::process::ChildStderr>, String) {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("K2_LOG", log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    let http = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "k2 run ended early");
+        if let Some(rest) = line.strip_prefix("k2 run: http://") {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    (Kill(run), stderr, http)
+}
+
 fn get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: k2\r\nConnection: close\r\n\r\n").unwrap();
@@ -47,23 +68,8 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("K2_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    let http = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "k2 run ended early");
-        if let Some(rest) = line.strip_prefix("k2 run: http://") {
-            break rest.split('/').next().unwrap().to_owned();
-        }
-    };
-    let pid = run.id();
-    let _run = Kill(run);
+    let (mut run, mut stderr, http) = start_run(&config, "warn");
+    let pid = run.0.id();
 
     // Wait for trades to reach the sink.
     let start = Instant::now();
@@ -83,7 +89,6 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
     assert!(status.success());
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    let mut run = _run;
     let code = run.0.wait().unwrap();
     assert_eq!(code.code(), Some(0), "{rest}");
     assert!(rest.contains("stopped;") && rest.contains("trades"), "{rest}");
@@ -106,22 +111,7 @@ fn a_crash_loop_stops_the_service_with_a_clear_error() {
         "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nenabled = false\n[supervision]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\n",
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("K2_LOG", "error")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    let http = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "k2 run ended early");
-        if let Some(rest) = line.strip_prefix("k2 run: http://") {
-            break rest.split('/').next().unwrap().to_owned();
-        }
-    };
-    let mut run = Kill(run);
+    let (mut run, mut stderr, http) = start_run(&config, "error");
     assert!(post(&http, "/admin/faults?actor=dedup&kind=panic").starts_with("HTTP/1.1 202"));
     // The first panic is restarted; wait for it before the second.
     let start = Instant::now();

@@ -132,12 +132,6 @@ impl BinanceParser {
         let quantity = decimal::parse("quantity", quantity)?;
         let (symbol, currency) = self.symbol(symbol)?;
 
-        let mut digits = itoa::Buffer::new();
-        let id_text = digits.format(id);
-        let mut trade_id = CompactString::const_new("BINANCE-");
-        trade_id.push_str(id_text);
-        let message_id = message_id(EXCHANGE, &symbol, EventKind::Trade, id_text);
-
         // Keys in sorted order, as `from_sorted` requires.
         let mut vendor = Vec::with_capacity(4);
         if let Some(e) = p.event_time {
@@ -152,26 +146,46 @@ impl BinanceParser {
             CompactString::from(itoa::Buffer::new().format(trade_time)),
         ));
         let vendor = VendorData::from_sorted(vendor);
-
-        Ok(TradeV2 {
-            message_id,
-            trade_id,
+        Ok(self.build_trade(Fields {
             symbol,
-            exchange: CompactString::const_new(EXCHANGE),
-            asset_class: AssetClass::Crypto,
+            currency,
+            id,
+            sequence,
             timestamp,
             price,
             quantity,
-            currency,
+            buyer_is_maker,
+            vendor,
+            received,
+        }))
+    }
+
+    /// The one place a Binance trade becomes a [`TradeV2`], for WebSocket and
+    /// REST alike: the same trade gets the same ids and the same side rule.
+    fn build_trade(&self, f: Fields) -> TradeV2 {
+        let mut digits = itoa::Buffer::new();
+        let id_text = digits.format(f.id);
+        let mut trade_id = CompactString::const_new("BINANCE-");
+        trade_id.push_str(id_text);
+        TradeV2 {
+            message_id: message_id(EXCHANGE, &f.symbol, EventKind::Trade, id_text),
+            trade_id,
+            exchange: CompactString::const_new(EXCHANGE),
+            asset_class: AssetClass::Crypto,
+            timestamp: f.timestamp,
+            price: f.price,
+            quantity: f.quantity,
             // m=true: the buyer was the maker, so the aggressor sold.
-            side: if buyer_is_maker { TradeSide::Sell } else { TradeSide::Buy },
+            side: if f.buyer_is_maker { TradeSide::Sell } else { TradeSide::Buy },
             trade_conditions: Vec::new(),
-            source_sequence: Some(sequence),
-            ingestion_timestamp: received,
+            source_sequence: Some(f.sequence),
+            ingestion_timestamp: f.received,
             platform_sequence: None,
-            vendor_data: Some(vendor),
+            vendor_data: Some(f.vendor),
             is_sample_data: self.is_sample_data,
-        })
+            symbol: f.symbol,
+            currency: f.currency,
+        }
     }
 
     fn book_ticker(&mut self, p: Payload<'_>, received: Timestamp) -> Result<QuoteV2, BinanceError> {
@@ -235,6 +249,20 @@ impl BinanceParser {
 
 fn decode_with_serde(frame: &[u8]) -> Result<Envelope<'_>, BinanceError> {
     serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))
+}
+
+/// What a trade is made of, whichever API it came from.
+struct Fields {
+    symbol: CompactString,
+    currency: CompactString,
+    id: u64,
+    sequence: i64,
+    timestamp: Timestamp,
+    price: rust_decimal::Decimal,
+    quantity: rust_decimal::Decimal,
+    buyer_is_maker: bool,
+    vendor: VendorData,
+    received: Timestamp,
 }
 
 fn missing(event: &'static str, field: &'static str) -> BinanceError {

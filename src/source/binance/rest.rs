@@ -2,13 +2,11 @@
 //! recovery. The same trade gets the same message id as from the WebSocket,
 //! so a recovered trade that did arrive after all is a duplicate, not a twin.
 
-use compact_str::CompactString;
 use serde::Deserialize;
 
-use super::{BinanceError, BinanceParser, EXCHANGE, bool_str};
+use super::{BinanceError, BinanceParser, Fields, bool_str};
 use crate::model::decimal;
-use crate::model::ids::{EventKind, message_id};
-use crate::model::{AssetClass, Timestamp, TradeSide, TradeV2, VendorData};
+use crate::model::{Timestamp, TradeV2, VendorData};
 
 /// One element of the historicalTrades answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -31,35 +29,25 @@ impl BinanceParser {
         let (symbol, currency) = self.symbol(symbol)?;
         let sequence = i64::try_from(t.id).map_err(|_| super::invalid("id", t.id))?;
         let timestamp = Timestamp::from_millis(t.time).ok_or_else(|| super::invalid("time", t.time))?;
-        let mut digits = itoa::Buffer::new();
-        let id_text = digits.format(t.id);
-        let mut trade_id = CompactString::const_new("BINANCE-");
-        trade_id.push_str(id_text);
-        let mut vendor = VendorData::with_capacity(3);
+        let mut vendor = VendorData::with_capacity(4);
         if let Some(best) = t.is_best_match {
             vendor.insert("is_best_match", bool_str(best));
         }
         vendor.insert("is_buyer_maker", bool_str(t.is_buyer_maker));
         vendor.insert("recovered", "rest");
         vendor.insert("trade_time", itoa::Buffer::new().format(t.time));
-        Ok(TradeV2 {
-            message_id: message_id(EXCHANGE, &symbol, EventKind::Trade, id_text),
-            trade_id,
-            exchange: CompactString::const_new(EXCHANGE),
-            asset_class: AssetClass::Crypto,
+        Ok(self.build_trade(Fields {
+            symbol,
+            currency,
+            id: t.id,
+            sequence,
             timestamp,
             price: decimal::parse("price", &t.price)?,
             quantity: decimal::parse("quantity", &t.qty)?,
-            side: if t.is_buyer_maker { TradeSide::Sell } else { TradeSide::Buy },
-            trade_conditions: Vec::new(),
-            source_sequence: Some(sequence),
-            ingestion_timestamp: received,
-            platform_sequence: None,
-            vendor_data: Some(vendor),
-            is_sample_data: self.is_sample_data,
-            symbol,
-            currency,
-        })
+            buyer_is_maker: t.is_buyer_maker,
+            vendor,
+            received,
+        }))
     }
 }
 
