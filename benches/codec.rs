@@ -16,23 +16,12 @@ use k2_core::source::binance::{BinanceParser, Frame};
 use k2_core::{MarketEvent, Timestamp, TradeV2};
 
 /// Events prepared per benchmark.
+#[path = "common/frames.rs"]
+mod frames;
+use frames::binance_trade_frame;
+
 const EVENTS: usize = 1024;
 const IDS: SchemaIds = SchemaIds { trade: 1, quote: 2 };
-
-/// A real Binance spot trade frame (BTCUSDT, 2024-08-04) in the combined-stream
-/// envelope, varied by `i`: trade id, times, price, quantity and maker flag.
-fn binance_trade_frame(i: usize) -> String {
-    let id = 3_718_209_179 + i as u64;
-    let trade_time = 1_722_766_102_789 + 7 * i as i64;
-    let event_time = trade_time + 1;
-    let cents = 6_061_000 + (i * 37) % 20_000;
-    let price = format!("{}.{:02}000000", cents / 100, cents % 100);
-    let quantity = format!("0.{:08}", 154_000 + (i * 7_919) % 990_000);
-    let maker = !i.is_multiple_of(3);
-    format!(
-        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{event_time},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{quantity}","T":{trade_time},"m":{maker},"M":true}}}}"#
-    )
-}
 
 /// Realistic trades, as the Binance source produces them.
 fn trades() -> Vec<TradeV2> {

@@ -15,29 +15,13 @@ use k2_core::source::binance::{BinanceParser, Frame};
 use k2_core::{MarketEvent, Timestamp};
 
 /// Inputs prepared per benchmark.
+#[path = "common/frames.rs"]
+mod frames;
+use frames::{binance_trade_frame, binance_trade_payload};
+
 const INPUTS: usize = 1024;
 /// When the frames are "received": fixed, so that no clock read is measured.
 const RECEIVED: Timestamp = Timestamp::from_micros(1_722_766_102_795_000);
-
-/// The payload of a real Binance spot trade (BTCUSDT, 2024-08-04), varied by `i`:
-/// trade id, event and trade time, price, quantity and maker flag.
-fn binance_trade_payload(i: usize) -> String {
-    let id = 3_718_209_179 + i as u64;
-    let trade_time = 1_722_766_102_789 + 7 * i as i64;
-    let event_time = trade_time + 1;
-    let cents = 6_061_000 + (i * 37) % 20_000;
-    let price = format!("{}.{:02}000000", cents / 100, cents % 100);
-    let quantity = format!("0.{:08}", 154_000 + (i * 7_919) % 990_000);
-    let maker = !i.is_multiple_of(3);
-    format!(
-        r#"{{"e":"trade","E":{event_time},"s":"BTCUSDT","t":{id},"p":"{price}","q":"{quantity}","T":{trade_time},"m":{maker},"M":true}}"#
-    )
-}
-
-/// The same payload inside the combined-stream envelope (`/stream?streams=`).
-fn binance_trade_frame(i: usize) -> String {
-    format!(r#"{{"stream":"btcusdt@trade","data":{}}}"#, binance_trade_payload(i))
-}
 
 /// A trade line of the ASX sample format, varied by `i`: the time runs from
 /// 10:00 to about 16:00 local in file order, price and volume change.
