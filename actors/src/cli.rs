@@ -82,6 +82,10 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object (and no progress).
     #[arg(long)]
     pub json: bool,
+    /// Data directory (Iceberg catalog and warehouse); overrides
+    /// storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Mark the loaded events as sample data.
     #[arg(long)]
     pub sample_data: bool,
@@ -111,6 +115,14 @@ pub struct DemoArgs {
     /// Stop after this many seconds (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub seconds: u64,
+    /// Data directory (Iceberg catalog and warehouse); overrides
+    /// storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Commit a snapshot at least this often (overrides flush.max_age, so
+    /// that snapshots show up quickly in the demo).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub flush_every: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +133,10 @@ pub struct RunArgs {
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Data directory (Iceberg catalog and warehouse); overrides
+    /// storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

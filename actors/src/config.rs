@@ -34,6 +34,44 @@ pub struct Config {
     pub asx: AsxConfig,
     pub binance: BinanceConfig,
     pub gap_recovery: GapRecoveryConfig,
+    pub storage: StorageConfig,
+    pub flush: FlushConfig,
+    pub query: QueryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Holds `catalog.db` (the Iceberg SQL catalog) and `warehouse/`.
+    pub data_dir: std::path::PathBuf,
+    /// The catalog's name; other engines must open it by the same name.
+    pub catalog_name: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushConfig {
+    /// A flush starts when this many rows wait...
+    pub max_rows: usize,
+    /// ...or when the oldest waiting row is this old.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Backoff between attempts of a failed write or commit.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled and answered with 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time zone of each exchange's trading day (summaries, daily bars).
+    pub timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +115,9 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// Serve /admin/* fault injection (refused unless bound to loopback).
     pub admin: bool,
+    /// When not empty, `/v1/*` requires one of these in `X-API-Key`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +228,13 @@ impl Config {
             !self.http.admin || self.http.bind.ip().is_loopback(),
             "http.admin may only be on when http.bind is a loopback address",
         );
+        need(self.flush.max_rows > 0, "flush.max_rows must be at least 1");
+        need(!self.flush.max_age.is_zero(), "flush.max_age must be longer than 0");
+        need(self.flush.retry_initial <= self.flush.retry_max, "flush.retry_initial must not exceed flush.retry_max");
+        need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
+        need(!self.storage.catalog_name.is_empty(), "storage.catalog_name must not be empty");
+        need(!self.storage.namespace.is_empty(), "storage.namespace must not be empty");
+        need(self.http.api_keys.iter().all(|k| !k.is_empty()), "http.api_keys must not hold an empty key");
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 

@@ -1,5 +1,6 @@
-//! The HTTP server: `/health`, `/metrics`, and (when enabled, loopback only)
-//! `/admin/faults` for fault-injection drills.
+//! The HTTP server: `/health`, `/metrics`, the `/v1` query API with
+//! `/openapi.json` (see [`crate::query::routes`]), and (when enabled, loopback
+//! only) `/admin/faults` for fault-injection drills.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::health::{ActorReport, HealthRegistry};
 use crate::messages::Fault;
+use crate::query::routes::Api;
 
 #[derive(Clone)]
-struct State {
+pub(crate) struct State {
     registry: HealthRegistry,
     faults: BTreeMap<&'static str, Recipient<Fault>>,
     admin: bool,
@@ -33,23 +35,32 @@ pub struct HttpHandle {
     pub handle: ServerHandle,
 }
 
-/// Binds and starts the server on the current actix system.
+/// Binds and starts the server on the current actix system. With `api`, the
+/// `/v1` query API and `/openapi.json` are served too.
 pub fn start(
     bind: SocketAddr,
     registry: HealthRegistry,
     faults: BTreeMap<&'static str, Recipient<Fault>>,
     admin: bool,
+    api: Option<Api>,
 ) -> std::io::Result<HttpHandle> {
     crate::telemetry::prometheus();
     let state = State { registry, faults, admin };
+    // Queries run on the runtime's worker threads, not on these: two HTTP
+    // workers keep parsing and answering while scans run.
+    let workers = if api.is_some() { 2 } else { 1 };
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
-            .route("/admin/faults", web::post().to(inject_fault))
+            .route("/admin/faults", web::post().to(inject_fault));
+        match api.clone() {
+            Some(api) => app.configure(|cfg| crate::query::routes::configure(cfg, api)),
+            None => app,
+        }
     })
-    .workers(1)
+    .workers(workers)
     .disable_signals()
     .bind(bind)?;
     let addr = server.addrs().first().copied().unwrap_or(bind);
@@ -63,7 +74,9 @@ pub fn start(
     Ok(HttpHandle { addr, handle })
 }
 
-async fn health(state: web::Data<State>) -> HttpResponse {
+/// Every actor's state, restarts, mailbox depth and last error.
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "ok or degraded"), (status = 503, description = "an actor has failed for good")))]
+pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let actors = state.registry.report();
     use crate::health::ActorState::*;
     let status = if actors.values().any(|a| a.state == Failed) {
@@ -77,7 +90,9 @@ async fn health(state: web::Data<State>) -> HttpResponse {
     if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
 }
 
-async fn metrics() -> HttpResponse {
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(crate) async fn metrics() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::telemetry::render())
 }
 

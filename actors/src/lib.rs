@@ -18,12 +18,16 @@
 pub mod binance;
 pub mod config;
 pub mod dedup;
+pub mod flusher;
 pub mod gap_recovery;
 pub mod health;
 pub mod http;
+pub mod lake;
+pub mod lakehouse;
 pub mod loader;
 pub mod messages;
 pub mod pipeline;
+pub mod query;
 pub mod runtime;
 pub mod sequencer;
 pub mod sim;

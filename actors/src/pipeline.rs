@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::dedup::{self, DedupActor, DedupStore};
 use crate::gap_recovery::{self, GapRecoveryActor};
 use crate::health::{HealthRegistry, Link};
+use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch, Fault};
 use crate::sequencer::{self, GapDetected, SequenceActor};
 use crate::sink::Sink;
@@ -33,6 +34,18 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the stages (and gap recovery, when configured).
     pub fn start(config: &Config, sink: Box<dyn Sink>, store: Box<dyn DedupStore>, registry: HealthRegistry) -> Self {
+        Self::start_restored(config, sink, store, registry, &Sources::default())
+    }
+
+    /// As [`Pipeline::start`], continuing each stream's sequences from what
+    /// is already durable.
+    pub fn start_restored(
+        config: &Config,
+        sink: Box<dyn Sink>,
+        store: Box<dyn DedupStore>,
+        registry: HealthRegistry,
+        restore: &Sources,
+    ) -> Self {
         // Metrics emitted before the recorder exists would be lost.
         crate::telemetry::prometheus();
         let policy = RestartPolicy::from(&config.supervision);
@@ -73,9 +86,10 @@ impl Pipeline {
         let probe = registry.probe(sequencer::NAME);
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
         let seq_config = config.sequence_config();
+        let restore = restore.clone();
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_to, sup)
+            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore)
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());
@@ -138,6 +152,17 @@ impl Pipeline {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Supervision for another actor under this pipeline's policy and
+    /// guardian, reporting as `name`.
+    pub fn supervision(&self, name: &'static str) -> Supervision {
+        Supervision::new(self.policy.clone(), self.registry.probe(name), self.guardian.clone())
+    }
+
+    /// Makes an actor reachable by `/admin/faults`.
+    pub fn add_fault_target(&mut self, name: &'static str, to: Recipient<Fault>) {
+        self.faults.insert(name, to);
     }
 
     pub fn registry(&self) -> &HealthRegistry {

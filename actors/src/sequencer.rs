@@ -9,6 +9,7 @@ use k2_core::MarketEvent;
 use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
 
 use crate::dedup::DedupActor;
+use crate::lake::summary::Sources;
 use crate::health::{Link, forward};
 use crate::messages::{Drain, EventBatch};
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
@@ -37,6 +38,21 @@ impl SequenceActor {
         supervision: Supervision,
     ) -> Self {
         Self { tracker: SequenceTracker::new(config.clone()), config, next, gaps_to, supervision, gaps: Vec::new() }
+    }
+
+    /// Continues from what is already durable: each stream's source
+    /// high-water mark (so a trade missed while K2 was down shows as a gap and
+    /// is recovered) and platform sequence.
+    pub fn restored(mut self, from: &Sources) -> Self {
+        for ((exchange, symbol), marks) in &from.0 {
+            if let Some(high) = marks.source_sequence {
+                self.tracker.restore_high_water_mark(exchange, symbol, high);
+            }
+            if let Some(last) = marks.platform_sequence {
+                self.tracker.restore_platform_sequence(exchange, symbol, last);
+            }
+        }
+        self
     }
 
     fn process(&mut self, events: &mut [MarketEvent]) {

@@ -4,8 +4,9 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs k2 with its tables in a fresh temporary directory.
 fn k2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_k2")).args(args).output().expect("k2 runs")
+    k2_env(args, &[])
 }
 
 fn stdout(o: &Output) -> String {
@@ -105,8 +106,9 @@ fn parse_check_counts_the_real_asx_sample() {
 }
 
 fn k2_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_k2"));
-    cmd.args(args);
+    cmd.args(args).env("K2__STORAGE__DATA_DIR", data.path());
     for (k, v) in env {
         cmd.env(k, v);
     }

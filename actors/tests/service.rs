@@ -21,6 +21,7 @@ fn start_run(config: &std::path::Path, log: &str) -> (Kill, BufReader<std::proce
     let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("K2_LOG", log)
+        .env("K2__STORAGE__DATA_DIR", config.parent().unwrap().join("data"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

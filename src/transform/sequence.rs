@@ -172,6 +172,13 @@ impl SequenceTracker {
         }
     }
 
+    /// Continues a stream's platform sequence after `last` (state restored
+    /// from elsewhere). Only moves it forward.
+    pub fn restore_platform_sequence(&mut self, exchange: &str, symbol: &str, last: i64) {
+        let s = self.stream(exchange, symbol);
+        s.platform = s.platform.max(last);
+    }
+
     /// Every stream's high-water mark.
     pub fn high_water_marks(&self) -> impl Iterator<Item = (&str, &str, i64)> {
         self.streams.iter().filter_map(|((e, s), st)| st.high.map(|h| (e.as_str(), s.as_str(), h)))

@@ -1,6 +1,7 @@
 //! `k2 demo`: everything offline in one process: the exchange simulator
 //! (with faults on), the Binance connection actors pointed at it, the
-//! supervised pipeline and the HTTP server, until Ctrl-C.
+//! supervised pipeline into Iceberg tables, and the HTTP query API, until
+//! Ctrl-C.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,15 +9,18 @@ use std::time::Duration;
 use k2::config::Config;
 use k2::dedup::MemoryStore;
 use k2::health::HealthRegistry;
-use k2::pipeline::Pipeline;
+use k2::lakehouse::Lakehouse;
 use k2::sim::{FaultPlan, SimConfig, Simulator};
-use k2::sink::CountingSink;
 
 use super::CommandError;
 use crate::cli::DemoArgs;
 
 pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
     let mut config = Config::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.storage.data_dir = dir;
+    }
+    config.flush.max_age = args.flush_every;
     k2::runtime::run(|| async move {
         let sim = Simulator::start(SimConfig {
             rate: args.rate,
@@ -37,17 +41,19 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         config.binance.rest_endpoint = sim.rest_url();
         config.binance.symbols = vec!["btcusdt".into(), "ethusdt".into(), "bnbusdt".into()];
         config.binance.sample_data = true;
-        let sink = CountingSink::new();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
-        pipeline.start_binance(&config);
-        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), config.http.admin)?;
+        let mut k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await?;
+        k2.pipeline.start_binance(&config);
+        let http = k2.serve(&config)?;
+        let url = format!("http://{}", http.addr);
         println!("K2 demo: a simulated Binance feed ({} trades/s over 3 symbols, with gaps, duplicates,", args.rate);
-        println!("reordering and malformed frames) through the supervised pipeline. Try:");
-        println!("  curl -s http://{}/health", http.addr);
-        println!("  curl -s http://{}/metrics | grep -E '^k2_(sequence|duplicates|gap_recovery|binance)'", http.addr);
-        println!("  curl -s {}/sim/stats", sim.rest_url());
-        println!("Ctrl-C to stop.");
+        println!("reordering and malformed frames) through the supervised pipeline into Iceberg tables");
+        println!("in {} (a snapshot every {:?}; rows are queryable before that).", k2.lake.dir().display(), args.flush_every);
+        println!("API: {url}/v1  (description: {url}/openapi.json). Try:");
+        println!("  curl -s '{url}/v1/trades?symbol=BTCUSDT&limit=5'");
+        println!("  curl -s '{url}/v1/bars?symbol=ETHUSDT&interval=1m&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z'");
+        println!("  curl -s '{url}/v1/snapshots?table=trades'");
+        println!("Also {url}/health and {url}/metrics. Ctrl-C to stop.");
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
         let stop = tokio::time::sleep(if args.seconds == 0 { Duration::MAX / 4 } else { Duration::from_secs(args.seconds) });
@@ -57,18 +63,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
                 _ = k2::runtime::shutdown_signal() => break,
                 _ = &mut stop => break,
                 _ = tick.tick() => {
-                    let (trades, quotes) = sink.counts();
+                    let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
+                    let committed = k2.tails.trades.committed_covered().generation;
                     let s = sim.stats.snapshot();
-                    println!("k2 demo: {trades} trades and {quotes} quotes in; simulator injected {} gaps, {} duplicates, {} malformed", s.gaps, s.duplicates, s.malformed);
+                    println!("k2 demo: {trades} trades and {quotes} quotes in, {committed} trade snapshots; simulator injected {} gaps, {} duplicates, {} malformed", s.gaps, s.duplicates, s.malformed);
                 }
             }
         }
-        let _ = pipeline.drain().await;
+        let _ = k2.flush().await;
         http.handle.stop(true).await;
         sim.stop().await;
-        let (trades, quotes) = sink.counts();
-        println!("k2 demo: stopped; {trades} trades and {quotes} quotes reached the sink");
-        Ok::<_, std::io::Error>(ExitCode::SUCCESS)
+        let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
+        println!("k2 demo: stopped; {trades} trades and {quotes} quotes committed to {}", k2.lake.dir().display());
+        Ok::<_, CommandError>(ExitCode::SUCCESS)
     })?
-    .map_err(CommandError::from)
 }

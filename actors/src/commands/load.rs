@@ -1,5 +1,5 @@
 //! `k2 load`: batch files through the sequence tracker and deduplicator into
-//! the sink, with a progress display and a summary.
+//! the Iceberg tables, with a progress display and a summary.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use k2::config::Config;
 use k2::dedup::MemoryStore;
 use k2::health::HealthRegistry;
-use k2::pipeline::Pipeline;
-use k2::sink::CountingSink;
+use k2::lakehouse::Lakehouse;
 use k2_core::source::asx::AsxOptions;
 use k2_core::source::files::discover;
 use serde::Serialize;
@@ -27,10 +26,16 @@ struct Summary {
     rejected_by_reason: std::collections::BTreeMap<String, u64>,
     first_rejected: Vec<k2_core::source::Rejected>,
     seconds: f64,
+    data_dir: String,
+    trades_snapshot_id: Option<i64>,
+    quotes_snapshot_id: Option<i64>,
 }
 
 pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir.clone() {
+        config.storage.data_dir = dir;
+    }
     let found = discover(&args.paths, args.format.into())?;
     let asx = AsxOptions {
         timezone: config.asx.timezone,
@@ -39,15 +44,16 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     };
     let show_progress = !args.json;
     let summary = k2::runtime::run(|| async move {
-        let sink = CountingSink::new();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
-        let mut report = k2::loader::load(found.files, asx, &pipeline, show_progress).await?;
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.map_err(|e| e.to_string())?;
+        let mut report = k2::loader::load(found.files, asx, &k2.pipeline, show_progress).await?;
         for skipped in found.skipped {
             report.rejected += 1;
             report.first_rejected.push(skipped);
         }
-        let (trades, quotes) = sink.counts();
+        k2.flush().await.map_err(|e| format!("committing to the tables: {e}"))?;
+        let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
+        let snapshot = |t: iceberg::table::Table| t.metadata().current_snapshot_id();
         Ok::<_, String>(Summary {
             files: report.files,
             read: report.read,
@@ -58,6 +64,9 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
             rejected_by_reason: report.rejected_by_reason,
             first_rejected: report.first_rejected,
             seconds: report.seconds,
+            data_dir: k2.lake.dir().display().to_string(),
+            trades_snapshot_id: snapshot(k2.tails.trades.committed_table()),
+            quotes_snapshot_id: snapshot(k2.tails.quotes.committed_table()),
         })
     })?
     .map_err(CommandError::Pipeline)?;
@@ -75,6 +84,7 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     writeln!(out, "accepted quotes     {}", summary.accepted_quotes)?;
     writeln!(out, "duplicates dropped  {}", summary.duplicates_dropped)?;
     writeln!(out, "rejected            {}", summary.rejected)?;
+    writeln!(out, "committed to        {} (trades snapshot {:?}, quotes snapshot {:?})", summary.data_dir, summary.trades_snapshot_id, summary.quotes_snapshot_id)?;
     for (reason, n) in &summary.rejected_by_reason {
         writeln!(out, "  {n:>8}  {reason}")?;
     }

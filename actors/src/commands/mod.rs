@@ -23,6 +23,9 @@ pub enum CommandError {
     /// The pipeline failed while running.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// The Iceberg tables could not be opened.
+    #[error(transparent)]
+    Lake(#[from] k2::lake::LakeError),
     /// Writing the report (or starting the runtime) failed.
     #[error("{0}")]
     Output(#[from] std::io::Error),
@@ -38,7 +41,7 @@ impl From<&CommandError> for ExitStatus {
     fn from(e: &CommandError) -> Self {
         match e {
             CommandError::Input(_) | CommandError::Config(_) => Self::BadInput,
-            CommandError::Output(_) | CommandError::Pipeline(_) => Self::Failed,
+            CommandError::Output(_) | CommandError::Pipeline(_) | CommandError::Lake(_) => Self::Failed,
         }
     }
 }

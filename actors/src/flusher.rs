@@ -1,0 +1,301 @@
+//! The Iceberg flusher: the pipeline's last stage hands accepted rows to the
+//! tables' tails through [`TailSink`]; this actor closes a flush generation
+//! when it holds `flush.max_rows` rows or its oldest row is `flush.max_age`
+//! old, writes it as Parquet on the multi-threaded runtime and commits one
+//! snapshot per table per flush. A failed write or commit is retried with
+//! backoff, holding the rows in the tail (still queryable) until it succeeds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use arrow::compute::concat_batches;
+use k2_core::{MarketEvent, QuoteV2, TradeV2};
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::FlushConfig;
+use crate::health::Probe;
+use crate::lake::batch::{LakeRow, sort_for_files};
+use crate::lake::tail::{FlushWork, Tail};
+use crate::lake::writer::{self, unique_prefix};
+use crate::lake::{Lake, LakeError, TableKind};
+use crate::sink::{Sink, SinkError};
+use crate::supervision::{Supervise, Supervision, supervised};
+
+pub const NAME: &str = "iceberg-flusher";
+
+/// Both tables' tails.
+#[derive(Clone)]
+pub struct Tails {
+    pub trades: Arc<Tail<TradeV2>>,
+    pub quotes: Arc<Tail<QuoteV2>>,
+}
+
+impl Tails {
+    /// Tails continuing after what each table's latest snapshot covers.
+    pub async fn open(lake: &Lake) -> Result<Self, LakeError> {
+        Ok(Self {
+            trades: Arc::new(Tail::new(TableKind::Trades, lake.table(TableKind::Trades).await?)?),
+            quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?)?),
+        })
+    }
+
+    pub fn waiting_rows(&self) -> usize {
+        self.trades.waiting_rows() + self.quotes.waiting_rows()
+    }
+}
+
+/// Flushes everything accepted so far; answers once it is committed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushAll {
+    pub done: oneshot::Sender<()>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushFinished(TableKind);
+
+/// The last stage's sink in the embedded product: rows go to the tails.
+pub struct TailSink {
+    tails: Tails,
+    max_rows: usize,
+    /// Wakes the flusher when a tail is full (it also looks on a timer).
+    full: Arc<Notify>,
+    trades: Vec<TradeV2>,
+    quotes: Vec<QuoteV2>,
+}
+
+impl TailSink {
+    pub fn new(tails: Tails, max_rows: usize, full: Arc<Notify>) -> Self {
+        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new() }
+    }
+}
+
+impl Sink for TailSink {
+    fn name(&self) -> &'static str {
+        "iceberg-tail"
+    }
+
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+        for e in events {
+            match e {
+                MarketEvent::Trade(t) => self.trades.push(t),
+                MarketEvent::Quote(q) => self.quotes.push(q),
+            }
+        }
+        let err = |e: arrow::error::ArrowError| SinkError { sink: "iceberg-tail", reason: e.to_string() };
+        let open = [
+            self.tails.trades.append(std::mem::take(&mut self.trades)).map_err(err)?,
+            self.tails.quotes.append(std::mem::take(&mut self.quotes)).map_err(err)?,
+        ];
+        if open.iter().any(|&n| n >= self.max_rows) {
+            self.full.notify_one();
+        }
+        Ok(())
+    }
+}
+
+pub struct FlusherActor {
+    lake: Lake,
+    tails: Tails,
+    config: FlushConfig,
+    full: Arc<Notify>,
+    waiters: Vec<(u64, u64, oneshot::Sender<()>)>,
+    supervision: Supervision,
+}
+
+impl FlusherActor {
+    pub fn new(lake: Lake, tails: Tails, config: FlushConfig, full: Arc<Notify>, supervision: Supervision) -> Self {
+        Self { lake, tails, config, full, waiters: Vec::new(), supervision }
+    }
+
+    fn wait_for_full(&self, ctx: &mut Context<Self>) {
+        let full = self.full.clone();
+        ctx.spawn(async move { full.notified().await }.into_actor(self).map(|(), act, ctx| {
+            act.check(ctx, false);
+            act.wait_for_full(ctx);
+        }));
+    }
+
+    fn check(&mut self, ctx: &mut Context<Self>, force: bool) {
+        let (rows, age) = (self.config.max_rows, self.config.max_age);
+        if force || self.tails.trades.due(rows, age) {
+            self.start(ctx, self.tails.trades.clone());
+        }
+        if force || self.tails.quotes.due(rows, age) {
+            self.start(ctx, self.tails.quotes.clone());
+        }
+        for tail in [TableKind::Trades, TableKind::Quotes] {
+            let waiting = match tail {
+                TableKind::Trades => self.tails.trades.waiting_rows(),
+                TableKind::Quotes => self.tails.quotes.waiting_rows(),
+            };
+            metrics::gauge!("k2_lake_rows_waiting", "table" => tail.name()).set(waiting as f64);
+        }
+    }
+
+    fn start<R: LakeRow>(&mut self, ctx: &mut Context<Self>, tail: Arc<Tail<R>>) {
+        let work = match tail.take_flush() {
+            Ok(Some(work)) => work,
+            Ok(None) => return,
+            Err(e) => {
+                // Rows that cannot become Arrow are a bug, not bad input
+                // (they were validated at ingest): report and keep going.
+                tracing::error!(table = tail.kind().name(), error = %e, "cannot seal rows for a flush");
+                self.supervision.probe().error(&e.to_string());
+                return;
+            }
+        };
+        let kind = work.kind;
+        let lake = self.lake.clone();
+        let probe = self.supervision.probe().clone();
+        let backoff = (self.config.retry_initial, self.config.retry_max);
+        let task = tokio::spawn(async move {
+            flush_until_committed(&lake, &tail, work, &probe, backoff).await;
+            tail.flush_finished();
+        });
+        let addr = ctx.address();
+        // The actor only learns when the task ends; it never waits on it.
+        actix::spawn(async move {
+            let _ = task.await;
+            addr.do_send(FlushFinished(kind));
+        });
+    }
+
+    fn answer_waiters(&mut self) {
+        let (t, q) = (self.tails.trades.committed_covered().generation, self.tails.quotes.committed_covered().generation);
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let (want_t, want_q, _) = self.waiters[i];
+            if t >= want_t && q >= want_q {
+                let (_, _, done) = self.waiters.swap_remove(i);
+                let _ = done.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Writes and commits one flush, retrying with backoff until it is durable.
+async fn flush_until_committed<R: LakeRow>(
+    lake: &Lake,
+    tail: &Tail<R>,
+    work: FlushWork,
+    probe: &Probe,
+    (initial, max): (Duration, Duration),
+) {
+    let table = work.kind.name();
+    let mut delay = initial;
+    let mut files = None;
+    loop {
+        let started = Instant::now();
+        match flush_once(lake, tail, &work, &mut files).await {
+            Ok((committed, bytes, file_count)) => {
+                let secs = started.elapsed().as_secs_f64();
+                metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(secs);
+                if committed {
+                    metrics::counter!("k2_lake_rows_written_total", "table" => table).increment(work.rows as u64);
+                    metrics::counter!("k2_lake_bytes_written_total", "table" => table).increment(bytes);
+                    metrics::counter!("k2_lake_commits_total", "table" => table).increment(1);
+                    metrics::histogram!("k2_lake_files_per_commit", "table" => table).record(file_count as f64);
+                }
+                tracing::debug!(table, generation = work.generation, rows = work.rows, secs, "flush committed");
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
+                probe.error(&format!("flush of {table} generation {}: {e}", work.generation));
+                tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max);
+            }
+        }
+    }
+}
+
+/// One attempt. Data files written by an earlier attempt are reused, so a
+/// failed commit does not rewrite them.
+async fn flush_once<R: LakeRow>(
+    lake: &Lake,
+    tail: &Tail<R>,
+    work: &FlushWork,
+    files: &mut Option<Vec<iceberg::spec::DataFile>>,
+) -> Result<(bool, u64, usize), LakeError> {
+    let ident = lake.ident(work.kind);
+    if files.is_none() {
+        let table = lake.catalog().load_table(&ident).await?;
+        let schema = tail.schema().clone();
+        let batches = work.batches.clone();
+        // Concatenating and sorting a large flush is CPU work: keep it off
+        // the runtime's I/O path.
+        let sorted = tokio::task::spawn_blocking(move || concat_batches(&schema, &batches).and_then(|b| sort_for_files(&b)))
+            .await
+            .map_err(|e| LakeError::Schema(format!("sort task failed: {e}")))??;
+        *files = Some(writer::write_data_files(&table, sorted, &unique_prefix(work.generation)).await?);
+    }
+    let data_files = files.clone().unwrap_or_default();
+    let bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
+    let count = data_files.len();
+    let done = writer::commit(lake.catalog().as_ref(), &ident, data_files, &work.covered).await?;
+    tail.committed(work.covered.clone(), done.table);
+    Ok((done.appended, bytes, count))
+}
+
+impl Actor for FlusherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.supervision.started();
+        let tick = (self.config.max_age / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        ctx.run_interval(tick, |act, ctx| act.check(ctx, false));
+        self.wait_for_full(ctx);
+    }
+}
+
+supervised!(FlusherActor);
+
+impl Supervise for FlusherActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// The rows live in the tails, which outlive a restart.
+    fn reset(&mut self) {}
+}
+
+impl Handler<FlushAll> for FlusherActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlushAll, ctx: &mut Context<Self>) {
+        self.supervision.probe().received(0);
+        // Everything accepted so far is in the open generation or earlier.
+        let want = |open_rows: usize, open: u64| if open_rows > 0 { open } else { open - 1 };
+        let want_t = want(self.tails.trades.open_rows(), self.tails.trades.open_generation());
+        let want_q = want(self.tails.quotes.open_rows(), self.tails.quotes.open_generation());
+        self.waiters.push((want_t, want_q, msg.done));
+        self.check(ctx, true);
+        self.answer_waiters();
+    }
+}
+
+impl Handler<FlushFinished> for FlusherActor {
+    type Result = ();
+
+    fn handle(&mut self, FlushFinished(kind): FlushFinished, ctx: &mut Context<Self>) {
+        self.supervision.probe().handled(0);
+        // A waiter may need a generation that opened while this flush ran.
+        let force = !self.waiters.is_empty();
+        match kind {
+            TableKind::Trades if force || self.tails.trades.due(self.config.max_rows, self.config.max_age) => {
+                self.start(ctx, self.tails.trades.clone())
+            }
+            TableKind::Quotes if force || self.tails.quotes.due(self.config.max_rows, self.config.max_age) => {
+                self.start(ctx, self.tails.quotes.clone())
+            }
+            _ => {}
+        }
+        self.answer_waiters();
+    }
+}

@@ -1,0 +1,153 @@
+//! The lake: Apache Iceberg tables `market.trades` and `market.quotes` under an
+//! SQL catalog on SQLite with the warehouse on local disk (the embedded
+//! default), any engine can open them (pyiceberg, Spark, Trino, DuckDB).
+//!
+//! - [`schema`]: table schemas derived from the v2 Avro definition.
+//! - [`batch`]: v2 events → Arrow batches.
+//! - [`summary`]: what a snapshot covers (flush generation, source marks).
+//! - [`writer`]: Parquet data files and `fast_append` commits.
+//! - [`tail`]: rows accepted but not yet committed, queryable.
+
+pub mod batch;
+pub mod schema;
+pub mod summary;
+pub mod tail;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::Schema;
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use thiserror::Error;
+
+use crate::config::StorageConfig;
+
+#[derive(Debug, Error)]
+pub enum LakeError {
+    #[error("table schema: {0}")]
+    Schema(String),
+    #[error("data directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("snapshot summary of {table}: {reason}")]
+    Summary { table: &'static str, reason: String },
+}
+
+/// The two tables K2 writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TableKind {
+    Trades,
+    Quotes,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 2] = [TableKind::Trades, TableKind::Quotes];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Trades => "trades",
+            TableKind::Quotes => "quotes",
+        }
+    }
+
+    fn avsc(self) -> &'static str {
+        match self {
+            TableKind::Trades => k2_core::schema::TRADE_V2_AVSC,
+            TableKind::Quotes => k2_core::schema::QUOTE_V2_AVSC,
+        }
+    }
+
+    /// The Iceberg schema this table is created with.
+    pub fn schema(self) -> Result<Schema, LakeError> {
+        schema::iceberg_schema(self.avsc())
+    }
+}
+
+/// The catalog and where it lives.
+#[derive(Clone)]
+pub struct Lake {
+    catalog: Arc<dyn Catalog>,
+    namespace: NamespaceIdent,
+    dir: PathBuf,
+    catalog_name: String,
+}
+
+impl Lake {
+    /// Opens (creating on first use) the catalog, the namespace and both
+    /// tables. Must run on the long-lived multi-threaded runtime: the catalog
+    /// and its tables keep a handle to it.
+    pub async fn open(config: &StorageConfig) -> Result<Self, LakeError> {
+        let dir = absolute_dir(&config.data_dir)?;
+        let warehouse = dir.join("warehouse");
+        std::fs::create_dir_all(&warehouse).map_err(|source| LakeError::Dir { path: warehouse.clone(), source })?;
+        let props = HashMap::from([
+            ("uri".to_owned(), format!("sqlite:{}?mode=rwc", dir.join("catalog.db").display())),
+            ("warehouse".to_owned(), format!("file://{}", warehouse.display())),
+            ("sql_bind_style".to_owned(), SqlBindStyle::QMark.to_string()),
+        ]);
+        let catalog = SqlCatalogBuilder::default()
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(&config.catalog_name, props)
+            .await?;
+        let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+        let namespace = NamespaceIdent::new(config.namespace.clone());
+        if !catalog.namespace_exists(&namespace).await? {
+            catalog.create_namespace(&namespace, HashMap::new()).await?;
+        }
+        let lake = Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone() };
+        for kind in TableKind::ALL {
+            lake.table(kind).await?;
+        }
+        Ok(lake)
+    }
+
+    /// Loads a table, creating it when missing.
+    pub async fn table(&self, kind: TableKind) -> Result<Table, LakeError> {
+        let ident = self.ident(kind);
+        if self.catalog.table_exists(&ident).await? {
+            return Ok(self.catalog.load_table(&ident).await?);
+        }
+        let schema = kind.schema()?;
+        let creation = TableCreation::builder()
+            .name(kind.name().to_owned())
+            .partition_spec(schema::partition_spec(&schema)?)
+            .sort_order(schema::sort_order(&schema)?)
+            .schema(schema)
+            .properties(HashMap::from([
+                ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
+                ("k2.schema".to_owned(), format!("v2 {}", kind.name())),
+            ]))
+            .build();
+        Ok(self.catalog.create_table(&self.namespace, creation).await?)
+    }
+
+    pub fn ident(&self, kind: TableKind) -> TableIdent {
+        TableIdent::new(self.namespace.clone(), kind.name().to_owned())
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The data directory (absolute): `catalog.db` and `warehouse/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn catalog_name(&self) -> &str {
+        &self.catalog_name
+    }
+}
+
+fn absolute_dir(dir: &Path) -> Result<PathBuf, LakeError> {
+    std::fs::create_dir_all(dir).map_err(|source| LakeError::Dir { path: dir.to_owned(), source })?;
+    dir.canonicalize().map_err(|source| LakeError::Dir { path: dir.to_owned(), source })
+}

@@ -1,0 +1,130 @@
+//! Writes a flush: rows sorted by (symbol, timestamp), split by day, into
+//! zstd Parquet files with a name prefix unique to the flush, then one
+//! `fast_append` snapshot whose summary says what it covers.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::{Catalog, TableIdent};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::LakeError;
+use super::summary::Covered;
+
+/// Rows below which a flush is written by one task: splitting small flushes
+/// only makes more files.
+const ROWS_PER_WRITER: usize = 250_000;
+
+/// Writes `batch` (already sorted) as data files named `{prefix}-…`. Large
+/// batches are cut into contiguous runs written concurrently, one file set
+/// each; since rows are sorted by symbol, each file covers a narrow symbol
+/// range and its statistics still prune.
+pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -> Result<Vec<DataFile>, LakeError> {
+    let writers = (batch.num_rows() / ROWS_PER_WRITER)
+        .clamp(1, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if writers == 1 {
+        return write_run(table.clone(), batch, prefix.to_owned()).await;
+    }
+    let per = batch.num_rows().div_ceil(writers);
+    let mut tasks = Vec::with_capacity(writers);
+    for i in 0..writers {
+        let offset = i * per;
+        let len = per.min(batch.num_rows() - offset);
+        let run = batch.slice(offset, len);
+        tasks.push(tokio::spawn(write_run(table.clone(), run, format!("{prefix}-w{i}"))));
+    }
+    let mut files = Vec::new();
+    for task in tasks {
+        let run = task.await.map_err(|e| LakeError::Schema(format!("writer task failed: {e}")))??;
+        files.extend(run);
+    }
+    Ok(files)
+}
+
+async fn write_run(table: Table, batch: RecordBatch, prefix: String) -> Result<Vec<DataFile>, LakeError> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().clone();
+    let props = WriterProperties::builder()
+        // The table property naming the codec is not applied by iceberg-rust
+        // 0.10's writer, so the codec is set here.
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| LakeError::Schema(e.to_string()))?))
+        .build();
+    let parquet = ParquetWriterBuilder::new(props, schema.clone());
+    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        parquet,
+        table.file_io().clone(),
+        DefaultLocationGenerator::new(metadata)?,
+        DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet),
+    );
+    let mut fanout = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
+    let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
+    for (key, part) in splitter.split(&batch)? {
+        fanout.write(key, part).await?;
+    }
+    Ok(fanout.close().await?)
+}
+
+/// The outcome of a commit.
+pub struct Committed {
+    pub table: Table,
+    /// False when the snapshot already held this generation (a commit that
+    /// succeeded though its answer was lost): nothing was appended twice.
+    pub appended: bool,
+}
+
+/// Appends `files` as one snapshot covering `covered`, unless the table's
+/// latest snapshot already covers that generation.
+pub async fn commit(
+    catalog: &dyn Catalog,
+    ident: &TableIdent,
+    files: Vec<DataFile>,
+    covered: &Covered,
+) -> Result<Committed, LakeError> {
+    let table = catalog.load_table(ident).await?;
+    let latest = latest_covered(&table)?;
+    if latest.generation >= covered.generation {
+        return Ok(Committed { table, appended: false });
+    }
+    let tx = Transaction::new(&table);
+    let action = tx.fast_append().add_data_files(files).set_snapshot_properties(covered.to_summary());
+    let tx = action.apply(tx)?;
+    let table = tx.commit(catalog).await?;
+    Ok(Committed { table, appended: true })
+}
+
+/// What the table's current snapshot covers (generation 0 when it has none).
+pub fn latest_covered(table: &Table) -> Result<Covered, LakeError> {
+    match table.metadata().current_snapshot() {
+        Some(s) => Covered::from_summary(&s.summary().additional_properties)
+            .map_err(|reason| LakeError::Summary { table: table_name(table), reason }),
+        None => Ok(Covered::default()),
+    }
+}
+
+fn table_name(table: &Table) -> &'static str {
+    match table.identifier().name() {
+        "trades" => "trades",
+        "quotes" => "quotes",
+        _ => "a table K2 does not own",
+    }
+}
+
+/// A name prefix no other flush uses: the default name generator counts
+/// from zero per writer, and a reused name would overwrite a committed file.
+pub fn unique_prefix(generation: u64) -> String {
+    format!("k2-g{generation}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub type SharedCatalog = Arc<dyn Catalog>;

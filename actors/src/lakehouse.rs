@@ -1,0 +1,75 @@
+//! The embedded product in one place: the Iceberg tables, the supervised
+//! pipeline ending in their tails, the flusher and the query handler. `k2
+//! run`, `k2 demo` and `k2 load` all start it the same way.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::{Notify, oneshot};
+
+use crate::config::Config;
+use crate::dedup::DedupStore;
+use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
+use crate::health::HealthRegistry;
+use crate::lake::summary::Sources;
+use crate::lake::{Lake, LakeError};
+use crate::pipeline::Pipeline;
+use crate::query::engine::QueryEngine;
+use crate::query::routes::Api;
+use crate::query::{self, QueryActor};
+
+/// A running embedded K2.
+pub struct Lakehouse {
+    pub pipeline: Pipeline,
+    pub lake: Lake,
+    pub tails: Tails,
+    pub flusher: Addr<FlusherActor>,
+    pub api: Api,
+}
+
+impl Lakehouse {
+    /// Opens the tables and starts every actor. Sequences continue from what
+    /// the tables' latest snapshots cover. Must run inside the actix system.
+    pub async fn start(config: &Config, store: Box<dyn DedupStore>, registry: HealthRegistry) -> Result<Self, LakeError> {
+        let lake = Lake::open(&config.storage).await?;
+        let tails = Tails::open(&lake).await?;
+        let mut restore: Sources = tails.trades.committed_covered().sources;
+        restore.merge(&tails.quotes.committed_covered().sources);
+        let full = Arc::new(Notify::new());
+        let sink = TailSink::new(tails.clone(), config.flush.max_rows, full.clone());
+        let mut pipeline = Pipeline::start_restored(config, Box::new(sink), store, registry, &restore);
+
+        let sup = pipeline.supervision(flusher::NAME);
+        let (l, t, c) = (lake.clone(), tails.clone(), config.flush.clone());
+        let flusher = Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, full, sup));
+        pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
+
+        let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));
+        let sup = pipeline.supervision(query::NAME);
+        let (e, timeout) = (engine.clone(), config.query.timeout);
+        let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, sup));
+        pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
+        let api = Api { query: query_addr, engine, keys: Arc::new(config.http.api_keys.clone()) };
+        Ok(Self { pipeline, lake, tails, flusher, api })
+    }
+
+    /// Waits until everything sent into the pipeline so far is committed to
+    /// the tables.
+    pub async fn flush(&self) -> Result<(), MailboxError> {
+        self.pipeline.drain().await?;
+        let (done, rx) = oneshot::channel();
+        self.flusher.send(FlushAll { done }).await?;
+        rx.await.map_err(|_| MailboxError::Closed)
+    }
+
+    /// Starts the HTTP server with the query API.
+    pub fn serve(&self, config: &Config) -> std::io::Result<crate::http::HttpHandle> {
+        crate::http::start(
+            config.http.bind,
+            self.pipeline.registry().clone(),
+            self.pipeline.faults().clone(),
+            config.http.admin,
+            Some(self.api.clone()),
+        )
+    }
+}

@@ -1,0 +1,142 @@
+//! The query side: a DataFusion engine over Iceberg snapshots plus the
+//! flusher's tail, behind the query handler actor and the `/v1` HTTP API.
+//!
+//! - [`params`]: query parameters, checked (400 naming the parameter).
+//! - [`engine`]: plans over a consistent (snapshot, tail) view.
+//! - [`aggregate`]: exact OHLCV.
+//! - [`format`]: JSON, CSV and Arrow IPC output.
+//! - [`routes`]: the HTTP handlers and the OpenAPI description.
+
+pub mod aggregate;
+pub mod engine;
+pub mod format;
+pub mod params;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use thiserror::Error;
+
+use crate::lake::TableKind;
+use crate::supervision::{Supervise, Supervision, supervised};
+use engine::{QueryEngine, Rows, Summary};
+use params::{BarsParams, Pin, ReadParams, SummaryParams};
+
+pub const NAME: &str = "query-handler";
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("{parameter}: {reason}")]
+    BadParameter { parameter: &'static str, reason: String },
+    #[error("the query ran over its time budget of {0:?} and was cancelled")]
+    Timeout(Duration),
+    #[error("the query handler is not available")]
+    Unavailable,
+    #[error("query failed: {0}")]
+    Internal(String),
+}
+
+/// One query.
+#[derive(Debug)]
+pub enum Query {
+    Read(TableKind, ReadParams),
+    Summary(SummaryParams),
+    Bars(BarsParams),
+    Symbols(Pin),
+}
+
+/// A query's answer.
+pub enum Answer {
+    Rows(Rows),
+    Summary(Option<Summary>, Option<i64>),
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Answer, QueryError>")]
+pub struct RunQuery(pub Query);
+
+/// The query handler: takes queries from the HTTP workers and runs each on
+/// the multi-threaded runtime under the time budget, so this actor (and the
+/// arbiter it lives on) never waits on a scan.
+pub struct QueryActor {
+    engine: Arc<QueryEngine>,
+    timeout: Duration,
+    supervision: Supervision,
+}
+
+impl QueryActor {
+    pub fn new(engine: Arc<QueryEngine>, timeout: Duration, supervision: Supervision) -> Self {
+        Self { engine, timeout, supervision }
+    }
+
+    pub fn engine(&self) -> &Arc<QueryEngine> {
+        &self.engine
+    }
+}
+
+impl Actor for QueryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.supervision.started();
+    }
+}
+
+supervised!(QueryActor);
+
+impl Supervise for QueryActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    fn reset(&mut self) {}
+}
+
+impl Handler<RunQuery> for QueryActor {
+    type Result = ResponseFuture<Result<Answer, QueryError>>;
+
+    fn handle(&mut self, RunQuery(query): RunQuery, _: &mut Context<Self>) -> Self::Result {
+        self.supervision.probe().received(0);
+        let engine = self.engine.clone();
+        let budget = self.timeout;
+        let kind = match &query {
+            Query::Read(TableKind::Trades, _) => "trades",
+            Query::Read(TableKind::Quotes, _) => "quotes",
+            Query::Summary(_) => "summary",
+            Query::Bars(_) => "bars",
+            Query::Symbols(_) => "symbols",
+        };
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let task = tokio::spawn(async move {
+                match query {
+                    Query::Read(table, p) => engine.read(table, p).await.map(Answer::Rows),
+                    Query::Summary(p) => engine.summary(p).await.map(|(s, id)| Answer::Summary(s, id)),
+                    Query::Bars(p) => engine.bars(p).await.map(Answer::Rows),
+                    Query::Symbols(pin) => engine.symbols(pin).await.map(Answer::Rows),
+                }
+            });
+            let abort = task.abort_handle();
+            let outcome = match tokio::time::timeout(budget, task).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(join)) => Err(QueryError::Internal(format!("query task failed: {join}"))),
+                Err(_) => {
+                    // Dropping the plan's stream stops its scans.
+                    abort.abort();
+                    Err(QueryError::Timeout(budget))
+                }
+            };
+            let status = match &outcome {
+                Ok(_) => "ok",
+                Err(QueryError::BadParameter { .. }) => "bad_request",
+                Err(QueryError::Timeout(_)) => "timeout",
+                Err(_) => "error",
+            };
+            metrics::histogram!("k2_query_seconds", "query" => kind).record(started.elapsed().as_secs_f64());
+            metrics::counter!("k2_queries_total", "query" => kind, "status" => status).increment(1);
+            outcome
+        })
+    }
+}

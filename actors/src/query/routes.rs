@@ -1,0 +1,262 @@
+//! The `/v1` HTTP API over the query handler actor, and its OpenAPI
+//! description (`/openapi.json`).
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::dev::Payload;
+use actix_web::error::InternalError;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::future::{Ready, ready};
+use utoipa::OpenApi;
+
+use super::engine::{QueryEngine, Rows};
+use super::format::{self, Format};
+use super::params::{BarsQuery, ReadQuery, SnapshotsQuery, SummaryQuery, SymbolsQuery, pin};
+use super::{Answer, Query, QueryActor, QueryError, RunQuery};
+use crate::lake::TableKind;
+
+/// What the `/v1` handlers need.
+#[derive(Clone)]
+pub struct Api {
+    pub query: Addr<QueryActor>,
+    pub engine: Arc<QueryEngine>,
+    /// Empty: no key needed.
+    pub keys: Arc<Vec<String>>,
+}
+
+/// Registers `/v1/*` and `/openapi.json`.
+pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
+    cfg.app_data(web::Data::new(api))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            let text = err.to_string();
+            // serde names the offending field between backticks.
+            let parameter = text.split('`').nth(1).unwrap_or("query").to_owned();
+            let body = serde_json::json!({"error": text, "parameter": parameter});
+            InternalError::from_response(err, HttpResponse::BadRequest().json(body)).into()
+        }))
+        .route("/openapi.json", web::get().to(openapi))
+        .service(
+            web::scope("/v1")
+                .route("/trades", web::get().to(trades))
+                .route("/quotes", web::get().to(quotes))
+                .route("/summary/{symbol}/{date}", web::get().to(summary))
+                .route("/bars", web::get().to(bars))
+                .route("/symbols", web::get().to(symbols))
+                .route("/snapshots", web::get().to(snapshots)),
+        );
+}
+
+/// A request that carries an accepted `X-API-Key` (or needs none).
+pub struct Authorized;
+
+impl FromRequest for Authorized {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(api) = req.app_data::<web::Data<Api>>() else { return ready(Ok(Authorized)) };
+        if api.keys.is_empty() {
+            return ready(Ok(Authorized));
+        }
+        let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        // Compared in full every time, so timing says nothing about a key.
+        let ok = given.is_some_and(|g| api.keys.iter().fold(false, |hit, k| hit | constant_eq(k.as_bytes(), g.as_bytes())));
+        if ok {
+            return ready(Ok(Authorized));
+        }
+        let why = if given.is_some() { "the X-API-Key is not accepted" } else { "an X-API-Key header is required" };
+        let resp = HttpResponse::Unauthorized().json(serde_json::json!({"error": why}));
+        ready(Err(InternalError::from_response(why, resp).into()))
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error_response(e: QueryError) -> HttpResponse {
+    let (status, parameter) = match &e {
+        QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, Some(*parameter)),
+        QueryError::Timeout(_) | QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+        QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "query failed");
+    }
+    let mut body = serde_json::json!({"error": e.to_string()});
+    if let Some(p) = parameter {
+        body["parameter"] = p.into();
+    }
+    HttpResponse::build(status).json(body)
+}
+
+async fn run(api: &Api, query: Query) -> Result<Answer, QueryError> {
+    api.query.send(RunQuery(query)).await.map_err(|_| QueryError::Unavailable)?
+}
+
+fn accept(req: &HttpRequest) -> Format {
+    Format::from_accept(req.headers().get("accept").and_then(|v| v.to_str().ok()))
+}
+
+fn rows_response(req: &HttpRequest, rows: Rows) -> HttpResponse {
+    let format = accept(req);
+    let mut resp = HttpResponse::Ok();
+    resp.content_type(format.content_type()).insert_header(("X-K2-Source", rows.source.as_str()));
+    if let Some(id) = rows.snapshot_id {
+        resp.insert_header(("X-K2-Snapshot-Id", id.to_string()));
+    }
+    if let Some(c) = &rows.next_cursor {
+        resp.insert_header(("X-K2-Next-Cursor", c.as_str()));
+    }
+    let body = match format {
+        Format::Json => {
+            let n: usize = rows.batches.iter().map(|b| b.num_rows()).sum();
+            let mut out = String::with_capacity(256 + n * 200);
+            out.push_str("{\"data\":");
+            format::json_rows(&mut out, &rows.schema, &rows.batches);
+            out.push_str(&format!(
+                ",\"count\":{n},\"next_cursor\":{},\"source\":\"{}\",\"snapshot_id\":{}}}",
+                serde_json::to_string(&rows.next_cursor).unwrap_or_else(|_| "null".into()),
+                rows.source.as_str(),
+                rows.snapshot_id.map_or("null".to_owned(), |i| i.to_string()),
+            ));
+            Ok(out.into_bytes())
+        }
+        Format::Csv => format::csv(&rows.schema, &rows.batches),
+        Format::Arrow => format::arrow_stream(&rows.schema, &rows.batches),
+    };
+    match body {
+        Ok(b) => resp.body(b),
+        Err(e) => error_response(QueryError::Internal(e)),
+    }
+}
+
+async fn read(req: HttpRequest, api: web::Data<Api>, kind: TableKind, q: ReadQuery) -> HttpResponse {
+    let params = match q.check() {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    match run(&api, Query::Read(kind, params)).await {
+        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Trades, ordered by (timestamp, message_id), one page.
+#[utoipa::path(get, path = "/v1/trades", params(ReadQuery),
+    responses((status = 200, description = "Trades as JSON ({data, count, next_cursor, source, snapshot_id}), CSV or Arrow IPC stream by Accept"),
+              (status = 400, description = "A parameter is invalid; the body names it"),
+              (status = 401, description = "API keys are configured and X-API-Key is missing or wrong"),
+              (status = 503, description = "The query ran over its time budget")))]
+pub async fn trades(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<ReadQuery>) -> HttpResponse {
+    read(req, api, TableKind::Trades, q.into_inner()).await
+}
+
+/// Quotes (best bid and ask), ordered by (timestamp, message_id), one page.
+#[utoipa::path(get, path = "/v1/quotes", params(ReadQuery),
+    responses((status = 200, description = "Quotes as JSON, CSV or Arrow IPC stream by Accept"),
+              (status = 400, description = "A parameter is invalid; the body names it"),
+              (status = 401, description = "API key missing or wrong"),
+              (status = 503, description = "The query ran over its time budget")))]
+pub async fn quotes(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<ReadQuery>) -> HttpResponse {
+    read(req, api, TableKind::Quotes, q.into_inner()).await
+}
+
+/// Open, high, low, close, volume, VWAP and trade count of one trading date
+/// in the exchange's time zone.
+#[utoipa::path(get, path = "/v1/summary/{symbol}/{date}",
+    params(("symbol" = String, Path, description = "Symbol"), ("date" = String, Path, description = "Trading date, YYYY-MM-DD"), SummaryQuery),
+    responses((status = 200, description = "{data: summary or null, source, snapshot_id}; decimals are exact strings"),
+              (status = 400, description = "A parameter is invalid; the body names it"),
+              (status = 401, description = "API key missing or wrong"),
+              (status = 503, description = "The query ran over its time budget")))]
+pub async fn summary(
+    _: Authorized,
+    api: web::Data<Api>,
+    path: web::Path<(String, String)>,
+    q: web::Query<SummaryQuery>,
+) -> HttpResponse {
+    let (symbol, date) = path.into_inner();
+    let params = match q.into_inner().check(symbol, &date) {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    let source = params.pin.source;
+    match run(&api, Query::Summary(params)).await {
+        Ok(Answer::Summary(s, snapshot_id)) => HttpResponse::Ok().json(serde_json::json!({
+            "data": s, "source": source.as_str(), "snapshot_id": snapshot_id,
+        })),
+        Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// OHLCV bars.
+#[utoipa::path(get, path = "/v1/bars", params(BarsQuery),
+    responses((status = 200, description = "Bars as JSON, CSV or Arrow IPC stream by Accept"),
+              (status = 400, description = "A parameter is invalid; the body names it"),
+              (status = 401, description = "API key missing or wrong"),
+              (status = 503, description = "The query ran over its time budget")))]
+pub async fn bars(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<BarsQuery>) -> HttpResponse {
+    let params = match q.into_inner().check() {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    match run(&api, Query::Bars(params)).await {
+        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Every (exchange, symbol) with its trade and quote counts and time range.
+#[utoipa::path(get, path = "/v1/symbols", params(SymbolsQuery),
+    responses((status = 200, description = "Symbols as JSON, CSV or Arrow IPC stream by Accept"),
+              (status = 400, description = "A parameter is invalid; the body names it"),
+              (status = 401, description = "API key missing or wrong")))]
+pub async fn symbols(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<SymbolsQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    let pin = match pin(q.source.as_deref(), q.as_of_snapshot.as_deref(), q.as_of.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return error_response(e),
+    };
+    match run(&api, Query::Symbols(pin)).await {
+        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// A table's snapshots: id, time, rows added and the summary (flush
+/// generation and source sequence marks included).
+#[utoipa::path(get, path = "/v1/snapshots", params(SnapshotsQuery),
+    responses((status = 200, description = "{data: [snapshot], table}"),
+              (status = 400, description = "table is not trades or quotes"),
+              (status = 401, description = "API key missing or wrong")))]
+pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<SnapshotsQuery>) -> HttpResponse {
+    let kind = match q.table.as_deref() {
+        None | Some("trades") => TableKind::Trades,
+        Some("quotes") => TableKind::Quotes,
+        Some(other) => {
+            return error_response(QueryError::BadParameter {
+                parameter: "table",
+                reason: format!("must be trades or quotes, got {other:?}"),
+            });
+        }
+    };
+    HttpResponse::Ok().json(serde_json::json!({"table": kind.name(), "data": api.engine.snapshots(kind)}))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "K2 market data API", description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."),
+    paths(trades, quotes, summary, bars, symbols, snapshots, crate::http::health, crate::http::metrics)
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
