@@ -164,7 +164,8 @@ impl FlusherActor {
     }
 
     fn answer_waiters(&mut self) {
-        let (t, q) = (self.tails.trades.committed_covered().generation, self.tails.quotes.committed_covered().generation);
+        let (t, q) =
+            (self.tails.trades.committed_covered().generation, self.tails.quotes.committed_covered().generation);
         let mut i = 0;
         while i < self.waiters.len() {
             let (want_t, want_q, _) = self.waiters[i];
@@ -230,9 +231,10 @@ async fn flush_once<R: LakeRow>(
         let batches = work.batches.clone();
         // Concatenating and sorting a large flush is CPU work: keep it off
         // the runtime's I/O path.
-        let sorted = tokio::task::spawn_blocking(move || concat_batches(&schema, &batches).and_then(|b| sort_for_files(&b)))
-            .await
-            .map_err(|e| LakeError::Schema(format!("sort task failed: {e}")))??;
+        let sorted =
+            tokio::task::spawn_blocking(move || concat_batches(&schema, &batches).and_then(|b| sort_for_files(&b)))
+                .await
+                .map_err(|e| LakeError::Schema(format!("sort task failed: {e}")))??;
         *files = Some(writer::write_data_files(&table, sorted, &unique_prefix(work.generation)).await?);
     }
     let data_files = files.clone().unwrap_or_default();

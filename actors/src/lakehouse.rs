@@ -30,7 +30,11 @@ pub struct Lakehouse {
 impl Lakehouse {
     /// Opens the tables and starts every actor. Sequences continue from what
     /// the tables' latest snapshots cover. Must run inside the actix system.
-    pub async fn start(config: &Config, store: Box<dyn DedupStore>, registry: HealthRegistry) -> Result<Self, LakeError> {
+    pub async fn start(
+        config: &Config,
+        store: Box<dyn DedupStore>,
+        registry: HealthRegistry,
+    ) -> Result<Self, LakeError> {
         let lake = Lake::open(&config.storage).await?;
         let tails = Tails::open(&lake).await?;
         let mut restore: Sources = tails.trades.committed_covered().sources;

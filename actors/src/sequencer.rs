@@ -9,8 +9,8 @@ use k2_core::MarketEvent;
 use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
 
 use crate::dedup::DedupActor;
-use crate::lake::summary::Sources;
 use crate::health::{Link, forward};
+use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch};
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 

@@ -48,15 +48,22 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         let url = format!("http://{}", http.addr);
         println!("K2 demo: a simulated Binance feed ({} trades/s over 3 symbols, with gaps, duplicates,", args.rate);
         println!("reordering and malformed frames) through the supervised pipeline into Iceberg tables");
-        println!("in {} (a snapshot every {:?}; rows are queryable before that).", k2.lake.dir().display(), args.flush_every);
+        println!(
+            "in {} (a snapshot every {:?}; rows are queryable before that).",
+            k2.lake.dir().display(),
+            args.flush_every
+        );
         println!("API: {url}/v1  (description: {url}/openapi.json). Try:");
         println!("  curl -s '{url}/v1/trades?symbol=BTCUSDT&limit=5'");
-        println!("  curl -s '{url}/v1/bars?symbol=ETHUSDT&interval=1m&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z'");
+        println!(
+            "  curl -s '{url}/v1/bars?symbol=ETHUSDT&interval=1m&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z'"
+        );
         println!("  curl -s '{url}/v1/snapshots?table=trades'");
         println!("Also {url}/health and {url}/metrics. Ctrl-C to stop.");
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
-        let stop = tokio::time::sleep(if args.seconds == 0 { Duration::MAX / 4 } else { Duration::from_secs(args.seconds) });
+        let stop =
+            tokio::time::sleep(if args.seconds == 0 { Duration::MAX / 4 } else { Duration::from_secs(args.seconds) });
         tokio::pin!(stop);
         loop {
             tokio::select! {

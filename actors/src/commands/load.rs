@@ -84,7 +84,11 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     writeln!(out, "accepted quotes     {}", summary.accepted_quotes)?;
     writeln!(out, "duplicates dropped  {}", summary.duplicates_dropped)?;
     writeln!(out, "rejected            {}", summary.rejected)?;
-    writeln!(out, "committed to        {} (trades snapshot {:?}, quotes snapshot {:?})", summary.data_dir, summary.trades_snapshot_id, summary.quotes_snapshot_id)?;
+    writeln!(
+        out,
+        "committed to        {} (trades snapshot {:?}, quotes snapshot {:?})",
+        summary.data_dir, summary.trades_snapshot_id, summary.quotes_snapshot_id
+    )?;
     for (reason, n) in &summary.rejected_by_reason {
         writeln!(out, "  {n:>8}  {reason}")?;
     }

@@ -29,11 +29,8 @@ pub trait LakeRow: Send + Sync + 'static {
 
 /// Builds a batch whose columns follow `schema` field by field.
 pub fn to_batch<R: LakeRow>(schema: &SchemaRef, rows: &[R]) -> Result<RecordBatch, ArrowError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| R::column(rows, f.name(), f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let columns =
+        schema.fields().iter().map(|f| R::column(rows, f.name(), f.data_type())).collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
 }
 
@@ -45,7 +42,8 @@ pub fn sort_for_files(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
             .cloned()
             .ok_or_else(|| ArrowError::SchemaError(format!("batch has no {name} column")))
     };
-    let keys = [SortColumn { values: col("symbol")?, options: None }, SortColumn { values: col("timestamp")?, options: None }];
+    let keys =
+        [SortColumn { values: col("symbol")?, options: None }, SortColumn { values: col("timestamp")?, options: None }];
     let indices = lexsort_to_indices(&keys, None)?;
     take_record_batch(batch, &indices)
 }

@@ -123,10 +123,7 @@ pub fn sort_order(schema: &Schema) -> Result<SortOrder, LakeError> {
 }
 
 fn field_id(schema: &Schema, name: &str) -> Result<i32, LakeError> {
-    schema
-        .field_by_name(name)
-        .map(|f| f.id)
-        .ok_or_else(|| LakeError::Schema(format!("schema has no field {name}")))
+    schema.field_by_name(name).map(|f| f.id).ok_or_else(|| LakeError::Schema(format!("schema has no field {name}")))
 }
 
 #[cfg(test)]
@@ -148,7 +145,9 @@ mod tests {
             .as_struct()
             .fields()
             .iter()
-            .map(|f| format!("{} {} {}", f.name, type_name(&f.field_type), if f.required { "required" } else { "optional" }))
+            .map(|f| {
+                format!("{} {} {}", f.name, type_name(&f.field_type), if f.required { "required" } else { "optional" })
+            })
             .collect()
     }
 

@@ -74,8 +74,7 @@ pub struct FlushWork {
 impl<R: LakeRow> Tail<R> {
     /// A tail continuing after what `table`'s latest snapshot covers.
     pub fn new(kind: TableKind, table: Table) -> Result<Self, LakeError> {
-        let schema =
-            std::sync::Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?);
+        let schema = std::sync::Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?);
         let committed = latest_covered(&table)?;
         Ok(Self {
             kind,

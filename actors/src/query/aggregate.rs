@@ -89,11 +89,7 @@ pub fn decimal_string(unscaled: i128, scale: u32) -> String {
     let neg = unscaled < 0;
     let digits = unscaled.unsigned_abs().to_string();
     let scale = scale as usize;
-    let (int, frac) = if digits.len() > scale {
-        digits.split_at(digits.len() - scale)
-    } else {
-        ("0", &digits[..])
-    };
+    let (int, frac) = if digits.len() > scale { digits.split_at(digits.len() - scale) } else { ("0", &digits[..]) };
     let mut out = String::with_capacity(digits.len() + 3);
     if neg {
         out.push('-');

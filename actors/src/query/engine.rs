@@ -84,7 +84,12 @@ impl QueryEngine {
     }
 
     /// The data a pin selects, as one DataFrame.
-    async fn frame(&self, ctx: &SessionContext, kind: TableKind, pin: Pin) -> Result<(DataFrame, Option<i64>), QueryError> {
+    async fn frame(
+        &self,
+        ctx: &SessionContext,
+        kind: TableKind,
+        pin: Pin,
+    ) -> Result<(DataFrame, Option<i64>), QueryError> {
         let view = self.view(kind)?;
         let empty = || -> Result<DataFrame, QueryError> {
             let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
@@ -141,9 +146,11 @@ impl QueryEngine {
             filters.push(ident("timestamp").lt(ts(e)));
         }
         if let Some(c) = &p.cursor {
-            filters.push(ident("timestamp").gt(ts(c.timestamp)).or(ident("timestamp")
-                .eq(ts(c.timestamp))
-                .and(col("message_id").gt(lit(c.message_id.as_str())))));
+            filters.push(
+                ident("timestamp")
+                    .gt(ts(c.timestamp))
+                    .or(ident("timestamp").eq(ts(c.timestamp)).and(col("message_id").gt(lit(c.message_id.as_str())))),
+            );
         }
         let mut df = df;
         if let Some(f) = filters.into_iter().reduce(Expr::and) {
@@ -177,7 +184,8 @@ impl QueryEngine {
         let (df, snapshot_id) = self.frame(&ctx, TableKind::Trades, pin).await?;
         let tz = timestamp_tz(df.schema().as_arrow());
         let ts = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), tz.clone()));
-        let mut f = col("symbol").eq(lit(symbol)).and(ident("timestamp").gt_eq(ts(start))).and(ident("timestamp").lt(ts(end)));
+        let mut f =
+            col("symbol").eq(lit(symbol)).and(ident("timestamp").gt_eq(ts(start))).and(ident("timestamp").lt(ts(end)));
         if let Some(e) = exchange {
             f = f.and(col("exchange").eq(lit(e)));
         }
@@ -225,7 +233,11 @@ impl QueryEngine {
                 _ => {
                     return Err(bad(
                         "exchange",
-                        format!("{} trades on several exchanges ({}): name one", p.symbol, Vec::from_iter(found).join(", ")),
+                        format!(
+                            "{} trades on several exchanges ({}): name one",
+                            p.symbol,
+                            Vec::from_iter(found).join(", ")
+                        ),
                     ));
                 }
             }
@@ -270,7 +282,12 @@ impl QueryEngine {
 
     /// The exchanges a symbol has trades on, around a date (±1 day, wide
     /// enough for any time zone).
-    async fn exchanges_of(&self, symbol: &str, date: chrono::NaiveDate, pin: Pin) -> Result<(BTreeSet<String>, Option<i64>), QueryError> {
+    async fn exchanges_of(
+        &self,
+        symbol: &str,
+        date: chrono::NaiveDate,
+        pin: Pin,
+    ) -> Result<(BTreeSet<String>, Option<i64>), QueryError> {
         let start = local_midnight(Tz::UTC, date.pred_opt().unwrap_or(date));
         let end = local_midnight(Tz::UTC, date.succ_opt().and_then(|d| d.succ_opt()).unwrap_or(date));
         let mut found = BTreeSet::new();
@@ -347,7 +364,12 @@ impl QueryEngine {
                 let first = column::<Timestamps>(&batch, "first").map_err(internal)?;
                 let last = column::<Timestamps>(&batch, "last").map_err(internal)?;
                 for i in 0..batch.num_rows() {
-                    let e = out.entry((ex.value(i).to_owned(), sy.value(i).to_owned())).or_insert((0, 0, i64::MAX, i64::MIN));
+                    let e = out.entry((ex.value(i).to_owned(), sy.value(i).to_owned())).or_insert((
+                        0,
+                        0,
+                        i64::MAX,
+                        i64::MIN,
+                    ));
                     match kind {
                         TableKind::Trades => e.0 += n.value(i),
                         TableKind::Quotes => e.1 += n.value(i),
@@ -371,7 +393,9 @@ impl QueryEngine {
             Arc::new(StringArray::from_iter_values(out.keys().map(|k| k.1.as_str()))),
             Arc::new(Int64Array::from_iter_values(out.values().map(|v| v.0))),
             Arc::new(Int64Array::from_iter_values(out.values().map(|v| v.1))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(out.values().map(|v| v.2)).with_timezone_opt(utc.clone())),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(out.values().map(|v| v.2)).with_timezone_opt(utc.clone()),
+            ),
             Arc::new(TimestampMicrosecondArray::from_iter_values(out.values().map(|v| v.3)).with_timezone_opt(utc)),
         ];
         let batch = RecordBatch::try_new(schema.clone(), cols).map_err(internal)?;
@@ -406,7 +430,8 @@ impl QueryEngine {
 }
 
 async fn historical(ctx: &SessionContext, table: &Table, snapshot: i64) -> Result<DataFrame, QueryError> {
-    let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await.map_err(internal)?;
+    let provider =
+        IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await.map_err(internal)?;
     ctx.read_table(Arc::new(provider)).map_err(internal)
 }
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int64Array, ListArray, MapArray, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int64Array, ListArray, MapArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
@@ -111,7 +111,8 @@ fn json_cell(out: &mut String, col: &ArrayRef, row: usize) {
 
 /// Rows as a JSON array of objects.
 pub fn json_rows(out: &mut String, schema: &SchemaRef, batches: &[RecordBatch]) {
-    let names: Vec<String> = schema.fields().iter().map(|f| serde_json::to_string(f.name()).unwrap_or_default()).collect();
+    let names: Vec<String> =
+        schema.fields().iter().map(|f| serde_json::to_string(f.name()).unwrap_or_default()).collect();
     out.push('[');
     let mut first = true;
     for batch in batches {

@@ -172,7 +172,10 @@ pub fn pin(source: Option<&str>, snapshot: Option<&str>, as_of: Option<&str>) ->
         }
     };
     if as_of.is_some() && source != Source::Historical {
-        return Err(bad("source", "time travel (as_of, as_of_snapshot) reads committed snapshots only: use source=historical or leave source out"));
+        return Err(bad(
+            "source",
+            "time travel (as_of, as_of_snapshot) reads committed snapshots only: use source=historical or leave source out",
+        ));
     }
     Ok(Pin { source, as_of })
 }
@@ -231,8 +234,7 @@ impl SummaryQuery {
 }
 
 fn parse_tz(tz: Option<&str>) -> Result<Option<chrono_tz::Tz>, QueryError> {
-    tz.map(|t| t.parse::<chrono_tz::Tz>().map_err(|_| bad("tz", format!("unknown IANA time zone {t:?}"))))
-        .transpose()
+    tz.map(|t| t.parse::<chrono_tz::Tz>().map_err(|_| bad("tz", format!("unknown IANA time zone {t:?}")))).transpose()
 }
 
 /// Bar width.
@@ -309,7 +311,10 @@ impl BarsQuery {
         let end = parse_time("end", self.end.as_deref().ok_or_else(|| bad("end", "is required"))?)?;
         check_range(Some(start), Some(end))?;
         if (end - start) / interval.micros() > MAX_BARS {
-            return Err(bad("interval", format!("more than {MAX_BARS} bars between start and end: widen the interval or narrow the range")));
+            return Err(bad(
+                "interval",
+                format!("more than {MAX_BARS} bars between start and end: widen the interval or narrow the range"),
+            ));
         }
         Ok(BarsParams {
             symbol,
@@ -390,10 +395,7 @@ mod tests {
             (ReadQuery { as_of_snapshot: Some("x".into()), ..Default::default() }, "as_of_snapshot"),
             (ReadQuery { as_of: Some("x".into()), ..Default::default() }, "as_of"),
             (ReadQuery { symbol: Some(" ".into()), ..Default::default() }, "symbol"),
-            (
-                ReadQuery { as_of: Some("1".into()), source: Some("realtime".into()), ..Default::default() },
-                "source",
-            ),
+            (ReadQuery { as_of: Some("1".into()), source: Some("realtime".into()), ..Default::default() }, "source"),
         ];
         for (q, want) in cases {
             assert_eq!(param(q.check().unwrap_err()), want);

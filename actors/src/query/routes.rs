@@ -62,7 +62,8 @@ impl FromRequest for Authorized {
         }
         let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
         // Compared in full every time, so timing says nothing about a key.
-        let ok = given.is_some_and(|g| api.keys.iter().fold(false, |hit, k| hit | constant_eq(k.as_bytes(), g.as_bytes())));
+        let ok =
+            given.is_some_and(|g| api.keys.iter().fold(false, |hit, k| hit | constant_eq(k.as_bytes(), g.as_bytes())));
         if ok {
             return ready(Ok(Authorized));
         }
@@ -217,7 +218,12 @@ pub async fn bars(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::
     responses((status = 200, description = "Symbols as JSON, CSV or Arrow IPC stream by Accept"),
               (status = 400, description = "A parameter is invalid; the body names it"),
               (status = 401, description = "API key missing or wrong")))]
-pub async fn symbols(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<SymbolsQuery>) -> HttpResponse {
+pub async fn symbols(
+    req: HttpRequest,
+    _: Authorized,
+    api: web::Data<Api>,
+    q: web::Query<SymbolsQuery>,
+) -> HttpResponse {
     let q = q.into_inner();
     let pin = match pin(q.source.as_deref(), q.as_of_snapshot.as_deref(), q.as_of.as_deref()) {
         Ok(p) => p,
@@ -252,7 +258,10 @@ pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<Snapsho
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "K2 market data API", description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."),
+    info(
+        title = "K2 market data API",
+        description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."
+    ),
     paths(trades, quotes, summary, bars, symbols, snapshots, crate::http::health, crate::http::metrics)
 )]
 pub struct ApiDoc;
