@@ -50,7 +50,7 @@ pub enum Query {
 /// A query's answer.
 pub enum Answer {
     Rows(Rows),
-    Summary(Option<Summary>, Option<i64>),
+    Summary(Option<Box<Summary>>, Option<i64>),
 }
 
 #[derive(Message)]
@@ -113,7 +113,7 @@ impl Handler<RunQuery> for QueryActor {
             let task = tokio::spawn(async move {
                 match query {
                     Query::Read(table, p) => engine.read(table, p).await.map(Answer::Rows),
-                    Query::Summary(p) => engine.summary(p).await.map(|(s, id)| Answer::Summary(s, id)),
+                    Query::Summary(p) => engine.summary(p).await.map(|(s, id)| Answer::Summary(s.map(Box::new), id)),
                     Query::Bars(p) => engine.bars(p).await.map(Answer::Rows),
                     Query::Symbols(pin) => engine.symbols(pin).await.map(Answer::Rows),
                 }
