@@ -1,0 +1,171 @@
+//! The query API over a large trades table, through HTTP, and the flusher's
+//! sustained rate into Iceberg.
+//!
+//! Builds a table of K2_BENCH_ROWS trades (default 10,000,000; 50 symbols
+//! over 5 days) by sending them through the pipeline into the Iceberg
+//! flusher, then measures p50/p99 latency of three queries (one symbol over
+//! one hour, limit 1000; a daily summary; 1-minute bars for a day) and the
+//! request rate of `/v1/trades?limit=100` with 64 concurrent clients. The
+//! clients run in this process, on the same two cores as K2.
+//!
+//! `cargo bench -p k2 --bench query_api`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use figment::providers::Env;
+use k2::config::Config;
+use k2::dedup::MemoryStore;
+use k2::health::HealthRegistry;
+use k2::lakehouse::Lakehouse;
+use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
+use rust_decimal::Decimal;
+
+const SYMBOLS: u64 = 50;
+const DAYS: i64 = 5;
+/// 2024-01-01T00:00:00Z
+const DAY0: i64 = 1_704_067_200_000_000;
+const DAY: i64 = 86_400_000_000;
+
+fn trade(k: u64, rows: u64) -> MarketEvent {
+    let symbol = format!("S{:02}USDT", k % SYMBOLS);
+    let step = DAYS * DAY / (rows / SYMBOLS) as i64;
+    let ts = DAY0 + (k / SYMBOLS) as i64 * step;
+    let mut vendor = VendorData::new();
+    vendor.insert("is_buyer_maker", if k.is_multiple_of(2) { "true" } else { "false" });
+    MarketEvent::Trade(TradeV2 {
+        message_id: uuid::Uuid::from_u64_pair(0x6b32, k),
+        trade_id: format!("BINANCE-{k}").into(),
+        symbol: symbol.into(),
+        exchange: "BINANCE".into(),
+        asset_class: AssetClass::Crypto,
+        timestamp: Timestamp::from_micros(ts),
+        price: Decimal::new(6_000_000_000_000 + (k % 100_000) as i64 * 1_000, 8),
+        quantity: Decimal::new(1_000 + (k % 997) as i64, 8),
+        currency: "USDT".into(),
+        side: if k.is_multiple_of(2) { TradeSide::Buy } else { TradeSide::Sell },
+        trade_conditions: Vec::new(),
+        source_sequence: Some((k / SYMBOLS) as i64 + 1),
+        ingestion_timestamp: Timestamp::from_micros(ts + 1_000),
+        platform_sequence: None,
+        vendor_data: Some(vendor),
+        is_sample_data: true,
+    })
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.50), at(0.99))
+}
+
+async fn latency(client: &reqwest::Client, n: usize, mut url: impl FnMut(usize) -> String) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = url(i);
+        let t = Instant::now();
+        let resp = client.get(&u).send().await.expect("request");
+        assert!(resp.status().is_success(), "{u}: {}", resp.status());
+        let _ = resp.bytes().await.expect("body");
+        times.push(t.elapsed());
+    }
+    percentiles(times)
+}
+
+fn main() {
+    let rows: u64 = std::env::var("K2_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("k2.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[flush]\nmax_age = \"1h\"\n[pipeline]\nbatch_size = 8192\n",
+            dir.path().join("lake").display()
+        ),
+    )
+    .expect("config");
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_BENCH_UNSET__")).expect("config");
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.expect("lakehouse");
+
+        println!("building a {rows}-row trades table ({SYMBOLS} symbols, {DAYS} days) through the pipeline");
+        let started = Instant::now();
+        let chunk = 8192u64;
+        let mut k = 0;
+        while k < rows {
+            let batch: Vec<MarketEvent> = (k..(k + chunk).min(rows)).map(|i| trade(i, rows)).collect();
+            k += batch.len() as u64;
+            k2.pipeline.send(batch).await.expect("send");
+        }
+        k2.flush().await.expect("flush");
+        let secs = started.elapsed().as_secs_f64();
+        let metrics = k2::telemetry::render();
+        let stat = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l.contains("table=\"trades\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (flush_secs, commits) = (stat("k2_lake_commit_seconds_sum"), stat("k2_lake_commit_seconds_count"));
+        let bytes = stat("k2_lake_bytes_written_total");
+        println!(
+            "ingest to durable: {rows} rows in {secs:.1} s = {:.0} rows/s end to end (generation, sequencer, dedup, tail, flush)",
+            rows as f64 / secs
+        );
+        println!(
+            "flusher: {commits} commits, {flush_secs:.1} s writing and committing = {:.0} rows/s while flushing; {:.1} MB of Parquet",
+            rows as f64 / flush_secs.max(1e-9),
+            bytes / 1e6
+        );
+
+        let http = k2.serve(&config).expect("http");
+        let base = format!("http://{}", http.addr);
+        let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().expect("client");
+        let sym = |i: usize| format!("S{:02}USDT", (i * 7) as u64 % SYMBOLS);
+        let (p50, p99) = latency(&client, 200, |i| {
+            let start = DAY0 + (i as i64 % DAYS) * DAY + (i as i64 % 24) * 3_600_000_000;
+            format!("{base}/v1/trades?symbol={}&start={start}&end={}&limit=1000", sym(i), start + 3_600_000_000)
+        })
+        .await;
+        println!("trades, one symbol, one hour, limit 1000: p50 {p50:?}  p99 {p99:?}  (target p99 <= 50 ms)");
+        let (p50, p99) = latency(&client, 200, |i| {
+            format!("{base}/v1/summary/{}/2024-01-0{}?exchange=BINANCE", sym(i), 1 + i as i64 % DAYS)
+        })
+        .await;
+        println!("daily summary: p50 {p50:?}  p99 {p99:?}  (target p99 <= 50 ms)");
+        let (p50, p99) = latency(&client, 100, |i| {
+            let start = DAY0 + (i as i64 % DAYS) * DAY;
+            format!("{base}/v1/bars?symbol={}&interval=1m&start={start}&end={}", sym(i), start + DAY)
+        })
+        .await;
+        println!("1-minute bars for a day: p50 {p50:?}  p99 {p99:?}  (target p99 <= 50 ms)");
+
+        let done = Arc::new(AtomicU64::new(0));
+        let window = Duration::from_secs(10);
+        let until = Instant::now() + window;
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            let (client, done, url) = (client.clone(), done.clone(), format!("{base}/v1/trades?limit=100"));
+            clients.push(tokio::spawn(async move {
+                while Instant::now() < until {
+                    if let Ok(r) = client.get(&url).send().await
+                        && r.status().is_success()
+                        && r.bytes().await.is_ok()
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for c in clients {
+            let _ = c.await;
+        }
+        let n = done.load(Ordering::Relaxed);
+        println!("/v1/trades?limit=100, 64 concurrent clients: {n} in {window:?} = {:.0} req/s (target >= 2000)", n as f64 / window.as_secs_f64());
+        http.handle.stop(true).await;
+    })
+    .expect("runtime");
+}
