@@ -20,6 +20,11 @@ pub trait DedupStore: Send + 'static {
     /// For each event, true when it is new (and now remembered), false when
     /// it is a duplicate.
     fn check(&mut self, events: &[MarketEvent], keep: &mut Vec<bool>);
+
+    /// Remembers ids accepted before this process started (read back from
+    /// the tables), oldest first, so that a restart does not accept them
+    /// again within the window.
+    fn remember(&mut self, ids: &mut dyn Iterator<Item = uuid::Uuid>);
 }
 
 /// The in-memory window (see `k2_core::transform::dedup` for its eviction rule).
@@ -40,6 +45,16 @@ impl DedupStore for MemoryStore {
         keep.extend(events.iter().map(|e| self.window.insert(e.message_id(), now)));
         metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
         metrics::gauge!("k2_dedup_evicted_early_total").set(self.window.evicted_early() as f64);
+    }
+
+    /// Each id gets a full window from now: an id is kept up to one window
+    /// longer than needed, never shorter.
+    fn remember(&mut self, ids: &mut dyn Iterator<Item = uuid::Uuid>) {
+        let now = Instant::now();
+        for id in ids {
+            self.window.remember(id, now);
+        }
+        metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
     }
 }
 

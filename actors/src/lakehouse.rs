@@ -32,11 +32,26 @@ impl Lakehouse {
     /// the tables' latest snapshots cover. Must run inside the actix system.
     pub async fn start(
         config: &Config,
-        store: Box<dyn DedupStore>,
+        mut store: Box<dyn DedupStore>,
         registry: HealthRegistry,
     ) -> Result<Self, LakeError> {
         let lake = Lake::open(&config.storage).await?;
         let tails = Tails::open(&lake).await?;
+        let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));
+        // The dedup window outlives the process: ids already in the tables
+        // within the window are remembered before the first event arrives.
+        let window = i64::try_from(config.dedup.window.as_micros()).unwrap_or(i64::MAX);
+        let since = k2_core::Timestamp::now().as_micros().saturating_sub(window);
+        let started = std::time::Instant::now();
+        let mut recent = engine.ingested_since(since).await.map_err(|e| LakeError::Restore(e.to_string()))?;
+        let skip = recent.len().saturating_sub(config.dedup.capacity);
+        let remembered = recent.len() - skip;
+        store.remember(&mut recent.drain(skip..));
+        tracing::info!(
+            ids = remembered,
+            secs = started.elapsed().as_secs_f64(),
+            "dedup window restored from the tables"
+        );
         let mut restore: Sources = tails.trades.committed_covered().sources;
         restore.merge(&tails.quotes.committed_covered().sources);
         let full = Arc::new(Notify::new());
@@ -48,7 +63,6 @@ impl Lakehouse {
         let flusher = Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, full, sup));
         pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
-        let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));
         let sup = pipeline.supervision(query::NAME);
         let (e, timeout) = (engine.clone(), config.query.timeout);
         let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, sup));

@@ -155,6 +155,24 @@ fn load_accepts_everything_once_and_nothing_the_second_time() {
 }
 
 #[test]
+fn a_second_load_in_a_new_process_accepts_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    asx_fixture(dir.path());
+    let (p, data) = (dir.path().to_str().unwrap(), dir.path().join("data"));
+    let data = data.to_str().unwrap();
+    let first = k2(&["load", "--json", "--data-dir", data, p]);
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let again = k2(&["load", "--json", "--data-dir", data, p]);
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&first.stdout).unwrap(), serde_json::from_slice(&again.stdout).unwrap());
+    assert_eq!((a["accepted_trades"].as_u64(), a["accepted_quotes"].as_u64()), (Some(500), Some(2)));
+    assert_eq!((b["accepted_trades"].as_u64(), b["accepted_quotes"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(b["duplicates_dropped"], 502);
+    assert_eq!(a["trades_snapshot_id"], b["trades_snapshot_id"], "nothing new was committed");
+}
+
+#[test]
 fn configuration_mistakes_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     asx_fixture(dir.path());

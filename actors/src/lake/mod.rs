@@ -37,6 +37,8 @@ pub enum LakeError {
     Iceberg(#[from] iceberg::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("restoring state from the tables: {0}")]
+    Restore(String),
     #[error("snapshot summary of {table}: {reason}")]
     Summary { table: &'static str, reason: String },
 }

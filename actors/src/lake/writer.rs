@@ -65,7 +65,7 @@ async fn write_run(table: Table, batch: RecordBatch, prefix: String) -> Result<V
         // The table property naming the codec is not applied by iceberg-rust
         // 0.10's writer, so the codec is set here.
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| LakeError::Schema(e.to_string()))?))
-        .set_max_row_group_size(ROW_GROUP_ROWS)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let parquet = ParquetWriterBuilder::new(props, schema.clone());
     let rolling = RollingFileWriterBuilder::new_with_default_file_size(

@@ -402,6 +402,35 @@ impl QueryEngine {
         Ok(Rows { schema, batches: vec![batch], source: pin.source, snapshot_id, next_cursor: None })
     }
 
+    /// Message ids ingested at or after `since` (epoch µs), oldest first, from
+    /// both tables (committed and tail): what the deduplicator must remember
+    /// after a restart.
+    pub async fn ingested_since(&self, since: i64) -> Result<Vec<uuid::Uuid>, QueryError> {
+        let mut out: Vec<(i64, uuid::Uuid)> = Vec::new();
+        for kind in TableKind::ALL {
+            let ctx = Self::context();
+            let pin = Pin { source: Source::Hybrid, as_of: None };
+            let (df, _) = self.frame(&ctx, kind, pin).await?;
+            let tz = timestamp_tz(df.schema().as_arrow());
+            let df = df
+                .filter(ident("ingestion_timestamp").gt_eq(lit(ScalarValue::TimestampMicrosecond(Some(since), tz))))
+                .and_then(|d| d.select_columns(&["ingestion_timestamp", "message_id"]))
+                .map_err(internal)?;
+            let mut stream = df.execute_stream().await.map_err(internal)?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(internal)?;
+                let at = column::<Timestamps>(&batch, "ingestion_timestamp").map_err(internal)?;
+                let ids = column::<Strings>(&batch, "message_id").map_err(internal)?;
+                for i in 0..batch.num_rows() {
+                    let id = uuid::Uuid::parse_str(ids.value(i)).map_err(internal)?;
+                    out.push((at.value(i), id));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// `/v1/snapshots`: the table's snapshots, oldest first.
     pub fn snapshots(&self, kind: TableKind) -> Vec<serde_json::Value> {
         let table = match kind {
