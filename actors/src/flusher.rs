@@ -85,14 +85,13 @@ impl Sink for TailSink {
             }
         }
         let err = |e: arrow::error::ArrowError| SinkError { sink: "iceberg-tail", reason: e.to_string() };
-        let open = [
-            self.tails.trades.append(std::mem::take(&mut self.trades)).map_err(err)?,
-            self.tails.quotes.append(std::mem::take(&mut self.quotes)).map_err(err)?,
-        ];
-        if open.iter().any(|&n| n >= self.max_rows) {
+        // Both tables get their rows even when one refuses some.
+        let trades = self.tails.trades.append(std::mem::take(&mut self.trades));
+        let quotes = self.tails.quotes.append(std::mem::take(&mut self.quotes));
+        if [&trades, &quotes].iter().any(|r| r.as_ref().is_ok_and(|&n| n >= self.max_rows)) {
             self.full.notify_one();
         }
-        Ok(())
+        trades.and(quotes).map(|_| ()).map_err(err)
     }
 }
 
@@ -136,13 +135,10 @@ impl FlusherActor {
     }
 
     fn start<R: LakeRow>(&mut self, ctx: &mut Context<Self>, tail: Arc<Tail<R>>) {
-        let work = match tail.take_flush() {
-            Ok(Some(work)) => work,
+        let (work, guard) = match tail.take_flush() {
+            Ok(Some(taken)) => taken,
             Ok(None) => return,
             Err(e) => {
-                // Rows that cannot become Arrow are a bug, not bad input
-                // (they were validated at ingest): report and keep going.
-                tracing::error!(table = tail.kind().name(), error = %e, "cannot seal rows for a flush");
                 self.supervision.probe().error(&e.to_string());
                 return;
             }
@@ -152,13 +148,18 @@ impl FlusherActor {
         let probe = self.supervision.probe().clone();
         let backoff = (self.config.retry_initial, self.config.retry_max);
         let task = tokio::spawn(async move {
+            // The guard allows the next flush when this task ends, also by a
+            // panic; that flush then takes these rows again.
+            let _guard = guard;
             flush_until_committed(&lake, &tail, work, &probe, backoff).await;
-            tail.flush_finished();
         });
         let addr = ctx.address();
         // The actor only learns when the task ends; it never waits on it.
         actix::spawn(async move {
-            let _ = task.await;
+            if let Err(e) = task.await {
+                tracing::error!(table = kind.name(), error = %e, "flush task failed; its rows are flushed again");
+                metrics::counter!("k2_lake_commit_failures_total", "table" => kind.name()).increment(1);
+            }
             addr.do_send(FlushFinished(kind));
         });
     }

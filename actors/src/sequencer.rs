@@ -130,12 +130,16 @@ impl Supervise for SequenceActor {
         &mut self.supervision
     }
 
-    /// Keeps the high-water marks (they are facts about the streams), drops
-    /// pending gaps and counters that a failure may have left half-updated.
+    /// Keeps the high-water marks and platform sequences (facts about the
+    /// streams: platform sequences must stay unique), drops pending gaps and
+    /// counters that a failure may have left half-updated.
     fn reset(&mut self) {
         let mut fresh = SequenceTracker::new(self.config.clone());
         for (exchange, symbol, high) in self.tracker.high_water_marks() {
             fresh.restore_high_water_mark(exchange, symbol, high);
+        }
+        for (exchange, symbol, last) in self.tracker.platform_sequences() {
+            fresh.restore_platform_sequence(exchange, symbol, last);
         }
         self.tracker = fresh;
         self.gaps.clear();

@@ -464,7 +464,7 @@ fn pyiceberg_reads_the_same_rows_and_the_same_exact_notional() {
     assert_eq!(dec(&api_notional), notional);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/read_iceberg.py");
-    let out = std::process::Command::new("python3").arg(script).arg(&lake_dir).output().unwrap();
+    let out = std::process::Command::new("python3").arg(&script).arg(&lake_dir).output().unwrap();
     assert!(
         out.status.success(),
         "pyiceberg failed (pip install -r tests/python/requirements.txt): {}",
@@ -472,8 +472,97 @@ fn pyiceberg_reads_the_same_rows_and_the_same_exact_notional() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["trades"]["rows"], 1000);
+    let generation = |v: &Value| v["trades"]["k2_generation"].as_str().map(str::to_owned);
+    let before = generation(&v);
+    assert!(before.is_some(), "{v}");
     assert_eq!(v["trades"]["distinct_message_ids"], 1000);
     assert_eq!(dec(v["trades"]["notional"].as_str().unwrap()), notional);
     assert!(v["trades"]["snapshots"].as_u64().unwrap() >= 1);
     assert!(v["trades"]["partition_spec"].as_str().unwrap().contains("day"), "{v}");
+
+    // Another engine appends a snapshot of its own (no K2 keys) on top; K2
+    // starts again and continues after its own latest generation.
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&lake_dir)
+        .arg("k2")
+        .arg("--append-one")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = crate::config(dir.path(), "[flush]\nmax_age = \"1h\"\n");
+    let (covered, rows) = k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let covered = k2.tails.trades.committed_covered();
+        k2.pipeline.send(trades("SOLUSDT", 1001, 10)).await.unwrap();
+        k2.flush().await.unwrap();
+        let (api, http) = client(&k2, &config);
+        let rows = api.ok("/v1/symbols").await["data"][0]["trades"].as_i64().unwrap();
+        http.handle.stop(true).await;
+        (covered, rows)
+    })
+    .unwrap();
+    assert_eq!(Some(covered.generation.to_string()), before, "the foreign snapshot did not reset K2's generation");
+    let marks = covered.sources.0.values().next().unwrap();
+    assert_eq!(marks.source_sequence, Some(1000), "sequence marks survive the foreign snapshot");
+    assert_eq!(rows, 1000 + 1 + 10, "K2's rows, the other engine's row, and the new ones");
+}
+
+#[test]
+fn one_writer_per_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let err = k2::lake::Lake::open(&config.storage).await.err().expect("a second writer is refused");
+        assert!(err.to_string().contains("in use by another K2 process"), "{err}");
+        drop(k2);
+    })
+    .unwrap();
+}
+
+#[test]
+fn bars_and_summaries_never_mix_exchanges_and_ties_follow_the_venue_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let (api, http) = client(&k2, &config);
+        // Trades 3, 1, 2 arrive in that order, all at the same microsecond:
+        // open is trade 1's price and close trade 3's (the venue's order).
+        let mut same_time = trades("ADAUSDT", 1, 3);
+        for e in &mut same_time {
+            if let MarketEvent::Trade(t) = e {
+                t.timestamp = Timestamp::from_micros(DAY);
+                t.price = Decimal::new(t.source_sequence.unwrap(), 0);
+            }
+        }
+        same_time.rotate_left(2);
+        k2.pipeline.send(same_time).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        let s = api.ok("/v1/summary/ADAUSDT/2024-01-02").await;
+        assert_eq!((s["data"]["open"].as_str(), s["data"]["close"].as_str()), (Some("1.00000000"), Some("3.00000000")));
+
+        let mut elsewhere = trades("ADAUSDT", 10, 2);
+        for e in &mut elsewhere {
+            if let MarketEvent::Trade(t) = e {
+                t.exchange = "KRAKEN".into();
+                t.message_id = uuid::Uuid::new_v4();
+            }
+        }
+        k2.pipeline.send(elsewhere).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        let range = "start=2024-01-02T00:00:00Z&end=2024-01-03T00:00:00Z";
+        let (status, body) = api.get(&format!("/v1/bars?symbol=ADAUSDT&interval=1h&{range}")).await;
+        assert_eq!((status, body["parameter"].as_str()), (400, Some("exchange")), "{body}");
+        let (status, body) = api.get("/v1/summary/ADAUSDT/2024-01-02").await;
+        assert_eq!((status, body["parameter"].as_str()), (400, Some("exchange")), "{body}");
+        let bars = api.ok(&format!("/v1/bars?symbol=ADAUSDT&exchange=BINANCE&interval=1h&{range}")).await;
+        assert_eq!(bars["data"][0]["trade_count"], 3);
+        http.handle.stop(true).await;
+    })
+    .unwrap();
 }

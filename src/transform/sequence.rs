@@ -179,6 +179,11 @@ impl SequenceTracker {
         s.platform = s.platform.max(last);
     }
 
+    /// Every stream's last platform sequence.
+    pub fn platform_sequences(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.streams.iter().filter(|(_, st)| st.platform > 0).map(|((e, s), st)| (e.as_str(), s.as_str(), st.platform))
+    }
+
     /// Every stream's high-water mark.
     pub fn high_water_marks(&self) -> impl Iterator<Item = (&str, &str, i64)> {
         self.streams.iter().filter_map(|((e, s), st)| st.high.map(|h| (e.as_str(), s.as_str(), h)))

@@ -1,7 +1,11 @@
 """Reads K2's Iceberg tables with pyiceberg (another engine than K2's own)
 and prints what the tests compare with K2's API, as one JSON object.
 
-usage: read_iceberg.py DATA_DIR [CATALOG_NAME]
+usage: read_iceberg.py DATA_DIR [CATALOG_NAME] [--append-one]
+
+--append-one: instead, append one existing trade again as a snapshot of
+pyiceberg's own (one that carries no K2 summary keys), as another engine
+writing to the table would.
 """
 import json
 import sys
@@ -13,6 +17,13 @@ from pyiceberg.catalog.sql import SqlCatalog
 data_dir = sys.argv[1]
 name = sys.argv[2] if len(sys.argv) > 2 else "k2"
 catalog = SqlCatalog(name, uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse")
+if "--append-one" in sys.argv:
+    trades = catalog.load_table("market.trades")
+    one = trades.scan(limit=1).to_arrow()
+    trades.append(one)
+    print(json.dumps({"appended": one.num_rows}))
+    sys.exit(0)
+
 out = {}
 for table_name in ("trades", "quotes"):
     table = catalog.load_table(f"market.{table_name}")
@@ -22,6 +33,11 @@ for table_name in ("trades", "quotes"):
         "distinct_message_ids": len(pc.unique(rows["message_id"])) if rows.num_rows else 0,
         "snapshots": len(table.metadata.snapshots),
         "partition_spec": str(table.spec()),
+        "k2_generation": next(
+            (s.summary.additional_properties.get("k2.flush-generation") for s in reversed(table.metadata.snapshots)
+             if "k2.flush-generation" in s.summary.additional_properties),
+            None,
+        ),
     }
     if table_name == "trades" and rows.num_rows:
         # decimal(18,8) * decimal(18,8) is exact in pyarrow (precision 37).

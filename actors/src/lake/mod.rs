@@ -37,6 +37,8 @@ pub enum LakeError {
     Iceberg(#[from] iceberg::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("data directory {0} is in use by another K2 process (one writer per directory)")]
+    InUse(PathBuf),
     #[error("restoring state from the tables: {0}")]
     Restore(String),
     #[error("snapshot summary of {table}: {reason}")]
@@ -80,6 +82,8 @@ pub struct Lake {
     namespace: NamespaceIdent,
     dir: PathBuf,
     catalog_name: String,
+    /// Held while the lake is open: one K2 writer per data directory.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Lake {
@@ -88,6 +92,19 @@ impl Lake {
     /// and its tables keep a handle to it.
     pub async fn open(config: &StorageConfig) -> Result<Self, LakeError> {
         let dir = absolute_dir(&config.data_dir)?;
+        // Two writers would number their flushes alike and each take the
+        // other's commits for its own: refuse a second one. Readers (other
+        // engines, or K2 in a later process) need no lock.
+        let lock_path = dir.join("k2.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| LakeError::Dir { path: lock_path.clone(), source })?;
+        if lock.try_lock().is_err() {
+            return Err(LakeError::InUse(dir));
+        }
         let warehouse = dir.join("warehouse");
         std::fs::create_dir_all(&warehouse).map_err(|source| LakeError::Dir { path: warehouse.clone(), source })?;
         let props = HashMap::from([
@@ -104,7 +121,7 @@ impl Lake {
         if !catalog.namespace_exists(&namespace).await? {
             catalog.create_namespace(&namespace, HashMap::new()).await?;
         }
-        let lake = Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone() };
+        let lake = Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone(), _lock: Arc::new(lock) };
         for kind in TableKind::ALL {
             lake.table(kind).await?;
         }

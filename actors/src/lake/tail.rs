@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -27,15 +27,17 @@ struct Segment {
     generation: u64,
     batch: RecordBatch,
     sources: Sources,
+    /// When its first row arrived.
+    since: Instant,
 }
 
 struct State<R> {
     pending: Vec<R>,
+    pending_since: Option<Instant>,
     segments: VecDeque<Segment>,
     /// The generation rows join now.
     open_generation: u64,
     open_rows: usize,
-    open_since: Option<Instant>,
     committed_table: Table,
     committed: Covered,
 }
@@ -61,6 +63,17 @@ pub struct TailView {
     pub batches: Vec<RecordBatch>,
 }
 
+/// Held by a running flush; dropping it allows the next one.
+pub struct FlushGuard<R: LakeRow> {
+    tail: Arc<Tail<R>>,
+}
+
+impl<R: LakeRow> Drop for FlushGuard<R> {
+    fn drop(&mut self) {
+        self.tail.flushing.store(false, Ordering::Release);
+    }
+}
+
 /// What one flush writes.
 pub struct FlushWork {
     pub kind: TableKind,
@@ -83,10 +96,10 @@ impl<R: LakeRow> Tail<R> {
             appended: AtomicU64::new(0),
             state: Mutex::new(State {
                 pending: Vec::new(),
+                pending_since: None,
                 segments: VecDeque::new(),
                 open_generation: committed.generation + 1,
                 open_rows: 0,
-                open_since: None,
                 committed_table: table,
                 committed,
             }),
@@ -106,94 +119,127 @@ impl<R: LakeRow> Tail<R> {
     }
 
     /// Adds rows to the open generation; returns how many rows it holds.
+    /// Rows that cannot become Arrow (a bug: they were validated at ingest)
+    /// are dropped, counted and reported; the tail stays usable.
     pub fn append(&self, rows: Vec<R>) -> Result<usize, ArrowError> {
         if rows.is_empty() {
             return Ok(self.lock().open_rows);
         }
-        self.appended.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let n = rows.len();
         let mut s = self.lock();
-        s.open_rows += rows.len();
-        s.open_since.get_or_insert_with(Instant::now);
-        let mut rows = rows;
-        if s.pending.is_empty() && rows.len() >= SEAL_ROWS {
+        if s.pending.is_empty() && n >= SEAL_ROWS {
             // A large batch becomes a segment directly, without a copy.
-            let generation = s.open_generation;
-            let segment = self.segment(generation, &rows)?;
+            let segment = self.segment(s.open_generation, &rows, Instant::now()).inspect_err(|_| self.dropped(n))?;
             s.segments.push_back(segment);
-            return Ok(s.open_rows);
+            s.open_rows += n;
+        } else {
+            let mut rows = rows;
+            s.pending.append(&mut rows);
+            s.pending_since.get_or_insert_with(Instant::now);
+            s.open_rows += n;
+            if s.pending.len() >= SEAL_ROWS {
+                self.seal(&mut s)?;
+            }
         }
-        s.pending.append(&mut rows);
-        if s.pending.len() >= SEAL_ROWS {
-            self.seal(&mut s)?;
-        }
+        self.appended.fetch_add(n as u64, Ordering::Relaxed);
         Ok(s.open_rows)
     }
 
-    fn segment(&self, generation: u64, rows: &[R]) -> Result<Segment, ArrowError> {
+    fn dropped(&self, n: usize) {
+        metrics::counter!("k2_lake_rows_dropped_total", "table" => self.kind.name()).increment(n as u64);
+        tracing::error!(table = self.kind.name(), rows = n, "rows could not be converted to Arrow and were dropped");
+    }
+
+    fn segment(&self, generation: u64, rows: &[R], since: Instant) -> Result<Segment, ArrowError> {
         let mut sources = Sources::default();
         for r in rows {
             sources.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
         }
-        Ok(Segment { generation, batch: to_batch(&self.schema, rows)?, sources })
+        Ok(Segment { generation, batch: to_batch(&self.schema, rows)?, sources, since })
     }
 
+    /// Turns pending rows into a segment; on failure they are dropped (and
+    /// uncounted), so one bad row cannot wedge the table.
     fn seal(&self, s: &mut State<R>) -> Result<(), ArrowError> {
         if s.pending.is_empty() {
             return Ok(());
         }
-        let segment = self.segment(s.open_generation, &s.pending)?;
+        let since = s.pending_since.take().unwrap_or_else(Instant::now);
+        let result = self.segment(s.open_generation, &s.pending, since);
+        let n = s.pending.len();
         s.pending.clear();
-        s.segments.push_back(segment);
-        Ok(())
+        match result {
+            Ok(segment) => {
+                s.segments.push_back(segment);
+                Ok(())
+            }
+            Err(e) => {
+                s.open_rows = s.open_rows.saturating_sub(n);
+                self.dropped(n);
+                Err(e)
+            }
+        }
     }
 
     /// The committed snapshot and every row after it, as one consistent view.
+    /// Pending rows are converted for the reader but stay pending, so frequent
+    /// reads do not cut the tail into tiny segments.
     pub fn view(&self) -> Result<TailView, ArrowError> {
-        let mut s = self.lock();
-        self.seal(&mut s)?;
+        let s = self.lock();
+        let mut batches: Vec<RecordBatch> = s.segments.iter().map(|seg| seg.batch.clone()).collect();
+        if !s.pending.is_empty() {
+            batches.push(to_batch(&self.schema, &s.pending)?);
+        }
         Ok(TailView {
             table: s.committed_table.clone(),
             snapshot_id: s.committed_table.metadata().current_snapshot_id(),
             generation: s.committed.generation,
             schema: self.schema.clone(),
-            batches: s.segments.iter().map(|seg| seg.batch.clone()).collect(),
+            batches,
         })
     }
 
-    /// Whether the open generation should be flushed now.
+    /// Whether a flush should start now: rows wait, and either the open
+    /// generation holds `max_rows` or the oldest waiting row is `max_age` old
+    /// (rows of a flush that failed count: they are retried this way).
     pub fn due(&self, max_rows: usize, max_age: Duration) -> bool {
+        if self.is_flushing() {
+            return false;
+        }
         let s = self.lock();
-        s.open_rows > 0 && (s.open_rows >= max_rows || s.open_since.is_some_and(|t| t.elapsed() >= max_age))
+        let oldest = s.segments.front().map(|seg| seg.since).into_iter().chain(s.pending_since).min();
+        oldest.is_some() && (s.open_rows >= max_rows || oldest.is_some_and(|t| t.elapsed() >= max_age))
     }
 
-    /// Closes the open generation and hands it to a flush, unless a flush of
-    /// this table is already running or there is nothing to flush. The caller
-    /// must call [`Tail::flush_finished`] when done.
-    pub fn take_flush(&self) -> Result<Option<FlushWork>, ArrowError> {
+    /// Closes the open generation and hands every uncommitted row to a flush,
+    /// unless a flush of this table is already running or nothing waits. The
+    /// returned guard allows the next flush when dropped (also when the flush
+    /// task panics).
+    pub fn take_flush(self: &Arc<Self>) -> Result<Option<(FlushWork, FlushGuard<R>)>, ArrowError> {
         if self.flushing.swap(true, Ordering::AcqRel) {
             return Ok(None);
         }
+        let guard = FlushGuard { tail: self.clone() };
         let mut s = self.lock();
-        if s.open_rows == 0 {
-            self.flushing.store(false, Ordering::Release);
+        // A seal failure has dropped (and reported) the bad rows already.
+        let _ = self.seal(&mut s);
+        if s.segments.is_empty() {
             return Ok(None);
-        }
-        if let Err(e) = self.seal(&mut s) {
-            self.flushing.store(false, Ordering::Release);
-            return Err(e);
         }
         let generation = s.open_generation;
         let mut covered = Covered { generation, sources: s.committed.sources.clone() };
-        let mut batches = Vec::new();
-        for seg in s.segments.iter().filter(|seg| seg.generation == generation) {
+        let mut batches = Vec::with_capacity(s.segments.len());
+        let mut rows = 0;
+        // Every segment not yet committed: the open generation's, and those of
+        // an earlier flush that did not finish (its task failed).
+        for seg in &s.segments {
             covered.sources.merge(&seg.sources);
+            rows += seg.batch.num_rows();
             batches.push(seg.batch.clone());
         }
-        let rows = s.open_rows;
         s.open_generation += 1;
         s.open_rows = 0;
-        s.open_since = None;
-        Ok(Some(FlushWork { kind: self.kind, generation, batches, rows, covered }))
+        Ok(Some((FlushWork { kind: self.kind, generation, batches, rows, covered }, guard)))
     }
 
     /// A flush's snapshot is committed: its rows leave the tail in the same
@@ -204,11 +250,6 @@ impl<R: LakeRow> Tail<R> {
         s.segments.retain(|seg| seg.generation > generation);
         s.committed_table = table;
         s.committed = covered;
-    }
-
-    /// Allows the next flush.
-    pub fn flush_finished(&self) {
-        self.flushing.store(false, Ordering::Release);
     }
 
     pub fn is_flushing(&self) -> bool {

@@ -110,13 +110,21 @@ pub async fn commit(
     Ok(Committed { table, appended: true })
 }
 
-/// What the table's current snapshot covers (generation 0 when it has none).
+/// What the newest snapshot K2 wrote covers (generation 0 when there is
+/// none). Snapshots other engines add on top (a compaction, an append) carry
+/// no K2 keys, so the walk goes back along the parents to K2's latest.
 pub fn latest_covered(table: &Table) -> Result<Covered, LakeError> {
-    match table.metadata().current_snapshot() {
-        Some(s) => Covered::from_summary(&s.summary().additional_properties)
-            .map_err(|reason| LakeError::Summary { table: table_name(table), reason }),
-        None => Ok(Covered::default()),
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot().cloned();
+    while let Some(snapshot) = next {
+        let props = &snapshot.summary().additional_properties;
+        if props.contains_key(super::summary::GENERATION) {
+            return Covered::from_summary(props)
+                .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
+        }
+        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
+    Ok(Covered::default())
 }
 
 fn table_name(table: &Table) -> &'static str {

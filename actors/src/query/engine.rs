@@ -191,7 +191,16 @@ impl QueryEngine {
         }
         let df = df
             .filter(f)
-            .and_then(|d| d.select_columns(&["exchange", "timestamp", "price", "quantity", "platform_sequence"]))
+            .and_then(|d| {
+                d.select_columns(&[
+                    "exchange",
+                    "timestamp",
+                    "price",
+                    "quantity",
+                    "source_sequence",
+                    "platform_sequence",
+                ])
+            })
             .map_err(internal)?;
         let mut stream = df.execute_stream().await.map_err(internal)?;
         while let Some(batch) = stream.next().await {
@@ -200,9 +209,19 @@ impl QueryEngine {
             let times = column::<Timestamps>(&batch, "timestamp").map_err(internal)?;
             let prices = column::<Decimals>(&batch, "price").map_err(internal)?;
             let quantities = column::<Decimals>(&batch, "quantity").map_err(internal)?;
-            let order = column::<Longs>(&batch, "platform_sequence").map_err(internal)?;
+            let venue = column::<Longs>(&batch, "source_sequence").map_err(internal)?;
+            let platform = column::<Longs>(&batch, "platform_sequence").map_err(internal)?;
             for i in 0..batch.num_rows() {
-                let ord = if order.is_valid(i) { order.value(i) } else { i64::MAX };
+                // Trades at the same time are in the venue's order (its trade
+                // ids: recovered trades have no platform sequence), else in
+                // arrival order.
+                let ord = if venue.is_valid(i) {
+                    venue.value(i)
+                } else if platform.is_valid(i) {
+                    platform.value(i)
+                } else {
+                    i64::MAX
+                };
                 each(exchanges.value(i), times.value(i), ord, prices.value(i) as i64, quantities.value(i) as i64)?;
             }
         }
@@ -222,7 +241,10 @@ impl QueryEngine {
         // Without an exchange, the zone depends on where the symbol trades:
         // find that first, then summarise with the right zone.
         if p.exchange.is_none() && p.tz.is_none() {
-            let (found, _) = self.exchanges_of(&p.symbol, p.date, p.pin).await?;
+            // ±1 day around the date: wide enough for any time zone.
+            let from = local_midnight(Tz::UTC, p.date.pred_opt().unwrap_or(p.date));
+            let to = local_midnight(Tz::UTC, p.date.succ_opt().and_then(|d| d.succ_opt()).unwrap_or(p.date));
+            let (found, _) = self.exchanges_of(&p.symbol, (from, to), p.pin).await?;
             match found.len() {
                 0 => return Ok((None, None)),
                 1 => {
@@ -280,16 +302,13 @@ impl QueryEngine {
         Ok((Some(s), snapshot))
     }
 
-    /// The exchanges a symbol has trades on, around a date (±1 day, wide
-    /// enough for any time zone).
+    /// The exchanges a symbol has trades on in [start, end).
     async fn exchanges_of(
         &self,
         symbol: &str,
-        date: chrono::NaiveDate,
+        (start, end): (i64, i64),
         pin: Pin,
     ) -> Result<(BTreeSet<String>, Option<i64>), QueryError> {
-        let start = local_midnight(Tz::UTC, date.pred_opt().unwrap_or(date));
-        let end = local_midnight(Tz::UTC, date.succ_opt().and_then(|d| d.succ_opt()).unwrap_or(date));
         let mut found = BTreeSet::new();
         let snapshot = self
             .scan_trades(symbol, None, (start, end), pin, |ex, _, _, _, _| {
@@ -305,6 +324,23 @@ impl QueryEngine {
     /// `/v1/bars`: OHLCV per interval. Intraday bars are aligned to UTC;
     /// daily bars to midnight in the exchange's time zone.
     pub async fn bars(&self, p: BarsParams) -> Result<Rows, QueryError> {
+        // Bars never mix venues; without an exchange the symbol must trade on
+        // one (whose time zone then applies).
+        let mut p = p;
+        if p.exchange.is_none() {
+            let (found, _) = self.exchanges_of(&p.symbol, (p.start, p.end), p.pin).await?;
+            if found.len() > 1 {
+                return Err(bad(
+                    "exchange",
+                    format!(
+                        "{} trades on several exchanges ({}): name one",
+                        p.symbol,
+                        Vec::from_iter(found).join(", ")
+                    ),
+                ));
+            }
+            p.exchange = found.into_iter().next();
+        }
         let tz = self.zone(p.exchange.as_deref().unwrap_or_default(), p.tz);
         let width = p.interval.micros();
         let mut buckets: BTreeMap<i64, Ohlcv> = BTreeMap::new();
@@ -448,7 +484,7 @@ impl QueryEngine {
                     "snapshot_id": s.snapshot_id(),
                     "parent_id": s.parent_snapshot_id(),
                     "sequence_number": s.sequence_number(),
-                    "timestamp": super::format::timestamp_string(s.timestamp_ms() * 1000),
+                    "timestamp": super::format::timestamp_string(s.timestamp_ms().saturating_mul(1000)),
                     "operation": format!("{:?}", summary.operation).to_lowercase(),
                     "rows_added": added,
                     "summary": summary.additional_properties,

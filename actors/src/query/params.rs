@@ -310,7 +310,8 @@ impl BarsQuery {
         let start = parse_time("start", self.start.as_deref().ok_or_else(|| bad("start", "is required"))?)?;
         let end = parse_time("end", self.end.as_deref().ok_or_else(|| bad("end", "is required"))?)?;
         check_range(Some(start), Some(end))?;
-        if (end - start) / interval.micros() > MAX_BARS {
+        // Partial buckets at both ends count.
+        if (end - start + interval.micros() - 1) / interval.micros() + 1 > MAX_BARS {
             return Err(bad(
                 "interval",
                 format!("more than {MAX_BARS} bars between start and end: widen the interval or narrow the range"),
