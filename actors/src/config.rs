@@ -70,6 +70,8 @@ pub struct QueryConfig {
     /// A query running longer is cancelled and answered with 503.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Queries running at once; more wait (within their time budget).
+    pub max_concurrent: usize,
     /// Time zone of each exchange's trading day (summaries, daily bars).
     pub timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
 }
@@ -232,6 +234,7 @@ impl Config {
         need(!self.flush.max_age.is_zero(), "flush.max_age must be longer than 0");
         need(self.flush.retry_initial <= self.flush.retry_max, "flush.retry_initial must not exceed flush.retry_max");
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
+        need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
         need(!self.storage.catalog_name.is_empty(), "storage.catalog_name must not be empty");
         need(!self.storage.namespace.is_empty(), "storage.namespace must not be empty");
         need(self.http.api_keys.iter().all(|k| !k.is_empty()), "http.api_keys must not hold an empty key");

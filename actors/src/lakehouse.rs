@@ -64,8 +64,8 @@ impl Lakehouse {
         pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
         let sup = pipeline.supervision(query::NAME);
-        let (e, timeout) = (engine.clone(), config.query.timeout);
-        let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, sup));
+        let (e, timeout, max) = (engine.clone(), config.query.timeout, config.query.max_concurrent);
+        let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
         pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
         let api = Api { query: query_addr, engine, keys: Arc::new(config.http.api_keys.clone()) };
         Ok(Self { pipeline, lake, tails, flusher, api })

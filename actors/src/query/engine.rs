@@ -19,6 +19,7 @@ use iceberg_datafusion::IcebergStaticTableProvider;
 
 use super::QueryError;
 use super::aggregate::{Ohlcv, decimal_string};
+use super::files::TimeIndexCache;
 use super::format::{Decimals, Longs, Strings, Timestamps, column};
 use super::params::{AsOf, BarsParams, Cursor, Interval, Pin, ReadParams, Source, SummaryParams, local_midnight};
 use crate::flusher::Tails;
@@ -56,6 +57,7 @@ pub struct Summary {
 pub struct QueryEngine {
     tails: Tails,
     timezones: BTreeMap<String, Tz>,
+    time_index: TimeIndexCache,
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -68,7 +70,7 @@ fn bad(parameter: &'static str, reason: impl Into<String>) -> QueryError {
 
 impl QueryEngine {
     pub fn new(tails: Tails, timezones: BTreeMap<String, Tz>) -> Self {
-        Self { tails, timezones }
+        Self { tails, timezones, time_index: TimeIndexCache::default() }
     }
 
     fn view(&self, kind: TableKind) -> Result<TailView, QueryError> {
@@ -156,12 +158,40 @@ impl QueryEngine {
         if let Some(f) = filters.into_iter().reduce(Expr::and) {
             df = df.filter(f).map_err(internal)?;
         }
-        let df = df
-            .sort(vec![ident("timestamp").sort(true, false), col("message_id").sort(true, false)])
-            .and_then(|d| d.limit(0, Some(p.limit)))
-            .map_err(internal)?;
+        let page = |df: DataFrame| {
+            df.sort(vec![ident("timestamp").sort(true, false), col("message_id").sort(true, false)])
+                .and_then(|d| d.limit(0, Some(p.limit)))
+                .map_err(internal)
+        };
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(internal)?;
+        // The page is the first `limit` rows in time order. Rather than sort
+        // everything after the lower bound, try growing windows [.., end)
+        // taken from the data files' time spans: when a window already holds
+        // `limit` rows, every row outside it sorts after them, so they are the
+        // page. Only the files overlapping the window are read.
+        let ends = match snapshot_id {
+            Some(id) if p.pin.source != Source::Realtime => {
+                let table = match kind {
+                    TableKind::Trades => self.tails.trades.committed_table(),
+                    TableKind::Quotes => self.tails.quotes.committed_table(),
+                };
+                let from = p.cursor.as_ref().map(|c| c.timestamp).max(p.start);
+                self.time_index.get(&table, id).await?.window_ends(from, p.end)
+            }
+            _ => Vec::new(),
+        };
+        for end in ends {
+            let batches = page(df.clone().filter(ident("timestamp").lt(ts(end))).map_err(internal)?)?
+                .collect()
+                .await
+                .map_err(internal)?;
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows == p.limit {
+                let next_cursor = last_cursor(&batches)?;
+                return Ok(Rows { schema, batches, source: p.pin.source, snapshot_id, next_cursor });
+            }
+        }
+        let batches = page(df)?.collect().await.map_err(internal)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let next_cursor = if rows == p.limit { last_cursor(&batches)? } else { None };
         Ok(Rows { schema, batches, source: p.pin.source, snapshot_id, next_cursor })

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod engine;
+pub mod files;
 pub mod format;
 pub mod params;
 pub mod routes;
@@ -63,12 +64,13 @@ pub struct RunQuery(pub Query);
 pub struct QueryActor {
     engine: Arc<QueryEngine>,
     timeout: Duration,
+    running: Arc<tokio::sync::Semaphore>,
     supervision: Supervision,
 }
 
 impl QueryActor {
-    pub fn new(engine: Arc<QueryEngine>, timeout: Duration, supervision: Supervision) -> Self {
-        Self { engine, timeout, supervision }
+    pub fn new(engine: Arc<QueryEngine>, timeout: Duration, max_concurrent: usize, supervision: Supervision) -> Self {
+        Self { engine, timeout, running: Arc::new(tokio::sync::Semaphore::new(max_concurrent)), supervision }
     }
 
     pub fn engine(&self) -> &Arc<QueryEngine> {
@@ -101,6 +103,7 @@ impl Handler<RunQuery> for QueryActor {
         self.supervision.probe().received(0);
         let engine = self.engine.clone();
         let budget = self.timeout;
+        let running = self.running.clone();
         let kind = match &query {
             Query::Read(TableKind::Trades, _) => "trades",
             Query::Read(TableKind::Quotes, _) => "quotes",
@@ -111,6 +114,8 @@ impl Handler<RunQuery> for QueryActor {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let task = tokio::spawn(async move {
+                // Closed only if the actor's semaphore is dropped mid-query.
+                let Ok(_turn) = running.acquire_owned().await else { return Err(QueryError::Unavailable) };
                 match query {
                     Query::Read(table, p) => engine.read(table, p).await.map(Answer::Rows),
                     Query::Summary(p) => engine.summary(p).await.map(|(s, id)| Answer::Summary(s.map(Box::new), id)),

@@ -1,0 +1,107 @@
+//! The time span of every data file in a snapshot, from the manifests'
+//! column statistics: where to look first for the earliest rows, so a page
+//! read without a time range does not sort the whole table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use iceberg::spec::{ManifestList, PrimitiveLiteral};
+use iceberg::table::Table;
+
+use super::QueryError;
+
+/// Data files' (lowest, highest) timestamps, in µs.
+#[derive(Debug, Default)]
+pub struct TimeIndex {
+    spans: Vec<(i64, i64)>,
+}
+
+impl TimeIndex {
+    /// Ends of windows to try for rows at or after `from` and before
+    /// `until`: each candidate covers one more file's whole span than the
+    /// previous, growing geometrically (1, 2, 4, ... files), so a reader that
+    /// needs most of the table retries only a logarithmic number of times.
+    pub fn window_ends(&self, from: Option<i64>, until: Option<i64>) -> Vec<i64> {
+        let (from, until) = (from.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
+        let mut ends: Vec<i64> = self
+            .spans
+            .iter()
+            .filter(|(lo, hi)| *hi >= from && *lo < until)
+            .map(|(_, hi)| hi.saturating_add(1))
+            .filter(|end| *end < until)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < ends.len() {
+            out.push(ends[i]);
+            i = (i + 1) * 2 - 1;
+        }
+        out
+    }
+}
+
+/// Time indexes of recently read snapshots.
+#[derive(Default)]
+pub struct TimeIndexCache {
+    entries: Mutex<HashMap<(String, i64), Arc<TimeIndex>>>,
+}
+
+impl TimeIndexCache {
+    pub async fn get(&self, table: &Table, snapshot_id: i64) -> Result<Arc<TimeIndex>, QueryError> {
+        let key = (table.identifier().to_string(), snapshot_id);
+        if let Some(hit) = self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(hit.clone());
+        }
+        let index = Arc::new(load(table, snapshot_id).await?);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Snapshots come and go with every flush: keep the recent few.
+        if entries.len() >= 16 {
+            entries.clear();
+        }
+        entries.insert(key, index.clone());
+        Ok(index)
+    }
+}
+
+async fn load(table: &Table, snapshot_id: i64) -> Result<TimeIndex, QueryError> {
+    let internal = |e: iceberg::Error| QueryError::Internal(format!("reading manifests: {e}"));
+    let metadata = table.metadata();
+    let Some(snapshot) = metadata.snapshot_by_id(snapshot_id) else { return Ok(TimeIndex::default()) };
+    let Some(ts) = metadata.current_schema().field_by_name("timestamp").map(|f| f.id) else {
+        return Ok(TimeIndex::default());
+    };
+    let bytes =
+        table.file_io().new_input(snapshot.manifest_list()).map_err(internal)?.read().await.map_err(internal)?;
+    let list = ManifestList::parse_with_version(&bytes, metadata.format_version()).map_err(internal)?;
+    let mut spans = Vec::new();
+    for manifest in list.entries() {
+        let manifest = manifest.load_manifest(table.file_io()).await.map_err(internal)?;
+        for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
+            let file = entry.data_file();
+            let micros = |d: Option<&iceberg::spec::Datum>| match d.map(|d| d.literal()) {
+                Some(PrimitiveLiteral::Long(v)) => Some(*v),
+                _ => None,
+            };
+            // A file without statistics could hold any time: span everything.
+            let lo = micros(file.lower_bounds().get(&ts)).unwrap_or(i64::MIN);
+            let hi = micros(file.upper_bounds().get(&ts)).unwrap_or(i64::MAX - 1);
+            spans.push((lo, hi));
+        }
+    }
+    Ok(TimeIndex { spans })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_grow_by_files_and_stay_inside_the_range() {
+        let index = TimeIndex { spans: (0..10).map(|i| (i * 100, i * 100 + 99)).collect() };
+        assert_eq!(index.window_ends(None, None), vec![100, 200, 400, 800]);
+        assert_eq!(index.window_ends(Some(250), Some(700)), vec![300, 400, 600]);
+        assert!(index.window_ends(Some(2000), None).is_empty());
+    }
+}
