@@ -19,7 +19,7 @@ use iceberg_datafusion::IcebergStaticTableProvider;
 
 use super::QueryError;
 use super::aggregate::{Ohlcv, decimal_string};
-use super::files::TimeIndexCache;
+use super::files::{PageCache, TimeIndexCache};
 use super::format::{Decimals, Longs, Strings, Timestamps, column};
 use super::params::{AsOf, BarsParams, Cursor, Interval, Pin, ReadParams, Source, SummaryParams, local_midnight};
 use crate::flusher::Tails;
@@ -58,6 +58,7 @@ pub struct QueryEngine {
     tails: Tails,
     timezones: BTreeMap<String, Tz>,
     time_index: TimeIndexCache,
+    pages: PageCache,
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -70,7 +71,7 @@ fn bad(parameter: &'static str, reason: impl Into<String>) -> QueryError {
 
 impl QueryEngine {
     pub fn new(tails: Tails, timezones: BTreeMap<String, Tz>) -> Self {
-        Self { tails, timezones, time_index: TimeIndexCache::default() }
+        Self { tails, timezones, time_index: TimeIndexCache::default(), pages: PageCache::default() }
     }
 
     fn view(&self, kind: TableKind) -> Result<TailView, QueryError> {
@@ -109,11 +110,7 @@ impl QueryEngine {
             Source::Historical => None,
             _ => {
                 // Two partitions: the two cores filter the tail in parallel.
-                let mut parts = vec![Vec::new(), Vec::new()];
-                for (i, b) in view.batches.iter().enumerate() {
-                    parts[i % 2].push(b.clone());
-                }
-                let t = MemTable::try_new(view.schema.clone(), parts).map_err(internal)?;
+                let t = MemTable::try_new(view.schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
                 Some(ctx.read_table(Arc::new(t)).map_err(internal)?)
             }
         };
@@ -129,72 +126,74 @@ impl QueryEngine {
 
     /// `/v1/trades` and `/v1/quotes`: filtered, ordered by (timestamp,
     /// message_id), one keyset page.
+    ///
+    /// The page is the first `limit` rows of the union of the pinned snapshot
+    /// and the tail, so it is the first `limit` of (the snapshot's first
+    /// `limit`) ∪ (the tail's first `limit`). The snapshot's part changes only
+    /// with a commit and is cached per snapshot; the tail's part is computed
+    /// every time, so the page is exact while rows arrive.
     pub async fn read(&self, kind: TableKind, p: ReadParams) -> Result<Rows, QueryError> {
-        let ctx = Self::context();
-        let (df, snapshot_id) = self.frame(&ctx, kind, p.pin).await?;
-        let tz = timestamp_tz(df.schema().as_arrow());
-        let ts = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), tz.clone()));
-        let mut filters: Vec<Expr> = Vec::new();
-        if let Some(s) = &p.symbol {
-            filters.push(col("symbol").eq(lit(s.as_str())));
-        }
-        if let Some(e) = &p.exchange {
-            filters.push(col("exchange").eq(lit(e.as_str())));
-        }
-        if let Some(s) = p.start {
-            filters.push(ident("timestamp").gt_eq(ts(s)));
-        }
-        if let Some(e) = p.end {
-            filters.push(ident("timestamp").lt(ts(e)));
-        }
-        if let Some(c) = &p.cursor {
-            filters.push(
-                ident("timestamp")
-                    .gt(ts(c.timestamp))
-                    .or(ident("timestamp").eq(ts(c.timestamp)).and(col("message_id").gt(lit(c.message_id.as_str())))),
+        let view = self.view(kind)?;
+        let (snapshot_id, with_tail) = match (p.pin.as_of, p.pin.source) {
+            (Some(as_of), _) => (Some(pinned_snapshot(&view.table, kind, as_of)?), false),
+            (None, Source::Realtime) => (None, true),
+            (None, Source::Historical) => (view.snapshot_id, false),
+            (None, Source::Hybrid) => (view.snapshot_id, true),
+        };
+        let schema = view.schema.clone();
+        let mut parts: Vec<RecordBatch> = Vec::new();
+        if let Some(id) = snapshot_id {
+            let c = p.cursor.as_ref().map(Cursor::encode);
+            let key = format!(
+                "{}/{id}/{:?}/{:?}/{:?}/{:?}/{}/{c:?}",
+                kind.name(),
+                p.symbol,
+                p.exchange,
+                p.start,
+                p.end,
+                p.limit
             );
+            let hist = match self.pages.get(&key) {
+                Some(hit) => hit,
+                None => {
+                    let page = Arc::new(self.read_snapshot(&view.table, id, &p).await?);
+                    self.pages.put(key, page.clone());
+                    page
+                }
+            };
+            parts.extend(hist.iter().cloned());
         }
-        let mut df = df;
-        if let Some(f) = filters.into_iter().reduce(Expr::and) {
-            df = df.filter(f).map_err(internal)?;
+        if with_tail && view.batches.iter().any(|b| b.num_rows() > 0) {
+            let ctx = Self::context();
+            let t = MemTable::try_new(schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
+            let df = ctx.read_table(Arc::new(t)).map_err(internal)?;
+            parts.extend(first_page(filtered(df, &p)?, p.limit)?.collect().await.map_err(internal)?);
         }
-        let page = |df: DataFrame| {
-            df.sort(vec![ident("timestamp").sort(true, false), col("message_id").sort(true, false)])
-                .and_then(|d| d.limit(0, Some(p.limit)))
-                .map_err(internal)
-        };
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        // The page is the first `limit` rows in time order. Rather than sort
-        // everything after the lower bound, try growing windows [.., end)
-        // taken from the data files' time spans: when a window already holds
-        // `limit` rows, every row outside it sorts after them, so they are the
-        // page. Only the files overlapping the window are read.
-        let ends = match snapshot_id {
-            Some(id) if p.pin.source != Source::Realtime => {
-                let table = match kind {
-                    TableKind::Trades => self.tails.trades.committed_table(),
-                    TableKind::Quotes => self.tails.quotes.committed_table(),
-                };
-                let from = p.cursor.as_ref().map(|c| c.timestamp).max(p.start);
-                self.time_index.get(&table, id).await?.window_ends(from, p.end)
-            }
-            _ => Vec::new(),
-        };
-        for end in ends {
-            let batches = page(df.clone().filter(ident("timestamp").lt(ts(end))).map_err(internal)?)?
-                .collect()
-                .await
-                .map_err(internal)?;
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows == p.limit {
-                let next_cursor = last_cursor(&batches)?;
-                return Ok(Rows { schema, batches, source: p.pin.source, snapshot_id, next_cursor });
-            }
-        }
-        let batches = page(df)?.collect().await.map_err(internal)?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let batches = vec![merge_first(&schema, &parts, p.limit)?];
+        let rows = batches[0].num_rows();
         let next_cursor = if rows == p.limit { last_cursor(&batches)? } else { None };
         Ok(Rows { schema, batches, source: p.pin.source, snapshot_id, next_cursor })
+    }
+
+    /// One snapshot's first page. Rather than sort everything after the
+    /// lower bound, this tries growing windows [.., end) taken from the data
+    /// files' time spans: when a window already holds `limit` rows, every row
+    /// outside it sorts after them, so they are the page. Only the files
+    /// overlapping a window are read.
+    async fn read_snapshot(&self, table: &Table, id: i64, p: &ReadParams) -> Result<Vec<RecordBatch>, QueryError> {
+        let ctx = Self::context();
+        let df = filtered(historical(&ctx, table, id).await?, p)?;
+        let tz = timestamp_tz(df.schema().as_arrow());
+        let from = p.cursor.as_ref().map(|c| c.timestamp).max(p.start);
+        for end in self.time_index.get(table, id).await?.window_ends(from, p.end) {
+            let window =
+                df.clone().filter(ident("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(Some(end), tz.clone()))));
+            let batches = first_page(window.map_err(internal)?, p.limit)?.collect().await.map_err(internal)?;
+            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == p.limit {
+                return Ok(batches);
+            }
+        }
+        first_page(df, p.limit)?.collect().await.map_err(internal)
     }
 
     fn zone(&self, exchange: &str, tz: Option<Tz>) -> Tz {
@@ -606,4 +605,69 @@ fn bars_batch(
         Arc::new(Int64Array::from_iter_values(buckets.values().map(|a| a.count as i64))),
     ];
     RecordBatch::try_new(schema, cols)
+}
+
+/// The read endpoints' filters, as typed expressions.
+fn filtered(df: DataFrame, p: &ReadParams) -> Result<DataFrame, QueryError> {
+    let tz = timestamp_tz(df.schema().as_arrow());
+    let ts = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), tz.clone()));
+    let mut filters: Vec<Expr> = Vec::new();
+    if let Some(s) = &p.symbol {
+        filters.push(col("symbol").eq(lit(s.as_str())));
+    }
+    if let Some(e) = &p.exchange {
+        filters.push(col("exchange").eq(lit(e.as_str())));
+    }
+    if let Some(s) = p.start {
+        filters.push(ident("timestamp").gt_eq(ts(s)));
+    }
+    if let Some(e) = p.end {
+        filters.push(ident("timestamp").lt(ts(e)));
+    }
+    if let Some(c) = &p.cursor {
+        filters.push(
+            ident("timestamp")
+                .gt(ts(c.timestamp))
+                .or(ident("timestamp").eq(ts(c.timestamp)).and(col("message_id").gt(lit(c.message_id.as_str())))),
+        );
+    }
+    match filters.into_iter().reduce(Expr::and) {
+        Some(f) => df.filter(f).map_err(internal),
+        None => Ok(df),
+    }
+}
+
+/// The first `limit` rows in (timestamp, message_id) order.
+fn first_page(df: DataFrame, limit: usize) -> Result<DataFrame, QueryError> {
+    df.sort(vec![ident("timestamp").sort(true, false), col("message_id").sort(true, false)])
+        .and_then(|d| d.limit(0, Some(limit)))
+        .map_err(internal)
+}
+
+/// The first `limit` rows of several pages, each already in order.
+fn merge_first(schema: &SchemaRef, parts: &[RecordBatch], limit: usize) -> Result<RecordBatch, QueryError> {
+    let all = arrow::compute::concat_batches(schema, parts).map_err(internal)?;
+    if all.num_rows() == 0 {
+        return Ok(all);
+    }
+    let keys = [
+        arrow::compute::SortColumn {
+            values: all.column_by_name("timestamp").cloned().ok_or_else(|| internal("no timestamp column"))?,
+            options: None,
+        },
+        arrow::compute::SortColumn {
+            values: all.column_by_name("message_id").cloned().ok_or_else(|| internal("no message_id column"))?,
+            options: None,
+        },
+    ];
+    let order = arrow::compute::lexsort_to_indices(&keys, Some(limit)).map_err(internal)?;
+    arrow::compute::take_record_batch(&all, &order).map_err(internal)
+}
+
+fn two_partitions(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
+    let mut parts = vec![Vec::new(), Vec::new()];
+    for (i, b) in batches.iter().enumerate() {
+        parts[i % 2].push(b.clone());
+    }
+    parts
 }

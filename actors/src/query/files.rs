@@ -1,10 +1,12 @@
-//! The time span of every data file in a snapshot, from the manifests'
-//! column statistics: where to look first for the earliest rows, so a page
-//! read without a time range does not sort the whole table.
+//! What is known about a snapshot without scanning it again: the time span
+//! of every data file (from the manifests' column statistics), so a page read
+//! without a time range does not sort the whole table, and pages already read
+//! from it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arrow::array::RecordBatch;
 use iceberg::spec::{ManifestList, PrimitiveLiteral};
 use iceberg::table::Table;
 
@@ -62,6 +64,48 @@ impl TimeIndexCache {
         }
         entries.insert(key, index.clone());
         Ok(index)
+    }
+}
+
+/// First pages read from snapshots, by (table, snapshot, parameters). A
+/// snapshot never changes, so an entry is exact for as long as it is kept;
+/// the oldest go first once the cache holds `MAX_ROWS` rows.
+#[derive(Default)]
+pub struct PageCache {
+    entries: Mutex<Pages>,
+}
+
+#[derive(Default)]
+struct Pages {
+    by_key: HashMap<String, Arc<Vec<RecordBatch>>>,
+    /// Keys oldest first, with their row counts.
+    order: std::collections::VecDeque<(String, usize)>,
+    rows: usize,
+}
+
+impl PageCache {
+    const MAX_ROWS: usize = 200_000;
+
+    pub fn get(&self, key: &str) -> Option<Arc<Vec<RecordBatch>>> {
+        let hit = self.entries.lock().unwrap_or_else(PoisonError::into_inner).by_key.get(key).cloned();
+        metrics::counter!("k2_query_page_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" })
+            .increment(1);
+        hit
+    }
+
+    pub fn put(&self, key: String, page: Arc<Vec<RecordBatch>>) {
+        let rows: usize = page.iter().map(RecordBatch::num_rows).sum();
+        let mut pages = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if pages.by_key.insert(key.clone(), page).is_some() {
+            return;
+        }
+        pages.order.push_back((key, rows));
+        pages.rows += rows;
+        while pages.rows > Self::MAX_ROWS {
+            let Some((old, n)) = pages.order.pop_front() else { break };
+            pages.by_key.remove(&old);
+            pages.rows -= n;
+        }
     }
 }
 
