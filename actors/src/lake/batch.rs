@@ -25,6 +25,7 @@ pub trait LakeRow: Send + Sync + 'static {
     fn symbol(&self) -> &CompactString;
     fn source_sequence(&self) -> Option<i64>;
     fn platform_sequence(&self) -> Option<i64>;
+    fn timestamp_micros(&self) -> i64;
 }
 
 /// Builds a batch whose columns follow `schema` field by field.
@@ -179,6 +180,9 @@ impl LakeRow for TradeV2 {
     fn platform_sequence(&self) -> Option<i64> {
         self.platform_sequence
     }
+    fn timestamp_micros(&self) -> i64 {
+        self.timestamp.as_micros()
+    }
 }
 
 impl LakeRow for QuoteV2 {
@@ -222,5 +226,8 @@ impl LakeRow for QuoteV2 {
     }
     fn platform_sequence(&self) -> Option<i64> {
         self.platform_sequence
+    }
+    fn timestamp_micros(&self) -> i64 {
+        self.timestamp.as_micros()
     }
 }

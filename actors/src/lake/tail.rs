@@ -26,6 +26,9 @@ const SEAL_ROWS: usize = 8192;
 struct Segment {
     generation: u64,
     batch: RecordBatch,
+    /// Lowest and highest timestamp in the batch (µs): readers skip segments
+    /// outside what they look for.
+    span: (i64, i64),
     sources: Sources,
     /// When its first row arrived.
     since: Instant,
@@ -61,6 +64,12 @@ pub struct TailView {
     pub generation: u64,
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// Each batch's (lowest, highest) timestamp, µs.
+    pub spans: Vec<(i64, i64)>,
+}
+
+fn span<R: LakeRow>(rows: &[R]) -> (i64, i64) {
+    rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.timestamp_micros()), hi.max(r.timestamp_micros())))
 }
 
 /// Held by a running flush; dropping it allows the next one.
@@ -155,7 +164,7 @@ impl<R: LakeRow> Tail<R> {
         for r in rows {
             sources.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
         }
-        Ok(Segment { generation, batch: to_batch(&self.schema, rows)?, sources, since })
+        Ok(Segment { generation, batch: to_batch(&self.schema, rows)?, span: span(rows), sources, since })
     }
 
     /// Turns pending rows into a segment; on failure they are dropped (and
@@ -187,8 +196,10 @@ impl<R: LakeRow> Tail<R> {
     pub fn view(&self) -> Result<TailView, ArrowError> {
         let s = self.lock();
         let mut batches: Vec<RecordBatch> = s.segments.iter().map(|seg| seg.batch.clone()).collect();
+        let mut spans: Vec<(i64, i64)> = s.segments.iter().map(|seg| seg.span).collect();
         if !s.pending.is_empty() {
             batches.push(to_batch(&self.schema, &s.pending)?);
+            spans.push(span(&s.pending));
         }
         Ok(TailView {
             table: s.committed_table.clone(),
@@ -196,6 +207,7 @@ impl<R: LakeRow> Tail<R> {
             generation: s.committed.generation,
             schema: self.schema.clone(),
             batches,
+            spans,
         })
     }
 

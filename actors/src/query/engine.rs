@@ -163,9 +163,28 @@ impl QueryEngine {
             };
             parts.extend(hist.iter().cloned());
         }
-        if with_tail && view.batches.iter().any(|b| b.num_rows() > 0) {
+        // Tail segments that cannot hold a row of the page are skipped by
+        // their time span: before the lower bound, from the end on, or after
+        // the last row of a full page from the snapshot.
+        let lower = p.cursor.as_ref().map(|c| c.timestamp).max(p.start).unwrap_or(i64::MIN);
+        let upper = p.end.unwrap_or(i64::MAX);
+        let full_page_last = if parts.iter().map(RecordBatch::num_rows).sum::<usize>() == p.limit {
+            last_timestamp(&parts)?
+        } else {
+            None
+        };
+        let tail: Vec<RecordBatch> = view
+            .batches
+            .iter()
+            .zip(&view.spans)
+            .filter(|(b, (lo, hi))| {
+                b.num_rows() > 0 && *hi >= lower && *lo < upper && full_page_last.is_none_or(|last| *lo <= last)
+            })
+            .map(|(b, _)| b.clone())
+            .collect();
+        if with_tail && !tail.is_empty() {
             let ctx = Self::context();
-            let t = MemTable::try_new(schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
+            let t = MemTable::try_new(schema.clone(), two_partitions(&tail)).map_err(internal)?;
             let df = ctx.read_table(Arc::new(t)).map_err(internal)?;
             parts.extend(first_page(filtered(df, &p)?, p.limit)?.collect().await.map_err(internal)?);
         }
@@ -662,6 +681,12 @@ fn merge_first(schema: &SchemaRef, parts: &[RecordBatch], limit: usize) -> Resul
     ];
     let order = arrow::compute::lexsort_to_indices(&keys, Some(limit)).map_err(internal)?;
     arrow::compute::take_record_batch(&all, &order).map_err(internal)
+}
+
+/// The timestamp of the last row of a page.
+fn last_timestamp(batches: &[RecordBatch]) -> Result<Option<i64>, QueryError> {
+    let Some(last) = batches.iter().rev().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    Ok(Some(column::<Timestamps>(last, "timestamp").map_err(internal)?.value(last.num_rows() - 1)))
 }
 
 fn two_partitions(batches: &[RecordBatch]) -> Vec<Vec<RecordBatch>> {
