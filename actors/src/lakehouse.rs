@@ -67,7 +67,15 @@ impl Lakehouse {
         let (e, timeout, max) = (engine.clone(), config.query.timeout, config.query.max_concurrent);
         let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
         pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
-        let api = Api { query: query_addr, engine, keys: Arc::new(config.http.api_keys.clone()) };
+        let registry = crate::registry::Registry::open(&lake.dir().join("catalog.db"))
+            .await
+            .map_err(|e| LakeError::Registry(e.to_string()))?;
+        let api = Api {
+            query: query_addr,
+            engine,
+            keys: Arc::new(config.http.api_keys.clone()),
+            registry: Arc::new(registry),
+        };
         Ok(Self { pipeline, lake, tails, flusher, api })
     }
 

@@ -28,6 +28,7 @@ pub mod loader;
 pub mod messages;
 pub mod pipeline;
 pub mod query;
+pub mod registry;
 pub mod runtime;
 pub mod sequencer;
 pub mod sim;

@@ -39,6 +39,8 @@ pub enum LakeError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("data directory {0} is in use by another K2 process (one writer per directory)")]
     InUse(PathBuf),
+    #[error("schema registry: {0}")]
+    Registry(String),
     #[error("restoring state from the tables: {0}")]
     Restore(String),
     #[error("snapshot summary of {table}: {reason}")]

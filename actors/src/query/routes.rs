@@ -24,10 +24,13 @@ pub struct Api {
     pub engine: Arc<QueryEngine>,
     /// Empty: no key needed.
     pub keys: Arc<Vec<String>>,
+    /// The built-in schema registry, served at the root like Confluent's.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
-/// Registers `/v1/*` and `/openapi.json`.
+/// Registers `/v1/*`, `/openapi.json` and the schema registry's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
+    crate::registry::routes::configure(cfg, api.registry.clone());
     cfg.app_data(web::Data::new(api))
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             let text = err.to_string();

@@ -1,0 +1,189 @@
+//! The Confluent Schema Registry REST API (the subset clients use), served
+//! on K2's HTTP port. Bodies are read whatever their content type, since
+//! clients send `application/vnd.schemaregistry.v1+json`.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use super::store::{Compatibility, Registry, RegistryError};
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Registers the registry's routes.
+pub fn configure(cfg: &mut web::ServiceConfig, registry: Arc<Registry>) {
+    cfg.app_data(web::Data::from(registry))
+        .route("/subjects", web::get().to(subjects))
+        .route("/subjects/{subject}", web::post().to(lookup))
+        .route("/subjects/{subject}/versions", web::get().to(versions))
+        .route("/subjects/{subject}/versions", web::post().to(register))
+        .route("/subjects/{subject}/versions/{version}", web::get().to(version))
+        .route("/subjects/{subject}/versions/{version}/schema", web::get().to(version_schema))
+        .route("/schemas/ids/{id}", web::get().to(schema_by_id))
+        .route("/schemas/ids/{id}/versions", web::get().to(schema_uses))
+        .route("/compatibility/subjects/{subject}/versions/{version}", web::post().to(compatibility))
+        .route("/config", web::get().to(get_config))
+        .route("/config", web::put().to(put_config))
+        .route("/config/{subject}", web::get().to(get_subject_config))
+        .route("/config/{subject}", web::put().to(put_subject_config));
+}
+
+fn ok(body: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok().content_type(CONTENT_TYPE).body(body.to_string())
+}
+
+fn error(e: RegistryError) -> HttpResponse {
+    let code = e.code();
+    let status = StatusCode::from_u16((code / if code >= 10_000 { 100 } else { 1 }) as u16)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(error = %e, "schema registry");
+    }
+    HttpResponse::build(status)
+        .content_type(CONTENT_TYPE)
+        .body(serde_json::json!({"error_code": code, "message": e.to_string()}).to_string())
+}
+
+fn reply<T>(result: Result<T, RegistryError>, body: impl FnOnce(T) -> serde_json::Value) -> HttpResponse {
+    match result {
+        Ok(v) => ok(body(v)),
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchemaBody {
+    schema: String,
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<serde_json::Value>,
+}
+
+fn schema_body(bytes: &[u8]) -> Result<String, RegistryError> {
+    let body: SchemaBody =
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidSchema(format!("request body: {e}")))?;
+    match body.schema_type.as_deref() {
+        None | Some("AVRO") => {}
+        Some(other) => return Err(RegistryError::UnsupportedType(other.to_owned())),
+    }
+    if !body.references.is_empty() {
+        return Err(RegistryError::InvalidSchema("schema references are not supported".into()));
+    }
+    Ok(body.schema)
+}
+
+async fn subjects(registry: web::Data<Registry>) -> HttpResponse {
+    reply(registry.subjects().await, |s| serde_json::json!(s))
+}
+
+async fn versions(registry: web::Data<Registry>, subject: web::Path<String>) -> HttpResponse {
+    reply(registry.versions(&subject).await, |v| serde_json::json!(v))
+}
+
+async fn register(registry: web::Data<Registry>, subject: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let result = match schema_body(&body) {
+        Ok(schema) => registry.register(&subject, &schema).await,
+        Err(e) => Err(e),
+    };
+    reply(result, |id| serde_json::json!({"id": id}))
+}
+
+async fn lookup(registry: web::Data<Registry>, subject: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let result = match schema_body(&body) {
+        Ok(schema) => registry.lookup(&subject, &schema).await,
+        Err(e) => Err(e),
+    };
+    reply(result, |v| serde_json::json!(v))
+}
+
+async fn version(registry: web::Data<Registry>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (subject, version) = path.into_inner();
+    reply(registry.version(&subject, &version).await, |v| serde_json::json!(v))
+}
+
+async fn version_schema(registry: web::Data<Registry>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (subject, version) = path.into_inner();
+    match registry.version(&subject, &version).await {
+        Ok(v) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(v.schema),
+        Err(e) => error(e),
+    }
+}
+
+fn schema_id(text: &str) -> Result<i64, RegistryError> {
+    text.parse().map_err(|_| RegistryError::SchemaNotFound(text.to_owned()))
+}
+
+async fn schema_by_id(registry: web::Data<Registry>, id: web::Path<String>) -> HttpResponse {
+    let result = match schema_id(&id) {
+        Ok(id) => registry.schema_by_id(id).await,
+        Err(e) => Err(e),
+    };
+    reply(result, |schema| serde_json::json!({"schema": schema}))
+}
+
+async fn schema_uses(registry: web::Data<Registry>, id: web::Path<String>) -> HttpResponse {
+    let result = match schema_id(&id) {
+        Ok(id) => registry.uses_of(id).await,
+        Err(e) => Err(e),
+    };
+    reply(result, |uses| {
+        serde_json::json!(
+            uses.into_iter().map(|(s, v)| serde_json::json!({"subject": s, "version": v})).collect::<Vec<_>>()
+        )
+    })
+}
+
+async fn compatibility(
+    registry: web::Data<Registry>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (subject, version) = path.into_inner();
+    let result = match schema_body(&body) {
+        Ok(schema) => registry.is_compatible(&subject, &version, &schema).await,
+        Err(e) => Err(e),
+    };
+    reply(result, |ok| serde_json::json!({"is_compatible": ok}))
+}
+
+#[derive(Deserialize)]
+struct ConfigBody {
+    compatibility: String,
+}
+
+fn config_body(bytes: &[u8]) -> Result<Compatibility, RegistryError> {
+    let body: ConfigBody =
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidCompatibility(format!("request body: {e}")))?;
+    Compatibility::parse(&body.compatibility)
+}
+
+async fn get_config(registry: web::Data<Registry>) -> HttpResponse {
+    reply(registry.compatibility(None).await, |c| serde_json::json!({"compatibilityLevel": c.as_str()}))
+}
+
+async fn put_config(registry: web::Data<Registry>, body: web::Bytes) -> HttpResponse {
+    let result = match config_body(&body) {
+        Ok(level) => registry.set_compatibility(None, level).await.map(|()| level),
+        Err(e) => Err(e),
+    };
+    reply(result, |c| serde_json::json!({"compatibility": c.as_str()}))
+}
+
+async fn get_subject_config(registry: web::Data<Registry>, subject: web::Path<String>) -> HttpResponse {
+    reply(registry.compatibility(Some(&subject)).await, |c| serde_json::json!({"compatibilityLevel": c.as_str()}))
+}
+
+async fn put_subject_config(
+    registry: web::Data<Registry>,
+    subject: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let result = match config_body(&body) {
+        Ok(level) => registry.set_compatibility(Some(&subject), level).await.map(|()| level),
+        Err(e) => Err(e),
+    };
+    reply(result, |c| serde_json::json!({"compatibility": c.as_str()}))
+}
