@@ -20,7 +20,7 @@ use k2::config::Config;
 use k2::dedup::MemoryStore;
 use k2::health::HealthRegistry;
 use k2::pipeline::Pipeline;
-use k2::sink::{Sink, SinkError};
+use k2::sink::{Pending, Sink, SinkError};
 use k2_core::{MarketEvent, Timestamp};
 
 /// Latency histogram in 10 µs buckets up to 10 s.
@@ -55,7 +55,7 @@ impl Sink for BenchSink {
         "bench"
     }
 
-    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
         let now = Timestamp::now().as_micros();
         let n = events.iter().filter(|e| e.is_trade()).count() as u64;
         self.trades.fetch_add(n, Ordering::Relaxed);
@@ -67,7 +67,7 @@ impl Sink for BenchSink {
                 l.buckets[i] += 1;
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -26,6 +26,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `embedded` (the default: accepted rows go straight to the Iceberg
+    /// tables) or `kafka` (they go to Kafka topics).
+    pub mode: Mode,
     pub http: HttpConfig,
     pub pipeline: PipelineConfig,
     pub supervision: SupervisionConfig,
@@ -37,6 +40,38 @@ pub struct Config {
     pub storage: StorageConfig,
     pub flush: FlushConfig,
     pub query: QueryConfig,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Put before every topic name (tests, several environments on one
+    /// cluster).
+    pub topic_prefix: String,
+    /// For topics K2 creates.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Producer batch size in bytes.
+    pub batch_bytes: usize,
+    pub compression: String,
+    /// A Confluent-compatible schema registry; empty: K2's own.
+    pub registry_url: String,
+    /// How long librdkafka keeps retrying a message before it fails.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +270,16 @@ impl Config {
         need(self.flush.retry_initial <= self.flush.retry_max, "flush.retry_initial must not exceed flush.retry_max");
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
         need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
+        need(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
+        need(self.kafka.replication_factor > 0, "kafka.replication_factor must be at least 1");
+        need(
+            ["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()),
+            "kafka.compression must be none, gzip, snappy, lz4 or zstd",
+        );
+        need(
+            self.mode != Mode::Kafka || !self.kafka.bootstrap_servers.is_empty(),
+            "kafka.bootstrap_servers must be set when mode = \"kafka\"",
+        );
         need(!self.storage.catalog_name.is_empty(), "storage.catalog_name must not be empty");
         need(!self.storage.namespace.is_empty(), "storage.namespace must not be empty");
         need(self.http.api_keys.iter().all(|k| !k.is_empty()), "http.api_keys must not hold an empty key");

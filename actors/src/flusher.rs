@@ -19,7 +19,7 @@ use crate::lake::batch::{LakeRow, sort_for_files};
 use crate::lake::tail::{FlushWork, Tail};
 use crate::lake::writer::{self, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Pending, Sink, SinkError};
 use crate::supervision::{Supervise, Supervision, supervised};
 
 pub const NAME: &str = "iceberg-flusher";
@@ -77,7 +77,7 @@ impl Sink for TailSink {
         "iceberg-tail"
     }
 
-    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
         for e in events {
             match e {
                 MarketEvent::Trade(t) => self.trades.push(t),
@@ -91,7 +91,7 @@ impl Sink for TailSink {
         if [&trades, &quotes].iter().any(|r| r.as_ref().is_ok_and(|&n| n >= self.max_rows)) {
             self.full.notify_one();
         }
-        trades.and(quotes).map(|_| ()).map_err(err)
+        trades.and(quotes).map(|_| None).map_err(err)
     }
 }
 

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::{Notify, oneshot};
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::dedup::DedupStore;
 use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
 use crate::health::HealthRegistry;
+use crate::kafka::KafkaSink;
+use crate::kafka::schemas::SchemaSource;
 use crate::lake::summary::Sources;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
@@ -54,9 +56,26 @@ impl Lakehouse {
         );
         let mut restore: Sources = tails.trades.committed_covered().sources;
         restore.merge(&tails.quotes.committed_covered().sources);
+        let schema_registry = Arc::new(
+            crate::registry::Registry::open(&lake.dir().join("catalog.db"))
+                .await
+                .map_err(|e| LakeError::Registry(e.to_string()))?,
+        );
         let full = Arc::new(Notify::new());
-        let sink = TailSink::new(tails.clone(), config.flush.max_rows, full.clone());
-        let mut pipeline = Pipeline::start_restored(config, Box::new(sink), store, registry, &restore);
+        let sink: Box<dyn crate::sink::Sink> = match config.mode {
+            Mode::Embedded => Box::new(TailSink::new(tails.clone(), config.flush.max_rows, full.clone())),
+            // The consumer that lands Kafka's rows in the tables is the next
+            // step of Kafka mode; until then the tables only serve queries.
+            Mode::Kafka => {
+                let schemas = if config.kafka.registry_url.is_empty() {
+                    SchemaSource::BuiltIn(schema_registry.clone())
+                } else {
+                    SchemaSource::Remote { url: config.kafka.registry_url.clone(), http: reqwest::Client::new() }
+                };
+                Box::new(KafkaSink::new(&config.kafka, schemas).map_err(|e| LakeError::Kafka(e.to_string()))?)
+            }
+        };
+        let mut pipeline = Pipeline::start_restored(config, sink, store, registry, &restore);
 
         let sup = pipeline.supervision(flusher::NAME);
         let (l, t, c) = (lake.clone(), tails.clone(), config.flush.clone());

@@ -22,6 +22,7 @@ pub mod flusher;
 pub mod gap_recovery;
 pub mod health;
 pub mod http;
+pub mod kafka;
 pub mod lake;
 pub mod lakehouse;
 pub mod loader;

@@ -1,6 +1,6 @@
-//! Where the pipeline ends, for now: a sink trait with an in-memory sink for
-//! tests and a counting sink for benchmarks. (Iceberg and Kafka sinks come
-//! with their issues.)
+//! Where the pipeline ends: a sink trait, with an in-memory sink for tests
+//! and a counting sink for benchmarks. The product's sinks are the Iceberg
+//! tails ([`crate::flusher::TailSink`]) and Kafka ([`crate::kafka::KafkaSink`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,10 +15,21 @@ pub struct SinkError {
     pub reason: String,
 }
 
+/// Work a sink has accepted but not finished. The sink stage waits for it
+/// before taking its next batch, so a slow destination pushes back up the
+/// pipeline. It owns what it needs (it must not borrow the sink).
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send>>;
+
 /// The end of the pipeline. `write` takes ownership of a batch.
 pub trait Sink: Send + 'static {
     fn name(&self) -> &'static str;
-    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError>;
+    /// Takes a batch; `Some` when the sink needs time to finish taking it.
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError>;
+    /// Resolves once everything written so far has reached the destination
+    /// (a drain waits for it).
+    fn flush(&mut self) -> Option<Pending> {
+        None
+    }
 }
 
 /// Keeps every event (tests).
@@ -51,9 +62,9 @@ impl Sink for MemorySink {
         "memory"
     }
 
-    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
         self.events.lock().unwrap_or_else(PoisonError::into_inner).extend(events);
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -85,10 +96,10 @@ impl Sink for CountingSink {
         "counting"
     }
 
-    fn write(&mut self, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
         let trades = events.iter().filter(|e| e.is_trade()).count() as u64;
         self.counts.trades.fetch_add(trades, Ordering::Relaxed);
         self.counts.quotes.fetch_add(events.len() as u64 - trades, Ordering::Relaxed);
-        Ok(())
+        Ok(None)
     }
 }

@@ -40,9 +40,9 @@ impl Supervise for SinkActor {
 }
 
 impl Handler<EventBatch> for SinkActor {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, batch: EventBatch, ctx: &mut Context<Self>) {
+    fn handle(&mut self, batch: EventBatch, ctx: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(batch.events.len());
         let now = Timestamp::now().as_micros();
         let latency = metrics::histogram!("k2_end_to_end_latency_seconds", "stage" => NAME);
@@ -51,17 +51,37 @@ impl Handler<EventBatch> for SinkActor {
         }
         let n = batch.events.len();
         let trades = batch.events.iter().filter(|e| matches!(e, MarketEvent::Trade(_))).count();
-        guarded(self, ctx, |act| act.sink.write(batch.events).map_err(|e| e.to_string()));
+        let pending = guarded(self, ctx, |act| act.sink.write(batch.events).map_err(|e| e.to_string())).flatten();
         metrics::counter!("k2_sink_events_total", "kind" => "trade").increment(trades as u64);
         metrics::counter!("k2_sink_events_total", "kind" => "quote").increment((n - trades) as u64);
+        AtomicResponse::new(Box::pin(finish(self, pending)))
     }
 }
 
-impl Handler<Drain> for SinkActor {
-    type Result = ();
+/// Holds the stage until the sink's pending work is done (back-pressure);
+/// a failure there is reported, not a restart: the sink keeps its state.
+fn finish(act: &SinkActor, pending: Option<crate::sink::Pending>) -> impl ActorFuture<SinkActor, Output = ()> + use<> {
+    let probe = act.supervision.probe().clone();
+    let name = act.sink.name();
+    async move {
+        if let Some(work) = pending
+            && let Err(e) = work.await
+        {
+            tracing::error!(sink = name, error = %e, "sink failed to finish a batch");
+            probe.error(&e.to_string());
+        }
+    }
+    .into_actor(act)
+}
 
-    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) {
+impl Handler<Drain> for SinkActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
-        let _ = msg.done.send(());
+        let pending = self.sink.flush();
+        AtomicResponse::new(Box::pin(finish(self, pending).map(move |(), _, _| {
+            let _ = msg.done.send(());
+        })))
     }
 }

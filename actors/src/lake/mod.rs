@@ -41,6 +41,8 @@ pub enum LakeError {
     InUse(PathBuf),
     #[error("schema registry: {0}")]
     Registry(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
     #[error("restoring state from the tables: {0}")]
     Restore(String),
     #[error("snapshot summary of {table}: {reason}")]

@@ -1,0 +1,172 @@
+//! The Kafka sink: an idempotent `FutureProducer` (acks=all, lz4, linger and
+//! batch size from the configuration). A batch is taken once every record is
+//! in librdkafka's queue (a full queue makes the sink stage wait: back-
+//! pressure); deliveries are awaited on a separate task that feeds metrics.
+//! Nothing here blocks an actor thread (no `flush()`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use k2_core::MarketEvent;
+use k2_core::codec::wire::{SchemaIds, WireCodec};
+use rdkafka::ClientConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::sync::{Mutex, Notify};
+
+use super::KafkaError;
+use super::schemas::SchemaSource;
+use super::topics::{ensure, topic_for};
+use crate::config::KafkaConfig;
+use crate::sink::{Pending, Sink, SinkError};
+
+/// What the sink and its batch futures share.
+struct Shared {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    config: KafkaConfig,
+    schemas: SchemaSource,
+    /// Topics created and their value schema's id.
+    topics: Mutex<HashMap<String, u32>>,
+    in_flight: AtomicUsize,
+    settled: Notify,
+}
+
+pub struct KafkaSink {
+    shared: Arc<Shared>,
+}
+
+fn sink_error(reason: impl std::fmt::Display) -> SinkError {
+    SinkError { sink: "kafka", reason: reason.to_string() }
+}
+
+impl KafkaSink {
+    pub fn new(config: &KafkaConfig, schemas: SchemaSource) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set("batch.size", config.batch_bytes.to_string())
+            .set("message.timeout.ms", config.message_timeout.as_millis().to_string());
+        let producer: FutureProducer = client.create()?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                producer,
+                admin,
+                config: config.clone(),
+                schemas,
+                topics: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+                settled: Notify::new(),
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// The topic's schema id, creating the topic and registering
+    /// `{topic}-value` the first time.
+    async fn schema_id(&self, topic: &str, trades: bool) -> Result<u32, KafkaError> {
+        let mut known = self.topics.lock().await;
+        if let Some(id) = known.get(topic) {
+            return Ok(*id);
+        }
+        ensure(&self.admin, &self.config, topic).await?;
+        let avsc = if trades { k2_core::schema::TRADE_V2_AVSC } else { k2_core::schema::QUOTE_V2_AVSC };
+        let id = self.schemas.id(&format!("{topic}-value"), avsc).await?;
+        known.insert(topic.to_owned(), id);
+        Ok(id)
+    }
+
+    async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+        let prefix = self.config.topic_prefix.clone();
+        let mut deliveries: Vec<(String, DeliveryFuture)> = Vec::with_capacity(events.len());
+        let mut frame = Vec::with_capacity(256);
+        let started = Instant::now();
+        for event in &events {
+            let topic = topic_for(&prefix, event);
+            let id = self.schema_id(&topic, event.is_trade()).await.map_err(sink_error)?;
+            frame.clear();
+            WireCodec::new(SchemaIds { trade: id, quote: id }).encode_into(event, &mut frame).map_err(sink_error)?;
+            let mut record = FutureRecord::to(&topic).key(event.symbol()).payload(&frame);
+            // A full queue is librdkafka saying "later": wait, never drop.
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break d,
+                    Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        metrics::counter!("k2_kafka_queue_full_total").increment(1);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => {
+                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic.clone()).increment(1);
+                        return Err(sink_error(format!("{topic}: {e}")));
+                    }
+                }
+            };
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            deliveries.push((topic, delivery));
+        }
+        // Deliveries settle later; the stage takes its next batch now.
+        let shared = self.clone();
+        tokio::spawn(async move {
+            for (topic, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {
+                        metrics::counter!("k2_kafka_messages_produced_total", "topic" => topic.clone()).increment(1);
+                        metrics::histogram!("k2_kafka_delivery_seconds", "topic" => topic)
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                    Ok(Err((e, _))) => {
+                        tracing::error!(%topic, error = %e, "delivery failed");
+                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic).increment(1);
+                    }
+                    Err(_) => {
+                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic).increment(1);
+                    }
+                }
+                if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    shared.settled.notify_waiters();
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn settle(&self) {
+        loop {
+            let settled = self.settled.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
+        Ok(Some(Box::pin(self.shared.clone().send(events))))
+    }
+
+    fn flush(&mut self) -> Option<Pending> {
+        let shared = self.shared.clone();
+        Some(Box::pin(async move {
+            shared.settle().await;
+            Ok(())
+        }))
+    }
+}

@@ -1,0 +1,42 @@
+//! Where value schema ids come from: K2's built-in registry (no round trip)
+//! or any registry speaking Confluent's REST API.
+
+use std::sync::Arc;
+
+use crate::registry::Registry;
+
+use super::KafkaError;
+
+#[derive(Clone)]
+pub enum SchemaSource {
+    BuiltIn(Arc<Registry>),
+    Remote { url: String, http: reqwest::Client },
+}
+
+impl SchemaSource {
+    /// Registers `schema` under `subject` (or finds it) and returns its id.
+    pub async fn id(&self, subject: &str, schema: &str) -> Result<u32, KafkaError> {
+        let id = match self {
+            SchemaSource::BuiltIn(registry) => {
+                registry.register(subject, schema).await.map_err(|e| KafkaError::Registry(e.to_string()))?
+            }
+            SchemaSource::Remote { url, http } => {
+                let resp = http
+                    .post(format!("{}/subjects/{subject}/versions", url.trim_end_matches('/')))
+                    .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                    .body(serde_json::json!({ "schema": schema }).to_string())
+                    .send()
+                    .await
+                    .map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                let status = resp.status();
+                let body: serde_json::Value =
+                    resp.json().await.map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                if !status.is_success() {
+                    return Err(KafkaError::Registry(format!("{url} answered {status}: {body}")));
+                }
+                body["id"].as_i64().ok_or_else(|| KafkaError::Registry(format!("{url}: no id in {body}")))?
+            }
+        };
+        u32::try_from(id).map_err(|_| KafkaError::Registry(format!("schema id {id} does not fit the wire format")))
+    }
+}

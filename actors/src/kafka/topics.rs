@@ -1,0 +1,40 @@
+//! Topic names and creation.
+
+use std::time::Duration;
+
+use k2_core::MarketEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::KafkaError;
+use crate::config::KafkaConfig;
+
+/// `{prefix}market.{asset_class}.{trades|quotes}.{exchange}`, lower case.
+pub fn topic_for(prefix: &str, event: &MarketEvent) -> String {
+    let (asset, kind, exchange) = match event {
+        MarketEvent::Trade(t) => (t.asset_class.as_str(), "trades", t.exchange.as_str()),
+        MarketEvent::Quote(q) => (q.asset_class.as_str(), "quotes", q.exchange.as_str()),
+    };
+    format!("{prefix}market.{asset}.{kind}.{}", exchange.to_ascii_lowercase())
+}
+
+/// Creates `topic` with the configured partitions, replication and
+/// retention unless it exists.
+pub async fn ensure(
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+    topic: &str,
+) -> Result<(), KafkaError> {
+    let retention = config.retention.as_millis().to_string();
+    let new = NewTopic::new(topic, config.partitions, TopicReplication::Fixed(config.replication_factor))
+        .set("retention.ms", &retention);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new], &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(KafkaError::CreateTopic { topic: name, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}

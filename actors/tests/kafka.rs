@@ -1,0 +1,168 @@
+//! Kafka mode's producing side against a real Kafka-protocol broker (Tansu
+//! in CI, started by `.ci/run`; `K2_TEST_KAFKA` names another): events leave
+//! the pipeline as Confluent-framed Avro on per-exchange topics, keyed by
+//! symbol, with the value schemas in K2's registry, and Confluent's Python
+//! client reads them back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::Env;
+use k2::config::Config;
+use k2::dedup::MemoryStore;
+use k2::health::HealthRegistry;
+use k2::lakehouse::Lakehouse;
+use k2_core::codec::wire::{SchemaIds, WireCodec, split_frame};
+use k2_core::source::binance::{BinanceParser, Frame};
+use k2_core::{MarketEvent, Timestamp};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+fn bootstrap() -> String {
+    std::env::var("K2_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn config(dir: &Path, prefix: &str) -> Config {
+    let file = dir.join("k2.toml");
+    let text = format!(
+        "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 2\n",
+        dir.join("lake").display(),
+        bootstrap()
+    );
+    std::fs::write(&file, text).unwrap();
+    Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
+}
+
+fn binance(frames: &[String]) -> Vec<MarketEvent> {
+    let mut p = BinanceParser::default();
+    frames
+        .iter()
+        .map(|f| match p.parse(f.as_bytes(), Timestamp::now()).unwrap() {
+            Frame::Event(e) => e,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn events() -> Vec<MarketEvent> {
+    let mut frames = Vec::new();
+    for t in 1..=40u64 {
+        let s = if t % 2 == 0 { "BTCUSDT" } else { "ETHUSDT" };
+        frames.push(format!(
+            r#"{{"e":"trade","E":1,"s":"{s}","t":{t},"p":"6061{t}.12345678","q":"0.0015{t}","T":1722766102789,"m":true,"M":true}}"#
+        ));
+    }
+    for u in 1..=10u64 {
+        frames.push(format!(r#"{{"u":{u},"s":"BTCUSDT","b":"1.5{u}","B":"2","a":"1.6","A":"0"}}"#));
+    }
+    binance(&frames)
+}
+
+#[test]
+fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let config = config(dir.path(), &prefix);
+    let sent = events();
+    let expected = sent.clone();
+    let (received, ids, produced) = k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        k2.pipeline.send(sent.clone()).await.unwrap();
+        // A drain in Kafka mode returns once every record is delivered.
+        tokio::time::timeout(Duration::from_secs(30), k2.pipeline.drain()).await.expect("delivered").unwrap();
+
+        let trades = format!("{prefix}market.crypto.trades.binance");
+        let quotes = format!("{prefix}market.crypto.quotes.binance");
+        let mut ids = BTreeMap::new();
+        for topic in [&trades, &quotes] {
+            let v = k2.api.registry.version(&format!("{topic}-value"), "latest").await.unwrap();
+            ids.insert(topic.clone(), v.id as u32);
+        }
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", format!("{prefix}check"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&trades, &quotes]).unwrap();
+        let mut received = Vec::new();
+        while received.len() < 50 {
+            let m =
+                tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("messages arrive").unwrap();
+            received.push((
+                m.topic().to_owned(),
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                m.payload().unwrap().to_vec(),
+            ));
+        }
+        // Confluent's own client reads the trades topic through K2's registry.
+        let server = k2.serve(&config).unwrap();
+        let registry_url = format!("http://{}", server.addr);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/kafka_consume.py");
+        let topic = trades.clone();
+        let python = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .arg(script)
+                .arg(bootstrap())
+                .arg(registry_url)
+                .arg(topic)
+                .arg("40")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        server.handle.stop(true).await;
+        assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
+        let values: Vec<serde_json::Value> = serde_json::from_slice(&python.stdout).unwrap();
+        assert_eq!(values.len(), 40);
+        for v in &values {
+            assert_eq!(v["_key"], v["symbol"]);
+            let price: rust_decimal::Decimal = v["price"].as_str().unwrap().parse().unwrap();
+            let t = v["source_sequence"].as_u64().unwrap();
+            assert_eq!(price, format!("6061{t}.12345678").parse::<rust_decimal::Decimal>().unwrap());
+        }
+        let metrics = k2::telemetry::render();
+        let produced: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("k2_kafka_messages_produced_total") && l.contains(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        (received, ids, produced)
+    })
+    .unwrap();
+
+    assert_eq!(produced, 50, "delivery metrics count every record");
+    let mut by_id: BTreeMap<uuid::Uuid, MarketEvent> = BTreeMap::new();
+    let id_of = |kind: &str| *ids.iter().find(|(t, _)| t.contains(kind)).unwrap().1;
+    let codec = WireCodec::new(SchemaIds { trade: id_of(".trades."), quote: id_of(".quotes.") });
+    for (topic, key, payload) in &received {
+        let (id, _) = split_frame(payload).unwrap();
+        assert_eq!(Some(&id), ids.get(topic), "{topic}: the frame names the registered schema");
+        let event = codec.decode(payload).unwrap();
+        assert_eq!(&event.symbol().to_string(), key, "keyed by symbol");
+        assert!(topic.ends_with(if event.is_trade() { "trades.binance" } else { "quotes.binance" }));
+        by_id.insert(event.message_id(), event);
+    }
+    assert_eq!(by_id.len(), 50, "each event once");
+    for e in expected {
+        let mut got = by_id.remove(&e.message_id()).expect("sent event received");
+        // The pipeline numbers events (platform sequence); all else is as sent.
+        match (&mut got, &e) {
+            (MarketEvent::Trade(g), MarketEvent::Trade(_)) => {
+                assert!(g.platform_sequence.is_some());
+                g.platform_sequence = None;
+            }
+            (MarketEvent::Quote(g), MarketEvent::Quote(_)) => {
+                assert!(g.platform_sequence.is_some());
+                g.platform_sequence = None;
+            }
+            _ => panic!("kind changed"),
+        }
+        assert_eq!(got, e);
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests talk to, on a fresh machine of this kind
+# or one that already has them (then it only checks):
+# - the Python packages of the interop tests (fastavro, pyiceberg,
+#   confluent-kafka);
+# - Tansu 0.6.0, a Kafka-compatible broker written in Rust, on
+#   127.0.0.1:9092 (K2_TEST_KAFKA names another broker and skips this).
+# The README's test command runs this before the tests; .ci/run too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+if [ -n "${K2_TEST_KAFKA:-}" ]; then
+  exit 0
+fi
+listening() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+if ! tansu --version 2>/dev/null | grep -q "0.6.0"; then
+  # About 15 minutes on 2 cores, once per machine.
+  CARGO_TARGET_DIR=/var/cache/tansu-build cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+  rm -rf /var/cache/tansu-build
+fi
+if ! listening; then
+  dir="$(mktemp -d /tmp/k2-tansu.XXXXXX)"
+  # The SQLite engine: its memory engine skips records when a fetch starts
+  # mid-batch.
+  nohup tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine "sqlite:///$dir/tansu.db" >"$dir/tansu.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    listening && break
+    sleep 0.1
+  done
+fi
+listening || { echo "tests/services.sh: Tansu did not start on 127.0.0.1:9092" >&2; exit 1; }
