@@ -89,50 +89,78 @@ impl Shared {
 
     async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
         let prefix = self.config.topic_prefix.clone();
-        let mut deliveries: Vec<(String, DeliveryFuture)> = Vec::with_capacity(events.len());
+        let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(events.len());
         let mut frame = Vec::with_capacity(256);
         let started = Instant::now();
+        // Topics of this batch: a batch spans few, so a short list beats
+        // building each event's topic name and asking the shared map.
+        let mut seen: Vec<((k2_core::AssetClass, bool, &str), String, WireCodec)> = Vec::new();
         for event in &events {
-            let topic = topic_for(&prefix, event);
-            let id = self.schema_id(&topic, event.is_trade()).await.map_err(sink_error)?;
+            let key = match event {
+                MarketEvent::Trade(t) => (t.asset_class, true, t.exchange.as_str()),
+                MarketEvent::Quote(q) => (q.asset_class, false, q.exchange.as_str()),
+            };
+            let at = match seen.iter().position(|(k, _, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let topic = topic_for(&prefix, event);
+                    let id = self.schema_id(&topic, event.is_trade()).await.map_err(sink_error)?;
+                    seen.push((key, topic, WireCodec::new(SchemaIds { trade: id, quote: id })));
+                    seen.len() - 1
+                }
+            };
+            let (_, topic, codec) = &seen[at];
             frame.clear();
-            WireCodec::new(SchemaIds { trade: id, quote: id }).encode_into(event, &mut frame).map_err(sink_error)?;
-            let mut record = FutureRecord::to(&topic).key(event.symbol()).payload(&frame);
+            codec.encode_into(event, &mut frame).map_err(sink_error)?;
+            let mut record = FutureRecord::to(topic).key(event.symbol()).payload(&frame);
             // A full queue is librdkafka saying "later": wait, never drop.
             let delivery = loop {
                 match self.producer.send_result(record) {
-                    Ok(d) => break d,
+                    Ok(d) => break Some(d),
                     Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         metrics::counter!("k2_kafka_queue_full_total").increment(1);
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     Err((e, _)) => {
+                        // This record cannot be produced (too large, say):
+                        // counted and reported; the rest of the batch goes on.
                         metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic.clone()).increment(1);
-                        return Err(sink_error(format!("{topic}: {e}")));
+                        tracing::error!(%topic, message_id = %event.message_id(), error = %e, "record refused by the producer");
+                        break None;
                     }
                 }
             };
+            let Some(delivery) = delivery else { continue };
             self.in_flight.fetch_add(1, Ordering::AcqRel);
-            deliveries.push((topic, delivery));
+            deliveries.push((at, delivery));
         }
         // Deliveries settle later; the stage takes its next batch now.
         let shared = self.clone();
+        let topics: Vec<String> = seen.into_iter().map(|(_, topic, _)| topic).collect();
         tokio::spawn(async move {
-            for (topic, delivery) in deliveries {
+            // Metric handles once per topic, not per message.
+            let produced: Vec<_> = topics
+                .iter()
+                .map(|t| metrics::counter!("k2_kafka_messages_produced_total", "topic" => t.clone()))
+                .collect();
+            let failed: Vec<_> = topics
+                .iter()
+                .map(|t| metrics::counter!("k2_kafka_produce_errors_total", "topic" => t.clone()))
+                .collect();
+            let latency: Vec<_> =
+                topics.iter().map(|t| metrics::histogram!("k2_kafka_delivery_seconds", "topic" => t.clone())).collect();
+            for (at, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {
-                        metrics::counter!("k2_kafka_messages_produced_total", "topic" => topic.clone()).increment(1);
-                        metrics::histogram!("k2_kafka_delivery_seconds", "topic" => topic)
-                            .record(started.elapsed().as_secs_f64());
+                        produced[at].increment(1);
+                        latency[at].record(started.elapsed().as_secs_f64());
                     }
                     Ok(Err((e, _))) => {
-                        tracing::error!(%topic, error = %e, "delivery failed");
-                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic).increment(1);
+                        tracing::error!(topic = %topics[at], error = %e, "delivery failed");
+                        failed[at].increment(1);
                     }
-                    Err(_) => {
-                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic).increment(1);
-                    }
+                    Err(_) => failed[at].increment(1),
                 }
                 if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                     shared.settled.notify_waiters();

@@ -1,0 +1,140 @@
+//! K2's producer path (events → Avro in the Confluent wire format → Kafka,
+//! through the Kafka sink: topic lookup, schema id, encoding, idempotent
+//! producer, delivery tracking) against a bare rdkafka producer sending the
+//! same number of pre-encoded payloads of the same size, same settings, same
+//! broker, one run. Needs a broker on 127.0.0.1:9092 (`tests/services.sh`
+//! starts Tansu) or `K2_TEST_KAFKA`.
+//!
+//! `cargo bench -p k2 --bench kafka_produce` (K2_BENCH_EVENTS, default
+//! 1,000,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use figment::providers::Env;
+use k2::config::Config;
+use k2::kafka::KafkaSink;
+use k2::kafka::schemas::SchemaSource;
+use k2::sink::Sink;
+use k2_core::codec::wire::{SchemaIds, WireCodec};
+use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+
+fn trade(k: u64) -> MarketEvent {
+    let mut vendor = VendorData::new();
+    vendor.insert("is_buyer_maker", "true");
+    vendor.insert("trade_time", "1722766102789");
+    MarketEvent::Trade(TradeV2 {
+        message_id: uuid::Uuid::from_u64_pair(0x6b32, k),
+        trade_id: format!("BINANCE-{k}").into(),
+        symbol: ["BTCUSDT", "ETHUSDT", "BNBUSDT"][(k % 3) as usize].into(),
+        exchange: "BINANCE".into(),
+        asset_class: AssetClass::Crypto,
+        timestamp: Timestamp::from_micros(1_722_766_102_789_000 + k as i64),
+        price: Decimal::new(6_061_000_000_000 + (k % 1000) as i64, 8),
+        quantity: Decimal::new(154_000 + (k % 97) as i64, 8),
+        currency: "USDT".into(),
+        side: TradeSide::Buy,
+        trade_conditions: Vec::new(),
+        source_sequence: Some(k as i64),
+        ingestion_timestamp: Timestamp::from_micros(1_722_766_102_790_000 + k as i64),
+        platform_sequence: Some(k as i64),
+        vendor_data: Some(vendor),
+        is_sample_data: true,
+    })
+}
+
+fn main() {
+    let n: u64 = std::env::var("K2_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let bootstrap = std::env::var("K2_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = format!("bench{}.", uuid::Uuid::new_v4().simple());
+    let file = dir.path().join("k2.toml");
+    std::fs::write(&file, format!("mode = \"kafka\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\n"))
+        .expect("config");
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_BENCH_UNSET__")).expect("config");
+    let batch = 2048u64;
+    k2::runtime::run(|| async move {
+        let registry = Arc::new(k2::registry::Registry::open(&dir.path().join("registry.db")).await.expect("registry"));
+        let mut sink = KafkaSink::new(&config.kafka, SchemaSource::BuiltIn(registry.clone())).expect("producer");
+
+        // Warm-up: creates the topic and registers the schema.
+        if let Some(p) = sink.write(vec![trade(u64::MAX)]).expect("write") {
+            p.await.expect("warm-up");
+        }
+        if let Some(p) = sink.flush() {
+            p.await.expect("flush");
+        }
+
+        println!("K2 producer path: {n} trades, batches of {batch}, broker {bootstrap}");
+        // Events exist before the clock starts, as the frames do for the bare
+        // producer below.
+        let batches: Vec<Vec<MarketEvent>> =
+            (0..n).step_by(batch as usize).map(|k| (k..(k + batch).min(n)).map(trade).collect()).collect();
+        let started = Instant::now();
+        for events in batches {
+            if let Some(p) = sink.write(events).expect("write") {
+                p.await.expect("enqueue");
+            }
+        }
+        if let Some(p) = sink.flush() {
+            p.await.expect("flush");
+        }
+        let k2_secs = started.elapsed().as_secs_f64();
+        let k2_rate = n as f64 / k2_secs;
+        println!("K2 producer path: {k2_rate:.0} msgs/s ({k2_secs:.2} s)");
+
+        // The same payloads, encoded beforehand, through a bare producer.
+        let id = registry
+            .version(&format!("{prefix}market.crypto.trades.binance-value"), "latest")
+            .await
+            .expect("registered")
+            .id as u32;
+        let codec = WireCodec::new(SchemaIds { trade: id, quote: id });
+        let payloads: Vec<(String, Vec<u8>)> =
+            (0..n).map(trade).map(|e| (e.symbol().to_string(), codec.encode(&e).expect("encode"))).collect();
+        let mean = payloads.iter().map(|(_, p)| p.len()).sum::<usize>() as f64 / n as f64;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.kafka.compression)
+            .set("linger.ms", config.kafka.linger.as_millis().to_string())
+            .set("batch.size", config.kafka.batch_bytes.to_string())
+            .create()
+            .expect("bare producer");
+        let topic = format!("{prefix}bare");
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(n as usize);
+        for (key, payload) in &payloads {
+            let mut record = FutureRecord::to(&topic).key(key).payload(payload);
+            loop {
+                match producer.send_result(record) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => panic!("bare producer: {e}"),
+                }
+            }
+        }
+        let mut failed = 0;
+        for d in deliveries {
+            if !matches!(d.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        let bare_secs = started.elapsed().as_secs_f64();
+        let bare_rate = n as f64 / bare_secs;
+        println!("bare rdkafka producer, pre-encoded ({mean:.0} bytes each): {bare_rate:.0} msgs/s ({bare_secs:.2} s, {failed} failed)");
+        println!("K2 / bare = {:.2} (target >= 0.80)", k2_rate / bare_rate);
+    })
+    .expect("runtime");
+}
