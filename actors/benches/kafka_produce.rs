@@ -107,6 +107,9 @@ fn main() {
             .create()
             .expect("bare producer");
         let topic = format!("{prefix}bare");
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin");
+        k2::kafka::topics::ensure(&admin, &config.kafka, &topic).await.expect("bare topic");
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(n as usize);
         for (key, payload) in &payloads {

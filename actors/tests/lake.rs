@@ -173,6 +173,12 @@ impl Client {
     }
 }
 
+/// The embedded product on `config`, with an in-memory dedup window.
+async fn start(config: &Config) -> Lakehouse {
+    let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+    Lakehouse::start(config, Box::new(store), HealthRegistry::new()).await.unwrap()
+}
+
 fn client(k2: &Lakehouse, config: &Config) -> (Client, k2::http::HttpHandle) {
     let http = k2.serve(config).unwrap();
     (Client { base: format!("http://{}", http.addr), http: reqwest::Client::new(), key: None }, http)
@@ -188,8 +194,7 @@ fn events_round_trip_through_iceberg_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[flush]\nmax_age = \"1h\"\n");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         let sent = trades("BTCUSDT", 1, 300);
         k2.pipeline.send(sent.clone()).await.unwrap();
@@ -242,8 +247,7 @@ fn hybrid_counts_never_decrease_and_end_exact_while_commits_happen() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[flush]\nmax_rows = 2500\nmax_age = \"40ms\"\n");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         let batches = 40;
         let per = 500;
@@ -294,8 +298,7 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[http]\napi_keys = [\"s3cret\"]\n[flush]\nmax_age = \"1h\"\n");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (mut api, http) = client(&k2, &config);
         k2.pipeline.send(trades("BTCUSDT", 1, 60)).await.unwrap();
         k2.flush().await.unwrap();
@@ -432,8 +435,7 @@ fn a_query_over_its_time_budget_is_cancelled_with_503() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[query]\ntimeout = \"1us\"\n");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         k2.pipeline.send(trades("BTCUSDT", 1, 5000)).await.unwrap();
         k2.flush().await.unwrap();
@@ -458,8 +460,7 @@ fn pyiceberg_reads_the_same_rows_and_the_same_exact_notional() {
         }
     }
     let api_notional = k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         for chunk in sent.chunks(250) {
             k2.pipeline.send(chunk.to_vec()).await.unwrap();
@@ -501,8 +502,7 @@ fn pyiceberg_reads_the_same_rows_and_the_same_exact_notional() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = crate::config(dir.path(), "[flush]\nmax_age = \"1h\"\n");
     let (covered, rows) = k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let covered = k2.tails.trades.committed_covered();
         k2.pipeline.send(trades("SOLUSDT", 1001, 10)).await.unwrap();
         k2.flush().await.unwrap();
@@ -523,8 +523,7 @@ fn one_writer_per_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let err = k2::lake::Lake::open(&config.storage).await.err().expect("a second writer is refused");
         assert!(err.to_string().contains("in use by another K2 process"), "{err}");
         drop(k2);
@@ -537,8 +536,7 @@ fn bars_and_summaries_never_mix_exchanges_and_ties_follow_the_venue_order() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         // Trades 3, 1, 2 arrive in that order, all at the same microsecond:
         // open is trade 1's price and close trade 3's (the venue's order).
@@ -581,8 +579,7 @@ fn rows_arriving_late_in_the_tail_sort_into_the_right_page() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[flush]\nmax_age = \"1h\"\n");
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let (api, http) = client(&k2, &config);
         k2.pipeline.send(trades("XRPUSDT", 100, 100)).await.unwrap();
         k2.flush().await.unwrap();

@@ -21,6 +21,11 @@ fn config(dir: &Path) -> Config {
     Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
 }
 
+async fn start(config: &Config) -> Lakehouse {
+    let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+    Lakehouse::start(config, Box::new(store), HealthRegistry::new()).await.unwrap()
+}
+
 async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
     let mut req = http.request(method, url).header("Content-Type", "application/vnd.schemaregistry.v1+json");
     if let Some(b) = body {
@@ -42,8 +47,7 @@ fn the_registry_speaks_confluents_api_and_keeps_what_it_is_given() {
     let id = {
         let config = config(dir.path());
         k2::runtime::run(|| async move {
-            let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-            let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+            let k2 = start(&config).await;
             let server = k2.serve(&config).unwrap();
             let base = format!("http://{}", server.addr);
             let http = reqwest::Client::new();
@@ -163,8 +167,7 @@ fn the_registry_speaks_confluents_api_and_keeps_what_it_is_given() {
     // Durable: a new process finds the same ids and versions.
     let config = config(dir.path());
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let server = k2.serve(&config).unwrap();
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::new();
@@ -192,8 +195,7 @@ fn confluents_python_client_decodes_k2_frames_through_the_registry() {
     std::fs::write(&avsc, k2_core::schema::TRADE_V2_AVSC).unwrap();
     let frames = dir.path().join("frames.hex");
     let (out, sent) = k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = start(&config).await;
         let server = k2.serve(&config).unwrap();
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::new();

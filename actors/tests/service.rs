@@ -47,16 +47,7 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn run_streams_from_the_simulator_and_drains_on_sigterm() {
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_k2"))
-        .args(["exchange-sim", "--ws-bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--rate", "5000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let _sim = Kill(sim);
-    let addrs: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (_sim, addrs) = start_sim("5000");
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("k2.toml");

@@ -12,26 +12,64 @@ use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::error::ArrowError;
 use compact_str::CompactString;
 use k2_core::model::decimal;
-use k2_core::{QuoteV2, Timestamp, TradeV2, VendorData};
+use k2_core::{AssetClass, QuoteV2, Timestamp, TradeV2, VendorData};
 use rust_decimal::Decimal;
 
-/// A v2 record that lands in a table.
+/// A v2 record that lands in a table: the fields every v2 record shares, and
+/// its own columns.
 pub trait LakeRow: Send + Sync + 'static {
-    /// Builds one column (by field name) from `rows`.
-    fn column(rows: &[Self], name: &str, data_type: &DataType) -> Result<ArrayRef, ArrowError>
+    /// A column of this record's own fields (None for the shared ones).
+    fn own_column(rows: &[Self], name: &str, data_type: &DataType) -> Option<Result<ArrayRef, ArrowError>>
     where
         Self: Sized;
+    fn message_id(&self) -> uuid::Uuid;
     fn exchange(&self) -> &CompactString;
     fn symbol(&self) -> &CompactString;
+    fn asset_class(&self) -> AssetClass;
+    fn timestamp(&self) -> Timestamp;
+    fn currency(&self) -> &str;
     fn source_sequence(&self) -> Option<i64>;
+    fn ingestion_timestamp(&self) -> Timestamp;
     fn platform_sequence(&self) -> Option<i64>;
-    fn timestamp_micros(&self) -> i64;
+    fn vendor_data(&self) -> Option<&VendorData>;
+    fn is_sample_data(&self) -> bool;
+    fn timestamp_micros(&self) -> i64 {
+        self.timestamp().as_micros()
+    }
+}
+
+/// One column (by field name) from `rows`.
+fn column<R: LakeRow>(rows: &[R], name: &str, dt: &DataType) -> Result<ArrayRef, ArrowError> {
+    if let Some(own) = R::own_column(rows, name, dt) {
+        return own;
+    }
+    Ok(match name {
+        "message_id" => {
+            let mut ids = uuid::Uuid::encode_buffer();
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
+            for r in rows {
+                b.append_value(r.message_id().hyphenated().encode_lower(&mut ids));
+            }
+            Arc::new(b.finish())
+        }
+        "symbol" => strings(rows.iter().map(|r| r.symbol().as_str())),
+        "exchange" => strings(rows.iter().map(|r| r.exchange().as_str())),
+        "asset_class" => strings(rows.iter().map(|r| r.asset_class().as_str())),
+        "timestamp" => timestamps(rows.iter().map(|r| r.timestamp()), dt)?,
+        "currency" => strings(rows.iter().map(|r| r.currency())),
+        "source_sequence" => optional_longs(rows.iter().map(|r| r.source_sequence())),
+        "ingestion_timestamp" => timestamps(rows.iter().map(|r| r.ingestion_timestamp()), dt)?,
+        "platform_sequence" => optional_longs(rows.iter().map(|r| r.platform_sequence())),
+        "vendor_data" => string_maps(rows.iter().map(|r| r.vendor_data()), dt)?,
+        "is_sample_data" => booleans(rows.iter().map(|r| r.is_sample_data())),
+        other => return Err(unknown(other)),
+    })
 }
 
 /// Builds a batch whose columns follow `schema` field by field.
 pub fn to_batch<R: LakeRow>(schema: &SchemaRef, rows: &[R]) -> Result<RecordBatch, ArrowError> {
     let columns =
-        schema.fields().iter().map(|f| R::column(rows, f.name(), f.data_type())).collect::<Result<Vec<_>, _>>()?;
+        schema.fields().iter().map(|f| column(rows, f.name(), f.data_type())).collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
 }
 
@@ -138,96 +176,73 @@ fn unknown(name: &str) -> ArrowError {
     ArrowError::SchemaError(format!("the table has a column {name} that the v2 record does not"))
 }
 
+/// The shared fields' accessors, the same for every v2 record.
+macro_rules! shared_fields {
+    () => {
+        fn message_id(&self) -> uuid::Uuid {
+            self.message_id
+        }
+        fn exchange(&self) -> &CompactString {
+            &self.exchange
+        }
+        fn symbol(&self) -> &CompactString {
+            &self.symbol
+        }
+        fn asset_class(&self) -> AssetClass {
+            self.asset_class
+        }
+        fn timestamp(&self) -> Timestamp {
+            self.timestamp
+        }
+        fn currency(&self) -> &str {
+            &self.currency
+        }
+        fn source_sequence(&self) -> Option<i64> {
+            self.source_sequence
+        }
+        fn ingestion_timestamp(&self) -> Timestamp {
+            self.ingestion_timestamp
+        }
+        fn platform_sequence(&self) -> Option<i64> {
+            self.platform_sequence
+        }
+        fn vendor_data(&self) -> Option<&VendorData> {
+            self.vendor_data.as_ref()
+        }
+        fn is_sample_data(&self) -> bool {
+            self.is_sample_data
+        }
+    };
+}
+
 impl LakeRow for TradeV2 {
-    fn column(rows: &[Self], name: &str, dt: &DataType) -> Result<ArrayRef, ArrowError> {
-        let mut ids = uuid::Uuid::encode_buffer();
-        Ok(match name {
-            "message_id" => {
-                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
-                for r in rows {
-                    b.append_value(r.message_id.hyphenated().encode_lower(&mut ids));
-                }
-                Arc::new(b.finish())
-            }
-            "trade_id" => strings(rows.iter().map(|r| r.trade_id.as_str())),
-            "symbol" => strings(rows.iter().map(|r| r.symbol.as_str())),
-            "exchange" => strings(rows.iter().map(|r| r.exchange.as_str())),
-            "asset_class" => strings(rows.iter().map(|r| r.asset_class.as_str())),
-            "timestamp" => timestamps(rows.iter().map(|r| r.timestamp), dt)?,
-            "price" => decimals("price", rows.iter().map(|r| Some(r.price)), dt)?,
-            "quantity" => decimals("quantity", rows.iter().map(|r| Some(r.quantity)), dt)?,
-            "currency" => strings(rows.iter().map(|r| r.currency.as_str())),
-            "side" => strings(rows.iter().map(|r| r.side.as_str())),
-            "trade_conditions" => string_lists(rows.iter().map(|r| r.trade_conditions.as_slice()), dt)?,
-            "source_sequence" => optional_longs(rows.iter().map(|r| r.source_sequence)),
-            "ingestion_timestamp" => timestamps(rows.iter().map(|r| r.ingestion_timestamp), dt)?,
-            "platform_sequence" => optional_longs(rows.iter().map(|r| r.platform_sequence)),
-            "vendor_data" => string_maps(rows.iter().map(|r| r.vendor_data.as_ref()), dt)?,
-            "is_sample_data" => booleans(rows.iter().map(|r| r.is_sample_data)),
-            other => return Err(unknown(other)),
+    fn own_column(rows: &[Self], name: &str, dt: &DataType) -> Option<Result<ArrayRef, ArrowError>> {
+        Some(match name {
+            "trade_id" => Ok(strings(rows.iter().map(|r| r.trade_id.as_str()))),
+            "price" => decimals("price", rows.iter().map(|r| Some(r.price)), dt),
+            "quantity" => decimals("quantity", rows.iter().map(|r| Some(r.quantity)), dt),
+            "side" => Ok(strings(rows.iter().map(|r| r.side.as_str()))),
+            "trade_conditions" => string_lists(rows.iter().map(|r| r.trade_conditions.as_slice()), dt),
+            _ => return None,
         })
     }
 
-    fn exchange(&self) -> &CompactString {
-        &self.exchange
-    }
-    fn symbol(&self) -> &CompactString {
-        &self.symbol
-    }
-    fn source_sequence(&self) -> Option<i64> {
-        self.source_sequence
-    }
-    fn platform_sequence(&self) -> Option<i64> {
-        self.platform_sequence
-    }
-    fn timestamp_micros(&self) -> i64 {
-        self.timestamp.as_micros()
-    }
+    shared_fields!();
 }
 
 impl LakeRow for QuoteV2 {
-    fn column(rows: &[Self], name: &str, dt: &DataType) -> Result<ArrayRef, ArrowError> {
-        let mut ids = uuid::Uuid::encode_buffer();
-        Ok(match name {
-            "message_id" => {
-                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
-                for r in rows {
-                    b.append_value(r.message_id.hyphenated().encode_lower(&mut ids));
-                }
-                Arc::new(b.finish())
-            }
-            "quote_id" => strings(rows.iter().map(|r| r.quote_id.as_str())),
-            "symbol" => strings(rows.iter().map(|r| r.symbol.as_str())),
-            "exchange" => strings(rows.iter().map(|r| r.exchange.as_str())),
-            "asset_class" => strings(rows.iter().map(|r| r.asset_class.as_str())),
-            "timestamp" => timestamps(rows.iter().map(|r| r.timestamp), dt)?,
-            "bid_price" => decimals("bid_price", rows.iter().map(|r| r.bid_price), dt)?,
-            "bid_quantity" => decimals("bid_quantity", rows.iter().map(|r| r.bid_quantity), dt)?,
-            "ask_price" => decimals("ask_price", rows.iter().map(|r| r.ask_price), dt)?,
-            "ask_quantity" => decimals("ask_quantity", rows.iter().map(|r| r.ask_quantity), dt)?,
-            "currency" => strings(rows.iter().map(|r| r.currency.as_str())),
-            "source_sequence" => optional_longs(rows.iter().map(|r| r.source_sequence)),
-            "ingestion_timestamp" => timestamps(rows.iter().map(|r| r.ingestion_timestamp), dt)?,
-            "platform_sequence" => optional_longs(rows.iter().map(|r| r.platform_sequence)),
-            "vendor_data" => string_maps(rows.iter().map(|r| r.vendor_data.as_ref()), dt)?,
-            "is_sample_data" => booleans(rows.iter().map(|r| r.is_sample_data)),
-            other => return Err(unknown(other)),
+    fn own_column(rows: &[Self], name: &str, dt: &DataType) -> Option<Result<ArrayRef, ArrowError>> {
+        let side =
+            |field: &'static str, get: fn(&QuoteV2) -> Option<Decimal>| decimals(field, rows.iter().map(get), dt);
+        Some(match name {
+            "quote_id" => Ok(strings(rows.iter().map(|r| r.quote_id.as_str()))),
+            "bid_price" => side("bid_price", |r| r.bid_price),
+            "bid_quantity" => side("bid_quantity", |r| r.bid_quantity),
+            "ask_price" => side("ask_price", |r| r.ask_price),
+            "ask_quantity" => side("ask_quantity", |r| r.ask_quantity),
+            _ => return None,
         })
     }
 
-    fn exchange(&self) -> &CompactString {
-        &self.exchange
-    }
-    fn symbol(&self) -> &CompactString {
-        &self.symbol
-    }
-    fn source_sequence(&self) -> Option<i64> {
-        self.source_sequence
-    }
-    fn platform_sequence(&self) -> Option<i64> {
-        self.platform_sequence
-    }
-    fn timestamp_micros(&self) -> i64 {
-        self.timestamp.as_micros()
-    }
+    shared_fields!();
 }
