@@ -59,7 +59,8 @@ fn main() {
     let batch = 2048u64;
     k2::runtime::run(|| async move {
         let registry = Arc::new(k2::registry::Registry::open(&dir.path().join("registry.db")).await.expect("registry"));
-        let mut sink = KafkaSink::new(&config.kafka, SchemaSource::BuiltIn(registry.clone())).expect("producer");
+        let breaker = Arc::new(k2::breaker::CircuitBreaker::new("kafka", config.breakers.clone()));
+        let mut sink = KafkaSink::new(&config.kafka, SchemaSource::BuiltIn(registry.clone()), breaker).expect("producer");
 
         // Warm-up: creates the topic and registers the schema.
         if let Some(p) = sink.write(vec![trade(u64::MAX)]).expect("write") {

@@ -41,6 +41,22 @@ pub struct Config {
     pub flush: FlushConfig,
     pub query: QueryConfig,
     pub kafka: KafkaConfig,
+    pub breakers: BreakerConfig,
+}
+
+/// Circuit breakers' thresholds (the same for every dependency).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failures within `window` that open a breaker.
+    pub failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a breaker stays open before it lets a probe through.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Successes in a row, half-open, that close it.
+    pub successes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -270,6 +286,8 @@ impl Config {
         need(self.flush.retry_initial <= self.flush.retry_max, "flush.retry_initial must not exceed flush.retry_max");
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
         need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
+        need(self.breakers.failures > 0, "breakers.failures must be at least 1");
+        need(self.breakers.successes > 0, "breakers.successes must be at least 1");
         need(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
         need(self.kafka.replication_factor > 0, "kafka.replication_factor must be at least 1");
         need(

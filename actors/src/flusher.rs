@@ -13,6 +13,7 @@ use arrow::compute::concat_batches;
 use k2_core::{MarketEvent, QuoteV2, TradeV2};
 use tokio::sync::{Notify, oneshot};
 
+use crate::breaker::CircuitBreaker;
 use crate::config::FlushConfig;
 use crate::health::Probe;
 use crate::lake::batch::{LakeRow, sort_for_files};
@@ -100,13 +101,22 @@ pub struct FlusherActor {
     tails: Tails,
     config: FlushConfig,
     full: Arc<Notify>,
+    /// The Iceberg catalog and storage's breaker, fed by every attempt.
+    breaker: Arc<CircuitBreaker>,
     waiters: Vec<(u64, u64, oneshot::Sender<()>)>,
     supervision: Supervision,
 }
 
 impl FlusherActor {
-    pub fn new(lake: Lake, tails: Tails, config: FlushConfig, full: Arc<Notify>, supervision: Supervision) -> Self {
-        Self { lake, tails, config, full, waiters: Vec::new(), supervision }
+    pub fn new(
+        lake: Lake,
+        tails: Tails,
+        config: FlushConfig,
+        full: Arc<Notify>,
+        breaker: Arc<CircuitBreaker>,
+        supervision: Supervision,
+    ) -> Self {
+        Self { lake, tails, config, full, breaker, waiters: Vec::new(), supervision }
     }
 
     fn wait_for_full(&self, ctx: &mut Context<Self>) {
@@ -147,11 +157,12 @@ impl FlusherActor {
         let lake = self.lake.clone();
         let probe = self.supervision.probe().clone();
         let backoff = (self.config.retry_initial, self.config.retry_max);
+        let breaker = self.breaker.clone();
         let task = tokio::spawn(async move {
             // The guard allows the next flush when this task ends, also by a
             // panic; that flush then takes these rows again.
             let _guard = guard;
-            flush_until_committed(&lake, &tail, work, &probe, backoff).await;
+            flush_until_committed(&lake, &tail, work, &probe, &breaker, backoff).await;
         });
         let addr = ctx.address();
         // The actor only learns when the task ends; it never waits on it.
@@ -186,6 +197,7 @@ async fn flush_until_committed<R: LakeRow>(
     tail: &Tail<R>,
     work: FlushWork,
     probe: &Probe,
+    breaker: &CircuitBreaker,
     (initial, max): (Duration, Duration),
 ) {
     let table = work.kind.name();
@@ -195,6 +207,7 @@ async fn flush_until_committed<R: LakeRow>(
         let started = Instant::now();
         match flush_once(lake, tail, &work, &mut files).await {
             Ok((committed, bytes, file_count)) => {
+                breaker.success();
                 let secs = started.elapsed().as_secs_f64();
                 metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(secs);
                 if committed {
@@ -207,6 +220,7 @@ async fn flush_until_committed<R: LakeRow>(
                 return;
             }
             Err(e) => {
+                breaker.failure();
                 metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
                 probe.error(&format!("flush of {table} generation {}: {e}", work.generation));
                 tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");

@@ -62,6 +62,7 @@ pub struct ActorReport {
 #[derive(Debug, Clone, Default)]
 pub struct HealthRegistry {
     actors: Arc<Mutex<BTreeMap<&'static str, Arc<Entry>>>>,
+    breakers: Arc<Mutex<BTreeMap<&'static str, Arc<crate::breaker::CircuitBreaker>>>>,
 }
 
 impl HealthRegistry {
@@ -80,6 +81,25 @@ impl HealthRegistry {
     }
 
     /// Every actor's report, by name.
+    /// The circuit breaker of `dependency`, created on first use.
+    pub fn breaker(
+        &self,
+        dependency: &'static str,
+        policy: &crate::config::BreakerConfig,
+    ) -> Arc<crate::breaker::CircuitBreaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .entry(dependency)
+            .or_insert_with(|| Arc::new(crate::breaker::CircuitBreaker::new(dependency, policy.clone())))
+            .clone()
+    }
+
+    /// Every breaker's state.
+    pub fn breakers(&self) -> BTreeMap<&'static str, crate::breaker::BreakerState> {
+        let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers.iter().map(|(name, b)| (*name, b.state())).collect()
+    }
+
     pub fn report(&self) -> BTreeMap<&'static str, ActorReport> {
         let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
         actors

@@ -27,6 +27,8 @@ struct Health {
     /// once one has exhausted its restarts.
     status: &'static str,
     actors: BTreeMap<&'static str, ActorReport>,
+    /// Each dependency's circuit breaker.
+    breakers: BTreeMap<&'static str, crate::breaker::BreakerState>,
 }
 
 /// A running HTTP server.
@@ -74,19 +76,23 @@ pub fn start(
     Ok(HttpHandle { addr, handle })
 }
 
-/// Every actor's state, restarts, mailbox depth and last error.
+/// Every actor's state, restarts, mailbox depth and last error, and every
+/// dependency's circuit breaker ("degraded" while one is not closed).
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "ok or degraded"), (status = 503, description = "an actor has failed for good")))]
 pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let actors = state.registry.report();
+    let breakers = state.registry.breakers();
     use crate::health::ActorState::*;
     let status = if actors.values().any(|a| a.state == Failed) {
         "failed"
-    } else if actors.values().any(|a| matches!(a.state, Restarting | Starting | Stopped)) {
+    } else if actors.values().any(|a| matches!(a.state, Restarting | Starting | Stopped))
+        || breakers.values().any(|b| *b != crate::breaker::BreakerState::Closed)
+    {
         "degraded"
     } else {
         "ok"
     };
-    let body = Health { status, actors };
+    let body = Health { status, actors, breakers };
     if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
 }
 

@@ -72,14 +72,17 @@ impl Lakehouse {
                 } else {
                     SchemaSource::Remote { url: config.kafka.registry_url.clone(), http: reqwest::Client::new() }
                 };
-                Box::new(KafkaSink::new(&config.kafka, schemas).map_err(|e| LakeError::Kafka(e.to_string()))?)
+                let breaker = registry.breaker("kafka", &config.breakers);
+                Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
             }
         };
         let mut pipeline = Pipeline::start_restored(config, sink, store, registry, &restore);
 
         let sup = pipeline.supervision(flusher::NAME);
         let (l, t, c) = (lake.clone(), tails.clone(), config.flush.clone());
-        let flusher = Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, full, sup));
+        let breaker = pipeline.registry().breaker("iceberg", &config.breakers);
+        let flusher =
+            Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, full, breaker, sup));
         pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
         let sup = pipeline.supervision(query::NAME);

@@ -16,6 +16,7 @@
 //!   Prometheus recorder.
 
 pub mod binance;
+pub mod breaker;
 pub mod config;
 pub mod dedup;
 pub mod flusher;

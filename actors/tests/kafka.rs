@@ -166,3 +166,38 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
         assert_eq!(got, e);
     }
 }
+
+/// No broker at all (nothing listens on the port): the Kafka circuit
+/// breaker opens, `/health` says degraded and names it, and the metric says
+/// open. (A real fault: a closed port, not a mock.)
+#[test]
+fn an_unreachable_broker_opens_the_kafka_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k2.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\nmessage_timeout = \"1s\"\n[breakers]\nfailures = 2\nwindow = \"60s\"\ncool_down = \"1h\"\n",
+            dir.path().join("lake").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let (health, metrics) = k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let server = k2.serve(&config).unwrap();
+        for chunk in events().chunks(10).take(3) {
+            k2.pipeline.send(chunk.to_vec()).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("drained").unwrap();
+        let health: serde_json::Value =
+            reqwest::get(format!("http://{}/health", server.addr)).await.unwrap().json().await.unwrap();
+        server.handle.stop(true).await;
+        (health, k2::telemetry::render())
+    })
+    .unwrap();
+    assert_eq!(health["breakers"]["kafka"], "open", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(metrics.lines().any(|l| l == "k2_circuit_breaker_state{dependency=\"kafka\"} 1"), "{metrics}");
+}

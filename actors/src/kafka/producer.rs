@@ -21,6 +21,7 @@ use tokio::sync::{Mutex, Notify};
 use super::KafkaError;
 use super::schemas::SchemaSource;
 use super::topics::{ensure, topic_for};
+use crate::breaker::CircuitBreaker;
 use crate::config::KafkaConfig;
 use crate::sink::{Pending, Sink, SinkError};
 
@@ -34,6 +35,8 @@ struct Shared {
     topics: Mutex<HashMap<String, u32>>,
     in_flight: AtomicUsize,
     settled: Notify,
+    /// Fed by every delivery and every admin or registry failure.
+    breaker: Arc<CircuitBreaker>,
 }
 
 pub struct KafkaSink {
@@ -45,7 +48,7 @@ fn sink_error(reason: impl std::fmt::Display) -> SinkError {
 }
 
 impl KafkaSink {
-    pub fn new(config: &KafkaConfig, schemas: SchemaSource) -> Result<Self, KafkaError> {
+    pub fn new(config: &KafkaConfig, schemas: SchemaSource, breaker: Arc<CircuitBreaker>) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -67,6 +70,7 @@ impl KafkaSink {
                 topics: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 settled: Notify::new(),
+                breaker,
             }),
         })
     }
@@ -80,7 +84,7 @@ impl Shared {
         if let Some(id) = known.get(topic) {
             return Ok(*id);
         }
-        ensure(&self.admin, &self.config, topic).await?;
+        ensure(&self.admin, &self.config, topic).await.inspect_err(|_| self.breaker.failure())?;
         let avsc = if trades { k2_core::schema::TRADE_V2_AVSC } else { k2_core::schema::QUOTE_V2_AVSC };
         let id = self.schemas.id(&format!("{topic}-value"), avsc).await?;
         known.insert(topic.to_owned(), id);
@@ -153,14 +157,19 @@ impl Shared {
             for (at, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {
+                        shared.breaker.success();
                         produced[at].increment(1);
                         latency[at].record(started.elapsed().as_secs_f64());
                     }
                     Ok(Err((e, _))) => {
                         tracing::error!(topic = %topics[at], error = %e, "delivery failed");
+                        shared.breaker.failure();
                         failed[at].increment(1);
                     }
-                    Err(_) => failed[at].increment(1),
+                    Err(_) => {
+                        shared.breaker.failure();
+                        failed[at].increment(1);
+                    }
                 }
                 if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                     shared.settled.notify_waiters();

@@ -29,7 +29,10 @@ pub async fn ensure(
     let retention = config.retention.as_millis().to_string();
     let new = NewTopic::new(topic, config.partitions, TopicReplication::Fixed(config.replication_factor))
         .set("retention.ms", &retention);
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Within the time a message may take: an unreachable broker fails here
+    // as soon as it would fail a delivery.
+    let wait = config.message_timeout.min(Duration::from_secs(10));
+    let options = AdminOptions::new().operation_timeout(Some(wait)).request_timeout(Some(wait));
     for result in admin.create_topics([&new], &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
