@@ -37,6 +37,9 @@ impl Lakehouse {
         mut store: Box<dyn DedupStore>,
         registry: HealthRegistry,
     ) -> Result<Self, LakeError> {
+        // Gauges set before the recorder exists (breakers' first state)
+        // would be lost.
+        crate::telemetry::prometheus();
         let lake = Lake::open(&config.storage).await?;
         let tails = Tails::open(&lake).await?;
         let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));

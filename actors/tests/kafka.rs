@@ -127,6 +127,10 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
             assert_eq!(price, format!("6061{t}.12345678").parse::<rust_decimal::Decimal>().unwrap());
         }
         let metrics = k2::telemetry::render();
+        assert!(
+            metrics.lines().any(|l| l == "k2_circuit_breaker_state{dependency=\"kafka\"} 0"),
+            "the Kafka breaker is exported, closed: {metrics}"
+        );
         let produced: u64 = metrics
             .lines()
             .filter(|l| l.starts_with("k2_kafka_messages_produced_total") && l.contains(&prefix))

@@ -42,9 +42,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             let _ = k2.flush().await;
         }
         http.handle.stop(true).await;
-        let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
-        let waiting = k2.tails.waiting_rows();
-        eprintln!("k2 run: stopped; {trades} trades and {quotes} quotes accepted, {waiting} rows not committed");
+        match config.mode {
+            k2::config::Mode::Embedded => {
+                let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
+                let waiting = k2.tails.waiting_rows();
+                eprintln!(
+                    "k2 run: stopped; {trades} trades and {quotes} quotes accepted, {waiting} rows not committed"
+                );
+            }
+            k2::config::Mode::Kafka => {
+                let sent = k2::telemetry::render()
+                    .lines()
+                    .filter(|l| l.starts_with("k2_kafka_messages_produced_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum::<u64>();
+                eprintln!("k2 run: stopped; {sent} events delivered to Kafka");
+            }
+        }
         Ok::<_, CommandError>(match escalated {
             Some(why) => {
                 eprintln!("k2 run: {why}");
