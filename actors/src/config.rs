@@ -88,6 +88,8 @@ pub struct KafkaConfig {
     /// How long librdkafka keeps retrying a message before it fails.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
+    /// Consume the market topics into the Iceberg tables in this process.
+    pub consume: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,6 +23,8 @@ use crate::query::{self, QueryActor};
 /// A running embedded K2.
 pub struct Lakehouse {
     pub pipeline: Pipeline,
+    /// Kafka mode: the task consuming the market topics into the tails.
+    pub consumer: Option<tokio::task::JoinHandle<()>>,
     pub lake: Lake,
     pub tails: Tails,
     pub flusher: Addr<FlusherActor>,
@@ -64,22 +66,34 @@ impl Lakehouse {
                 .await
                 .map_err(|e| LakeError::Registry(e.to_string()))?,
         );
+        // K2's own registry, or the one named by URL.
+        let schema_source = || {
+            if config.kafka.registry_url.is_empty() {
+                SchemaSource::BuiltIn(schema_registry.clone())
+            } else {
+                SchemaSource::Remote { url: config.kafka.registry_url.clone(), http: reqwest::Client::new() }
+            }
+        };
         let full = Arc::new(Notify::new());
         let sink: Box<dyn crate::sink::Sink> = match config.mode {
             Mode::Embedded => Box::new(TailSink::new(tails.clone(), config.flush.max_rows, full.clone())),
-            // The consumer that lands Kafka's rows in the tables is the next
-            // step of Kafka mode; until then the tables only serve queries.
+            // Rows reach the tables through Kafka: the consumer below.
             Mode::Kafka => {
-                let schemas = if config.kafka.registry_url.is_empty() {
-                    SchemaSource::BuiltIn(schema_registry.clone())
-                } else {
-                    SchemaSource::Remote { url: config.kafka.registry_url.clone(), http: reqwest::Client::new() }
-                };
+                let schemas = schema_source();
                 let breaker = registry.breaker("kafka", &config.breakers);
                 Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
             }
         };
         let mut pipeline = Pipeline::start_restored(config, sink, store, registry, &restore);
+        let consumer = if config.mode == Mode::Kafka && config.kafka.consume {
+            let schemas = schema_source();
+            Some(
+                crate::kafka::consumer::start(&config.kafka, tails.clone(), schemas)
+                    .map_err(|e| LakeError::Kafka(e.to_string()))?,
+            )
+        } else {
+            None
+        };
 
         let sup = pipeline.supervision(flusher::NAME);
         let (l, t, c) = (lake.clone(), tails.clone(), config.flush.clone());
@@ -101,7 +115,7 @@ impl Lakehouse {
             keys: Arc::new(config.http.api_keys.clone()),
             registry: Arc::new(registry),
         };
-        Ok(Self { pipeline, lake, tails, flusher, api })
+        Ok(Self { pipeline, consumer, lake, tails, flusher, api })
     }
 
     /// Waits until everything sent into the pipeline so far is committed to

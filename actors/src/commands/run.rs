@@ -38,8 +38,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             let _ = c.send(k2::binance::connection::StopSource).await;
         }
         if escalated.is_none() {
-            // Everything read before the sources stopped is committed.
-            let _ = k2.flush().await;
+            // Everything read before the sources stopped is committed. Gap
+            // recovery may still deliver trades a moment later: flush again
+            // while rows arrive, for a few rounds.
+            for _ in 0..10 {
+                let _ = k2.flush().await;
+                if k2.tails.waiting_rows() == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
         http.handle.stop(true).await;
         match config.mode {

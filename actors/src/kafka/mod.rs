@@ -8,6 +8,7 @@
 //!   compatible one by URL.
 //! - [`producer`]: the idempotent producer as the pipeline's sink.
 
+pub mod consumer;
 pub mod producer;
 pub mod schemas;
 pub mod topics;

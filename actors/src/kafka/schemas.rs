@@ -14,6 +14,28 @@ pub enum SchemaSource {
 }
 
 impl SchemaSource {
+    /// The schema text registered under `id`.
+    pub async fn schema(&self, id: u32) -> Result<String, KafkaError> {
+        match self {
+            SchemaSource::BuiltIn(registry) => {
+                registry.schema_by_id(i64::from(id)).await.map_err(|e| KafkaError::Registry(e.to_string()))
+            }
+            SchemaSource::Remote { url, http } => {
+                let resp = http
+                    .get(format!("{}/schemas/ids/{id}", url.trim_end_matches('/')))
+                    .send()
+                    .await
+                    .map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                let body: serde_json::Value =
+                    resp.json().await.map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                body["schema"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| KafkaError::Registry(format!("{url}: no schema {id}: {body}")))
+            }
+        }
+    }
+
     /// Registers `schema` under `subject` (or finds it) and returns its id.
     pub async fn id(&self, subject: &str, schema: &str) -> Result<u32, KafkaError> {
         let id = match self {

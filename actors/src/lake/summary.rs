@@ -12,6 +12,23 @@ use serde::{Deserialize, Serialize};
 pub const GENERATION: &str = "k2.flush-generation";
 /// Snapshot summary key of the per-source high-water marks (JSON).
 pub const SOURCES: &str = "k2.sources";
+/// Snapshot summary key of the Kafka offsets a snapshot covers (JSON):
+/// `{topic: {partition: next offset}}`, cumulative.
+pub const KAFKA_OFFSETS: &str = "k2.kafka-offsets";
+
+/// Next offset to read, by topic and partition.
+pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// Raises `into` to at least `from`, partition by partition.
+pub fn merge_offsets(into: &mut Offsets, from: &Offsets) {
+    for (topic, partitions) in from {
+        let known = into.entry(topic.clone()).or_default();
+        for (p, next) in partitions {
+            let e = known.entry(*p).or_insert(*next);
+            *e = (*e).max(*next);
+        }
+    }
+}
 
 /// The highest sequence numbers a table holds for one (exchange, symbol).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +97,8 @@ impl Sources {
 pub struct Covered {
     pub generation: u64,
     pub sources: Sources,
+    /// Kafka mode: where each partition's consumption continues.
+    pub offsets: Offsets,
 }
 
 impl Covered {
@@ -94,14 +113,22 @@ impl Covered {
             Some(s) => Sources::from_json(s)?,
             None => Sources::default(),
         };
-        Ok(Self { generation, sources })
+        let offsets = match props.get(KAFKA_OFFSETS) {
+            Some(o) => serde_json::from_str(o).map_err(|e| format!("{KAFKA_OFFSETS}: {e}"))?,
+            None => Offsets::new(),
+        };
+        Ok(Self { generation, sources, offsets })
     }
 
     pub fn to_summary(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut props = HashMap::from([
             (GENERATION.to_owned(), self.generation.to_string()),
             (SOURCES.to_owned(), self.sources.to_json()),
-        ])
+        ]);
+        if !self.offsets.is_empty() {
+            props.insert(KAFKA_OFFSETS.to_owned(), serde_json::to_string(&self.offsets).unwrap_or_default());
+        }
+        props
     }
 }
 
@@ -115,7 +142,8 @@ mod tests {
         sources.raise("BINANCE", "BTCUSDT", Some(10), Some(3));
         sources.raise("BINANCE", "BTCUSDT", Some(7), Some(9));
         sources.raise("ASX", "BHP", None, Some(5));
-        let c = Covered { generation: 42, sources };
+        let offsets = Offsets::from([("market.crypto.trades.binance".to_owned(), BTreeMap::from([(0, 17), (2, 5)]))]);
+        let c = Covered { generation: 42, sources, offsets };
         let back = Covered::from_summary(&c.to_summary()).unwrap();
         assert_eq!(back, c);
         let btc = back.sources.0[&("BINANCE".into(), "BTCUSDT".into())];

@@ -15,7 +15,7 @@ use arrow::error::ArrowError;
 use iceberg::table::Table;
 
 use super::batch::{LakeRow, to_batch};
-use super::summary::{Covered, Sources};
+use super::summary::{Covered, Offsets, Sources, merge_offsets};
 use super::writer::latest_covered;
 use super::{LakeError, TableKind};
 
@@ -30,6 +30,8 @@ struct Segment {
     /// outside what they look for.
     span: (i64, i64),
     sources: Sources,
+    /// Kafka mode: next offset per partition after the rows it holds.
+    offsets: Offsets,
     /// When its first row arrived.
     since: Instant,
 }
@@ -37,6 +39,7 @@ struct Segment {
 struct State<R> {
     pending: Vec<R>,
     pending_since: Option<Instant>,
+    pending_offsets: Offsets,
     segments: VecDeque<Segment>,
     /// The generation rows join now.
     open_generation: u64,
@@ -106,6 +109,7 @@ impl<R: LakeRow> Tail<R> {
             state: Mutex::new(State {
                 pending: Vec::new(),
                 pending_since: None,
+                pending_offsets: Offsets::new(),
                 segments: VecDeque::new(),
                 open_generation: committed.generation + 1,
                 open_rows: 0,
@@ -131,14 +135,24 @@ impl<R: LakeRow> Tail<R> {
     /// Rows that cannot become Arrow (a bug: they were validated at ingest)
     /// are dropped, counted and reported; the tail stays usable.
     pub fn append(&self, rows: Vec<R>) -> Result<usize, ArrowError> {
-        if rows.is_empty() {
+        self.append_consumed(rows, &Offsets::new())
+    }
+
+    /// As [`Tail::append`], for rows consumed from Kafka: `offsets` (next
+    /// offset per partition after these rows) travel with them into the
+    /// snapshot that commits them.
+    pub fn append_consumed(&self, rows: Vec<R>, offsets: &Offsets) -> Result<usize, ArrowError> {
+        if rows.is_empty() && offsets.is_empty() {
             return Ok(self.lock().open_rows);
         }
         let n = rows.len();
         let mut s = self.lock();
+        merge_offsets(&mut s.pending_offsets, offsets);
         if s.pending.is_empty() && n >= SEAL_ROWS {
             // A large batch becomes a segment directly, without a copy.
-            let segment = self.segment(s.open_generation, &rows, Instant::now()).inspect_err(|_| self.dropped(n))?;
+            let mut segment =
+                self.segment(s.open_generation, &rows, Instant::now()).inspect_err(|_| self.dropped(n))?;
+            segment.offsets = std::mem::take(&mut s.pending_offsets);
             s.segments.push_back(segment);
             s.open_rows += n;
         } else {
@@ -164,7 +178,14 @@ impl<R: LakeRow> Tail<R> {
         for r in rows {
             sources.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
         }
-        Ok(Segment { generation, batch: to_batch(&self.schema, rows)?, span: span(rows), sources, since })
+        Ok(Segment {
+            generation,
+            batch: to_batch(&self.schema, rows)?,
+            span: span(rows),
+            sources,
+            offsets: Offsets::new(),
+            since,
+        })
     }
 
     /// Turns pending rows into a segment; on failure they are dropped (and
@@ -178,7 +199,8 @@ impl<R: LakeRow> Tail<R> {
         let n = s.pending.len();
         s.pending.clear();
         match result {
-            Ok(segment) => {
+            Ok(mut segment) => {
+                segment.offsets = std::mem::take(&mut s.pending_offsets);
                 s.segments.push_back(segment);
                 Ok(())
             }
@@ -239,13 +261,15 @@ impl<R: LakeRow> Tail<R> {
             return Ok(None);
         }
         let generation = s.open_generation;
-        let mut covered = Covered { generation, sources: s.committed.sources.clone() };
+        let mut covered =
+            Covered { generation, sources: s.committed.sources.clone(), offsets: s.committed.offsets.clone() };
         let mut batches = Vec::with_capacity(s.segments.len());
         let mut rows = 0;
         // Every segment not yet committed: the open generation's, and those of
         // an earlier flush that did not finish (its task failed).
         for seg in &s.segments {
             covered.sources.merge(&seg.sources);
+            merge_offsets(&mut covered.offsets, &seg.offsets);
             rows += seg.batch.num_rows();
             batches.push(seg.batch.clone());
         }
