@@ -280,6 +280,21 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
             assert_eq!(header("k2.source.topic").as_deref(), Some(topic.as_str()));
             assert!(header("k2.reason").is_some_and(|r| !r.is_empty()));
             assert_eq!(m.payload(), Some(&b"\x00\x00\x00\x00\x07junk"[..]));
+            // Lag is reported per partition and reaches 0 once all is read.
+            let start = std::time::Instant::now();
+            loop {
+                let m = k2::telemetry::render();
+                let lags: Vec<f64> = m
+                    .lines()
+                    .filter(|l| l.starts_with("k2_kafka_consumer_lag{") && l.contains(&topic))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                    .collect();
+                if lags.len() == 2 && lags.iter().all(|l| *l == 0.0) {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(20), "no lag of 0 per partition: {lags:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             server.handle.stop(true).await;
         })
         .unwrap();

@@ -105,6 +105,7 @@ pub fn start(
         loop {
             tokio::select! {
                 _ = look.tick() => {
+                    report_progress(&consumer, &tails, &positions, &assigned).await;
                     match discover(&consumer, &config.topic_prefix).await {
                         Ok(found) if found != assigned => {
                             let mut list = TopicPartitionList::new();
@@ -145,6 +146,45 @@ pub fn start(
             }
         }
     }))
+}
+
+/// Lag and the group's offsets, both for monitoring only (where to resume is
+/// the snapshots' business): `k2_kafka_consumer_lag{topic,partition}` is the
+/// high watermark minus the next offset this consumer reads, and the group
+/// commit carries the offsets the latest snapshots cover.
+async fn report_progress(
+    consumer: &Arc<StreamConsumer>,
+    tails: &Tails,
+    positions: &Offsets,
+    assigned: &[(String, i32)],
+) {
+    let mut durable = tails.trades.committed_covered().offsets;
+    crate::lake::summary::merge_offsets(&mut durable, &tails.quotes.committed_covered().offsets);
+    let mut list = TopicPartitionList::new();
+    for (topic, partitions) in &durable {
+        for (p, next) in partitions {
+            let _ = list.add_partition_offset(topic, *p, Offset::Offset(*next));
+        }
+    }
+    if list.count() > 0
+        && let Err(e) = consumer.commit(&list, rdkafka::consumer::CommitMode::Async)
+    {
+        tracing::debug!(error = %e, "group offset commit failed");
+    }
+    let (c, parts) = (consumer.clone(), assigned.to_vec());
+    let marks = tokio::task::spawn_blocking(move || {
+        parts
+            .into_iter()
+            .filter_map(|(t, p)| c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(_, high)| (t, p, high)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (topic, partition, high) in marks {
+        let next = positions.get(&topic).and_then(|m| m.get(&partition)).copied().unwrap_or(0);
+        metrics::gauge!("k2_kafka_consumer_lag", "topic" => topic, "partition" => partition.to_string())
+            .set((high - next).max(0) as f64);
+    }
 }
 
 /// The market topics and their partitions, sorted.
