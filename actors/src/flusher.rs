@@ -17,6 +17,7 @@ use crate::breaker::CircuitBreaker;
 use crate::config::FlushConfig;
 use crate::health::Probe;
 use crate::lake::batch::{LakeRow, sort_for_files};
+use crate::lake::summary::{Offsets, Sources, merge_offsets};
 use crate::lake::tail::{FlushWork, Tail};
 use crate::lake::writer::{self, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
@@ -43,6 +44,17 @@ impl Tails {
 
     pub fn waiting_rows(&self) -> usize {
         self.trades.waiting_rows() + self.quotes.waiting_rows()
+    }
+
+    /// What both tables' latest snapshots cover, together: each stream's
+    /// marks and each partition's next offset.
+    pub fn committed(&self) -> (Sources, Offsets) {
+        let (trades, quotes) = (self.trades.committed_covered(), self.quotes.committed_covered());
+        let mut sources = trades.sources;
+        sources.merge(&quotes.sources);
+        let mut offsets = trades.offsets;
+        merge_offsets(&mut offsets, &quotes.offsets);
+        (sources, offsets)
     }
 }
 

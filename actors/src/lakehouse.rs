@@ -13,7 +13,6 @@ use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
 use crate::health::HealthRegistry;
 use crate::kafka::KafkaSink;
 use crate::kafka::schemas::SchemaSource;
-use crate::lake::summary::Sources;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::query::engine::QueryEngine;
@@ -59,8 +58,7 @@ impl Lakehouse {
             secs = started.elapsed().as_secs_f64(),
             "dedup window restored from the tables"
         );
-        let mut restore: Sources = tails.trades.committed_covered().sources;
-        restore.merge(&tails.quotes.committed_covered().sources);
+        let (restore, _) = tails.committed();
         let schema_registry = Arc::new(
             crate::registry::Registry::open(&lake.dir().join("catalog.db"))
                 .await

@@ -97,8 +97,7 @@ pub fn start(
     Ok(tokio::spawn(async move {
         let consumer = Arc::new(consumer);
         // Where each partition continues: the snapshots' offsets first.
-        let mut positions: Offsets = tails.trades.committed_covered().offsets;
-        crate::lake::summary::merge_offsets(&mut positions, &tails.quotes.committed_covered().offsets);
+        let (_, mut positions) = tails.committed();
         let mut decoders = Decoders { schemas, kinds: HashMap::new() };
         let mut assigned: Vec<(String, i32)> = Vec::new();
         let mut look = tokio::time::interval(Duration::from_secs(3));
@@ -158,8 +157,7 @@ async fn report_progress(
     positions: &Offsets,
     assigned: &[(String, i32)],
 ) {
-    let mut durable = tails.trades.committed_covered().offsets;
-    crate::lake::summary::merge_offsets(&mut durable, &tails.quotes.committed_covered().offsets);
+    let (_, durable) = tails.committed();
     let mut list = TopicPartitionList::new();
     for (topic, partitions) in &durable {
         for (p, next) in partitions {

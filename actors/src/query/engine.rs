@@ -98,21 +98,17 @@ impl QueryEngine {
             let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
             ctx.read_table(Arc::new(t)).map_err(internal)
         };
-        if let Some(as_of) = pin.as_of {
-            let id = pinned_snapshot(&view.table, kind, as_of)?;
-            return Ok((historical(ctx, &view.table, id).await?, Some(id)));
-        }
-        let hist = match (pin.source, view.snapshot_id) {
-            (Source::Realtime, _) | (_, None) => None,
-            (_, Some(id)) => Some(historical(ctx, &view.table, id).await?),
+        let (snapshot, with_tail) = resolve(&view, kind, pin)?;
+        let hist = match snapshot {
+            Some(id) => Some(historical(ctx, &view.table, id).await?),
+            None => None,
         };
-        let tail = match pin.source {
-            Source::Historical => None,
-            _ => {
-                // Two partitions: the two cores filter the tail in parallel.
-                let t = MemTable::try_new(view.schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
-                Some(ctx.read_table(Arc::new(t)).map_err(internal)?)
-            }
+        let tail = if with_tail {
+            // Two partitions: the two cores filter the tail in parallel.
+            let t = MemTable::try_new(view.schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
+            Some(ctx.read_table(Arc::new(t)).map_err(internal)?)
+        } else {
+            None
         };
         let df = match (hist, tail) {
             (Some(h), Some(t)) => h.union(t).map_err(internal)?,
@@ -120,7 +116,6 @@ impl QueryEngine {
             (None, Some(t)) => t,
             (None, None) => empty()?,
         };
-        let snapshot = if pin.source == Source::Realtime { None } else { view.snapshot_id };
         Ok((df, snapshot))
     }
 
@@ -134,12 +129,7 @@ impl QueryEngine {
     /// every time, so the page is exact while rows arrive.
     pub async fn read(&self, kind: TableKind, p: ReadParams) -> Result<Rows, QueryError> {
         let view = self.view(kind)?;
-        let (snapshot_id, with_tail) = match (p.pin.as_of, p.pin.source) {
-            (Some(as_of), _) => (Some(pinned_snapshot(&view.table, kind, as_of)?), false),
-            (None, Source::Realtime) => (None, true),
-            (None, Source::Historical) => (view.snapshot_id, false),
-            (None, Source::Hybrid) => (view.snapshot_id, true),
-        };
+        let (snapshot_id, with_tail) = resolve(&view, kind, p.pin)?;
         let schema = view.schema.clone();
         let mut parts: Vec<RecordBatch> = Vec::new();
         if let Some(id) = snapshot_id {
@@ -546,6 +536,16 @@ async fn historical(ctx: &SessionContext, table: &Table, snapshot: i64) -> Resul
     let provider =
         IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await.map_err(internal)?;
     ctx.read_table(Arc::new(provider)).map_err(internal)
+}
+
+/// What a pin reads: the snapshot (if any) and whether the tail too.
+fn resolve(view: &TailView, kind: TableKind, pin: Pin) -> Result<(Option<i64>, bool), QueryError> {
+    Ok(match (pin.as_of, pin.source) {
+        (Some(as_of), _) => (Some(pinned_snapshot(&view.table, kind, as_of)?), false),
+        (None, Source::Realtime) => (None, true),
+        (None, Source::Historical) => (view.snapshot_id, false),
+        (None, Source::Hybrid) => (view.snapshot_id, true),
+    })
 }
 
 fn pinned_snapshot(table: &Table, kind: TableKind, as_of: AsOf) -> Result<i64, QueryError> {
