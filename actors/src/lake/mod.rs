@@ -7,8 +7,12 @@
 //! - [`summary`]: what a snapshot covers (flush generation, source marks).
 //! - [`writer`]: Parquet data files and `fast_append` commits.
 //! - [`tail`]: rows accepted but not yet committed, queryable.
+//! - [`claims`]: Kafka mode's partitions this process may commit.
+//! - [`pinned`]: commits that fail rather than land on a newer table.
 
 pub mod batch;
+pub mod claims;
+pub mod pinned;
 pub mod schema;
 pub mod summary;
 pub mod tail;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::Schema;
 use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use thiserror::Error;
@@ -45,6 +50,12 @@ pub enum LakeError {
     Kafka(String),
     #[error("restoring state from the tables: {0}")]
     Restore(String),
+    #[error(
+        "fenced: partition {partition} of {topic} is at offset {found:?} in the table, not {expected:?} where this flush started; another flusher owns it now"
+    )]
+    Fenced { topic: String, partition: i32, expected: Option<i64>, found: Option<i64> },
+    #[error("the Kafka partitions of this flush were revoked before it committed")]
+    Revoked,
     #[error("snapshot summary of {table}: {reason}")]
     Summary { table: &'static str, reason: String },
 }
@@ -79,6 +90,22 @@ impl TableKind {
     }
 }
 
+/// How a process shares the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Embedded mode: the only writer. Two ingesting processes would each
+    /// dedup alone and land the same trades twice.
+    Exclusive,
+    /// Kafka mode: rows come from the topics, and several flushers in one
+    /// consumer group may share the tables, each committing the partitions
+    /// it owns.
+    Shared,
+}
+
+/// Iceberg table property of iceberg-rust's own commit retries: K2 retries
+/// itself, recomputing what the snapshot covers against the newer table.
+const COMMIT_RETRIES: &str = "commit.retry.num-retries";
+
 /// The catalog and where it lives.
 #[derive(Clone)]
 pub struct Lake {
@@ -86,7 +113,9 @@ pub struct Lake {
     namespace: NamespaceIdent,
     dir: PathBuf,
     catalog_name: String,
-    /// Held while the lake is open: one K2 writer per data directory.
+    /// This process's writer id in snapshot summaries.
+    writer: Arc<str>,
+    /// Held while the lake is open (exclusively in embedded mode).
     _lock: Arc<std::fs::File>,
 }
 
@@ -95,10 +124,13 @@ impl Lake {
     /// tables. Must run on the long-lived multi-threaded runtime: the catalog
     /// and its tables keep a handle to it.
     pub async fn open(config: &StorageConfig) -> Result<Self, LakeError> {
+        Self::open_with(config, Access::Exclusive).await
+    }
+
+    /// As [`Lake::open`]; `access` says whether other K2 writers may share
+    /// the directory. Readers (other engines) need no lock.
+    pub async fn open_with(config: &StorageConfig, access: Access) -> Result<Self, LakeError> {
         let dir = absolute_dir(&config.data_dir)?;
-        // Two writers would number their flushes alike and each take the
-        // other's commits for its own: refuse a second one. Readers (other
-        // engines, or K2 in a later process) need no lock.
         let lock_path = dir.join("k2.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -106,7 +138,11 @@ impl Lake {
             .write(true)
             .open(&lock_path)
             .map_err(|source| LakeError::Dir { path: lock_path.clone(), source })?;
-        if lock.try_lock().is_err() {
+        let locked = match access {
+            Access::Exclusive => lock.try_lock(),
+            Access::Shared => lock.try_lock_shared(),
+        };
+        if locked.is_err() {
             return Err(LakeError::InUse(dir));
         }
         let warehouse = dir.join("warehouse");
@@ -125,9 +161,17 @@ impl Lake {
         if !catalog.namespace_exists(&namespace).await? {
             catalog.create_namespace(&namespace, HashMap::new()).await?;
         }
-        let lake = Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone(), _lock: Arc::new(lock) };
+        let writer = uuid::Uuid::new_v4().simple().to_string().into();
+        let lake =
+            Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone(), writer, _lock: Arc::new(lock) };
         for kind in TableKind::ALL {
-            lake.table(kind).await?;
+            let table = lake.table(kind).await?;
+            // Tables made by an earlier K2 lack the property.
+            if table.metadata().properties().get(COMMIT_RETRIES).is_none_or(|n| n != "0") {
+                let tx = Transaction::new(&table);
+                let tx = tx.update_table_properties().set(COMMIT_RETRIES.to_owned(), "0".to_owned()).apply(tx)?;
+                tx.commit(lake.catalog.as_ref()).await?;
+            }
         }
         Ok(lake)
     }
@@ -147,6 +191,7 @@ impl Lake {
             .properties(HashMap::from([
                 ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
                 ("k2.schema".to_owned(), format!("v2 {}", kind.name())),
+                (COMMIT_RETRIES.to_owned(), "0".to_owned()),
             ]))
             .build();
         Ok(self.catalog.create_table(&self.namespace, creation).await?)
@@ -163,6 +208,11 @@ impl Lake {
     /// The data directory (absolute): `catalog.db` and `warehouse/`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// This process's writer id, recorded in every snapshot it commits.
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     pub fn catalog_name(&self) -> &str {

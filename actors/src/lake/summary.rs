@@ -16,6 +16,11 @@ pub const SOURCES: &str = "k2.sources";
 /// `{topic: {partition: next offset}}`, cumulative.
 pub const KAFKA_OFFSETS: &str = "k2.kafka-offsets";
 
+/// Snapshot summary key naming the K2 process that wrote a snapshot: flush
+/// generations count per writer, so "is this flush already committed" asks
+/// about this writer's snapshots only (several flushers may share a table).
+pub const WRITER: &str = "k2.writer";
+
 /// Next offset to read, by topic and partition.
 pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
 
@@ -96,6 +101,8 @@ impl Sources {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Covered {
     pub generation: u64,
+    /// The process that wrote it (empty when unknown).
+    pub writer: String,
     pub sources: Sources,
     /// Kafka mode: where each partition's consumption continues.
     pub offsets: Offsets,
@@ -117,7 +124,8 @@ impl Covered {
             Some(o) => serde_json::from_str(o).map_err(|e| format!("{KAFKA_OFFSETS}: {e}"))?,
             None => Offsets::new(),
         };
-        Ok(Self { generation, sources, offsets })
+        let writer = props.get(WRITER).cloned().unwrap_or_default();
+        Ok(Self { generation, writer, sources, offsets })
     }
 
     pub fn to_summary(&self) -> HashMap<String, String> {
@@ -125,6 +133,9 @@ impl Covered {
             (GENERATION.to_owned(), self.generation.to_string()),
             (SOURCES.to_owned(), self.sources.to_json()),
         ]);
+        if !self.writer.is_empty() {
+            props.insert(WRITER.to_owned(), self.writer.clone());
+        }
         if !self.offsets.is_empty() {
             props.insert(KAFKA_OFFSETS.to_owned(), serde_json::to_string(&self.offsets).unwrap_or_default());
         }
@@ -143,7 +154,7 @@ mod tests {
         sources.raise("BINANCE", "BTCUSDT", Some(7), Some(9));
         sources.raise("ASX", "BHP", None, Some(5));
         let offsets = Offsets::from([("market.crypto.trades.binance".to_owned(), BTreeMap::from([(0, 17), (2, 5)]))]);
-        let c = Covered { generation: 42, sources, offsets };
+        let c = Covered { generation: 42, writer: "w1".into(), sources, offsets };
         let back = Covered::from_summary(&c.to_summary()).unwrap();
         assert_eq!(back, c);
         let btc = back.sources.0[&("BINANCE".into(), "BTCUSDT".into())];

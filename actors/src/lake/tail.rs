@@ -92,8 +92,15 @@ pub struct FlushWork {
     pub generation: u64,
     pub batches: Vec<RecordBatch>,
     pub rows: usize,
-    /// What the snapshot will cover: everything committed before plus this.
-    pub covered: Covered,
+    /// This flush alone: generation, marks and (Kafka mode) the next offset
+    /// of each partition it read. The commit adds it to what the table
+    /// covers.
+    pub delta: Covered,
+    /// Where those partitions stood in the table when this process last saw
+    /// it: a commit finding otherwise is fenced.
+    pub starts: Offsets,
+    /// The claims' epoch when the rows were taken (set by the flusher).
+    pub epoch: u64,
 }
 
 impl<R: LakeRow> Tail<R> {
@@ -261,21 +268,21 @@ impl<R: LakeRow> Tail<R> {
             return Ok(None);
         }
         let generation = s.open_generation;
-        let mut covered =
-            Covered { generation, sources: s.committed.sources.clone(), offsets: s.committed.offsets.clone() };
+        let mut delta = Covered { generation, ..Covered::default() };
         let mut batches = Vec::with_capacity(s.segments.len());
         let mut rows = 0;
         // Every segment not yet committed: the open generation's, and those of
         // an earlier flush that did not finish (its task failed).
         for seg in &s.segments {
-            covered.sources.merge(&seg.sources);
-            merge_offsets(&mut covered.offsets, &seg.offsets);
+            delta.sources.merge(&seg.sources);
+            merge_offsets(&mut delta.offsets, &seg.offsets);
             rows += seg.batch.num_rows();
             batches.push(seg.batch.clone());
         }
         s.open_generation += 1;
         s.open_rows = 0;
-        Ok(Some((FlushWork { kind: self.kind, generation, batches, rows, covered }, guard)))
+        let starts = s.committed.offsets.clone();
+        Ok(Some((FlushWork { kind: self.kind, generation, batches, rows, delta, starts, epoch: 0 }, guard)))
     }
 
     /// A flush's snapshot is committed: its rows leave the tail in the same
@@ -286,6 +293,33 @@ impl<R: LakeRow> Tail<R> {
         s.segments.retain(|seg| seg.generation > generation);
         s.committed_table = table;
         s.committed = covered;
+    }
+
+    /// Throws away every uncommitted row: their Kafka partitions were
+    /// revoked, and their new owner reads them again from the table's
+    /// offsets. A flush already holding some is refused at commit.
+    pub fn discard(&self) -> usize {
+        let mut s = self.lock();
+        let n = s.pending.len() + s.segments.iter().map(|seg| seg.batch.num_rows()).sum::<usize>();
+        s.pending.clear();
+        s.pending_since = None;
+        s.pending_offsets.clear();
+        s.segments.clear();
+        s.open_rows = 0;
+        n
+    }
+
+    /// Continues after `table` as it is now (another writer may have
+    /// committed): what it covers becomes the start of this tail's next
+    /// flush. Uncommitted rows are discarded. This tail's own generation
+    /// count goes on.
+    pub fn adopt(&self, table: Table) -> Result<Covered, LakeError> {
+        let latest = latest_covered(&table)?;
+        self.discard();
+        let mut s = self.lock();
+        s.committed = Covered { generation: s.committed.generation, writer: s.committed.writer.clone(), ..latest };
+        s.committed_table = table;
+        Ok(s.committed.clone())
     }
 
     pub fn is_flushing(&self) -> bool {

@@ -20,7 +20,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::LakeError;
-use super::summary::Covered;
+use super::pinned::PinnedCatalog;
+use super::summary::{Covered, Offsets};
 
 /// Rows below which a flush is written by one task: splitting small flushes
 /// only makes more files.
@@ -85,29 +86,80 @@ async fn write_run(table: Table, batch: RecordBatch, prefix: String) -> Result<V
 /// The outcome of a commit.
 pub struct Committed {
     pub table: Table,
-    /// False when the snapshot already held this generation (a commit that
+    /// What the table covers now: everything before plus this flush.
+    pub covered: Covered,
+    /// False when the table already held this flush (a commit that
     /// succeeded though its answer was lost): nothing was appended twice.
     pub appended: bool,
 }
 
-/// Appends `files` as one snapshot covering `covered`, unless the table's
-/// latest snapshot already covers that generation.
+/// One flush to commit.
+pub struct CommitRequest<'a> {
+    pub files: Vec<DataFile>,
+    /// This flush alone: its generation, its rows' marks and, in Kafka mode,
+    /// the next offset of each partition it read.
+    pub delta: &'a Covered,
+    /// Where each of those partitions started: the offset the table held
+    /// when this writer last saw it. Another writer having moved it since
+    /// means this one no longer owns the partition: the flush is fenced.
+    pub starts: &'a Offsets,
+    /// This process's writer id.
+    pub writer: &'a str,
+}
+
+/// Appends `files` as one snapshot covering everything before plus the
+/// flush, unless this writer already committed that generation. The
+/// snapshot's summary is computed against the table as loaded here, and the
+/// catalog refuses the commit if another writer committed in between (the
+/// tables are created with iceberg-rust's own retries off: a retry would
+/// reapply this summary to a newer table, and so does its reload before
+/// the first attempt: [`PinnedCatalog`] stops that); the caller retries then.
 pub async fn commit(
-    catalog: &dyn Catalog,
+    catalog: &Arc<dyn Catalog>,
     ident: &TableIdent,
-    files: Vec<DataFile>,
-    covered: &Covered,
+    request: CommitRequest<'_>,
 ) -> Result<Committed, LakeError> {
+    let CommitRequest { files, delta, starts, writer } = request;
     let table = catalog.load_table(ident).await?;
-    let latest = latest_covered(&table)?;
-    if latest.generation >= covered.generation {
-        return Ok(Committed { table, appended: false });
+    let mut covered = latest_covered(&table)?;
+    covered.generation = delta.generation;
+    covered.writer = writer.to_owned();
+    if latest_of(&table, writer)?.is_some_and(|mine| mine.generation >= delta.generation) {
+        return Ok(Committed { table, covered, appended: false });
     }
+    for (topic, partitions) in &delta.offsets {
+        for (&partition, &next) in partitions {
+            let found = covered.offsets.get(topic).and_then(|m| m.get(&partition)).copied();
+            let expected = starts.get(topic).and_then(|m| m.get(&partition)).copied();
+            if found != expected {
+                return Err(LakeError::Fenced { topic: topic.clone(), partition, expected, found });
+            }
+            covered.offsets.entry(topic.clone()).or_default().insert(partition, next);
+        }
+    }
+    covered.sources.merge(&delta.sources);
     let tx = Transaction::new(&table);
     let action = tx.fast_append().add_data_files(files).set_snapshot_properties(covered.to_summary());
     let tx = action.apply(tx)?;
-    let table = tx.commit(catalog).await?;
-    Ok(Committed { table, appended: true })
+    let pinned = PinnedCatalog { inner: catalog.clone(), base: table };
+    let table = tx.commit(&pinned).await?;
+    Ok(Committed { table, covered, appended: true })
+}
+
+/// The newest snapshot `writer` committed, if any.
+fn latest_of(table: &Table, writer: &str) -> Result<Option<Covered>, LakeError> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot().cloned();
+    while let Some(snapshot) = next {
+        let props = &snapshot.summary().additional_properties;
+        if props.get(super::summary::WRITER).is_some_and(|w| w == writer) {
+            return Covered::from_summary(props)
+                .map(Some)
+                .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
+        }
+        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    Ok(None)
 }
 
 /// What the newest snapshot K2 wrote covers (generation 0 when there is
