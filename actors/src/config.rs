@@ -90,6 +90,13 @@ pub struct KafkaConfig {
     pub message_timeout: Duration,
     /// Consume the market topics into the Iceberg tables in this process.
     pub consume: bool,
+    /// The flushers' consumer group (after `topic_prefix`).
+    pub group: String,
+    /// A flusher silent this long leaves the group.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`); empty: dynamic.
+    pub instance_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

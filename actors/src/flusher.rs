@@ -17,9 +17,10 @@ use crate::breaker::CircuitBreaker;
 use crate::config::FlushConfig;
 use crate::health::Probe;
 use crate::lake::batch::{LakeRow, sort_for_files};
+use crate::lake::claims::Claims;
 use crate::lake::summary::{Offsets, Sources, merge_offsets};
 use crate::lake::tail::{FlushWork, Tail};
-use crate::lake::writer::{self, unique_prefix};
+use crate::lake::writer::{self, CommitRequest, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
 use crate::sink::{Pending, Sink, SinkError};
 use crate::supervision::{Supervise, Supervision, supervised};
@@ -31,6 +32,8 @@ pub const NAME: &str = "iceberg-flusher";
 pub struct Tails {
     pub trades: Arc<Tail<TradeV2>>,
     pub quotes: Arc<Tail<QuoteV2>>,
+    /// Kafka mode: the partitions this process may commit.
+    pub claims: Arc<Claims>,
 }
 
 impl Tails {
@@ -39,7 +42,14 @@ impl Tails {
         Ok(Self {
             trades: Arc::new(Tail::new(TableKind::Trades, lake.table(TableKind::Trades).await?)?),
             quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?)?),
+            claims: Arc::new(Claims::default()),
         })
+    }
+
+    /// Throws away both tails' uncommitted rows (their partitions were
+    /// revoked); returns how many.
+    pub fn discard(&self) -> usize {
+        self.trades.discard() + self.quotes.discard()
     }
 
     pub fn waiting_rows(&self) -> usize {
@@ -157,7 +167,10 @@ impl FlusherActor {
     }
 
     fn start<R: LakeRow>(&mut self, ctx: &mut Context<Self>, tail: Arc<Tail<R>>) {
-        let (work, guard) = match tail.take_flush() {
+        // Read before the rows are taken: a revocation in between makes the
+        // flush stale, and its commit is refused.
+        let epoch = self.tails.claims.epoch();
+        let (mut work, guard) = match tail.take_flush() {
             Ok(Some(taken)) => taken,
             Ok(None) => return,
             Err(e) => {
@@ -165,8 +178,10 @@ impl FlusherActor {
                 return;
             }
         };
+        work.epoch = epoch;
         let kind = work.kind;
         let lake = self.lake.clone();
+        let tails = self.tails.clone();
         let probe = self.supervision.probe().clone();
         let backoff = (self.config.retry_initial, self.config.retry_max);
         let breaker = self.breaker.clone();
@@ -174,7 +189,7 @@ impl FlusherActor {
             // The guard allows the next flush when this task ends, also by a
             // panic; that flush then takes these rows again.
             let _guard = guard;
-            flush_until_committed(&lake, &tail, work, &probe, &breaker, backoff).await;
+            flush_until_committed(&lake, &tails, &tail, work, &probe, &breaker, backoff).await;
         });
         let addr = ctx.address();
         // The actor only learns when the task ends; it never waits on it.
@@ -206,6 +221,7 @@ impl FlusherActor {
 /// Writes and commits one flush, retrying with backoff until it is durable.
 async fn flush_until_committed<R: LakeRow>(
     lake: &Lake,
+    tails: &Tails,
     tail: &Tail<R>,
     work: FlushWork,
     probe: &Probe,
@@ -217,7 +233,7 @@ async fn flush_until_committed<R: LakeRow>(
     let mut files = None;
     loop {
         let started = Instant::now();
-        match flush_once(lake, tail, &work, &mut files).await {
+        match flush_once(lake, &tails.claims, tail, &work, &mut files).await {
             Ok((committed, bytes, file_count)) => {
                 breaker.success();
                 let secs = started.elapsed().as_secs_f64();
@@ -229,6 +245,18 @@ async fn flush_until_committed<R: LakeRow>(
                     metrics::histogram!("k2_lake_files_per_commit", "table" => table).record(file_count as f64);
                 }
                 tracing::debug!(table, generation = work.generation, rows = work.rows, secs, "flush committed");
+                return;
+            }
+            Err(e @ (LakeError::Revoked | LakeError::Fenced { .. })) => {
+                // Its partitions belong to another flusher now, which reads
+                // these rows again from the table's offsets.
+                metrics::counter!("k2_kafka_flushes_fenced_total", "table" => table).increment(1);
+                tracing::warn!(table, generation = work.generation, rows = work.rows, error = %e, "flush not committed");
+                if matches!(e, LakeError::Fenced { .. }) {
+                    probe.error(&e.to_string());
+                    tails.claims.fence();
+                    tails.discard();
+                }
                 return;
             }
             Err(e) => {
@@ -247,6 +275,7 @@ async fn flush_until_committed<R: LakeRow>(
 /// failed commit does not rewrite them.
 async fn flush_once<R: LakeRow>(
     lake: &Lake,
+    claims: &Arc<Claims>,
     tail: &Tail<R>,
     work: &FlushWork,
     files: &mut Option<Vec<iceberg::spec::DataFile>>,
@@ -267,8 +296,11 @@ async fn flush_once<R: LakeRow>(
     let data_files = files.clone().unwrap_or_default();
     let bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
     let count = data_files.len();
-    let done = writer::commit(lake.catalog().as_ref(), &ident, data_files, &work.covered).await?;
-    tail.committed(work.covered.clone(), done.table);
+    // Held through the commit: a revocation waits for it.
+    let _permit = claims.admit(work.epoch, &work.delta.offsets)?;
+    let request = CommitRequest { files: data_files, delta: &work.delta, starts: &work.starts, writer: lake.writer() };
+    let done = writer::commit(lake.catalog(), &ident, request).await?;
+    tail.committed(done.covered, done.table);
     Ok((done.appended, bytes, count))
 }
 

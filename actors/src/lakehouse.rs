@@ -13,7 +13,7 @@ use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
 use crate::health::HealthRegistry;
 use crate::kafka::KafkaSink;
 use crate::kafka::schemas::SchemaSource;
-use crate::lake::{Lake, LakeError};
+use crate::lake::{Access, Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
@@ -41,7 +41,13 @@ impl Lakehouse {
         // Gauges set before the recorder exists (breakers' first state)
         // would be lost.
         crate::telemetry::prometheus();
-        let lake = Lake::open(&config.storage).await?;
+        // In Kafka mode the tables are written only by the consumer group's
+        // flushers, which may share them.
+        let access = match config.mode {
+            Mode::Embedded => Access::Exclusive,
+            Mode::Kafka => Access::Shared,
+        };
+        let lake = Lake::open_with(&config.storage, access).await?;
         let tails = Tails::open(&lake).await?;
         let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));
         // The dedup window outlives the process: ids already in the tables
@@ -86,7 +92,7 @@ impl Lakehouse {
         let consumer = if config.mode == Mode::Kafka && config.kafka.consume {
             let schemas = schema_source();
             Some(
-                crate::kafka::consumer::start(&config.kafka, tails.clone(), schemas)
+                crate::kafka::consumer::start(&config.kafka, lake.clone(), tails.clone(), schemas)
                     .map_err(|e| LakeError::Kafka(e.to_string()))?,
             )
         } else {

@@ -1,37 +1,47 @@
 //! Kafka mode's consuming side: records from the market topics land in the
 //! tables' tails, carrying their offsets; each Iceberg snapshot records the
-//! offsets it covers (`k2.kafka-offsets`) in the same commit as the rows. On
-//! start, consumption continues exactly where the latest snapshot ends, so a
-//! crash at any point neither loses nor doubles a row.
+//! offsets it covers (`k2.kafka-offsets`) in the same commit as the rows.
 //!
-//! This first version assigns every partition of the market topics to one
-//! consumer (no group rebalancing) and looks for new topics every few
-//! seconds; the group id is used only to report lag.
+//! The flushers form one consumer group (auto-commit off) and split the
+//! partitions. When partitions are assigned, each continues exactly where
+//! the table's latest snapshot says, read from the catalog at that moment
+//! (another flusher may have committed them last). When they are revoked,
+//! the rows not yet committed are thrown away, and the revocation waits for
+//! a commit under way; a flush taken before is refused at commit
+//! ([`Claims`]). So a crash or a rebalance at any point neither loses nor
+//! doubles a row. Group offset commits carry what the snapshots cover, for
+//! lag monitoring only.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k2_core::MarketEvent;
 use k2_core::codec::wire::{SchemaIds, WireCodec, split_frame};
-use rdkafka::ClientConfig;
-use rdkafka::Message;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::KafkaError;
 use super::schemas::SchemaSource;
 use super::topics::ensure;
 use crate::config::KafkaConfig;
 use crate::flusher::Tails;
+use crate::lake::claims::{Claims, Verdict};
 use crate::lake::summary::Offsets;
+use crate::lake::{Lake, LakeError, TableKind};
 
 /// Most records taken into the tails at once.
 const BATCH: usize = 4096;
+
+/// How long an assignment waits for the catalog before giving the
+/// partitions back (the group then rebalances).
+const ASSIGN_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Whether `topic` is one of the market topics under `prefix`.
 pub fn is_market_topic(prefix: &str, topic: &str) -> Option<bool> {
@@ -42,6 +52,18 @@ pub fn is_market_topic(prefix: &str, topic: &str) -> Option<bool> {
         [_, "quotes", _] => Some(false),
         _ => None,
     }
+}
+
+/// The subscription: librdkafka takes a name starting with `^` as a regex.
+fn pattern(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len() * 2);
+    for c in prefix.chars() {
+        if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("^{escaped}market\\.[^.]+\\.(trades|quotes)\\.[^.]+$")
 }
 
 struct Decoders {
@@ -73,19 +95,165 @@ impl Decoders {
     }
 }
 
-/// Starts consuming into `tails` on the runtime; runs until the process ends.
+/// Runs `future` to completion from a librdkafka callback, which is a
+/// synchronous call inside `recv()` on a runtime worker.
+fn block_on<F>(handle: &tokio::runtime::Handle, future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let run = || std::thread::scope(|s| s.spawn(|| handle.block_on(future)).join());
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let joined = if multi { tokio::task::block_in_place(run) } else { run() };
+    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The group's rebalance hooks: where assigned partitions continue, and
+/// what revoked ones leave behind.
+struct Rebalance {
+    lake: Lake,
+    tails: Tails,
+    claims: Arc<Claims>,
+    handle: tokio::runtime::Handle,
+    prefix: String,
+}
+
+impl ClientContext for Rebalance {}
+
+impl ConsumerContext for Rebalance {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => match self.assigned(tpl) {
+                Ok(()) => {
+                    if let Err(e) = consumer.assign(tpl) {
+                        tracing::error!(error = %e, "assigning partitions failed");
+                    }
+                }
+                Err(e) => {
+                    // Without the table's offsets nothing can be consumed
+                    // exactly once: rejoin later.
+                    tracing::error!(error = %e, "partitions assigned but the table's offsets are unreadable");
+                    self.claims.fence();
+                    let _ = consumer.unassign();
+                }
+            },
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked();
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                self.revoked();
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Rebalance {
+    /// Reads each table as it is now and sets every assigned partition's
+    /// offset to what the table covers (the beginning when it holds none).
+    fn assigned(&self, tpl: &mut TopicPartitionList) -> Result<(), LakeError> {
+        let load = async {
+            let started = std::time::Instant::now();
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match self.adopt_tables().await {
+                    Ok(offsets) => return Ok(offsets),
+                    Err(e) if started.elapsed() < ASSIGN_PATIENCE => {
+                        tracing::warn!(error = %e, "reading the tables' offsets failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let covered = block_on(&self.handle, load)?;
+        let mut claimed = Vec::new();
+        for elem in tpl.elements() {
+            let (topic, partition) = (elem.topic().to_owned(), elem.partition());
+            let next = covered.get(&topic).and_then(|m| m.get(&partition)).copied();
+            claimed.push(((topic, partition), next.unwrap_or(0)));
+        }
+        for ((topic, partition), next) in &claimed {
+            let offset = if *next > 0 { Offset::Offset(*next) } else { Offset::Beginning };
+            tpl.set_partition_offset(topic, *partition, offset).map_err(|e| LakeError::Kafka(e.to_string()))?;
+        }
+        tracing::info!(partitions = claimed.len(), "partitions assigned; continuing where the tables end");
+        metrics::counter!("k2_kafka_rebalances_total", "kind" => "assign").increment(1);
+        self.claims.assign(claimed);
+        Ok(())
+    }
+
+    /// Both tables reloaded from the catalog: the tails continue after them,
+    /// and together they say where each partition continues.
+    async fn adopt_tables(&self) -> Result<Offsets, LakeError> {
+        let trades = self.lake.table(TableKind::Trades).await?;
+        let quotes = self.lake.table(TableKind::Quotes).await?;
+        let mut offsets = self.tails.trades.adopt(trades)?.offsets;
+        let quote_offsets = self.tails.quotes.adopt(quotes)?.offsets;
+        // Each topic is only in its own table; keep them apart anyway.
+        for (topic, parts) in quote_offsets {
+            if is_market_topic(&self.prefix, &topic) == Some(false) {
+                offsets.insert(topic, parts);
+            }
+        }
+        offsets.retain(|topic, _| is_market_topic(&self.prefix, topic).is_some());
+        Ok(offsets)
+    }
+
+    /// Gives every partition up: waits for a commit under way, then throws
+    /// away what is not committed (the next owner reads it again).
+    fn revoked(&self) {
+        let claims = self.claims.clone();
+        let wait = || claims.revoke_all();
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        }
+        let dropped = self.tails.discard();
+        metrics::counter!("k2_kafka_rebalances_total", "kind" => "revoke").increment(1);
+        tracing::info!(dropped, "partitions revoked; uncommitted rows left to their next owner");
+    }
+}
+
+type GroupConsumer = StreamConsumer<Rebalance>;
+
+/// Starts consuming into `tails` on the runtime as a member of the
+/// flushers' group; runs until the process ends.
 pub fn start(
     config: &KafkaConfig,
+    lake: Lake,
     tails: Tails,
     schemas: SchemaSource,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let context = Rebalance {
+        lake,
+        claims: tails.claims.clone(),
+        tails: tails.clone(),
+        handle: tokio::runtime::Handle::current(),
+        prefix: config.topic_prefix.clone(),
+    };
+    let mut client = ClientConfig::new();
+    if !config.instance_id.is_empty() {
+        client.set("group.instance.id", &config.instance_id);
+    }
+    let consumer: GroupConsumer = client
         .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", format!("{}k2-iceberg", config.topic_prefix))
+        .set("group.id", format!("{}{}", config.topic_prefix, config.group))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .create()?;
+        .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
+        // New market topics join the subscription within seconds.
+        .set("topic.metadata.refresh.interval.ms", "3000")
+        .create_with_context(context)?;
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("enable.idempotence", "true")
@@ -93,40 +261,34 @@ pub fn start(
         .create()?;
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
+    let subscription = pattern(&config.topic_prefix);
+    consumer.subscribe(&[&subscription])?;
     let config = config.clone();
     Ok(tokio::spawn(async move {
         let consumer = Arc::new(consumer);
-        // Where each partition continues: the snapshots' offsets first.
-        let (_, mut positions) = tails.committed();
+        let claims = tails.claims.clone();
         let mut decoders = Decoders { schemas, kinds: HashMap::new() };
-        let mut assigned: Vec<(String, i32)> = Vec::new();
         let mut look = tokio::time::interval(Duration::from_secs(3));
         loop {
             tokio::select! {
                 _ = look.tick() => {
-                    report_progress(&consumer, &tails, &positions, &assigned).await;
-                    match discover(&consumer, &config.topic_prefix).await {
-                        Ok(found) if found != assigned => {
-                            let mut list = TopicPartitionList::new();
-                            for (topic, p) in &found {
-                                let offset = positions.get(topic).and_then(|m| m.get(p)).map_or(Offset::Beginning, |n| Offset::Offset(*n));
-                                if let Err(e) = list.add_partition_offset(topic, *p, offset) {
-                                    tracing::error!(%topic, partition = p, error = %e, "cannot assign");
-                                }
-                            }
-                            match consumer.assign(&list) {
-                                Ok(()) => assigned = found,
-                                Err(e) => tracing::error!(error = %e, "assigning partitions failed"),
-                            }
+                    report_progress(&consumer, &tails).await;
+                    if claims.take_resync() {
+                        // A commit was fenced: rejoin, so that the group
+                        // assigns afresh and this flusher rereads the tables.
+                        tracing::warn!("rejoining the consumer group after a fenced commit");
+                        consumer.unsubscribe();
+                        if let Err(e) = consumer.subscribe(&[&subscription]) {
+                            tracing::error!(error = %e, "resubscribing failed");
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "looking for market topics failed"),
                     }
                 }
-                first = consumer.recv(), if !assigned.is_empty() => {
+                first = consumer.recv() => {
+                    // A rebalance runs inside recv(): each record is judged
+                    // by the assignment it was received under.
                     let mut batch = Vec::with_capacity(BATCH);
                     match first {
-                        Ok(m) => batch.push(m.detach()),
+                        Ok(m) => batch.push((claims.epoch(), m.detach())),
                         Err(e) => {
                             tracing::warn!(error = %e, "consume failed");
                             metrics::counter!("k2_kafka_consume_errors_total").increment(1);
@@ -136,11 +298,11 @@ pub fn start(
                     // Take what else has arrived, without waiting.
                     while batch.len() < BATCH {
                         match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
-                            Ok(Ok(m)) => batch.push(m.detach()),
+                            Ok(Ok(m)) => batch.push((claims.epoch(), m.detach())),
                             _ => break,
                         }
                     }
-                    ingest(batch, &tails, &mut decoders, &mut positions, &dlq, &admin, &config).await;
+                    ingest(batch, &tails, &mut decoders, &dlq, &admin, &config).await;
                 }
             }
         }
@@ -149,18 +311,14 @@ pub fn start(
 
 /// Lag and the group's offsets, both for monitoring only (where to resume is
 /// the snapshots' business): `k2_kafka_consumer_lag{topic,partition}` is the
-/// high watermark minus the next offset this consumer reads, and the group
+/// high watermark minus the next offset this consumer takes, and the group
 /// commit carries the offsets the latest snapshots cover.
-async fn report_progress(
-    consumer: &Arc<StreamConsumer>,
-    tails: &Tails,
-    positions: &Offsets,
-    assigned: &[(String, i32)],
-) {
+async fn report_progress(consumer: &Arc<GroupConsumer>, tails: &Tails) {
+    let owned = tails.claims.owned();
     let (_, durable) = tails.committed();
     let mut list = TopicPartitionList::new();
-    for (topic, partitions) in &durable {
-        for (p, next) in partitions {
+    for ((topic, p), _) in &owned {
+        if let Some(next) = durable.get(topic).and_then(|m| m.get(p)) {
             let _ = list.add_partition_offset(topic, *p, Offset::Offset(*next));
         }
     }
@@ -169,56 +327,65 @@ async fn report_progress(
     {
         tracing::debug!(error = %e, "group offset commit failed");
     }
-    let (c, parts) = (consumer.clone(), assigned.to_vec());
+    let c = consumer.clone();
     let marks = tokio::task::spawn_blocking(move || {
-        parts
+        owned
             .into_iter()
-            .filter_map(|(t, p)| c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(_, high)| (t, p, high)))
+            .filter_map(|((t, p), next)| {
+                c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(_, high)| (t, p, high - next))
+            })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
-    for (topic, partition, high) in marks {
-        let next = positions.get(&topic).and_then(|m| m.get(&partition)).copied().unwrap_or(0);
+    for (topic, partition, lag) in marks {
         metrics::gauge!("k2_kafka_consumer_lag", "topic" => topic, "partition" => partition.to_string())
-            .set((high - next).max(0) as f64);
+            .set(lag.max(0) as f64);
     }
 }
 
-/// The market topics and their partitions, sorted.
-async fn discover(consumer: &Arc<StreamConsumer>, prefix: &str) -> Result<Vec<(String, i32)>, KafkaError> {
-    let c = consumer.clone();
-    let metadata = tokio::task::spawn_blocking(move || c.fetch_metadata(None, Duration::from_secs(5)))
-        .await
-        .map_err(|e| KafkaError::Registry(format!("metadata task: {e}")))??;
-    let mut out: Vec<(String, i32)> = metadata
-        .topics()
-        .iter()
-        .filter(|t| is_market_topic(prefix, t.name()).is_some())
-        .flat_map(|t| t.partitions().iter().map(move |p| (t.name().to_owned(), p.id())))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 async fn ingest(
-    batch: Vec<rdkafka::message::OwnedMessage>,
+    batch: Vec<(u64, OwnedMessage)>,
     tails: &Tails,
     decoders: &mut Decoders,
-    positions: &mut Offsets,
     dlq: &FutureProducer,
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaConfig,
 ) {
+    // Judged in runs of one epoch (almost always the whole batch).
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut i = 0;
+    while i < batch.len() {
+        let epoch = batch[i].0;
+        let run = batch[i..].iter().take_while(|(e, _)| *e == epoch).count();
+        let records = batch[i..i + run].iter().map(|(_, m)| (m.topic(), m.partition(), m.offset()));
+        verdicts.extend(tails.claims.judge(epoch, records));
+        i += run;
+    }
     let (mut trades, mut quotes) = (Vec::new(), Vec::new());
     let (mut trade_offsets, mut quote_offsets) = (Offsets::new(), Offsets::new());
-    for m in &batch {
+    let mut taken = 0u64;
+    for ((_, m), verdict) in batch.iter().zip(verdicts) {
         let topic = m.topic();
-        let next = m.offset() + 1;
+        match verdict {
+            Verdict::Skip => continue,
+            Verdict::Take => {}
+            Verdict::TakeAfterGap { missing } => {
+                metrics::counter!("k2_kafka_records_missing_total", "topic" => topic.to_owned())
+                    .increment(missing as u64);
+                tracing::error!(
+                    topic,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    missing,
+                    "records missing from the log (retention?)"
+                );
+            }
+        }
+        taken += 1;
         let Some(is_trades) = is_market_topic(&config.topic_prefix, topic) else { continue };
         let offsets = if is_trades { &mut trade_offsets } else { &mut quote_offsets };
-        offsets.entry(topic.to_owned()).or_default().insert(m.partition(), next);
-        positions.entry(topic.to_owned()).or_default().insert(m.partition(), next);
+        offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
         match decoders.decode(m.payload().unwrap_or_default()).await {
             Ok(MarketEvent::Trade(t)) if is_trades => trades.push(t),
             Ok(MarketEvent::Quote(q)) if !is_trades => quotes.push(q),
@@ -226,7 +393,7 @@ async fn ingest(
             Err(reason) => dead_letter(dlq, admin, config, m, &reason).await,
         }
     }
-    metrics::counter!("k2_kafka_messages_consumed_total").increment(batch.len() as u64);
+    metrics::counter!("k2_kafka_messages_consumed_total").increment(taken);
     if let Err(e) = tails.trades.append_consumed(trades, &trade_offsets) {
         tracing::error!(error = %e, "consumed trades could not be taken");
     }
@@ -241,7 +408,7 @@ async fn dead_letter(
     dlq: &FutureProducer,
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaConfig,
-    m: &rdkafka::message::OwnedMessage,
+    m: &OwnedMessage,
     reason: &str,
 ) {
     let topic = format!("{}.dlq", m.topic());
@@ -276,5 +443,11 @@ mod tests {
         assert_eq!(is_market_topic("t1.", "market.crypto.trades.binance"), None);
         assert_eq!(is_market_topic("", "market.crypto.trades.binance.dlq"), None);
         assert_eq!(is_market_topic("", "_schemas"), None);
+    }
+
+    #[test]
+    fn the_subscription_pattern_matches_market_topics_only() {
+        assert_eq!(pattern("t1."), "^t1\\.market\\.[^.]+\\.(trades|quotes)\\.[^.]+$");
+        assert_eq!(pattern(""), "^market\\.[^.]+\\.(trades|quotes)\\.[^.]+$");
     }
 }

@@ -13,7 +13,7 @@ use k2_core::MarketEvent;
 use k2_core::codec::wire::{SchemaIds, WireCodec};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::{Mutex, Notify};
@@ -25,9 +25,29 @@ use crate::breaker::CircuitBreaker;
 use crate::config::KafkaConfig;
 use crate::sink::{Pending, Sink, SinkError};
 
+/// librdkafka's own view of the brokers. Deliveries fail only after
+/// `message_timeout` (records wait in its queue meanwhile), so a broker that
+/// is down shows first here: each failed connection attempt counts against
+/// the Kafka breaker.
+struct BrokerWatch {
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl ClientContext for BrokerWatch {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer: broker trouble");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.breaker.failure();
+        }
+    }
+}
+
 /// What the sink and its batch futures share.
 struct Shared {
-    producer: FutureProducer,
+    producer: FutureProducer<BrokerWatch>,
     admin: AdminClient<DefaultClientContext>,
     config: KafkaConfig,
     schemas: SchemaSource,
@@ -58,7 +78,8 @@ impl KafkaSink {
             .set("linger.ms", config.linger.as_millis().to_string())
             .set("batch.size", config.batch_bytes.to_string())
             .set("message.timeout.ms", config.message_timeout.as_millis().to_string());
-        let producer: FutureProducer = client.create()?;
+        let producer: FutureProducer<BrokerWatch> =
+            client.create_with_context(BrokerWatch { breaker: breaker.clone() })?;
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
         Ok(Self {
