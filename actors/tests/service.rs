@@ -1,48 +1,19 @@
 //! `k2 run` and `k2 exchange-sim` as processes: the service answers /health
 //! and /metrics while streaming, and SIGTERM drains and exits 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
+use common::{Run, assert_contiguous_trades, get, read_iceberg, start_sim, trades_seen};
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `k2 run` with `config` and waits for the line that gives its HTTP
-/// address: the process, the rest of its stderr, and the address.
-fn start_run(config: &std::path::Path, log: &str) -> (Kill, BufReader<std::process::ChildStderr>, String) {
-    let mut run = Command::new(env!("CARGO_BIN_EXE_k2"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("K2_LOG", log)
-        .env("K2__STORAGE__DATA_DIR", config.parent().unwrap().join("data"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    let http = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "k2 run ended early");
-        if let Some(rest) = line.strip_prefix("k2 run: http://") {
-            break rest.split('/').next().unwrap().to_owned();
-        }
-    };
-    (Kill(run), stderr, http)
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: k2\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// `k2 run` with `config`, its data directory beside it.
+fn start_run(config: &std::path::Path, log: &str) -> Run {
+    let dir = config.parent().unwrap();
+    Run::start(config, &dir.join("data"), log, dir.join(format!("k2-{}.log", uuid::Uuid::new_v4().simple())))
 }
 
 #[test]
@@ -60,8 +31,8 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    let (mut run, mut stderr, http) = start_run(&config, "warn");
-    let pid = run.0.id();
+    let run = start_run(&config, "warn");
+    let http = run.http.clone();
 
     // Wait for trades to reach the sink.
     let start = Instant::now();
@@ -77,12 +48,7 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"binance-0\":{\"state\":\"running\""), "{health}");
 
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let code = run.0.wait().unwrap();
-    assert_eq!(code.code(), Some(0), "{rest}");
+    let rest = run.stop();
     assert!(rest.contains("stopped;") && rest.contains("trades"), "{rest}");
 }
 
@@ -103,7 +69,8 @@ fn a_crash_loop_stops_the_service_with_a_clear_error() {
         "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nenabled = false\n[supervision]\nmax_restarts = 1\nbackoff_initial = \"10ms\"\n",
     )
     .unwrap();
-    let (mut run, mut stderr, http) = start_run(&config, "error");
+    let run = start_run(&config, "error");
+    let http = run.http.clone();
     assert!(post(&http, "/admin/faults?actor=dedup&kind=panic").starts_with("HTTP/1.1 202"));
     // The first panic is restarted; wait for it before the second.
     let start = Instant::now();
@@ -112,43 +79,9 @@ fn a_crash_loop_stops_the_service_with_a_clear_error() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(post(&http, "/admin/faults?actor=dedup&kind=panic").starts_with("HTTP/1.1 202"));
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let code = run.0.wait().unwrap();
-    assert_eq!(code.code(), Some(70), "{rest}");
+    let (code, rest) = run.wait();
+    assert_eq!(code, Some(70), "{rest}");
     assert!(rest.contains("dedup failed too often"), "{rest}");
-}
-
-/// Starts `k2 exchange-sim` (no faults) and returns it with its addresses.
-fn start_sim(rate: &str) -> (Kill, serde_json::Value) {
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_k2"))
-        .args(["exchange-sim", "--ws-bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--rate", rate])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    (Kill(sim), serde_json::from_str(&line).unwrap())
-}
-
-fn sigterm_and_wait(mut run: Kill, mut stderr: BufReader<std::process::ChildStderr>) -> String {
-    let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let code = run.0.wait().unwrap();
-    assert_eq!(code.code(), Some(0), "{rest}");
-    rest
-}
-
-fn trades_seen(http: &str) -> u64 {
-    let body = get(http, "/v1/symbols");
-    let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // The body may be chunked; the JSON object is the part between braces.
-    let json = &json[json.find('{').unwrap_or(0)..=json.rfind('}').unwrap_or(0)];
-    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    v["data"].as_array().map_or(0, |a| a.iter().map(|r| r["trades"].as_u64().unwrap_or(0)).sum())
 }
 
 /// Stop K2 with SIGTERM mid-stream and start it again on the same tables:
@@ -172,10 +105,11 @@ fn sigterm_mid_stream_then_restart_keeps_every_trade_exactly_once() {
     .unwrap();
 
     for round in 0..2 {
-        let (run, stderr, http) = start_run(&config, "warn");
+        let run = start_run(&config, "warn");
+        let http = run.http.clone();
         let start = Instant::now();
-        let base = trades_seen(&http);
-        while trades_seen(&http) < base + 3000 {
+        let base = trades_seen(&http, "hybrid");
+        while trades_seen(&http, "hybrid") < base + 3000 {
             assert!(start.elapsed() < Duration::from_secs(30), "round {round}: trades stopped arriving");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -193,25 +127,15 @@ fn sigterm_mid_stream_then_restart_keeps_every_trade_exactly_once() {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        let log = sigterm_and_wait(run, stderr);
+        let log = run.stop();
         assert!(log.contains("0 rows not committed"), "{log}");
         // Let the exchange move on while K2 is down.
         std::thread::sleep(Duration::from_millis(700));
     }
 
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/read_iceberg.py");
-    let out = Command::new("python3").arg(script).arg(dir.path().join("data")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let per_symbol = v["trades"]["per_symbol"].as_object().unwrap();
-    assert_eq!(per_symbol.len(), 3, "{v}");
-    for (symbol, s) in per_symbol {
-        let (rows, distinct) = (s["rows"].as_i64().unwrap(), s["distinct"].as_i64().unwrap());
-        let (min, max) = (s["min"].as_i64().unwrap(), s["max"].as_i64().unwrap());
-        assert_eq!(rows, distinct, "{symbol}: a trade was written twice: {s}");
-        assert_eq!(rows, max - min + 1, "{symbol}: trades are missing: {s}");
-    }
-    assert_eq!(v["trades"]["rows"], v["trades"]["distinct_message_ids"]);
+    let v = read_iceberg(&dir.path().join("data"));
+    assert_eq!(v["trades"]["per_symbol"].as_object().unwrap().len(), 3, "{v}");
+    assert_contiguous_trades(&v);
 }
 
 /// The ASX acceptance check: after `k2 load` of the real sample, a `k2 run`
@@ -256,7 +180,8 @@ fn asx_summary_after_load_matches_the_csv() {
 
     let config = dir.path().join("k2.toml");
     std::fs::write(&config, "[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n").unwrap();
-    let (run, stderr, http) = start_run(&config, "warn");
+    let run = start_run(&config, "warn");
+    let http = run.http.clone();
     let body = get(&http, "/v1/summary/BHP/2014-03-10?exchange=ASX");
     let json = body.split_once("\r\n\r\n").unwrap().1;
     let json = &json[json.find('{').unwrap()..=json.rfind('}').unwrap()];
@@ -273,5 +198,5 @@ fn asx_summary_after_load_matches_the_csv() {
     assert_eq!(dec("notional"), notional);
     assert_eq!(dec("vwap"), vwap);
     assert_eq!(v["source"], "hybrid");
-    sigterm_and_wait(run, stderr);
+    run.stop();
 }

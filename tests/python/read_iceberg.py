@@ -33,6 +33,9 @@ for table_name in ("trades", "quotes"):
         "distinct_message_ids": len(pc.unique(rows["message_id"])) if rows.num_rows else 0,
         "snapshots": len(table.metadata.snapshots),
         "partition_spec": str(table.spec()),
+        # K2 processes that committed snapshots (each process is one writer).
+        "writers": len({s.summary.additional_properties["k2.writer"] for s in table.metadata.snapshots
+                        if "k2.writer" in s.summary.additional_properties}),
         "k2_generation": next(
             (s.summary.additional_properties.get("k2.flush-generation") for s in reversed(table.metadata.snapshots)
              if "k2.flush-generation" in s.summary.additional_properties),

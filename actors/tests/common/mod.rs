@@ -1,0 +1,136 @@
+//! Helpers of the tests that run K2 and the exchange simulator as processes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `k2 run` whose stderr goes to a file (a pipe nobody reads would stall
+/// it).
+pub struct Run {
+    pub process: Kill,
+    pub log: PathBuf,
+    pub http: String,
+}
+
+impl Run {
+    /// Starts `k2 run --config config` with `K2_LOG=log_level` and the data
+    /// directory `data`, logging to `log`, and waits for its HTTP address.
+    pub fn start(config: &Path, data: &Path, log_level: &str, log: PathBuf) -> Run {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_k2"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("K2_LOG", log_level)
+            .env("K2__STORAGE__DATA_DIR", data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let mut process = Kill(child);
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find_map(|l| l.strip_prefix("k2 run: http://")) {
+                let http = line.split('/').next().unwrap().to_owned();
+                return Run { process, log, http };
+            }
+            if let Ok(Some(status)) = process.0.try_wait() {
+                panic!("k2 run ended early ({status}):\n{text}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "k2 run did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or leave the consumer group.
+    pub fn kill9(mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
+    /// Waits for the process to end by itself: its exit code and log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let code = self.process.0.wait().unwrap();
+        (code.code(), std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    pub fn stop(mut self) -> String {
+        let status = Command::new("kill").args(["-TERM", &self.process.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let code = self.process.0.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert_eq!(code.code(), Some(0), "{log}");
+        log
+    }
+}
+
+/// Starts `k2 exchange-sim` (no faults) and returns it with its addresses.
+pub fn start_sim(rate: &str) -> (Kill, serde_json::Value) {
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_k2"))
+        .args(["exchange-sim", "--ws-bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--rate", rate])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (Kill(sim), serde_json::from_str(&line).unwrap())
+}
+
+/// A GET over a plain socket: the whole response, headers included.
+pub fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: k2\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The JSON body of a GET (chunked or not).
+pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let body = get(addr, path);
+    let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = &json[json.find('{').unwrap_or(0)..=json.rfind('}').unwrap_or(0)];
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Trades `/v1/symbols` counts, over every symbol.
+pub fn trades_seen(http: &str, source: &str) -> u64 {
+    let v = get_json(http, &format!("/v1/symbols?source={source}"));
+    v["data"].as_array().map_or(0, |a| a.iter().map(|r| r["trades"].as_u64().unwrap_or(0)).sum())
+}
+
+/// What pyiceberg (another engine) reads from the tables under `data`.
+pub fn read_iceberg(data: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/read_iceberg.py");
+    let out = Command::new("python3").arg(script).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Asserts that, per symbol, the trade ids in the tables form one run with
+/// no gap and no duplicate.
+pub fn assert_contiguous_trades(v: &serde_json::Value) {
+    let per_symbol = v["trades"]["per_symbol"].as_object().expect("trades per symbol");
+    assert!(!per_symbol.is_empty(), "{v}");
+    for (symbol, s) in per_symbol {
+        let (rows, distinct) = (s["rows"].as_i64().unwrap(), s["distinct"].as_i64().unwrap());
+        let (min, max) = (s["min"].as_i64().unwrap(), s["max"].as_i64().unwrap());
+        assert_eq!(rows, distinct, "{symbol}: a trade was written twice: {s}");
+        assert_eq!(rows, max - min + 1, "{symbol}: trades are missing: {s}");
+    }
+    assert_eq!(v["trades"]["rows"], v["trades"]["distinct_message_ids"]);
+}

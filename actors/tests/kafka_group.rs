@@ -1,0 +1,264 @@
+//! Kafka mode as separate processes against a real Kafka-protocol broker:
+//! the exchange simulator → a producing `k2 run` → Kafka → two flushing
+//! `k2 run`s in one consumer group → Iceberg, with the flushers killed
+//! (SIGKILL) at random moments. Every trade lands exactly once, checked by
+//! another engine (pyiceberg) and through `/v1`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Run, assert_contiguous_trades, read_iceberg, start_sim, trades_seen};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+fn bootstrap() -> String {
+    std::env::var("K2_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Records in every partition of `topic` (its high watermarks' sum).
+fn records_in(topic: &str, partitions: i32) -> i64 {
+    records_in_at(&bootstrap(), topic, partitions)
+}
+
+fn write(path: &Path, text: &str) -> std::path::PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
+#[test]
+fn flushers_in_one_group_killed_at_random_land_every_trade_exactly_once() {
+    let seed: u64 = std::env::var("K2_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("seed = {seed} (K2_TEST_SEED={seed} repeats this run)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let (_sim, addrs) = start_sim("2000");
+    // Kept when the test fails: the processes' logs are in it.
+    let kept = tempfile::tempdir().unwrap().keep();
+    let dir = Dir(kept.clone());
+    let data = dir.path().join("data");
+    let prefix = format!("g{}.", uuid::Uuid::new_v4().simple());
+    let topic = format!("{prefix}market.crypto.trades.binance");
+    let kafka = format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 4\nsession_timeout = \"6s\"\n",
+        bootstrap()
+    );
+    let producer = write(
+        &dir.path().join("producer.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n{kafka}consume = false\n",
+            ws = addrs["ws"].as_str().unwrap(),
+            rest = addrs["rest"].as_str().unwrap()
+        ),
+    );
+    let flusher = write(
+        &dir.path().join("flusher.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n[flush]\nmax_age = \"300ms\"\nmax_rows = 2000\n{kafka}"
+        ),
+    );
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let producing = Run::start(&producer, &data, "warn", log("producer"));
+    let start = Instant::now();
+    while records_in_topic_exists(&topic) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "nothing reached Kafka");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut started = 0;
+    let start_flusher = |slot: usize, started: &mut usize| {
+        *started += 1;
+        Run::start(&flusher, &data, "info", log(&format!("flusher-{slot}-{started}")))
+    };
+    let mut flushers = [Some(start_flusher(0, &mut started)), Some(start_flusher(1, &mut started))];
+    for round in 0..10 {
+        let wait = rng.random_range(500..4000);
+        let victim = rng.random_range(0..2);
+        std::thread::sleep(Duration::from_millis(wait));
+        eprintln!("round {round}: kill -9 flusher {victim} after {wait} ms");
+        if let Some(run) = flushers[victim].take() {
+            run.kill9();
+        }
+        // The killed member leaves the group when its session times out.
+        // Tansu 0.6 drops it then but keeps its partitions assigned to it
+        // until somebody joins, so the restart comes after the timeout (with
+        // Apache Kafka the survivor would take them over by itself).
+        std::thread::sleep(Duration::from_millis(6500));
+        flushers[victim] = Some(start_flusher(victim, &mut started));
+    }
+
+    // The producer stops cleanly: everything it took is in Kafka.
+    producing.stop();
+    let total = records_in(&topic, 4);
+    assert!(total > 10_000, "only {total} records were produced");
+    let start = Instant::now();
+    let v = loop {
+        let v = read_iceberg(&data);
+        let rows = v["trades"]["rows"].as_i64().unwrap();
+        assert!(rows <= total, "{rows} rows in the table, {total} records in Kafka: {v}");
+        if rows == total {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{rows} of {total} records in the table; seed {seed}; logs in {}",
+            dir.path().display()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_contiguous_trades(&v);
+    assert!(v["trades"]["writers"].as_u64().unwrap() >= 3, "flushers shared the work: {v}");
+
+    for f in flushers.into_iter().flatten() {
+        f.stop();
+    }
+    // The query API over the result: a K2 that only reads the tables.
+    let reader = write(
+        &dir.path().join("reader.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n{kafka}consume = false\n"
+        ),
+    );
+    let reading = Run::start(&reader, &data, "warn", log("reader"));
+    assert_eq!(trades_seen(&reading.http, "historical"), total as u64);
+    reading.stop();
+    let _ = std::fs::remove_dir_all(&kept);
+}
+
+/// A directory path.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Records in partition 0 of `topic`, 0 when it does not exist yet.
+fn records_in_topic_exists(topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    c.fetch_watermarks(topic, 0, Duration::from_secs(2)).map(|(_, high)| high).unwrap_or(0)
+}
+
+/// A Tansu broker of the test's own on a spare port, stopped when dropped.
+struct Broker {
+    process: Option<common::Kill>,
+    port: u16,
+    db: std::path::PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut b = Broker { process: None, port, db: dir.join("tansu.db") };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::options().create(true).append(true).open(self.db.with_extension("log")).unwrap();
+        let child = std::process::Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--storage-engine")
+            .arg(format!("sqlite:///{}", self.db.display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu is on PATH (tests/services.sh installs it)");
+        self.process = Some(common::Kill(child));
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "tansu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        self.process = None;
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn metric(http: &str, line_start: &str) -> Option<f64> {
+    common::get(http, "/metrics").lines().find(|l| l.starts_with(line_start))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// The broker dies mid-stream and comes back on the same storage: the
+/// producer holds and retries, the Kafka breaker shows the outage in
+/// /metrics and closes again, and every trade lands once.
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing_and_shows_in_the_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let (sim, addrs) = start_sim("1000");
+    let data = dir.path().join("data");
+    let prefix = "r.";
+    let topic = format!("{prefix}market.crypto.trades.binance");
+    let config = write(
+        &dir.path().join("k2.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"300ms\"\n[breakers]\ncool_down = \"1s\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 2\nsession_timeout = \"6s\"\n",
+            broker.bootstrap(),
+            ws = addrs["ws"].as_str().unwrap(),
+            rest = addrs["rest"].as_str().unwrap()
+        ),
+    );
+    let k2 = Run::start(&config, &data, "warn", dir.path().join("k2.log"));
+    let start = Instant::now();
+    while trades_seen(&k2.http, "hybrid") < 2000 {
+        assert!(start.elapsed() < Duration::from_secs(30), "trades did not come back from Kafka");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = "k2_circuit_breaker_state{dependency=\"kafka\"}";
+    assert_eq!(metric(&k2.http, state), Some(0.0));
+
+    broker.kill();
+    let start = Instant::now();
+    while metric(&k2.http, state) != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the Kafka breaker did not open while the broker was down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = trades_seen(&k2.http, "hybrid");
+    broker.restart();
+    let start = Instant::now();
+    while metric(&k2.http, state) != Some(0.0) || trades_seen(&k2.http, "hybrid") < during + 2000 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no recovery after the broker came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The exchange stops; what K2 took must all come back from Kafka.
+    drop(sim);
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let (seen, total) = (trades_seen(&k2.http, "hybrid") as i64, records_in_at(&broker.bootstrap(), &topic, 2));
+        if seen == total && last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        if seen != last.0 {
+            last = (seen, Instant::now());
+        }
+        assert!(seen <= total, "{seen} trades seen, {total} records in Kafka");
+        assert!(start.elapsed() < Duration::from_secs(60), "{seen} of {total} records consumed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let total = records_in_at(&broker.bootstrap(), &topic, 2);
+    k2.stop();
+    let v = read_iceberg(&data);
+    assert_eq!(v["trades"]["rows"].as_i64(), Some(total), "{v}");
+    assert_contiguous_trades(&v);
+}
+
+fn records_in_at(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    (0..partitions).map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1).sum()
+}
