@@ -314,3 +314,54 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
     })
     .unwrap();
 }
+
+/// A registry named by URL (here another K2's, which speaks Confluent's REST
+/// API as Confluent's, Karapace or Redpanda's do): the producer registers
+/// there, the consumer resolves ids there, and this K2's own registry stays
+/// empty.
+#[test]
+fn a_remote_registry_named_by_url_is_used_for_both_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("rr{}.", uuid::Uuid::new_v4().simple());
+    let host_dir = dir.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let host_file = host_dir.join("k2.toml");
+    std::fs::write(
+        &host_file,
+        format!("[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n", host_dir.join("lake").display()),
+    )
+    .unwrap();
+    let host_config = Config::load_from(Some(&host_file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let sent = events();
+    let trades_sent = sent.iter().filter(|e| e.is_trade()).count() as u64;
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(host_config.dedup.window, host_config.dedup.capacity);
+        let host = Lakehouse::start(&host_config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let host_server = host.serve(&host_config).unwrap();
+        let registry_url = format!("http://{}", host_server.addr);
+
+        let mut config = config(dir.path(), &prefix);
+        config.kafka.registry_url = registry_url.clone();
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let server = k2.serve(&config).unwrap();
+        let api = format!("http://{}", server.addr);
+        k2.pipeline.send(sent).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        let start = std::time::Instant::now();
+        while trades_in(&api, "hybrid").await < trades_sent {
+            assert!(start.elapsed() < Duration::from_secs(30), "records did not come back through the remote registry");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let subjects = |url: String| async move {
+            reqwest::get(format!("{url}/subjects")).await.unwrap().json::<Vec<String>>().await.unwrap()
+        };
+        let remote = subjects(registry_url).await;
+        assert!(remote.contains(&format!("{prefix}market.crypto.trades.binance-value")), "{remote:?}");
+        assert!(remote.contains(&format!("{prefix}market.crypto.quotes.binance-value")), "{remote:?}");
+        assert_eq!(subjects(api.clone()).await, Vec::<String>::new(), "this K2's own registry was not used");
+        server.handle.stop(true).await;
+        host_server.handle.stop(true).await;
+    })
+    .unwrap();
+}
