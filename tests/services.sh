@@ -4,12 +4,22 @@
 # - the Python packages of the interop tests (fastavro, pyiceberg,
 #   confluent-kafka);
 # - Tansu 0.6.0, a Kafka-compatible broker written in Rust, on
-#   127.0.0.1:9092 (K2_TEST_KAFKA names another broker and skips this).
+#   127.0.0.1:9092 (K2_TEST_KAFKA names another broker and skips this);
+# - Redis on 127.0.0.1:6379 when none answers there (K2_TEST_REDIS names
+#   another and skips this).
 # The README's test command runs this before the tests; .ci/run too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+if [ -z "${K2_TEST_REDIS:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --port 6379 --bind 127.0.0.1 --save "" --appendonly no
+  for _ in $(seq 1 50); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
 
 if [ -n "${K2_TEST_KAFKA:-}" ]; then
   exit 0

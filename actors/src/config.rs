@@ -42,6 +42,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub kafka: KafkaConfig,
     pub breakers: BreakerConfig,
+    pub redis: RedisConfig,
 }
 
 /// Circuit breakers' thresholds (the same for every dependency).
@@ -220,6 +221,18 @@ pub struct DedupConfig {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty: dedup and sequence state in memory.
+    pub url: String,
+    /// Longest wait for one round trip before falling back to memory.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Put before every key (several deployments on one Redis).
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

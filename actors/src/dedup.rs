@@ -2,6 +2,7 @@
 //! window. The state sits behind [`DedupStore`] so a shared store (Redis)
 //! can take the in-memory window's place.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -10,6 +11,7 @@ use k2_core::transform::dedup::DedupWindow;
 
 use crate::health::{Link, forward};
 use crate::messages::{Drain, EventBatch};
+use crate::shared_state::SharedState;
 use crate::sink_actor::SinkActor;
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
@@ -60,6 +62,9 @@ impl DedupStore for MemoryStore {
 
 pub struct DedupActor {
     store: Box<dyn DedupStore>,
+    /// Redis, shared with other instances: an event this instance has not
+    /// seen goes on only if no instance took it before.
+    shared: Option<Arc<SharedState>>,
     next: Link<SinkActor>,
     supervision: Supervision,
     keep: Vec<bool>,
@@ -67,7 +72,12 @@ pub struct DedupActor {
 
 impl DedupActor {
     pub fn new(store: Box<dyn DedupStore>, next: Link<SinkActor>, supervision: Supervision) -> Self {
-        Self { store, next, supervision, keep: Vec::new() }
+        Self { store, shared: None, next, supervision, keep: Vec::new() }
+    }
+
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn process(&mut self, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
@@ -86,11 +96,43 @@ impl DedupActor {
                 None => dropped.push((event.exchange().into(), 1)),
             }
         }
-        for (exchange, n) in dropped {
-            metrics::counter!("k2_duplicates_total", "exchange" => exchange.to_string()).increment(n);
-        }
+        count_duplicates(dropped);
         kept
     }
+}
+
+fn count_duplicates(dropped: Vec<(compact_str::CompactString, u64)>) {
+    for (exchange, n) in dropped {
+        metrics::counter!("k2_duplicates_total", "exchange" => exchange.to_string()).increment(n);
+    }
+}
+
+/// Keeps the events another instance has not taken (per Redis); when Redis
+/// cannot answer, all of them (this instance's memory has already checked).
+async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
+    let ids: Vec<(&str, uuid::Uuid)> = events.iter().map(|e| (e.exchange(), e.message_id())).collect();
+    let claimed = match shared.claim(&ids).await {
+        Ok(c) => c,
+        Err(_) => return events,
+    };
+    drop(ids);
+    let mut dropped: Vec<(compact_str::CompactString, u64)> = Vec::new();
+    let kept = events
+        .into_iter()
+        .zip(claimed)
+        .filter_map(|(event, mine)| {
+            if mine {
+                return Some(event);
+            }
+            match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
+                Some((_, n)) => *n += 1,
+                None => dropped.push((event.exchange().into(), 1)),
+            }
+            None
+        })
+        .collect();
+    count_duplicates(dropped);
+    kept
 }
 
 impl Actor for DedupActor {
@@ -127,7 +169,21 @@ impl Handler<EventBatch> for DedupActor {
         if kept.is_empty() {
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
-        forward(self, &self.next, EventBatch { events: kept })
+        let Some(shared) = self.shared.clone() else {
+            return forward(self, &self.next, EventBatch { events: kept });
+        };
+        let next = self.next.clone();
+        // Held like `forward`: the next batch waits for this one's answer,
+        // so order is kept.
+        AtomicResponse::new(Box::pin(
+            async move {
+                let kept = claim_shared(shared, kept).await;
+                if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
+                    tracing::error!("the sink stage is gone; message dropped");
+                }
+            }
+            .into_actor(self),
+        ))
     }
 }
 

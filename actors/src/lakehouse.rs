@@ -18,6 +18,7 @@ use crate::pipeline::Pipeline;
 use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
 use crate::query::{self, QueryActor};
+use crate::shared_state::SharedState;
 
 /// A running embedded K2.
 pub struct Lakehouse {
@@ -64,7 +65,23 @@ impl Lakehouse {
             secs = started.elapsed().as_secs_f64(),
             "dedup window restored from the tables"
         );
-        let (restore, _) = tails.committed();
+        let (mut restore, _) = tails.committed();
+        // Redis: another instance (or this one before a restart) may have
+        // seen further than the tables hold.
+        let shared = if config.redis.url.is_empty() {
+            None
+        } else {
+            let breaker = registry.breaker("redis", &config.breakers);
+            let shared = SharedState::new(&config.redis, config.dedup.window, breaker)
+                .map_err(|e| LakeError::Restore(e.to_string()))?;
+            match shared.restore_into(&mut restore).await {
+                Ok(n) => tracing::info!(streams = n, "sequence high-water marks restored from redis"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sequence marks not restored from redis; continuing from the tables")
+                }
+            }
+            Some(shared)
+        };
         let schema_registry = Arc::new(
             crate::registry::Registry::open(&lake.dir().join("catalog.db"))
                 .await
@@ -88,7 +105,7 @@ impl Lakehouse {
                 Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
             }
         };
-        let mut pipeline = Pipeline::start_restored(config, sink, store, registry, &restore);
+        let mut pipeline = Pipeline::start_shared(config, sink, store, shared, registry, &restore);
         let consumer = if config.mode == Mode::Kafka && config.kafka.consume {
             let schemas = schema_source();
             Some(

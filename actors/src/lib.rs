@@ -33,6 +33,7 @@ pub mod query;
 pub mod registry;
 pub mod runtime;
 pub mod sequencer;
+pub mod shared_state;
 pub mod sim;
 pub mod sink;
 pub mod sink_actor;

@@ -2,6 +2,7 @@
 //! under one guardian, each stage's mailbox bounded.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -14,6 +15,7 @@ use crate::health::{HealthRegistry, Link};
 use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch, Fault};
 use crate::sequencer::{self, GapDetected, SequenceActor};
+use crate::shared_state::SharedState;
 use crate::sink::Sink;
 use crate::sink_actor::{self, SinkActor};
 use crate::supervision::{Guardian, RestartPolicy, Supervision};
@@ -46,6 +48,19 @@ impl Pipeline {
         registry: HealthRegistry,
         restore: &Sources,
     ) -> Self {
+        Self::start_shared(config, sink, store, None, registry, restore)
+    }
+
+    /// As [`Pipeline::start_restored`], with dedup and sequence state shared
+    /// through Redis when `shared` is given.
+    pub fn start_shared(
+        config: &Config,
+        sink: Box<dyn Sink>,
+        store: Box<dyn DedupStore>,
+        shared: Option<Arc<SharedState>>,
+        registry: HealthRegistry,
+        restore: &Sources,
+    ) -> Self {
         // Metrics emitted before the recorder exists would be lost.
         crate::telemetry::prometheus();
         let policy = RestartPolicy::from(&config.supervision);
@@ -63,9 +78,10 @@ impl Pipeline {
 
         let probe = registry.probe(dedup::NAME);
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
+        let dedup_shared = shared.clone();
         let dedup_addr = Supervisor::start(move |ctx: &mut Context<DedupActor>| {
             ctx.set_mailbox_capacity(capacity);
-            DedupActor::new(store, sink_link, sup)
+            DedupActor::new(store, sink_link, sup).with_shared(dedup_shared)
         });
         let dedup_link = probe.link(dedup_addr.clone());
 
@@ -89,7 +105,7 @@ impl Pipeline {
         let restore = restore.clone();
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore)
+            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shared(shared)
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());

@@ -2,6 +2,7 @@
 //! assigns `platform_sequence`, reports confirmed gaps, and passes every event
 //! on at once (a gap never stalls the stream).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -12,6 +13,7 @@ use crate::dedup::DedupActor;
 use crate::health::{Link, forward};
 use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch};
+use crate::shared_state::SharedState;
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "sequencer";
@@ -28,6 +30,11 @@ pub struct SequenceActor {
     gaps_to: Option<Recipient<GapDetected>>,
     supervision: Supervision,
     gaps: Vec<Gap>,
+    /// Redis: high-water marks shared with other instances and restarts.
+    shared: Option<Arc<SharedState>>,
+    /// A write to Redis failed: the next one carries every mark, so what
+    /// this instance saw meanwhile reaches Redis when it is back.
+    write_back_all: bool,
 }
 
 impl SequenceActor {
@@ -37,7 +44,55 @@ impl SequenceActor {
         gaps_to: Option<Recipient<GapDetected>>,
         supervision: Supervision,
     ) -> Self {
-        Self { tracker: SequenceTracker::new(config.clone()), config, next, gaps_to, supervision, gaps: Vec::new() }
+        Self {
+            tracker: SequenceTracker::new(config.clone()),
+            config,
+            next,
+            gaps_to,
+            supervision,
+            gaps: Vec::new(),
+            shared: None,
+            write_back_all: false,
+        }
+    }
+
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Sends this batch's highest source sequences (or, after a failed
+    /// write, every mark) to Redis, off the batch's path: the marks only
+    /// rise, so writes may land in any order.
+    fn share_marks(&mut self, events: &[MarketEvent], ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else { return };
+        let all = self.write_back_all;
+        let mut marks: Vec<(String, String, i64)> = Vec::new();
+        if all {
+            marks.extend(self.tracker.high_water_marks().map(|(e, s, h)| (e.to_owned(), s.to_owned(), h)));
+        } else {
+            for e in events {
+                let MarketEvent::Trade(t) = e else { continue };
+                let Some(seq) = t.source_sequence else { continue };
+                match marks.iter_mut().find(|(x, s, _)| x == t.exchange.as_str() && s == t.symbol.as_str()) {
+                    Some(m) => m.2 = m.2.max(seq),
+                    None => marks.push((t.exchange.to_string(), t.symbol.to_string(), seq)),
+                }
+            }
+        }
+        if marks.is_empty() {
+            return;
+        }
+        ctx.spawn(async move { shared.raise_marks(&marks).await }.into_actor(self).map(move |result, act, _| {
+            match result {
+                Ok(()) if all => {
+                    act.write_back_all = false;
+                    tracing::info!("high-water marks written back to redis");
+                }
+                Ok(()) => {}
+                Err(_) => act.write_back_all = true,
+            }
+        }));
     }
 
     /// Continues from what is already durable: each stream's source
@@ -159,6 +214,7 @@ impl Handler<EventBatch> for SequenceActor {
             metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
+        self.share_marks(&batch.events, ctx);
         forward(self, &self.next, batch)
     }
 }

@@ -1,0 +1,77 @@
+//! Dedup throughput: message ids through Redis on loopback (pipelined
+//! `SET NX PX`, batches of 1,000, one round trip each) against the in-memory
+//! window, same ids, one run. Needs Redis on 127.0.0.1:6379 or
+//! `K2_TEST_REDIS`.
+//!
+//! `cargo bench -p k2 --bench redis_dedup` (K2_BENCH_IDS, default 1,000,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k2::breaker::CircuitBreaker;
+use k2::config::{BreakerConfig, RedisConfig};
+use k2::shared_state::SharedState;
+use k2_core::transform::dedup::DedupWindow;
+
+fn main() {
+    let n: usize = std::env::var("K2_BENCH_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let url = std::env::var("K2_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let batch = 1000;
+    let ids: Vec<uuid::Uuid> = (0..n as u64).map(|k| uuid::Uuid::from_u64_pair(0x6b32_6265_6e63, k)).collect();
+    let window = Duration::from_secs(600);
+
+    let started = Instant::now();
+    let mut memory = DedupWindow::new(window, n);
+    let now = Instant::now();
+    let fresh = ids.iter().filter(|id| memory.insert(**id, now)).count();
+    let secs = started.elapsed().as_secs_f64();
+    println!("in-memory window: {:.0} ids/s ({n} ids, {fresh} new, {secs:.3} s)", n as f64 / secs);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let prefix = format!("k2bench:{}:", uuid::Uuid::new_v4().simple());
+        let config = RedisConfig { url: url.clone(), timeout: Duration::from_secs(5), key_prefix: prefix.clone() };
+        let breaker = Arc::new(CircuitBreaker::new(
+            "redis",
+            BreakerConfig {
+                failures: 5,
+                window: Duration::from_secs(30),
+                cool_down: Duration::from_secs(10),
+                successes: 2,
+            },
+        ));
+        let shared = SharedState::new(&config, window, breaker).expect("redis client");
+        let batches: Vec<Vec<(&str, uuid::Uuid)>> =
+            ids.chunks(batch).map(|c| c.iter().map(|id| ("BINANCE", *id)).collect()).collect();
+        // Warm-up: the connection.
+        shared.claim(&[("BINANCE", uuid::Uuid::new_v4())]).await.expect("redis answers");
+        let started = Instant::now();
+        let mut fresh = 0;
+        for b in &batches {
+            fresh += shared.claim(b).await.expect("claim").into_iter().filter(|x| *x).count();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "redis at {url}, pipelined batches of {batch}: {:.0} ids/s ({n} ids, {fresh} new, {secs:.2} s; target >= 200,000)",
+            n as f64 / secs
+        );
+        // The same ids again: every one a duplicate.
+        let started = Instant::now();
+        let mut again = 0;
+        for b in &batches {
+            again += shared.claim(b).await.expect("claim").into_iter().filter(|x| *x).count();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("redis, the same ids again: {:.0} ids/s ({again} taken as new; expected 0)", n as f64 / secs);
+        // Leave nothing behind.
+        let client = redis::Client::open(url.as_str()).expect("client");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connection");
+        let _: () = redis::cmd("EVAL")
+            .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
+            .arg(0)
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("cleanup");
+    });
+}

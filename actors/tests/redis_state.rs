@@ -1,0 +1,244 @@
+//! Dedup and sequence state in a real Redis (127.0.0.1:6379, or
+//! `K2_TEST_REDIS`; `.ci/run` starts one when none answers): a restarted
+//! instance drops the overlap without false gaps, two instances pass each
+//! trade once, and a Redis that goes away means a fallback to memory, an open
+//! breaker, and the marks written back when it returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::Env;
+use k2::config::Config;
+use k2::dedup::MemoryStore;
+use k2::health::HealthRegistry;
+use k2::lake::summary::Sources;
+use k2::pipeline::Pipeline;
+use k2::shared_state::SharedState;
+use k2::sink::MemorySink;
+use k2_core::source::binance::{BinanceParser, Frame};
+use k2_core::{MarketEvent, Timestamp};
+
+fn redis_url() -> String {
+    std::env::var("K2_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn config(url: &str, extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k2.toml");
+    let prefix = format!("k2test:{}:", uuid::Uuid::new_v4().simple());
+    std::fs::write(
+        &file,
+        format!("[gap_recovery]\nenabled = false\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n{extra}"),
+    )
+    .unwrap();
+    Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
+}
+
+fn trades(symbol: &str, ids: impl IntoIterator<Item = u64>) -> Vec<MarketEvent> {
+    let mut p = BinanceParser::default();
+    ids.into_iter()
+        .map(|t| {
+            let f = format!(
+                r#"{{"e":"trade","E":1,"s":"{symbol}","t":{t},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
+            );
+            match p.parse(f.as_bytes(), Timestamp::now()).unwrap() {
+                Frame::Event(e) => e,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn ids_of(events: &[MarketEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.source_sequence().unwrap()).collect()
+}
+
+async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
+    let breaker = registry.breaker("redis", &config.breakers);
+    let shared = SharedState::new(&config.redis, config.dedup.window, breaker).unwrap();
+    let mut restore = Sources::default();
+    // Nothing to restore is fine; Redis being down is not expected here.
+    let _ = shared.restore_into(&mut restore).await;
+    let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+    let pipeline = Pipeline::start_shared(
+        config,
+        Box::new(sink.clone()),
+        Box::new(store),
+        Some(shared.clone()),
+        registry.clone(),
+        &restore,
+    );
+    (pipeline, shared)
+}
+
+fn metric(name_and_labels: &str) -> Option<f64> {
+    k2::telemetry::render().lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
+}
+
+async fn hget(url: &str, key: &str, field: &str) -> Option<i64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.ok()?
+}
+
+/// A second run of K2 on the same Redis drops what the first already took
+/// and, continuing from the first run's high-water mark, reports no gap.
+#[test]
+fn a_restarted_instance_drops_the_overlap_and_reports_no_false_gaps() {
+    let config = config(&redis_url(), "");
+    k2::runtime::run(|| async move {
+        let sink = MemorySink::default();
+        let registry = HealthRegistry::new();
+        let (first, _) = start(&config, &sink, &registry).await;
+        first.send(trades("BTCUSDT", 1..=100)).await.unwrap();
+        first.drain().await.unwrap();
+        assert_eq!(ids_of(&sink.events()), (1..=100).collect::<Vec<_>>());
+        // Marks are written off the batch path; give them a moment.
+        let key = format!("{}seq:BINANCE", config.redis.key_prefix);
+        for _ in 0..100 {
+            if hget(&redis_url(), &key, "BTCUSDT").await == Some(100) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(hget(&redis_url(), &key, "BTCUSDT").await, Some(100));
+
+        // The restart: fresh memory, the same Redis, an overlapping replay.
+        let again = MemorySink::default();
+        let (second, _) = start(&config, &again, &registry).await;
+        second.send(trades("BTCUSDT", 51..=150)).await.unwrap();
+        second.drain().await.unwrap();
+        assert_eq!(ids_of(&again.events()), (101..=150).collect::<Vec<_>>());
+        let rendered = k2::telemetry::render();
+        assert!(!rendered.contains("k2_sequence_gaps_total"), "a false gap was reported:\n{rendered}");
+        assert!(metric("k2_duplicates_total{exchange=\"BINANCE\"}").is_some_and(|n| n >= 50.0), "{rendered}");
+    })
+    .unwrap();
+}
+
+/// Two instances on the same stream (active-active), one Redis: every trade
+/// goes on from exactly one of them.
+#[test]
+fn two_instances_on_one_stream_pass_each_trade_once() {
+    let config = config(&redis_url(), "");
+    k2::runtime::run(|| async move {
+        let (a_sink, b_sink) = (MemorySink::default(), MemorySink::default());
+        let (a, _) = start(&config, &a_sink, &HealthRegistry::new()).await;
+        let (b, _) = start(&config, &b_sink, &HealthRegistry::new()).await;
+        // Both receive the whole stream; which one sees a batch first
+        // alternates, and that one passes it on.
+        let ids: Vec<u64> = (1..=2000).collect();
+        for (i, chunk) in ids.chunks(100).enumerate() {
+            let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            first.send(trades("ETHUSDT", chunk.iter().copied())).await.unwrap();
+            first.drain().await.unwrap();
+            second.send(trades("ETHUSDT", chunk.iter().copied())).await.unwrap();
+            second.drain().await.unwrap();
+        }
+        let from_a = ids_of(&a_sink.events());
+        let from_b = ids_of(&b_sink.events());
+        let chunks = |parity: usize| -> Vec<i64> {
+            ids.chunks(100)
+                .enumerate()
+                .filter(|(i, _)| i % 2 == parity)
+                .flat_map(|(_, c)| c.iter().map(|&t| t as i64))
+                .collect()
+        };
+        assert_eq!(from_a, chunks(0));
+        assert_eq!(from_b, chunks(1));
+    })
+    .unwrap();
+}
+
+/// A redis-server of the test's own, on a spare port, without persistence.
+struct OwnRedis {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Self { port, process: None };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.process = Some(child);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Redis stops mid-run: ingestion goes on with this instance's memory, the
+/// breaker opens and the fallback shows; Redis returns (empty): the breaker
+/// closes and the marks seen meanwhile are written back.
+#[test]
+fn redis_going_away_falls_back_to_memory_and_writes_the_marks_back() {
+    let mut redis_server = OwnRedis::start();
+    let url = redis_server.url();
+    let config = config(&url, "[breakers]\nfailures = 2\nwindow = \"30s\"\ncool_down = \"300ms\"\nsuccesses = 1\n");
+    k2::runtime::run(|| async move {
+        let sink = MemorySink::default();
+        let registry = HealthRegistry::new();
+        let (pipeline, shared) = start(&config, &sink, &registry).await;
+        pipeline.send(trades("BNBUSDT", 1..=10)).await.unwrap();
+        pipeline.drain().await.unwrap();
+        assert!(!shared.is_falling_back());
+
+        redis_server.kill();
+        for k in 0..5u64 {
+            pipeline.send(trades("BNBUSDT", 11 + k * 4..15 + k * 4)).await.unwrap();
+            pipeline.drain().await.unwrap();
+        }
+        // Nothing was lost and nothing doubled while Redis was away.
+        pipeline.send(trades("BNBUSDT", [12, 13])).await.unwrap();
+        pipeline.drain().await.unwrap();
+        assert_eq!(ids_of(&sink.events()), (1..=30).collect::<Vec<_>>());
+        assert!(shared.is_falling_back());
+        assert_eq!(metric("k2_state_fallback{store=\"redis\"}"), Some(1.0));
+        assert_eq!(metric("k2_circuit_breaker_state{dependency=\"redis\"}"), Some(1.0));
+
+        redis_server.restart();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let key = format!("{}seq:BINANCE", config.redis.key_prefix);
+        let mut next = 31u64;
+        while hget(&url, &key, "BNBUSDT").await.is_none_or(|h| h < 30) {
+            assert!(next < 200, "the marks were not written back");
+            pipeline.send(trades("BNBUSDT", [next])).await.unwrap();
+            pipeline.drain().await.unwrap();
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!shared.is_falling_back());
+        assert_eq!(metric("k2_state_fallback{store=\"redis\"}"), Some(0.0));
+        assert_eq!(metric("k2_circuit_breaker_state{dependency=\"redis\"}"), Some(0.0));
+    })
+    .unwrap();
+}
