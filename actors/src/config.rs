@@ -43,6 +43,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub breakers: BreakerConfig,
     pub redis: RedisConfig,
+    pub degradation: crate::degradation::DegradationConfig,
 }
 
 /// Circuit breakers' thresholds (the same for every dependency).

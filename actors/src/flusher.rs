@@ -22,6 +22,7 @@ use crate::lake::summary::{Offsets, Sources, merge_offsets};
 use crate::lake::tail::{FlushWork, Tail};
 use crate::lake::writer::{self, CommitRequest, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
+use crate::pressure::Pressure;
 use crate::sink::{Pending, Sink, SinkError};
 use crate::supervision::{Supervise, Supervision, supervised};
 
@@ -34,6 +35,8 @@ pub struct Tails {
     pub quotes: Arc<Tail<QuoteV2>>,
     /// Kafka mode: the partitions this process may commit.
     pub claims: Arc<Claims>,
+    /// Injected commit delays and failures (drills, tests).
+    pub pressure: Arc<Pressure>,
 }
 
 impl Tails {
@@ -43,6 +46,7 @@ impl Tails {
             trades: Arc::new(Tail::new(TableKind::Trades, lake.table(TableKind::Trades).await?)?),
             quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?)?),
             claims: Arc::new(Claims::default()),
+            pressure: Arc::new(Pressure::default()),
         })
     }
 
@@ -233,7 +237,7 @@ async fn flush_until_committed<R: LakeRow>(
     let mut files = None;
     loop {
         let started = Instant::now();
-        match flush_once(lake, &tails.claims, tail, &work, &mut files).await {
+        match flush_once(lake, tails, tail, &work, &mut files).await {
             Ok((committed, bytes, file_count)) => {
                 breaker.success();
                 let secs = started.elapsed().as_secs_f64();
@@ -275,7 +279,7 @@ async fn flush_until_committed<R: LakeRow>(
 /// failed commit does not rewrite them.
 async fn flush_once<R: LakeRow>(
     lake: &Lake,
-    claims: &Arc<Claims>,
+    tails: &Tails,
     tail: &Tail<R>,
     work: &FlushWork,
     files: &mut Option<Vec<iceberg::spec::DataFile>>,
@@ -296,8 +300,9 @@ async fn flush_once<R: LakeRow>(
     let data_files = files.clone().unwrap_or_default();
     let bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
     let count = data_files.len();
+    tails.pressure.before_commit().await.map_err(LakeError::Injected)?;
     // Held through the commit: a revocation waits for it.
-    let _permit = claims.admit(work.epoch, &work.delta.offsets)?;
+    let _permit = tails.claims.admit(work.epoch, &work.delta.offsets)?;
     let request = CommitRequest { files: data_files, delta: &work.delta, starts: &work.starts, writer: lake.writer() };
     let done = writer::commit(lake.catalog(), &ident, request).await?;
     tail.committed(done.covered, done.table);

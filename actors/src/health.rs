@@ -63,6 +63,16 @@ pub struct ActorReport {
 pub struct HealthRegistry {
     actors: Arc<Mutex<BTreeMap<&'static str, Arc<Entry>>>>,
     breakers: Arc<Mutex<BTreeMap<&'static str, Arc<crate::breaker::CircuitBreaker>>>>,
+    degradation: Arc<Mutex<Option<Degradation>>>,
+}
+
+/// The degradation ladder's level as `/health` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Degradation {
+    pub level: u8,
+    pub name: &'static str,
+    /// Why it is at this level.
+    pub cause: String,
 }
 
 impl HealthRegistry {
@@ -92,6 +102,17 @@ impl HealthRegistry {
             .entry(dependency)
             .or_insert_with(|| Arc::new(crate::breaker::CircuitBreaker::new(dependency, policy.clone())))
             .clone()
+    }
+
+    /// The degradation controller's latest level and its cause.
+    pub fn set_degradation(&self, level: u8, name: &'static str, cause: &str) {
+        *self.degradation.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Degradation { level, name, cause: cause.to_owned() });
+    }
+
+    /// None when no controller runs.
+    pub fn degradation(&self) -> Option<Degradation> {
+        self.degradation.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Every breaker's state.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix::Recipient;
 use actix_web::dev::ServerHandle;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::health::{ActorReport, HealthRegistry};
 use crate::messages::Fault;
+use crate::pressure::{Effect, Pressure};
 use crate::query::routes::Api;
 
 #[derive(Clone)]
@@ -19,6 +21,7 @@ pub(crate) struct State {
     registry: HealthRegistry,
     faults: BTreeMap<&'static str, Recipient<Fault>>,
     admin: bool,
+    pressure: Option<Arc<Pressure>>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +32,9 @@ struct Health {
     actors: BTreeMap<&'static str, ActorReport>,
     /// Each dependency's circuit breaker.
     breakers: BTreeMap<&'static str, crate::breaker::BreakerState>,
+    /// The degradation ladder's level and why (absent without a controller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degradation: Option<crate::health::Degradation>,
 }
 
 /// A running HTTP server.
@@ -45,9 +51,10 @@ pub fn start(
     faults: BTreeMap<&'static str, Recipient<Fault>>,
     admin: bool,
     api: Option<Api>,
+    pressure: Option<Arc<Pressure>>,
 ) -> std::io::Result<HttpHandle> {
     crate::telemetry::prometheus();
-    let state = State { registry, faults, admin };
+    let state = State { registry, faults, admin, pressure };
     // Queries run on the runtime's worker threads, not on these: two HTTP
     // workers keep parsing and answering while scans run.
     let workers = if api.is_some() { 2 } else { 1 };
@@ -56,7 +63,8 @@ pub fn start(
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
-            .route("/admin/faults", web::post().to(inject_fault));
+            .route("/admin/faults", web::post().to(inject_fault))
+            .route("/admin/pressure", web::post().to(apply_pressure));
         match api.clone() {
             Some(api) => app.configure(|cfg| crate::query::routes::configure(cfg, api)),
             None => app,
@@ -82,17 +90,19 @@ pub fn start(
 pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let actors = state.registry.report();
     let breakers = state.registry.breakers();
+    let degradation = state.registry.degradation();
     use crate::health::ActorState::*;
     let status = if actors.values().any(|a| a.state == Failed) {
         "failed"
     } else if actors.values().any(|a| matches!(a.state, Restarting | Starting | Stopped))
         || breakers.values().any(|b| *b != crate::breaker::BreakerState::Closed)
+        || degradation.as_ref().is_some_and(|d| d.level > 0)
     {
         "degraded"
     } else {
         "ok"
     };
-    let body = Health { status, actors, breakers };
+    let body = Health { status, actors, breakers, degradation };
     if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
 }
 
@@ -123,4 +133,40 @@ async fn inject_fault(state: web::Data<State>, query: web::Query<FaultQuery>) ->
             "known": state.faults.keys().collect::<Vec<_>>(),
         })),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PressureQuery {
+    /// `delay` or `fail`.
+    effect: String,
+    /// For `delay`: how long each commit waits.
+    #[serde(default)]
+    millis: u64,
+    /// How long the pressure lasts (0 clears it).
+    seconds: u64,
+}
+
+/// Delays or fails Iceberg commits for a while: the degradation ladder's
+/// drill. Loopback callers only, and only with `http.admin`.
+async fn apply_pressure(
+    state: web::Data<State>,
+    req: actix_web::HttpRequest,
+    query: web::Query<PressureQuery>,
+) -> HttpResponse {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let Some(pressure) = state.pressure.as_ref().filter(|_| state.admin && loopback) else {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"error": "admin endpoints are off (http.admin, loopback only)"}));
+    };
+    let effect = match query.effect.as_str() {
+        "delay" => Effect::Delay { millis: query.millis },
+        "fail" => Effect::Fail,
+        _ => {
+            return HttpResponse::BadRequest()
+                .json(serde_json::json!({"error": "effect must be delay or fail", "parameter": "effect"}));
+        }
+    };
+    pressure.apply(effect, std::time::Duration::from_secs(query.seconds));
+    HttpResponse::Accepted().json(serde_json::json!({"effect": effect, "seconds": query.seconds}))
 }

@@ -9,6 +9,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::{Config, Mode};
 use crate::dedup::DedupStore;
+use crate::degradation::DegradationActor;
 use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
 use crate::health::HealthRegistry;
 use crate::kafka::KafkaSink;
@@ -29,6 +30,7 @@ pub struct Lakehouse {
     pub tails: Tails,
     pub flusher: Addr<FlusherActor>,
     pub api: Api,
+    pub degradation: Addr<DegradationActor>,
 }
 
 impl Lakehouse {
@@ -127,6 +129,25 @@ impl Lakehouse {
         let (e, timeout, max) = (engine.clone(), config.query.timeout, config.query.max_concurrent);
         let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
         pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
+        // The degradation ladder watches what is not yet durable (the tails;
+        // in Kafka mode without a consumer, nothing here) and the registry.
+        let lag_tails = tails.clone();
+        let (dc, level, sources, capacity, health) = (
+            config.degradation.clone(),
+            pipeline.level().clone(),
+            pipeline.sources().clone(),
+            config.pipeline.mailbox_capacity,
+            pipeline.registry().clone(),
+        );
+        let degradation = DegradationActor::new(
+            dc,
+            level,
+            health,
+            Box::new(move || lag_tails.waiting_rows() as u64),
+            capacity,
+            sources,
+        )
+        .start();
         let registry = crate::registry::Registry::open(&lake.dir().join("catalog.db"))
             .await
             .map_err(|e| LakeError::Registry(e.to_string()))?;
@@ -136,7 +157,7 @@ impl Lakehouse {
             keys: Arc::new(config.http.api_keys.clone()),
             registry: Arc::new(registry),
         };
-        Ok(Self { pipeline, consumer, lake, tails, flusher, api })
+        Ok(Self { pipeline, consumer, lake, tails, flusher, api, degradation })
     }
 
     /// Waits until everything sent into the pipeline so far is committed to
@@ -156,6 +177,7 @@ impl Lakehouse {
             self.pipeline.faults().clone(),
             config.http.admin,
             Some(self.api.clone()),
+            Some(self.tails.pressure.clone()),
         )
     }
 }

@@ -10,11 +10,12 @@ use actix::prelude::*;
 use crate::binance::connection::ConnectionActor;
 use crate::config::Config;
 use crate::dedup::{self, DedupActor, DedupStore};
+use crate::degradation::{LevelHandle, SourceList};
 use crate::gap_recovery::{self, GapRecoveryActor};
 use crate::health::{HealthRegistry, Link};
 use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch, Fault};
-use crate::sequencer::{self, GapDetected, SequenceActor};
+use crate::sequencer::{self, GapDetected, SequenceActor, Shedding};
 use crate::shared_state::SharedState;
 use crate::sink::Sink;
 use crate::sink_actor::{self, SinkActor};
@@ -31,6 +32,10 @@ pub struct Pipeline {
     policy: RestartPolicy,
     guardian: Recipient<crate::supervision::Escalate>,
     escalation: tokio::sync::watch::Receiver<Option<String>>,
+    /// The degradation level the stages act on.
+    level: LevelHandle,
+    /// Sources the degradation controller may pause.
+    sources: SourceList,
 }
 
 impl Pipeline {
@@ -103,9 +108,14 @@ impl Pipeline {
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
         let seq_config = config.sequence_config();
         let restore = restore.clone();
+        let level = LevelHandle::default();
+        let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols);
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shared(shared)
+            SequenceActor::new(seq_config, dedup_link, gaps_to, sup)
+                .restored(&restore)
+                .with_shared(shared)
+                .with_shedding(shedding)
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());
@@ -119,7 +129,19 @@ impl Pipeline {
             policy,
             guardian,
             escalation,
+            level,
+            sources: SourceList::default(),
         }
+    }
+
+    /// The degradation level the stages act on (set by the controller).
+    pub fn level(&self) -> &LevelHandle {
+        &self.level
+    }
+
+    /// The sources started so far, for the controller to pause.
+    pub fn sources(&self) -> &SourceList {
+        &self.sources
     }
 
     /// Starts one supervised Binance connection actor per group of streams,
@@ -138,6 +160,9 @@ impl Pipeline {
                 ConnectionActor::new(name, streams, binance, batch, next, sup)
             });
             self.faults.insert(name, addr.clone().recipient());
+            if let Ok(mut sources) = self.sources.lock() {
+                sources.push(addr.clone().recipient());
+            }
             addrs.push(addr);
         }
         addrs

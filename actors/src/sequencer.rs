@@ -10,6 +10,7 @@ use k2_core::MarketEvent;
 use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
 
 use crate::dedup::DedupActor;
+use crate::degradation::{Level, LevelHandle};
 use crate::health::{Link, forward};
 use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch};
@@ -23,6 +24,45 @@ pub const NAME: &str = "sequencer";
 #[rtype(result = "()")]
 pub struct GapDetected(pub Gap);
 
+/// What the degradation level takes away, applied here, at the first stage:
+/// from SOFT, `vendor_data` (optional enrichment); from GRACEFUL, quotes of
+/// symbols not in the critical list. Trades are never dropped.
+#[derive(Clone, Default)]
+pub struct Shedding {
+    level: LevelHandle,
+    critical: Vec<compact_str::CompactString>,
+}
+
+impl Shedding {
+    pub fn new(level: LevelHandle, critical: &[String]) -> Self {
+        Self { level, critical: critical.iter().map(|s| s.as_str().into()).collect() }
+    }
+
+    fn apply(&self, events: &mut Vec<MarketEvent>) {
+        let level = self.level.get();
+        if level >= Level::Soft {
+            for e in events.iter_mut() {
+                match e {
+                    MarketEvent::Trade(t) => t.vendor_data = None,
+                    MarketEvent::Quote(q) => q.vendor_data = None,
+                }
+            }
+        }
+        if level >= Level::Graceful {
+            let before = events.len();
+            events.retain(|e| match e {
+                MarketEvent::Trade(_) => true,
+                MarketEvent::Quote(q) => self.critical.iter().any(|c| c == q.symbol.as_str()),
+            });
+            let shed = before - events.len();
+            if shed > 0 {
+                metrics::counter!("k2_messages_shed_total", "reason" => "quote_of_non_critical_symbol")
+                    .increment(shed as u64);
+            }
+        }
+    }
+}
+
 pub struct SequenceActor {
     config: SequenceConfig,
     tracker: SequenceTracker,
@@ -35,6 +75,7 @@ pub struct SequenceActor {
     /// A write to Redis failed: the next one carries every mark, so what
     /// this instance saw meanwhile reaches Redis when it is back.
     write_back_all: bool,
+    shedding: Shedding,
 }
 
 impl SequenceActor {
@@ -53,7 +94,13 @@ impl SequenceActor {
             gaps: Vec::new(),
             shared: None,
             write_back_all: false,
+            shedding: Shedding::default(),
         }
+    }
+
+    pub fn with_shedding(mut self, shedding: Shedding) -> Self {
+        self.shedding = shedding;
+        self
     }
 
     pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
@@ -207,6 +254,7 @@ impl Handler<EventBatch> for SequenceActor {
     fn handle(&mut self, mut batch: EventBatch, ctx: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(batch.events.len());
         let processed = guarded(self, ctx, |act| {
+            act.shedding.apply(&mut batch.events);
             act.process(&mut batch.events);
             Ok(())
         });

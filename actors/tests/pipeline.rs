@@ -132,7 +132,7 @@ fn panics_and_stops_are_restarted_without_losing_queued_batches() {
         let config = config("[supervision]\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n");
         let sink = MemorySink::new();
         let pipeline = start(&config, &sink);
-        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), true, None).unwrap();
+        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), true, None, None).unwrap();
 
         pipeline.send(trades("BTCUSDT", 1..=100)).await.unwrap();
         assert_eq!(http_post(http.addr, "/admin/faults?actor=dedup&kind=panic").await, 202);
@@ -170,7 +170,7 @@ fn a_crash_loop_escalates_and_health_shows_it() {
         let config = config("[supervision]\nmax_restarts = 2\nbackoff_initial = \"5ms\"\nbackoff_max = \"5ms\"\n[http]\nbind = \"127.0.0.1:0\"\n");
         let sink = MemorySink::new();
         let pipeline = start(&config, &sink);
-        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), false, None).unwrap();
+        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), false, None, None).unwrap();
         let sink_faults = pipeline.faults()["sink"].clone();
         let registry = pipeline.registry().clone();
         for restarts in 1..=2 {

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Run, assert_contiguous_trades, get, read_iceberg, start_sim, trades_seen};
+use common::{Run, assert_contiguous_trades, get, post, read_iceberg, start_sim, trades_seen};
 
 /// `k2 run` with `config`, its data directory beside it.
 fn start_run(config: &std::path::Path, log: &str) -> Run {
@@ -50,14 +48,6 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
 
     let rest = run.stop();
     assert!(rest.contains("stopped;") && rest.contains("trades"), "{rest}");
-}
-
-fn post(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: k2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

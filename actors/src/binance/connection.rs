@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::socket::{Coverage, SocketTask};
 use crate::config::BinanceConfig;
+use crate::degradation::PauseSource;
 use crate::health::Link;
 use crate::sequencer::SequenceActor;
 use crate::supervision::{Supervise, Supervision, supervised};
@@ -103,6 +104,9 @@ pub struct ConnectionActor {
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
     stopped: bool,
+    /// Paused by the degradation controller (level 4): closed, not
+    /// reconnecting, until resumed.
+    paused: bool,
     rotate_timer: Option<SpawnHandle>,
     /// The current socket has delivered data.
     live: bool,
@@ -129,6 +133,7 @@ impl ConnectionActor {
             retiring: Vec::new(),
             failures: 0,
             stopped: false,
+            paused: false,
             rotate_timer: None,
             live: false,
         }
@@ -371,10 +376,39 @@ impl Handler<StopSource> for ConnectionActor {
 
     fn handle(&mut self, _: StopSource, ctx: &mut Context<Self>) {
         self.stopped = true;
+        self.paused = false;
         self.close_all();
         self.supervision.probe().set_state(crate::health::ActorState::Stopped);
         if let Some(h) = self.rotate_timer.take() {
             ctx.cancel_future(h);
+        }
+    }
+}
+
+impl Handler<PauseSource> for ConnectionActor {
+    type Result = ();
+
+    /// Pausing closes the sockets and stops reconnecting; resuming connects
+    /// again. The trades sent meanwhile show as a sequence gap when the
+    /// stream resumes, and gap recovery fetches them.
+    fn handle(&mut self, PauseSource(pause): PauseSource, ctx: &mut Context<Self>) {
+        if pause == self.paused || (self.stopped && !self.paused) {
+            return;
+        }
+        self.paused = pause;
+        if pause {
+            tracing::warn!(connection = self.name, "source paused by the degradation controller");
+            self.stopped = true;
+            self.close_all();
+            if let Some(h) = self.rotate_timer.take() {
+                ctx.cancel_future(h);
+            }
+        } else {
+            tracing::info!(connection = self.name, "source resumed");
+            self.stopped = false;
+            self.failures = 0;
+            self.open(ctx, false);
+            self.arm_rotation(ctx);
         }
     }
 }

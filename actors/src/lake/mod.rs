@@ -54,6 +54,8 @@ pub enum LakeError {
         "fenced: partition {partition} of {topic} is at offset {found:?} in the table, not {expected:?} where this flush started; another flusher owns it now"
     )]
     Fenced { topic: String, partition: i32, expected: Option<i64>, found: Option<i64> },
+    #[error("{0}")]
+    Injected(String),
     #[error("the Kafka partitions of this flush were revoked before it committed")]
     Revoked,
     #[error("snapshot summary of {table}: {reason}")]

@@ -99,6 +99,20 @@ pub fn get(addr: &str, path: &str) -> String {
     out
 }
 
+/// A POST without a body: the whole response.
+pub fn post(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: k2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the first metric line starting with `name_and_labels`.
+pub fn metric(http: &str, name_and_labels: &str) -> Option<f64> {
+    get(http, "/metrics").lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
+}
+
 /// The JSON body of a GET (chunked or not).
 pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
     let body = get(addr, path);
