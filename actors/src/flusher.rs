@@ -15,6 +15,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::breaker::CircuitBreaker;
 use crate::config::FlushConfig;
+use crate::degradation::{Level, LevelHandle};
 use crate::health::Probe;
 use crate::lake::batch::{LakeRow, sort_for_files};
 use crate::lake::claims::Claims;
@@ -24,6 +25,7 @@ use crate::lake::writer::{self, CommitRequest, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
 use crate::pressure::Pressure;
 use crate::sink::{Pending, Sink, SinkError};
+use crate::spill::Spill;
 use crate::supervision::{Supervise, Supervision, supervised};
 
 pub const NAME: &str = "iceberg-flusher";
@@ -91,11 +93,67 @@ pub struct TailSink {
     full: Arc<Notify>,
     trades: Vec<TradeV2>,
     quotes: Vec<QuoteV2>,
+    /// From degradation level 3, and until what was spilled is replayed,
+    /// batches go to disk instead of the tails (order kept).
+    spill: Option<(Arc<Spill>, LevelHandle)>,
 }
 
 impl TailSink {
     pub fn new(tails: Tails, max_rows: usize, full: Arc<Notify>) -> Self {
-        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new() }
+        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new(), spill: None }
+    }
+
+    pub fn with_spill(mut self, spill: Arc<Spill>, level: LevelHandle) -> Self {
+        self.spill = Some((spill, level));
+        self
+    }
+}
+
+/// Replays spilled rows into the tails, oldest segment first, while the
+/// degradation level is below AGGRESSIVE, and deletes segments whose rows
+/// are committed. Runs until the process ends.
+pub fn replay_spill(spill: Arc<Spill>, tails: Tails, level: LevelHandle, full: Arc<Notify>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            spill.release(tails.trades.committed_covered().generation, tails.quotes.committed_covered().generation);
+            if level.get() >= Level::Aggressive || spill.is_empty() {
+                continue;
+            }
+            let s = spill.clone();
+            match tokio::task::spawn_blocking(move || s.take_oldest()).await {
+                Ok(Ok(Some((seq, events)))) => {
+                    let n = events.len();
+                    append_to_tails(&tails, events);
+                    spill.replayed(seq, tails.trades.open_generation(), tails.quotes.open_generation());
+                    metrics::counter!("k2_spill_rows_replayed_total").increment(n as u64);
+                    tracing::info!(segment = seq, rows = n, "spilled rows replayed into the tails");
+                    full.notify_one();
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "spill replay failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "spill replay task failed; retrying"),
+            }
+        }
+    });
+}
+
+/// Adds events to the tails (rows that cannot become Arrow are reported
+/// by the tail and dropped).
+pub fn append_to_tails(tails: &Tails, events: Vec<MarketEvent>) {
+    let (mut trades, mut quotes) = (Vec::new(), Vec::new());
+    for e in events {
+        match e {
+            MarketEvent::Trade(t) => trades.push(t),
+            MarketEvent::Quote(q) => quotes.push(q),
+        }
+    }
+    if let Err(e) = tails.trades.append(trades) {
+        tracing::error!(error = %e, "rows not taken into the trades tail");
+    }
+    if let Err(e) = tails.quotes.append(quotes) {
+        tracing::error!(error = %e, "rows not taken into the quotes tail");
     }
 }
 
@@ -105,6 +163,18 @@ impl Sink for TailSink {
     }
 
     fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
+        if let Some((spill, level)) = &self.spill
+            && (level.get() >= Level::Aggressive || !spill.is_empty())
+        {
+            let spill = spill.clone();
+            return Ok(Some(Box::pin(async move {
+                let err = |reason: String| SinkError { sink: "iceberg-tail", reason };
+                tokio::task::spawn_blocking(move || spill.append(&events))
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(e.to_string()))
+            })));
+        }
         for e in events {
             match e {
                 MarketEvent::Trade(t) => self.trades.push(t),

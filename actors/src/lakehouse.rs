@@ -9,8 +9,8 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::{Config, Mode};
 use crate::dedup::DedupStore;
-use crate::degradation::DegradationActor;
-use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails};
+use crate::degradation::{DegradationActor, LevelHandle};
+use crate::flusher::{self, FlushAll, FlusherActor, TailSink, Tails, append_to_tails, replay_spill};
 use crate::health::HealthRegistry;
 use crate::kafka::KafkaSink;
 use crate::kafka::schemas::SchemaSource;
@@ -20,6 +20,8 @@ use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
 use crate::query::{self, QueryActor};
 use crate::shared_state::SharedState;
+use crate::spill::Spill;
+use k2_core::MarketEvent;
 
 /// A running embedded K2.
 pub struct Lakehouse {
@@ -31,6 +33,8 @@ pub struct Lakehouse {
     pub flusher: Addr<FlusherActor>,
     pub api: Api,
     pub degradation: Addr<DegradationActor>,
+    /// Level 3's spill (embedded mode).
+    pub spill: Arc<Spill>,
 }
 
 impl Lakehouse {
@@ -98,8 +102,46 @@ impl Lakehouse {
             }
         };
         let full = Arc::new(Notify::new());
+        let level = LevelHandle::default();
+        // Rows spilled by an earlier process (level 3) that are not in the
+        // tables yet: replayed first, through the restored dedup window,
+        // which drops those the tables already hold.
+        let spill = Arc::new(Spill::open(&lake.dir().join("spill")).map_err(|e| LakeError::Restore(e.to_string()))?);
+        if config.mode == Mode::Embedded {
+            let mut keep = Vec::new();
+            loop {
+                let s = spill.clone();
+                let taken = tokio::task::spawn_blocking(move || s.take_oldest())
+                    .await
+                    .map_err(|e| LakeError::Restore(e.to_string()))?
+                    .map_err(|e| LakeError::Restore(e.to_string()))?;
+                let Some((seq, mut events)) = taken else { break };
+                let n = events.len();
+                store.check(&events, &mut keep);
+                let mut k = keep.iter();
+                events.retain(|_| k.next().copied().unwrap_or(false));
+                tracing::info!(segment = seq, rows = n, new = events.len(), "spill left by an earlier run replayed");
+                // Platform sequences continue after the replayed rows'. Source
+                // marks do not move: rows lost from memory in the crash lie
+                // below the spilled ones and must show as a gap to be
+                // fetched again (the spilled ones then arrive as duplicates).
+                for e in &events {
+                    if let MarketEvent::Trade(t) = e {
+                        restore.raise(&t.exchange, &t.symbol, None, t.platform_sequence);
+                    }
+                }
+                append_to_tails(&tails, events);
+                spill.replayed(seq, tails.trades.open_generation(), tails.quotes.open_generation());
+            }
+        }
         let sink: Box<dyn crate::sink::Sink> = match config.mode {
-            Mode::Embedded => Box::new(TailSink::new(tails.clone(), config.flush.max_rows, full.clone())),
+            Mode::Embedded => {
+                replay_spill(spill.clone(), tails.clone(), level.clone(), full.clone());
+                Box::new(
+                    TailSink::new(tails.clone(), config.flush.max_rows, full.clone())
+                        .with_spill(spill.clone(), level.clone()),
+                )
+            }
             // Rows reach the tables through Kafka: the consumer below.
             Mode::Kafka => {
                 let schemas = schema_source();
@@ -107,7 +149,7 @@ impl Lakehouse {
                 Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
             }
         };
-        let mut pipeline = Pipeline::start_shared(config, sink, store, shared, registry, &restore);
+        let mut pipeline = Pipeline::start_shared(config, sink, store, shared, level, registry, &restore);
         let consumer = if config.mode == Mode::Kafka && config.kafka.consume {
             let schemas = schema_source();
             Some(
@@ -157,7 +199,7 @@ impl Lakehouse {
             keys: Arc::new(config.http.api_keys.clone()),
             registry: Arc::new(registry),
         };
-        Ok(Self { pipeline, consumer, lake, tails, flusher, api, degradation })
+        Ok(Self { pipeline, consumer, lake, tails, flusher, api, degradation, spill })
     }
 
     /// Waits until everything sent into the pipeline so far is committed to
@@ -167,6 +209,39 @@ impl Lakehouse {
         let (done, rx) = oneshot::channel();
         self.flusher.send(FlushAll { done }).await?;
         rx.await.map_err(|_| MailboxError::Closed)
+    }
+
+    /// Moves every spilled row into the tails now, whatever the level (at
+    /// shutdown: a following flush makes them durable); returns how many.
+    pub async fn unspill(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let s = self.spill.clone();
+            match tokio::task::spawn_blocking(move || s.take_oldest()).await {
+                Ok(Ok(Some((seq, events)))) => {
+                    n += events.len();
+                    append_to_tails(&self.tails, events);
+                    self.spill.replayed(seq, self.tails.trades.open_generation(), self.tails.quotes.open_generation());
+                }
+                Ok(Ok(None)) => return n,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "spilled rows could not be read; they stay on disk for the next start");
+                    return n;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spill task failed");
+                    return n;
+                }
+            }
+        }
+    }
+
+    /// Deletes spill segments whose rows are committed.
+    pub fn release_spill(&self) {
+        self.spill.release(
+            self.tails.trades.committed_covered().generation,
+            self.tails.quotes.committed_covered().generation,
+        );
     }
 
     /// Starts the HTTP server with the query API.

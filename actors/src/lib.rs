@@ -39,5 +39,6 @@ pub mod shared_state;
 pub mod sim;
 pub mod sink;
 pub mod sink_actor;
+pub mod spill;
 pub mod supervision;
 pub mod telemetry;

@@ -53,7 +53,7 @@ impl Pipeline {
         registry: HealthRegistry,
         restore: &Sources,
     ) -> Self {
-        Self::start_shared(config, sink, store, None, registry, restore)
+        Self::start_shared(config, sink, store, None, LevelHandle::default(), registry, restore)
     }
 
     /// As [`Pipeline::start_restored`], with dedup and sequence state shared
@@ -63,6 +63,7 @@ impl Pipeline {
         sink: Box<dyn Sink>,
         store: Box<dyn DedupStore>,
         shared: Option<Arc<SharedState>>,
+        level: LevelHandle,
         registry: HealthRegistry,
         restore: &Sources,
     ) -> Self {
@@ -108,7 +109,6 @@ impl Pipeline {
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
         let seq_config = config.sequence_config();
         let restore = restore.clone();
-        let level = LevelHandle::default();
         let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols);
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);

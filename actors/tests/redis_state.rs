@@ -65,6 +65,7 @@ async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) ->
         Box::new(sink.clone()),
         Box::new(store),
         Some(shared.clone()),
+        k2::degradation::LevelHandle::default(),
         registry.clone(),
         &restore,
     );

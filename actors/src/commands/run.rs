@@ -42,12 +42,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             // recovery may still deliver trades a moment later: flush again
             // while rows arrive, for a few rounds.
             for _ in 0..10 {
+                // Rows spilled under pressure (level 3) go in too.
+                k2.unspill().await;
                 let _ = k2.flush().await;
-                if k2.tails.waiting_rows() == 0 {
+                if k2.tails.waiting_rows() == 0 && k2.spill.is_empty() {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
+            k2.release_spill();
         }
         http.handle.stop(true).await;
         match config.mode {
