@@ -192,13 +192,23 @@ impl Sink for TailSink {
     }
 }
 
+/// The breakers a flush feeds.
+#[derive(Clone)]
+pub struct LakeBreakers {
+    /// `iceberg`: catalog loads and commits.
+    pub catalog: Arc<CircuitBreaker>,
+    /// `object-store`: data-file writes.
+    pub storage: Arc<CircuitBreaker>,
+}
+
 pub struct FlusherActor {
     lake: Lake,
     tails: Tails,
     config: FlushConfig,
     full: Arc<Notify>,
-    /// The Iceberg catalog and storage's breaker, fed by every attempt.
-    breaker: Arc<CircuitBreaker>,
+    /// The Iceberg catalog's and the object store's breakers, fed by every
+    /// commit and every data-file write.
+    breaker: LakeBreakers,
     waiters: Vec<(u64, u64, oneshot::Sender<()>)>,
     supervision: Supervision,
 }
@@ -209,7 +219,7 @@ impl FlusherActor {
         tails: Tails,
         config: FlushConfig,
         full: Arc<Notify>,
-        breaker: Arc<CircuitBreaker>,
+        breaker: LakeBreakers,
         supervision: Supervision,
     ) -> Self {
         Self { lake, tails, config, full, breaker, waiters: Vec::new(), supervision }
@@ -299,7 +309,7 @@ async fn flush_until_committed<R: LakeRow>(
     tail: &Tail<R>,
     work: FlushWork,
     probe: &Probe,
-    breaker: &CircuitBreaker,
+    breaker: &LakeBreakers,
     (initial, max): (Duration, Duration),
 ) {
     let table = work.kind.name();
@@ -309,7 +319,8 @@ async fn flush_until_committed<R: LakeRow>(
         let started = Instant::now();
         match flush_once(lake, tails, tail, &work, &mut files).await {
             Ok((committed, bytes, file_count)) => {
-                breaker.success();
+                breaker.storage.success();
+                breaker.catalog.success();
                 let secs = started.elapsed().as_secs_f64();
                 metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(secs);
                 if committed {
@@ -334,7 +345,13 @@ async fn flush_until_committed<R: LakeRow>(
                 return;
             }
             Err(e) => {
-                breaker.failure();
+                // No files yet: the write failed (the object store);
+                // otherwise the commit did (the catalog).
+                if files.is_none() {
+                    breaker.storage.failure()
+                } else {
+                    breaker.catalog.failure()
+                }
                 metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
                 probe.error(&format!("flush of {table} generation {}: {e}", work.generation));
                 tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");

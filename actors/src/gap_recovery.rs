@@ -5,6 +5,7 @@
 //! ends up counted as recovered or unrecoverable.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::fut::wrap_future;
@@ -14,6 +15,7 @@ use k2_core::source::binance::rest::RestTrade;
 use k2_core::source::binance::{self, BinanceParser};
 use k2_core::{MarketEvent, Timestamp};
 
+use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::{BinanceConfig, GapRecoveryConfig};
 use crate::dedup::DedupActor;
 use crate::health::Link;
@@ -47,6 +49,9 @@ pub struct GapRecoveryActor {
     supervision: Supervision,
     queue: VecDeque<Job>,
     busy: bool,
+    /// The exchange REST API's breaker: while open, jobs wait instead of
+    /// spending their attempts.
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl GapRecoveryActor {
@@ -70,7 +75,13 @@ impl GapRecoveryActor {
             supervision,
             queue: VecDeque::new(),
             busy: false,
+            breaker: None,
         }
+    }
+
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
     }
 
     fn unrecoverable(&self, n: u64) {
@@ -81,6 +92,13 @@ impl GapRecoveryActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!("k2_gap_recovery_queue").set(self.queue.len() as f64);
         if self.busy {
+            return;
+        }
+        if self.queue.is_empty() {
+            return;
+        }
+        if self.breaker.as_ref().is_some_and(|b| b.state() == BreakerState::Open) {
+            ctx.run_later(Duration::from_millis(500), |act, ctx| act.pump(ctx));
             return;
         }
         let Some(job) = self.queue.pop_front() else { return };
@@ -120,10 +138,16 @@ impl GapRecoveryActor {
         let trades = match result {
             Ok(t) => {
                 metrics::counter!("k2_gap_recovery_requests_total", "result" => "ok").increment(1);
+                if let Some(b) = &self.breaker {
+                    b.success();
+                }
                 t
             }
             Err(e) => {
                 metrics::counter!("k2_gap_recovery_requests_total", "result" => "error").increment(1);
+                if let Some(b) = &self.breaker {
+                    b.failure();
+                }
                 job.attempts += 1;
                 if job.attempts < self.config.max_attempts {
                     tracing::warn!(symbol = %job.symbol, from = job.from, to = job.to, error = %e, "gap recovery request failed; will retry");

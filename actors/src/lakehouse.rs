@@ -162,7 +162,10 @@ impl Lakehouse {
 
         let sup = pipeline.supervision(flusher::NAME);
         let (l, t, c) = (lake.clone(), tails.clone(), config.flush.clone());
-        let breaker = pipeline.registry().breaker("iceberg", &config.breakers);
+        let breaker = flusher::LakeBreakers {
+            catalog: pipeline.registry().breaker("iceberg", &config.breakers),
+            storage: pipeline.registry().breaker("object-store", &config.breakers),
+        };
         let flusher =
             Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, full, breaker, sup));
         pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());

@@ -96,8 +96,9 @@ impl Pipeline {
             let probe = registry.probe(gap_recovery::NAME);
             let sup = Supervision::new(policy.clone(), probe, guardian.clone());
             let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
+            let breaker = registry.breaker("exchange-rest", &config.breakers);
             let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
-                GapRecoveryActor::new(&binance, gaps, link, sup)
+                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker)
             });
             faults.insert(gap_recovery::NAME, addr.clone().recipient());
             Some(addr.recipient())

@@ -158,3 +158,45 @@ fn level_three_spills_to_disk_and_a_kill_during_it_loses_and_doubles_nothing() {
     assert_contiguous_trades(&v);
     let _ = std::fs::remove_dir_all(&kept);
 }
+
+/// Failing commits open the Iceberg breaker (shown in /metrics and /health);
+/// once they succeed again it closes, and the rows held meanwhile land once.
+#[test]
+fn failing_commits_open_the_iceberg_breaker_and_nothing_is_lost() {
+    let (_sim, addrs) = start_sim("1000");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("k2.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[flush]\nmax_age = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n[breakers]\nfailures = 3\ncool_down = \"500ms\"\nsuccesses = 1\n",
+            ws = addrs["ws"].as_str().unwrap(),
+            rest = addrs["rest"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let k2 = Run::start(&config, &data, "warn", dir.path().join("k2.log"));
+    let http = k2.http.clone();
+    let state = "k2_circuit_breaker_state{dependency=\"iceberg\"}";
+    let start = Instant::now();
+    while metric(&http, "k2_lake_commits_total{table=\"trades\"}").unwrap_or(0.0) < 2.0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no commits");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&http, state), Some(0.0));
+    assert!(post(&http, "/admin/pressure?effect=fail&seconds=3").starts_with("HTTP/1.1 202"));
+    let start = Instant::now();
+    while metric(&http, state) != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the iceberg breaker did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get_json(&http, "/health")["breakers"]["iceberg"], "open");
+    let start = Instant::now();
+    while metric(&http, state) != Some(0.0) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the iceberg breaker did not close");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    k2.stop();
+    assert_contiguous_trades(&read_iceberg(&data));
+}
