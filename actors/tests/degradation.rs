@@ -9,23 +9,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Run, assert_contiguous_trades, get_json, metric, post, read_iceberg, start_sim};
+use common::{
+    Run, assert_contiguous_trades, get_json, metric, post, read_iceberg, start_sim, wait_until, write_sim_config,
+};
 
 #[test]
 fn slow_commits_climb_the_ladder_to_a_pause_and_it_comes_back_without_losing_a_trade() {
     let (_sim, addrs) = start_sim("2000");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = dir.path().join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 8000]\ncool_down = \"1s\"\n",
-            ws = addrs["ws"].as_str().unwrap(),
-            rest = addrs["rest"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = write_sim_config(
+        dir.path(),
+        &addrs,
+        "[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 8000]\ncool_down = \"1s\"\n",
+    );
     let k2 = Run::start(&config, &data, "info", dir.path().join("k2.log"));
     let level = |http: &str| metric(http, "k2_degradation_level ");
     let start = Instant::now();
@@ -99,58 +96,38 @@ fn level_three_spills_to_disk_and_a_kill_during_it_loses_and_doubles_nothing() {
     // Kept when the test fails: the logs are in it.
     let kept = tempfile::tempdir().unwrap().keep();
     let data = kept.join("data");
-    let config = kept.join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 100000000]\ncool_down = \"1s\"\n",
-            ws = addrs["ws"].as_str().unwrap(),
-            rest = addrs["rest"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let wait = |what: &str, secs: u64, mut ok: Box<dyn FnMut() -> bool + '_>| {
-        let start = Instant::now();
-        while !ok() {
-            assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let config = write_sim_config(
+        &kept,
+        &addrs,
+        "[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 100000000]\ncool_down = \"1s\"\n",
+    );
     let k2 = Run::start(&config, &data, "info", kept.join("k2-1.log"));
     let http = k2.http.clone();
-    wait("no trades", 30, Box::new(|| metric(&http, "k2_sink_events_total{kind=\"trade\"}").unwrap_or(0.0) > 2000.0));
+    wait_until("no trades", 30, || metric(&http, "k2_sink_events_total{kind=\"trade\"}").unwrap_or(0.0) > 2000.0);
 
     // Round one: spill, then replay once the pressure is gone.
     assert!(post(&http, "/admin/pressure?effect=delay&millis=4000&seconds=6").starts_with("HTTP/1.1 202"));
-    wait("no spill", 30, Box::new(|| metric(&http, "k2_spill_rows_written_total").unwrap_or(0.0) > 0.0));
+    wait_until("no spill", 30, || metric(&http, "k2_spill_rows_written_total").unwrap_or(0.0) > 0.0);
     assert!(metric(&http, "k2_degradation_level ").unwrap() >= 3.0 || metric(&http, "k2_spill_rows ").unwrap() > 0.0);
-    wait(
-        "the spill was not replayed",
-        60,
-        Box::new(|| {
-            metric(&http, "k2_spill_rows_replayed_total").unwrap_or(0.0) > 0.0
-                && metric(&http, "k2_spill_rows ") == Some(0.0)
-                && metric(&http, "k2_degradation_level ") == Some(0.0)
-        }),
-    );
+    wait_until("the spill was not replayed", 60, || {
+        metric(&http, "k2_spill_rows_replayed_total").unwrap_or(0.0) > 0.0
+            && metric(&http, "k2_spill_rows ") == Some(0.0)
+            && metric(&http, "k2_degradation_level ") == Some(0.0)
+    });
 
     // Round two: killed while rows wait in the spill.
     assert!(post(&http, "/admin/pressure?effect=delay&millis=4000&seconds=30").starts_with("HTTP/1.1 202"));
-    wait("nothing waits in the spill", 30, Box::new(|| metric(&http, "k2_spill_rows ").unwrap_or(0.0) > 500.0));
+    wait_until("nothing waits in the spill", 30, || metric(&http, "k2_spill_rows ").unwrap_or(0.0) > 500.0);
     k2.kill9();
     let segments = std::fs::read_dir(data.join("spill")).unwrap().count();
     assert!(segments > 0, "spill segments are on disk");
 
     let k2 = Run::start(&config, &data, "info", kept.join("k2-2.log"));
     let http = k2.http.clone();
-    wait(
-        "the trades missed around the crash were not recovered",
-        60,
-        Box::new(|| {
-            metric(&http, "k2_gap_recovery_trades_total{result=\"recovered\"}").unwrap_or(0.0) > 0.0
-                && metric(&http, "k2_gap_recovery_queue ") == Some(0.0)
-        }),
-    );
+    wait_until("the trades missed around the crash were not recovered", 60, || {
+        metric(&http, "k2_gap_recovery_trades_total{result=\"recovered\"}").unwrap_or(0.0) > 0.0
+            && metric(&http, "k2_gap_recovery_queue ") == Some(0.0)
+    });
     let log = k2.stop();
     assert!(log.contains("spill left by an earlier run replayed"), "{log}");
     let v = read_iceberg(&data);
@@ -166,16 +143,11 @@ fn failing_commits_open_the_iceberg_breaker_and_nothing_is_lost() {
     let (_sim, addrs) = start_sim("1000");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = dir.path().join("k2.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[flush]\nmax_age = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n[breakers]\nfailures = 3\ncool_down = \"500ms\"\nsuccesses = 1\n",
-            ws = addrs["ws"].as_str().unwrap(),
-            rest = addrs["rest"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = write_sim_config(
+        dir.path(),
+        &addrs,
+        "[flush]\nmax_age = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n[breakers]\nfailures = 3\ncool_down = \"500ms\"\nsuccesses = 1\n",
+    );
     let k2 = Run::start(&config, &data, "warn", dir.path().join("k2.log"));
     let http = k2.http.clone();
     let state = "k2_circuit_breaker_state{dependency=\"iceberg\"}";

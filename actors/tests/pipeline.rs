@@ -2,7 +2,11 @@
 //! back-pressure, restarts after panics and stops, escalation, and the HTTP
 //! health and metrics views of all of it.
 
+mod common;
+
 use std::time::Duration;
+
+use common::trades;
 
 use figment::providers::Env;
 use k2::config::Config;
@@ -11,8 +15,7 @@ use k2::health::{ActorState, HealthRegistry};
 use k2::messages::Fault;
 use k2::pipeline::Pipeline;
 use k2::sink::MemorySink;
-use k2_core::source::binance::{BinanceParser, Frame};
-use k2_core::{MarketEvent, Timestamp};
+use k2_core::MarketEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(edit: &str) -> Config {
@@ -20,22 +23,6 @@ fn config(edit: &str) -> Config {
     let file = dir.path().join("k2.toml");
     std::fs::write(&file, edit).unwrap();
     Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
-}
-
-/// Real trades for one symbol with the given trade ids.
-fn trades(symbol: &str, ids: impl IntoIterator<Item = u64>) -> Vec<MarketEvent> {
-    let mut p = BinanceParser::default();
-    ids.into_iter()
-        .map(|t| {
-            let f = format!(
-                r#"{{"e":"trade","E":1,"s":"{symbol}","t":{t},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
-            );
-            match p.parse(f.as_bytes(), Timestamp::now()).unwrap() {
-                Frame::Event(e) => e,
-                other => panic!("{other:?}"),
-            }
-        })
-        .collect()
 }
 
 fn ids_of(events: &[MarketEvent]) -> Vec<i64> {

@@ -4,8 +4,12 @@
 //! trade once, and a Redis that goes away means a fallback to memory, an open
 //! breaker, and the marks written back when it returns.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+use common::trades;
 
 use figment::providers::Env;
 use k2::config::Config;
@@ -15,8 +19,7 @@ use k2::lake::summary::Sources;
 use k2::pipeline::Pipeline;
 use k2::shared_state::SharedState;
 use k2::sink::MemorySink;
-use k2_core::source::binance::{BinanceParser, Frame};
-use k2_core::{MarketEvent, Timestamp};
+use k2_core::MarketEvent;
 
 fn redis_url() -> String {
     std::env::var("K2_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -32,21 +35,6 @@ fn config(url: &str, extra: &str) -> Config {
     )
     .unwrap();
     Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
-}
-
-fn trades(symbol: &str, ids: impl IntoIterator<Item = u64>) -> Vec<MarketEvent> {
-    let mut p = BinanceParser::default();
-    ids.into_iter()
-        .map(|t| {
-            let f = format!(
-                r#"{{"e":"trade","E":1,"s":"{symbol}","t":{t},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
-            );
-            match p.parse(f.as_bytes(), Timestamp::now()).unwrap() {
-                Frame::Event(e) => e,
-                other => panic!("{other:?}"),
-            }
-        })
-        .collect()
 }
 
 fn ids_of(events: &[MarketEvent]) -> Vec<i64> {

@@ -90,6 +90,50 @@ pub fn start_sim(rate: &str) -> (Kill, serde_json::Value) {
     (Kill(sim), serde_json::from_str(&line).unwrap())
 }
 
+/// The `[binance]` section pointing at a simulator started by
+/// [`start_sim`] (trade streams only).
+pub fn sim_binance(addrs: &serde_json::Value) -> String {
+    format!(
+        "[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n",
+        ws = addrs["ws"].as_str().unwrap(),
+        rest = addrs["rest"].as_str().unwrap()
+    )
+}
+
+/// Writes `k2.toml` in `dir`: an HTTP port of the system's choosing with
+/// admin endpoints, the simulator's streams, then `rest`.
+pub fn write_sim_config(dir: &Path, addrs: &serde_json::Value, rest: &str) -> PathBuf {
+    let path = dir.join("k2.toml");
+    let text = format!("[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n{}{rest}", sim_binance(addrs));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Polls `ok` every 50 ms; fails with `what` after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Real Binance trades for one symbol with the given trade ids.
+pub fn trades(symbol: &str, ids: impl IntoIterator<Item = u64>) -> Vec<k2_core::MarketEvent> {
+    let mut p = k2_core::source::binance::BinanceParser::default();
+    ids.into_iter()
+        .map(|t| {
+            let f = format!(
+                r#"{{"e":"trade","E":1,"s":"{symbol}","t":{t},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
+            );
+            match p.parse(f.as_bytes(), k2_core::Timestamp::now()).unwrap() {
+                k2_core::source::binance::Frame::Event(e) => e,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
 /// A GET over a plain socket: the whole response, headers included.
 pub fn get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
