@@ -125,8 +125,8 @@ pub fn replay_spill(spill: Arc<Spill>, tails: Tails, level: LevelHandle, full: A
             match tokio::task::spawn_blocking(move || s.take_oldest()).await {
                 Ok(Ok(Some((seq, events)))) => {
                     let n = events.len();
-                    append_to_tails(&tails, events);
-                    spill.replayed(seq, tails.trades.open_generation(), tails.quotes.open_generation());
+                    let (t, q) = append_to_tails(&tails, events);
+                    spill.replayed(seq, t, q);
                     metrics::counter!("k2_spill_rows_replayed_total").increment(n as u64);
                     tracing::info!(segment = seq, rows = n, "spilled rows replayed into the tails");
                     full.notify_one();
@@ -140,8 +140,9 @@ pub fn replay_spill(spill: Arc<Spill>, tails: Tails, level: LevelHandle, full: A
 }
 
 /// Adds events to the tails (rows that cannot become Arrow are reported
-/// by the tail and dropped).
-pub fn append_to_tails(tails: &Tails, events: Vec<MarketEvent>) {
+/// by the tail and dropped). Returns, per table, the generation the rows
+/// joined (0 when the table got none): once committed, they are durable.
+pub fn append_to_tails(tails: &Tails, events: Vec<MarketEvent>) -> (u64, u64) {
     let (mut trades, mut quotes) = (Vec::new(), Vec::new());
     for e in events {
         match e {
@@ -149,12 +150,16 @@ pub fn append_to_tails(tails: &Tails, events: Vec<MarketEvent>) {
             MarketEvent::Quote(q) => quotes.push(q),
         }
     }
+    let (has_trades, has_quotes) = (!trades.is_empty(), !quotes.is_empty());
     if let Err(e) = tails.trades.append(trades) {
         tracing::error!(error = %e, "rows not taken into the trades tail");
     }
     if let Err(e) = tails.quotes.append(quotes) {
         tracing::error!(error = %e, "rows not taken into the quotes tail");
     }
+    // Read after the append: at least the generation the rows joined.
+    let generation = |has: bool, open: u64| if has { open } else { 0 };
+    (generation(has_trades, tails.trades.open_generation()), generation(has_quotes, tails.quotes.open_generation()))
 }
 
 impl Sink for TailSink {
@@ -166,13 +171,19 @@ impl Sink for TailSink {
         if let Some((spill, level)) = &self.spill
             && (level.get() >= Level::Aggressive || !spill.is_empty())
         {
-            let spill = spill.clone();
+            let (spill, tails) = (spill.clone(), self.tails.clone());
             return Ok(Some(Box::pin(async move {
-                let err = |reason: String| SinkError { sink: "iceberg-tail", reason };
-                tokio::task::spawn_blocking(move || spill.append(&events))
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-                    .map_err(|e| err(e.to_string()))
+                let events = Arc::new(events);
+                let (s, e) = (spill.clone(), events.clone());
+                let written = tokio::task::spawn_blocking(move || s.append(&e)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    // The disk refused: hold the batch in memory rather than
+                    // lose it.
+                    tracing::error!(result = ?written.map(|r| r.err()), "spill write failed; rows kept in the tails");
+                    metrics::counter!("k2_spill_write_failures_total").increment(1);
+                    append_to_tails(&tails, Arc::unwrap_or_clone(events));
+                }
+                Ok(())
             })));
         }
         for e in events {
@@ -343,6 +354,13 @@ async fn flush_until_committed<R: LakeRow>(
                     tails.discard();
                 }
                 return;
+            }
+            Err(LakeError::Iceberg(e)) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => {
+                // Another writer committed first (several flushers share the
+                // table): routine, not a failure. Retry at once against the
+                // newer table.
+                metrics::counter!("k2_lake_commit_conflicts_total", "table" => table).increment(1);
+                tracing::debug!(table, generation = work.generation, error = %e, "commit conflict; retrying");
             }
             Err(e) => {
                 // No files yet: the write failed (the object store);

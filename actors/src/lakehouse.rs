@@ -130,8 +130,8 @@ impl Lakehouse {
                         restore.raise(&t.exchange, &t.symbol, None, t.platform_sequence);
                     }
                 }
-                append_to_tails(&tails, events);
-                spill.replayed(seq, tails.trades.open_generation(), tails.quotes.open_generation());
+                let (t, q) = append_to_tails(&tails, events);
+                spill.replayed(seq, t, q);
             }
         }
         let sink: Box<dyn crate::sink::Sink> = match config.mode {
@@ -223,8 +223,8 @@ impl Lakehouse {
             match tokio::task::spawn_blocking(move || s.take_oldest()).await {
                 Ok(Ok(Some((seq, events)))) => {
                     n += events.len();
-                    append_to_tails(&self.tails, events);
-                    self.spill.replayed(seq, self.tails.trades.open_generation(), self.tails.quotes.open_generation());
+                    let (t, q) = append_to_tails(&self.tails, events);
+                    self.spill.replayed(seq, t, q);
                 }
                 Ok(Ok(None)) => return n,
                 Ok(Err(e)) => {

@@ -117,8 +117,18 @@ impl Spill {
         }
         let Some(open) = s.current.as_mut() else { return Ok(()) };
         let path = self.path(open.seq);
-        open.file.write_all(&buf).map_err(io(&path))?;
-        open.file.sync_data().map_err(io(&path))?;
+        let before = open.file.metadata().map_err(io(&path))?.len();
+        let written = open.file.write_all(&buf).and_then(|()| open.file.sync_data());
+        if let Err(e) = written {
+            // A part-written batch would hide every later record from the
+            // reader: cut it off and continue in a new segment.
+            let _ = open.file.set_len(before);
+            let _ = open.file.sync_data();
+            if let Some(done) = s.current.take() {
+                s.sealed.push_back(done.seq);
+            }
+            return Err(SpillError::Io { path, source: e });
+        }
         self.rows.fetch_add(events.len() as u64, Ordering::Relaxed);
         metrics::counter!("k2_spill_rows_written_total").increment(events.len() as u64);
         metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
@@ -140,7 +150,14 @@ impl Spill {
                 None => return Ok(None),
             }
         };
-        let events = self.read(seq)?;
+        let events = match self.read(seq) {
+            Ok(events) => events,
+            Err(e) => {
+                // Kept first in line for the next attempt.
+                self.lock().sealed.push_front(seq);
+                return Err(e);
+            }
+        };
         let n = events.len() as u64;
         let _ = self.rows.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(n)));
         metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
@@ -165,8 +182,13 @@ impl Spill {
             }
             let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
             let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            // A torn length field may be garbage: check it against the file
+            // before allocating.
+            if good + 8 + n as u64 > len {
+                break;
+            }
             frame.resize(n, 0);
-            if good + 8 + n as u64 > len || r.read_exact(&mut frame).is_err() || crc32fast::hash(&frame) != crc {
+            if r.read_exact(&mut frame).is_err() || crc32fast::hash(&frame) != crc {
                 break;
             }
             match self.codec.decode(&frame) {

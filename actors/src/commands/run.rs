@@ -42,8 +42,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             // recovery may still deliver trades a moment later: flush again
             // while rows arrive, for a few rounds.
             for _ in 0..10 {
-                // Rows spilled under pressure (level 3) go in too.
-                k2.unspill().await;
+                // Rows spilled under pressure (level 3, embedded mode only)
+                // go in too.
+                if config.mode == k2::config::Mode::Embedded {
+                    k2.unspill().await;
+                }
                 let _ = k2.flush().await;
                 if k2.tails.waiting_rows() == 0 && k2.spill.is_empty() {
                     break;

@@ -279,7 +279,8 @@ pub fn start(
                         tracing::warn!("rejoining the consumer group after a fenced commit");
                         consumer.unsubscribe();
                         if let Err(e) = consumer.subscribe(&[&subscription]) {
-                            tracing::error!(error = %e, "resubscribing failed");
+                            tracing::error!(error = %e, "resubscribing failed; trying again");
+                            claims.fence();
                         }
                     }
                 }

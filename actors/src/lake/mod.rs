@@ -196,7 +196,15 @@ impl Lake {
                 (COMMIT_RETRIES.to_owned(), "0".to_owned()),
             ]))
             .build();
-        Ok(self.catalog.create_table(&self.namespace, creation).await?)
+        match self.catalog.create_table(&self.namespace, creation).await {
+            Ok(table) => Ok(table),
+            // Another K2 sharing the directory created it meanwhile.
+            Err(e) if self.catalog.table_exists(&ident).await.unwrap_or(false) => {
+                tracing::debug!(error = %e, "table created by another process");
+                Ok(self.catalog.load_table(&ident).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn ident(&self, kind: TableKind) -> TableIdent {
