@@ -282,7 +282,7 @@ fn two_ingesting_instances_sharing_redis_put_each_trade_in_kafka_once() {
     let producer = write(
         &dir.path().join("producer.toml"),
         &format!(
-            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n{kafka}consume = false\n",
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"10s\"\n{kafka}consume = false\n",
             ws = addrs["ws"].as_str().unwrap(),
             rest = addrs["rest"].as_str().unwrap()
         ),
@@ -300,6 +300,13 @@ fn two_ingesting_instances_sharing_redis_put_each_trade_in_kafka_once() {
     }
     let (from_a, from_b) = (produced(&a.http), produced(&b.http));
     assert!(from_a > 0.0 && from_b > 0.0, "both instances produced: {from_a} and {from_b}");
+    // Exactness holds while Redis answers; a fallback to memory (Redis
+    // unreachable, or slower than redis.timeout) lets both instances pass a
+    // trade, by design. The timeout above is generous for a loaded machine.
+    for run in [&a, &b] {
+        let fallback = common::metric(&run.http, "k2_state_fallback_batches_total");
+        assert_eq!(fallback, None, "an instance fell back to memory");
+    }
     drop(sim);
     a.stop();
     b.stop();
