@@ -178,7 +178,10 @@ impl Rebalance {
             claimed.push(((topic, partition), next.unwrap_or(0)));
         }
         for ((topic, partition), next) in &claimed {
-            let offset = if *next > 0 { Offset::Offset(*next) } else { Offset::Beginning };
+            // An explicit offset needs no offset lookup (slow on a broker
+            // holding a large log); a log whose start has moved past 0 is
+            // reset to its beginning by auto.offset.reset.
+            let offset = Offset::Offset(*next);
             tpl.set_partition_offset(topic, *partition, offset).map_err(|e| LakeError::Kafka(e.to_string()))?;
         }
         tracing::info!(partitions = claimed.len(), "partitions assigned; continuing where the tables end");
@@ -269,10 +272,20 @@ pub fn start(
         let claims = tails.claims.clone();
         let mut decoders = Decoders { schemas, kinds: HashMap::new() };
         let mut look = tokio::time::interval(Duration::from_secs(3));
+        let reporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
                 _ = look.tick() => {
-                    report_progress(&consumer, &tails).await;
+                    // Off this loop, one at a time: a broker slow to answer
+                    // offset requests must not keep the consumer from
+                    // polling (it starved consumption of a large backlog).
+                    if !reporting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let (c, t, r) = (consumer.clone(), tails.clone(), reporting.clone());
+                        tokio::spawn(async move {
+                            report_progress(&c, &t).await;
+                            r.store(false, std::sync::atomic::Ordering::Release);
+                        });
+                    }
                     if claims.take_resync() {
                         // A commit was fenced: rejoin, so that the group
                         // assigns afresh and this flusher rereads the tables.
@@ -333,7 +346,7 @@ async fn report_progress(consumer: &Arc<GroupConsumer>, tails: &Tails) {
         owned
             .into_iter()
             .filter_map(|((t, p), next)| {
-                c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(_, high)| (t, p, high - next))
+                c.fetch_watermarks(&t, p, Duration::from_secs(10)).ok().map(|(_, high)| (t, p, high - next))
             })
             .collect::<Vec<_>>()
     })
