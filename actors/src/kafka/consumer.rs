@@ -102,11 +102,16 @@ where
     F: Future + Send,
     F::Output: Send,
 {
-    let run = || std::thread::scope(|s| s.spawn(|| handle.block_on(future)).join());
+    let joined = blocking(|| std::thread::scope(|s| s.spawn(|| handle.block_on(future)).join()));
+    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs `f`, which blocks, telling a multi-threaded runtime first so that
+/// its other tasks move to other workers meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let joined = if multi { tokio::task::block_in_place(run) } else { run() };
-    joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    if multi { tokio::task::block_in_place(f) } else { f() }
 }
 
 /// The group's rebalance hooks: where assigned partitions continue, and
@@ -210,15 +215,7 @@ impl Rebalance {
     /// Gives every partition up: waits for a commit under way, then throws
     /// away what is not committed (the next owner reads it again).
     fn revoked(&self) {
-        let claims = self.claims.clone();
-        let wait = || claims.revoke_all();
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi {
-            tokio::task::block_in_place(wait)
-        } else {
-            wait()
-        }
+        blocking(|| self.claims.revoke_all());
         let dropped = self.tails.discard();
         metrics::counter!("k2_kafka_rebalances_total", "kind" => "revoke").increment(1);
         tracing::info!(dropped, "partitions revoked; uncommitted rows left to their next owner");
