@@ -1,6 +1,7 @@
-//! Dedup throughput: message ids through Redis on loopback (pipelined
-//! `SET NX PX`, batches of 1,000, one round trip each) against the in-memory
-//! window, same ids, one run. Needs Redis on 127.0.0.1:6379 or
+//! Dedup throughput: message ids through Redis on loopback (the claim
+//! script, batches of 1,000, one round trip each) against the in-memory
+//! window, same ids, one run; then settling them (marking them durable,
+//! pipelines of 10,000), the second Redis write each id costs. Needs Redis on 127.0.0.1:6379 or
 //! `K2_TEST_REDIS`.
 //!
 //! `cargo bench -p k2 --bench redis_dedup` (K2_BENCH_IDS, default 1,000,000).
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k2::breaker::CircuitBreaker;
 use k2::config::{BreakerConfig, RedisConfig};
-use k2::shared_state::SharedState;
+use k2::shared_state::{Claim, Settlement, SharedState};
 use k2_core::transform::dedup::DedupWindow;
 
 fn main() {
@@ -31,7 +32,12 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let prefix = format!("k2bench:{}:", uuid::Uuid::new_v4().simple());
-        let config = RedisConfig { url: url.clone(), timeout: Duration::from_secs(5), key_prefix: prefix.clone() };
+        let config = RedisConfig {
+            url: url.clone(),
+            timeout: Duration::from_secs(5),
+            key_prefix: prefix.clone(),
+            lease: Duration::from_secs(10),
+        };
         let breaker = Arc::new(CircuitBreaker::new(
             "redis",
             BreakerConfig {
@@ -49,7 +55,7 @@ fn main() {
         let started = Instant::now();
         let mut fresh = 0;
         for b in &batches {
-            fresh += shared.claim(b).await.expect("claim").into_iter().filter(|x| *x).count();
+            fresh += shared.claim(b).await.expect("claim").into_iter().filter(|c| *c == Claim::Mine).count();
         }
         let secs = started.elapsed().as_secs_f64();
         println!(
@@ -60,9 +66,17 @@ fn main() {
         let started = Instant::now();
         let mut again = 0;
         for b in &batches {
-            again += shared.claim(b).await.expect("claim").into_iter().filter(|x| *x).count();
+            again += shared.claim(b).await.expect("claim").into_iter().filter(|c| *c == Claim::Mine).count();
         }
         let secs = started.elapsed().as_secs_f64();
         println!("redis, the same ids again: {:.0} ids/s ({again} taken as new; expected 0)", n as f64 / secs);
+        let mut durable = Settlement::default();
+        for id in &ids {
+            durable.push_id("BINANCE", *id);
+        }
+        let started = Instant::now();
+        shared.write_settlement(&durable).await.expect("settle");
+        let secs = started.elapsed().as_secs_f64();
+        println!("redis, settling them (pipelines of 10,000): {:.0} ids/s", n as f64 / secs);
     });
 }

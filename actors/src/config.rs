@@ -234,6 +234,11 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Put before every key (several deployments on one Redis).
     pub key_prefix: String,
+    /// How long an instance counts as alive after its last word to Redis;
+    /// its claims on ids not yet durable pass to another instance after
+    /// that.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,11 +11,19 @@ use k2_core::transform::dedup::DedupWindow;
 
 use crate::health::{Link, forward};
 use crate::messages::{Drain, EventBatch};
-use crate::shared_state::SharedState;
+use crate::shared_state::{Claim, SharedState};
 use crate::sink_actor::SinkActor;
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "dedup";
+
+/// How often ids a live instance holds are asked about again.
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// Events held for other instances' claims, at most: past it the oldest go
+/// on (a possible duplicate, never a loss) so a stuck peer cannot exhaust
+/// this one's memory.
+const DEFERRED_MAX: usize = 200_000;
 
 /// Where seen message ids are kept.
 pub trait DedupStore: Send + 'static {
@@ -68,11 +76,16 @@ pub struct DedupActor {
     next: Link<SinkActor>,
     supervision: Supervision,
     keep: Vec<bool>,
+    /// Events another live instance has claimed but not made durable: if it
+    /// dies first they are this instance's to pass on, so they wait here
+    /// and are asked about again.
+    deferred: Vec<MarketEvent>,
+    rechecking: bool,
 }
 
 impl DedupActor {
     pub fn new(store: Box<dyn DedupStore>, next: Link<SinkActor>, supervision: Supervision) -> Self {
-        Self { store, shared: None, next, supervision, keep: Vec::new() }
+        Self { store, shared: None, next, supervision, keep: Vec::new(), deferred: Vec::new(), rechecking: false }
     }
 
     pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
@@ -107,39 +120,99 @@ fn count_duplicates(dropped: Vec<(compact_str::CompactString, u64)>) {
     }
 }
 
-/// Keeps the events another instance has not taken (per Redis); when Redis
-/// cannot answer, all of them (this instance's memory has already checked).
-async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
+/// Splits `events` by Redis's answer: those this instance owns now, and
+/// those a live instance holds (to ask about again). Duplicates are counted
+/// and dropped. When Redis cannot answer, all are owned (this instance's
+/// memory has already checked them).
+async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> (Vec<MarketEvent>, Vec<MarketEvent>) {
     let ids: Vec<(&str, uuid::Uuid)> = events.iter().map(|e| (e.exchange(), e.message_id())).collect();
     let claimed = match shared.claim(&ids).await {
         Ok(c) => c,
-        Err(_) => return events,
+        Err(_) => return (events, Vec::new()),
     };
     drop(ids);
     let mut dropped: Vec<(compact_str::CompactString, u64)> = Vec::new();
-    let kept = events
-        .into_iter()
-        .zip(claimed)
-        .filter_map(|(event, mine)| {
-            if mine {
-                return Some(event);
-            }
-            match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
+    let mut kept = Vec::with_capacity(events.len());
+    let mut pending = Vec::new();
+    for (event, claim) in events.into_iter().zip(claimed) {
+        match claim {
+            Claim::Mine => kept.push(event),
+            Claim::Pending => pending.push(event),
+            Claim::Taken => match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
                 Some((_, n)) => *n += 1,
                 None => dropped.push((event.exchange().into(), 1)),
-            }
-            None
-        })
-        .collect();
+            },
+        }
+    }
     count_duplicates(dropped);
-    kept
+    (kept, pending)
+}
+
+impl DedupActor {
+    fn defer(&mut self, mut pending: Vec<MarketEvent>) -> Vec<MarketEvent> {
+        self.deferred.append(&mut pending);
+        let excess = self.deferred.len().saturating_sub(DEFERRED_MAX);
+        let released: Vec<MarketEvent> = self.deferred.drain(..excess).collect();
+        if !released.is_empty() {
+            metrics::counter!("k2_dedup_deferred_released_total").increment(released.len() as u64);
+            tracing::warn!(
+                events = released.len(),
+                "too many events wait on other instances' claims; the oldest go on"
+            );
+        }
+        metrics::gauge!("k2_dedup_deferred").set(self.deferred.len() as f64);
+        released
+    }
+
+    /// Claims `events` in Redis, passes on what is this instance's (in
+    /// order, holding the stage like `forward`), keeps what is pending.
+    fn claim_and_forward(&mut self, shared: Arc<SharedState>, events: Vec<MarketEvent>) -> AtomicResponse<Self, ()> {
+        AtomicResponse::new(Box::pin(async move { claim_shared(shared, events).await }.into_actor(self).then(
+            |(mut kept, pending), act, _| {
+                kept.extend(act.defer(pending));
+                let next = act.next.clone();
+                async move {
+                    if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
+                        tracing::error!("the sink stage is gone; message dropped");
+                    }
+                }
+                .into_actor(act)
+            },
+        )))
+    }
+}
+
+/// Asks Redis again about the deferred events.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Recheck;
+
+impl Handler<Recheck> for DedupActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Recheck, _: &mut Context<Self>) -> Self::Result {
+        self.rechecking = false;
+        let events = std::mem::take(&mut self.deferred);
+        match self.shared.clone() {
+            Some(shared) if !events.is_empty() => self.claim_and_forward(shared, events),
+            _ => AtomicResponse::new(Box::pin(async {}.into_actor(self))),
+        }
+    }
 }
 
 impl Actor for DedupActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
+        if self.shared.is_some() {
+            ctx.run_interval(RECHECK, |act, ctx| {
+                if !act.deferred.is_empty() && !act.rechecking {
+                    act.rechecking = true;
+                    ctx.notify(Recheck);
+                }
+            });
+        }
     }
 }
 
@@ -153,6 +226,7 @@ impl Supervise for DedupActor {
     /// The window is kept: forgetting it would let duplicates through.
     fn reset(&mut self) {
         self.keep.clear();
+        self.rechecking = false;
     }
 }
 
@@ -172,18 +246,7 @@ impl Handler<EventBatch> for DedupActor {
         let Some(shared) = self.shared.clone() else {
             return forward(self, &self.next, EventBatch { events: kept });
         };
-        let next = self.next.clone();
-        // Held like `forward`: the next batch waits for this one's answer,
-        // so order is kept.
-        AtomicResponse::new(Box::pin(
-            async move {
-                let kept = claim_shared(shared, kept).await;
-                if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
-                    tracing::error!("the sink stage is gone; message dropped");
-                }
-            }
-            .into_actor(self),
-        ))
+        self.claim_and_forward(shared, kept)
     }
 }
 

@@ -5,7 +5,7 @@
 //! snapshot per table per flush. A failed write or commit is retried with
 //! backoff, holding the rows in the tail (still queryable) until it succeeds.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -24,6 +24,7 @@ use crate::lake::tail::{FlushWork, Tail};
 use crate::lake::writer::{self, CommitRequest, unique_prefix};
 use crate::lake::{Lake, LakeError, TableKind};
 use crate::pressure::Pressure;
+use crate::shared_state::{Settlement, SharedState};
 use crate::sink::{Pending, Sink, SinkError};
 use crate::spill::Spill;
 use crate::supervision::{Supervise, Supervision, supervised};
@@ -39,6 +40,9 @@ pub struct Tails {
     pub claims: Arc<Claims>,
     /// Injected commit delays and failures (drills, tests).
     pub pressure: Arc<Pressure>,
+    /// Redis, told what each commit made durable (embedded mode with shared
+    /// state; in Kafka mode the producer settles at delivery).
+    pub settle: Arc<OnceLock<Arc<SharedState>>>,
 }
 
 impl Tails {
@@ -49,6 +53,7 @@ impl Tails {
             quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?)?),
             claims: Arc::new(Claims::default()),
             pressure: Arc::new(Pressure::default()),
+            settle: Arc::new(OnceLock::new()),
         })
     }
 
@@ -165,6 +170,12 @@ pub fn append_to_tails(tails: &Tails, events: Vec<MarketEvent>) -> (u64, u64) {
 impl Sink for TailSink {
     fn name(&self) -> &'static str {
         "iceberg-tail"
+    }
+
+    /// Rows are durable once committed: the flusher settles them then.
+    fn settle_with(&mut self, settle: Arc<SharedState>) -> bool {
+        let _ = self.tails.settle.set(settle);
+        true
     }
 
     fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
@@ -332,6 +343,9 @@ async fn flush_until_committed<R: LakeRow>(
             Ok((committed, bytes, file_count)) => {
                 breaker.storage.success();
                 breaker.catalog.success();
+                if let Some(shared) = tails.settle.get() {
+                    shared.settle(settlement_of(&work));
+                }
                 let secs = started.elapsed().as_secs_f64();
                 metrics::histogram!("k2_lake_commit_seconds", "table" => table).record(secs);
                 if committed {
@@ -378,6 +392,23 @@ async fn flush_until_committed<R: LakeRow>(
             }
         }
     }
+}
+
+/// The ids and source marks a committed flush made durable.
+fn settlement_of(work: &FlushWork) -> Settlement {
+    use arrow::array::{Array, StringArray};
+    let mut settlement = Settlement::default();
+    for batch in &work.batches {
+        let column = |name| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let (Some(ids), Some(exchanges)) = (column("message_id"), column("exchange")) else { continue };
+        for i in 0..ids.len() {
+            if let Ok(id) = uuid::Uuid::parse_str(ids.value(i)) {
+                settlement.push_id(exchanges.value(i), id);
+            }
+        }
+    }
+    settlement.raise_marks(&work.delta.sources);
+    settlement
 }
 
 /// One attempt. Data files written by an earlier attempt are reused, so a

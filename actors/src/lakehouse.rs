@@ -35,6 +35,8 @@ pub struct Lakehouse {
     pub degradation: Addr<DegradationActor>,
     /// Level 3's spill (embedded mode).
     pub spill: Arc<Spill>,
+    /// Redis, when `redis.url` names one.
+    pub shared: Option<Arc<SharedState>>,
 }
 
 impl Lakehouse {
@@ -149,7 +151,7 @@ impl Lakehouse {
                 Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
             }
         };
-        let mut pipeline = Pipeline::start_shared(config, sink, store, shared, level, registry, &restore);
+        let mut pipeline = Pipeline::start_shared(config, sink, store, shared.clone(), level, registry, &restore);
         let consumer = if config.mode == Mode::Kafka && config.kafka.consume {
             let schemas = schema_source();
             Some(
@@ -202,7 +204,7 @@ impl Lakehouse {
             keys: Arc::new(config.http.api_keys.clone()),
             registry: Arc::new(registry),
         };
-        Ok(Self { pipeline, consumer, lake, tails, flusher, api, degradation, spill })
+        Ok(Self { pipeline, consumer, lake, tails, flusher, api, degradation, spill, shared })
     }
 
     /// Waits until everything sent into the pipeline so far is committed to

@@ -76,15 +76,16 @@ impl Pipeline {
 
         let probe = registry.probe(sink_actor::NAME);
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
+        let sink_shared = shared.clone();
         let sink_addr = Supervisor::start(move |ctx: &mut Context<SinkActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SinkActor::new(sink, sup)
+            SinkActor::new(sink, sup).with_shared(sink_shared)
         });
         let sink_link = probe.link(sink_addr.clone());
 
         let probe = registry.probe(dedup::NAME);
         let sup = Supervision::new(policy.clone(), probe.clone(), guardian.clone());
-        let dedup_shared = shared.clone();
+        let dedup_shared = shared;
         let dedup_addr = Supervisor::start(move |ctx: &mut Context<DedupActor>| {
             ctx.set_mailbox_capacity(capacity);
             DedupActor::new(store, sink_link, sup).with_shared(dedup_shared)
@@ -113,10 +114,7 @@ impl Pipeline {
         let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols);
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_to, sup)
-                .restored(&restore)
-                .with_shared(shared)
-                .with_shedding(shedding)
+            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shedding(shedding)
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());

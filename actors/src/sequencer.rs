@@ -2,7 +2,6 @@
 //! assigns `platform_sequence`, reports confirmed gaps, and passes every event
 //! on at once (a gap never stalls the stream).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,7 +13,6 @@ use crate::degradation::{Level, LevelHandle};
 use crate::health::{Link, forward};
 use crate::lake::summary::Sources;
 use crate::messages::{Drain, EventBatch};
-use crate::shared_state::SharedState;
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
 pub const NAME: &str = "sequencer";
@@ -70,11 +68,6 @@ pub struct SequenceActor {
     gaps_to: Option<Recipient<GapDetected>>,
     supervision: Supervision,
     gaps: Vec<Gap>,
-    /// Redis: high-water marks shared with other instances and restarts.
-    shared: Option<Arc<SharedState>>,
-    /// A write to Redis failed: the next one carries every mark, so what
-    /// this instance saw meanwhile reaches Redis when it is back.
-    write_back_all: bool,
     shedding: Shedding,
 }
 
@@ -92,8 +85,6 @@ impl SequenceActor {
             gaps_to,
             supervision,
             gaps: Vec::new(),
-            shared: None,
-            write_back_all: false,
             shedding: Shedding::default(),
         }
     }
@@ -101,45 +92,6 @@ impl SequenceActor {
     pub fn with_shedding(mut self, shedding: Shedding) -> Self {
         self.shedding = shedding;
         self
-    }
-
-    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
-        self.shared = shared;
-        self
-    }
-
-    /// Sends this batch's highest source sequences (or, after a failed
-    /// write, every mark) to Redis, off the batch's path: the marks only
-    /// rise, so writes may land in any order.
-    fn share_marks(&mut self, events: &[MarketEvent], ctx: &mut Context<Self>) {
-        let Some(shared) = self.shared.clone() else { return };
-        let all = self.write_back_all;
-        let mut marks: Vec<(String, String, i64)> = Vec::new();
-        if all {
-            marks.extend(self.tracker.high_water_marks().map(|(e, s, h)| (e.to_owned(), s.to_owned(), h)));
-        } else {
-            for e in events {
-                let MarketEvent::Trade(t) = e else { continue };
-                let Some(seq) = t.source_sequence else { continue };
-                match marks.iter_mut().find(|(x, s, _)| x == t.exchange.as_str() && s == t.symbol.as_str()) {
-                    Some(m) => m.2 = m.2.max(seq),
-                    None => marks.push((t.exchange.to_string(), t.symbol.to_string(), seq)),
-                }
-            }
-        }
-        if marks.is_empty() {
-            return;
-        }
-        ctx.spawn(async move { shared.raise_marks(&marks).await }.into_actor(self).map(move |result, act, _| {
-            match result {
-                Ok(()) if all => {
-                    act.write_back_all = false;
-                    tracing::info!("high-water marks written back to redis");
-                }
-                Ok(()) => {}
-                Err(_) => act.write_back_all = true,
-            }
-        }));
     }
 
     /// Continues from what is already durable: each stream's source
@@ -262,7 +214,6 @@ impl Handler<EventBatch> for SequenceActor {
             metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
-        self.share_marks(&batch.events, ctx);
         forward(self, &self.next, batch)
     }
 }

@@ -2,22 +2,34 @@
 //! the same `redis.url`: a restarted or second instance drops what another
 //! already took and continues gap detection where it left off.
 //!
-//! - Dedup: `SET k2:dedup:{exchange}:{message_id} 1 NX PX {window}`, one
-//!   pipelined round trip per batch; the instance whose SET succeeds owns the
-//!   event.
+//! Nothing here may run ahead of durability, or a crash loses data: an id
+//! claimed by an instance that dies before its copy is durable would be
+//! dropped by everyone else, and a high-water mark raised past rows that
+//! were only in memory would hide them from gap recovery. So:
+//!
+//! - Dedup claims: `k2:dedup:{exchange}:{message_id}` holds the claiming
+//!   instance's id while its copy is in flight and `d` once it is durable
+//!   ([`SharedState::settle`]), for the dedup window. One script call per
+//!   batch answers, per id: mine (claimed now, or taken over from an
+//!   instance whose liveness key `k2:alive:{instance}` has expired), taken
+//!   (durable elsewhere, or already mine: a duplicate), or pending (a live
+//!   instance holds it; the caller waits and asks again).
 //! - Sequences: hash `k2:seq:{exchange}`, field = symbol, value = the highest
-//!   source sequence seen, raised (never lowered) by a script, one round trip
-//!   per batch.
+//!   source sequence that is durable, raised (never lowered) by a script at
+//!   settlement, so a restart sees a gap over whatever a crash lost.
 //!
 //! Every call goes through the Redis circuit breaker and a timeout. When
 //! Redis is down (or its breaker open) callers fall back to their in-memory
 //! state: `None` here. The fallback is logged once per outage and shown as
-//! `k2_state_fallback{store="redis"}`.
+//! `k2_state_fallback{store="redis"}`; settlements made meanwhile are kept
+//! and written when Redis answers again.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
+use compact_str::CompactString;
+use k2_core::MarketEvent;
 use redis::aio::ConnectionManager;
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -47,14 +59,110 @@ for i = 1, #ARGV, 2 do
 end
 return 0";
 
+/// KEYS[1]: the caller's liveness key, renewed here; KEYS[2..]: dedup keys.
+/// ARGV: instance id, lease ms, window ms, liveness key prefix. Answers 1
+/// (mine), 0 (taken) or 2 (pending with a live owner) per dedup key.
+const CLAIM: &str = r"
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+local out = {}
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3])
+    out[i - 1] = 1
+  elseif v == 'd' or v == ARGV[1] then
+    out[i - 1] = 0
+  elseif redis.call('EXISTS', ARGV[4] .. v) == 1 then
+    out[i - 1] = 2
+  else
+    redis.call('SET', KEYS[i], ARGV[1], 'KEEPTTL')
+    out[i - 1] = 1
+  end
+end
+return out";
+
+/// What Redis says about one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This instance owns it now.
+    Mine,
+    /// Durable elsewhere, or already this instance's: a duplicate.
+    Taken,
+    /// A live instance holds it and has not made it durable yet: ask again
+    /// later (it may die before it does).
+    Pending,
+}
+
+/// What became durable: the ids whose claims become final and the highest
+/// source sequence per stream.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    ids: Vec<(CompactString, uuid::Uuid)>,
+    marks: Sources,
+}
+
+impl Settlement {
+    pub fn of(events: &[MarketEvent]) -> Self {
+        let mut s = Self { ids: Vec::with_capacity(events.len()), marks: Sources::default() };
+        for e in events {
+            s.add(e);
+        }
+        s
+    }
+
+    pub fn add(&mut self, event: &MarketEvent) {
+        self.ids.push((event.exchange().into(), event.message_id()));
+        if let MarketEvent::Trade(t) = event
+            && t.source_sequence.is_some()
+        {
+            self.marks.raise(&t.exchange, &t.symbol, t.source_sequence, None);
+        }
+    }
+
+    pub fn push_id(&mut self, exchange: &str, id: uuid::Uuid) {
+        self.ids.push((exchange.into(), id));
+    }
+
+    pub fn raise_marks(&mut self, marks: &Sources) {
+        for ((exchange, symbol), m) in &marks.0 {
+            if m.source_sequence.is_some() {
+                self.marks.raise(exchange, symbol, m.source_sequence, None);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.marks.0.is_empty()
+    }
+
+    pub fn ids(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Settlements kept while Redis is away: past this many ids the oldest are
+/// forgotten (another instance then waits for their owner's lease to run out
+/// and takes them over, which may double them; it cannot lose them). Marks
+/// are always kept.
+const UNSETTLED_MAX_IDS: usize = 1_000_000;
+
 pub struct SharedState {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     breaker: Arc<CircuitBreaker>,
     timeout: Duration,
     window_ms: u64,
+    lease: Duration,
     prefix: String,
+    /// This process's claims carry this id.
+    instance: String,
+    claim: redis::Script,
     falling_back: AtomicBool,
+    heartbeat: AtomicBool,
+    /// Settlements Redis has not taken yet, merged; written by one task at a
+    /// time.
+    unsettled: std::sync::Mutex<Settlement>,
+    settling: AtomicBool,
 }
 
 impl SharedState {
@@ -67,9 +175,20 @@ impl SharedState {
             breaker,
             timeout: config.timeout,
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
+            lease: config.lease.max(Duration::from_millis(30)),
             prefix: config.key_prefix.clone(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            claim: redis::Script::new(CLAIM),
             falling_back: AtomicBool::new(false),
+            heartbeat: AtomicBool::new(false),
+            unsettled: std::sync::Mutex::new(Settlement::default()),
+            settling: AtomicBool::new(false),
         }))
+    }
+
+    /// The id this process's claims carry.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StateError> {
@@ -137,37 +256,156 @@ impl SharedState {
         self.falling_back.load(Ordering::Acquire)
     }
 
-    /// Claims each id for this instance: true when it was not seen within the
-    /// window (by any instance). One round trip.
-    pub async fn claim(&self, ids: &[(&str, uuid::Uuid)]) -> Result<Vec<bool>, StateError> {
+    fn dedup_key(&self, key: &mut String, exchange: &str, id: uuid::Uuid) {
+        let mut uuid_buf = uuid::Uuid::encode_buffer();
+        key.clear();
+        key.push_str(&self.prefix);
+        key.push_str("dedup:");
+        key.push_str(exchange);
+        key.push(':');
+        key.push_str(id.hyphenated().encode_lower(&mut uuid_buf));
+    }
+
+    fn alive_prefix(&self) -> String {
+        format!("{}alive:", self.prefix)
+    }
+
+    /// Claims each id for this instance. One round trip.
+    pub async fn claim(self: &Arc<Self>, ids: &[(&str, uuid::Uuid)]) -> Result<Vec<Claim>, StateError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        self.keep_alive();
+        let alive = self.alive_prefix();
+        let mut invocation = self.claim.prepare_invoke();
+        invocation.key(format!("{alive}{}", self.instance));
         let mut key = String::with_capacity(self.prefix.len() + 64);
-        let mut uuid_buf = uuid::Uuid::encode_buffer();
         for (exchange, id) in ids {
-            key.clear();
-            key.push_str(&self.prefix);
-            key.push_str("dedup:");
-            key.push_str(exchange);
-            key.push(':');
-            key.push_str(id.hyphenated().encode_lower(&mut uuid_buf));
-            pipe.cmd("SET").arg(&key).arg(1).arg("NX").arg("PX").arg(self.window_ms);
+            self.dedup_key(&mut key, exchange, *id);
+            invocation.key(key.as_str());
         }
-        let answers: Vec<Option<String>> =
-            self.guarded("dedup", |mut conn| async move { pipe.query_async(&mut conn).await }).await?;
-        Ok(answers.into_iter().map(|a| a.is_some()).collect())
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        invocation.arg(&self.instance).arg(lease_ms).arg(self.window_ms).arg(&alive);
+        let answers: Vec<i64> =
+            self.guarded("dedup", |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                1 => Claim::Mine,
+                2 => Claim::Pending,
+                _ => Claim::Taken,
+            })
+            .collect())
     }
 
-    /// Raises the stored high-water marks to `marks` (exchange, symbol,
-    /// source sequence). One round trip.
-    pub async fn raise_marks(&self, marks: &[(String, String, i64)]) -> Result<(), StateError> {
-        if marks.is_empty() {
-            return Ok(());
+    /// Renews this instance's liveness every lease/3 while it exists, so
+    /// its pending claims stay its own between batches.
+    fn keep_alive(self: &Arc<Self>) {
+        if self.heartbeat.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let every = self.lease / 3;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                let key = format!("{}{}", me.alive_prefix(), me.instance);
+                let lease_ms = u64::try_from(me.lease.as_millis()).unwrap_or(u64::MAX);
+                let _ = me
+                    .guarded("liveness", |mut conn| async move {
+                        redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(lease_ms).query_async::<()>(&mut conn).await
+                    })
+                    .await;
+            }
+        });
+    }
+
+    /// Makes `durable` final in Redis: its ids are marked durable (no other
+    /// instance takes them over) and its marks raised. Off the caller's path;
+    /// what Redis cannot take now is kept and written with the next
+    /// settlement.
+    pub fn settle(self: &Arc<Self>, durable: Settlement) {
+        {
+            let mut pending = self.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.ids.extend(durable.ids);
+            pending.marks.merge(&durable.marks);
+            if pending.ids.len() > UNSETTLED_MAX_IDS {
+                let excess = pending.ids.len() - UNSETTLED_MAX_IDS;
+                pending.ids.drain(..excess);
+            }
+        }
+        if self.settling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = std::mem::take(&mut *me.unsettled.lock().unwrap_or_else(PoisonError::into_inner));
+                if batch.is_empty() {
+                    me.settling.store(false, Ordering::Release);
+                    // A settlement may have arrived between the take and the
+                    // store; whoever sees `settling` false starts the next.
+                    let more = !me.unsettled.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+                    if more && !me.settling.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    return;
+                }
+                if let Err(e) = me.write_settlement(&batch).await {
+                    tracing::debug!(error = %e, ids = batch.ids.len(), "settlement kept until redis answers");
+                    let mut pending = me.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
+                    let newer = std::mem::replace(&mut *pending, batch);
+                    pending.ids.extend(newer.ids);
+                    pending.marks.merge(&newer.marks);
+                    drop(pending);
+                    me.settling.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Waits until every settlement so far is in Redis, at most `within`;
+    /// false if some is not (Redis away). A stopping instance calls it:
+    /// otherwise its last durable rows would look unsettled, and a restart
+    /// would take them over and pass them on twice.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = !self.settling.load(Ordering::Acquire)
+                && self.unsettled.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+            if idle {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ids in pipelines of at most this many commands: a commit may settle
+    /// hundreds of thousands, and one reply that large would hold Redis.
+    const SETTLE_CHUNK: usize = 10_000;
+
+    /// Writes one settlement now (what [`SharedState::settle`]'s task does).
+    pub async fn write_settlement(&self, batch: &Settlement) -> Result<(), StateError> {
+        let mut key = String::with_capacity(self.prefix.len() + 64);
+        for chunk in batch.ids.chunks(Self::SETTLE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (exchange, id) in chunk {
+                self.dedup_key(&mut key, exchange, *id);
+                pipe.cmd("SET").arg(&key).arg("d").arg("XX").arg("KEEPTTL").ignore();
+            }
+            self.guarded("settle", |mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await?;
+            metrics::counter!("k2_state_settled_ids_total", "store" => "redis").increment(chunk.len() as u64);
         }
         let mut by_exchange: Vec<(&str, Vec<String>)> = Vec::new();
-        for (exchange, symbol, high) in marks {
+        for ((exchange, symbol), m) in &batch.marks.0 {
+            let Some(high) = m.source_sequence else { continue };
             let at = match by_exchange.iter().position(|(e, _)| e == exchange) {
                 Some(i) => i,
                 None => {
@@ -175,14 +413,17 @@ impl SharedState {
                     by_exchange.len() - 1
                 }
             };
-            by_exchange[at].1.push(symbol.clone());
+            by_exchange[at].1.push(symbol.to_string());
             by_exchange[at].1.push(high.to_string());
+        }
+        if by_exchange.is_empty() {
+            return Ok(());
         }
         let mut pipe = redis::pipe();
         for (exchange, args) in &by_exchange {
             // A pipeline cannot fall back from EVALSHA to EVAL, so the script
             // goes whole (it is short).
-            pipe.cmd("EVAL").arg(RAISE).arg(1).arg(format!("{}seq:{exchange}", self.prefix)).arg(args);
+            pipe.cmd("EVAL").arg(RAISE).arg(1).arg(format!("{}seq:{exchange}", self.prefix)).arg(args).ignore();
         }
         self.guarded("sequence", |mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await
     }

@@ -30,6 +30,13 @@ pub trait Sink: Send + 'static {
     fn flush(&mut self) -> Option<Pending> {
         None
     }
+    /// With shared state (Redis), what the sink makes durable must be
+    /// settled there. A sink whose writes become durable later (the tails at
+    /// a commit, Kafka at delivery) keeps `settle` and answers true; for the
+    /// others the sink stage settles each batch once `write` has taken it.
+    fn settle_with(&mut self, _settle: std::sync::Arc<crate::shared_state::SharedState>) -> bool {
+        false
+    }
 }
 
 /// Keeps every event (tests).

@@ -4,7 +4,10 @@
 use actix::prelude::*;
 use k2_core::{MarketEvent, Timestamp};
 
+use std::sync::Arc;
+
 use crate::messages::{Drain, EventBatch};
+use crate::shared_state::{Settlement, SharedState};
 use crate::sink::Sink;
 use crate::supervision::{Supervise, Supervision, guarded, supervised};
 
@@ -13,11 +16,24 @@ pub const NAME: &str = "sink";
 pub struct SinkActor {
     sink: Box<dyn Sink>,
     supervision: Supervision,
+    /// Redis, when the sink is durable on write and so this stage settles.
+    settle: Option<Arc<SharedState>>,
 }
 
 impl SinkActor {
     pub fn new(sink: Box<dyn Sink>, supervision: Supervision) -> Self {
-        Self { sink, supervision }
+        Self { sink, supervision, settle: None }
+    }
+
+    /// Shares durability with Redis: through the sink when it settles
+    /// itself, else here after each write.
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        if let Some(shared) = shared
+            && !self.sink.settle_with(shared.clone())
+        {
+            self.settle = Some(shared);
+        }
+        self
     }
 }
 
@@ -51,7 +67,16 @@ impl Handler<EventBatch> for SinkActor {
         }
         let n = batch.events.len();
         let trades = batch.events.iter().filter(|e| matches!(e, MarketEvent::Trade(_))).count();
-        let pending = guarded(self, ctx, |act| act.sink.write(batch.events).map_err(|e| e.to_string())).flatten();
+        let settlement = self.settle.as_ref().map(|s| (s.clone(), Settlement::of(&batch.events)));
+        let pending = match guarded(self, ctx, |act| act.sink.write(batch.events).map_err(|e| e.to_string())) {
+            Some(pending) => {
+                if let Some((shared, settlement)) = settlement {
+                    shared.settle(settlement);
+                }
+                pending
+            }
+            None => None,
+        };
         metrics::counter!("k2_sink_events_total", "kind" => "trade").increment(trades as u64);
         metrics::counter!("k2_sink_events_total", "kind" => "quote").increment((n - trades) as u64);
         AtomicResponse::new(Box::pin(finish(self, pending)))

@@ -1,8 +1,10 @@
 //! Dedup and sequence state in a real Redis (127.0.0.1:6379, or
 //! `K2_TEST_REDIS`; `.ci/run` starts one when none answers): a restarted
 //! instance drops the overlap without false gaps, two instances pass each
-//! trade once, and a Redis that goes away means a fallback to memory, an open
-//! breaker, and the marks written back when it returns.
+//! trade once, an instance that dies before its rows are durable leaves them
+//! to the other, marks follow durability, and a Redis that goes away means a
+//! fallback to memory, an open breaker, and the marks written back when it
+//! returns.
 
 mod common;
 
@@ -17,8 +19,8 @@ use k2::dedup::MemoryStore;
 use k2::health::HealthRegistry;
 use k2::lake::summary::Sources;
 use k2::pipeline::Pipeline;
-use k2::shared_state::SharedState;
-use k2::sink::MemorySink;
+use k2::shared_state::{Claim, Settlement, SharedState};
+use k2::sink::{MemorySink, Pending, Sink, SinkError};
 use k2_core::MarketEvent;
 
 fn redis_url() -> String {
@@ -42,6 +44,10 @@ fn ids_of(events: &[MarketEvent]) -> Vec<i64> {
 }
 
 async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
+    start_with(config, Box::new(sink.clone()), registry).await
+}
+
+async fn start_with(config: &Config, sink: Box<dyn Sink>, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
     let breaker = registry.breaker("redis", &config.breakers);
     let shared = SharedState::new(&config.redis, config.dedup.window, breaker).unwrap();
     let mut restore = Sources::default();
@@ -50,7 +56,7 @@ async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) ->
     let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
     let pipeline = Pipeline::start_shared(
         config,
-        Box::new(sink.clone()),
+        sink,
         Box::new(store),
         Some(shared.clone()),
         k2::degradation::LevelHandle::default(),
@@ -135,6 +141,137 @@ fn two_instances_on_one_stream_pass_each_trade_once() {
         };
         assert_eq!(from_a, chunks(0));
         assert_eq!(from_b, chunks(1));
+    })
+    .unwrap();
+}
+
+/// A sink whose rows become durable only when the test says so (as the
+/// tails do at a commit): until then a crash would lose them.
+#[derive(Clone, Default)]
+struct HeldSink {
+    held: Arc<std::sync::Mutex<Vec<MarketEvent>>>,
+    settle: Arc<std::sync::OnceLock<Arc<SharedState>>>,
+}
+
+impl HeldSink {
+    fn make_durable(&self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        self.settle.get().unwrap().settle(Settlement::of(&held));
+    }
+}
+
+impl Sink for HeldSink {
+    fn name(&self) -> &'static str {
+        "held"
+    }
+
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
+        self.held.lock().unwrap().extend(events);
+        Ok(None)
+    }
+
+    fn settle_with(&mut self, settle: Arc<SharedState>) -> bool {
+        let _ = self.settle.set(settle);
+        true
+    }
+}
+
+fn claim_ids(events: &[MarketEvent]) -> Vec<(&str, uuid::Uuid)> {
+    events.iter().map(|e| (e.exchange(), e.message_id())).collect()
+}
+
+/// Instance A claims trades and dies before they are durable (the crash the
+/// claims used to lose data in). Instance B, on the same stream, holds them
+/// while A's lease lasts, then takes them over: each trade once, none lost.
+#[test]
+fn ids_claimed_by_an_instance_that_dies_before_durability_pass_to_another() {
+    let config = config(&redis_url(), "lease = \"1500ms\"\n");
+    k2::runtime::run(|| async move {
+        let registry = HealthRegistry::new();
+        let a =
+            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap();
+        let first_half = trades("SOLUSDT", 1..=50);
+        let claims = a.claim(&claim_ids(&first_half)).await.unwrap();
+        assert!(claims.iter().all(|c| *c == Claim::Mine), "{claims:?}");
+        // The crash: A's memory (its copy of 1..=50) is gone, its liveness
+        // key runs out after the lease.
+        drop(a);
+
+        let sink = MemorySink::default();
+        let (b, _) = start(&config, &sink, &registry).await;
+        b.send(trades("SOLUSDT", 1..=100)).await.unwrap();
+        b.drain().await.unwrap();
+        // While A may still be alive, its ids wait.
+        assert_eq!(ids_of(&sink.events()), (51..=100).collect::<Vec<_>>());
+        for _ in 0..100 {
+            if sink.len() >= 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut ids = ids_of(&sink.events());
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "every trade once, A's included");
+        assert_eq!(metric("k2_dedup_deferred "), Some(0.0));
+    })
+    .unwrap();
+}
+
+/// While A's copy is in flight B holds the same ids; once A's copy is
+/// durable B drops them as duplicates.
+#[test]
+fn ids_another_instance_makes_durable_are_dropped_after_waiting() {
+    let config = config(&redis_url(), "lease = \"10s\"\n");
+    k2::runtime::run(|| async move {
+        let registry = HealthRegistry::new();
+        let a =
+            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap();
+        let first_half = trades("ADAUSDT", 1..=50);
+        let claims = a.claim(&claim_ids(&first_half)).await.unwrap();
+        assert!(claims.iter().all(|c| *c == Claim::Mine), "{claims:?}");
+
+        let sink = MemorySink::default();
+        let (b, _) = start(&config, &sink, &registry).await;
+        b.send(trades("ADAUSDT", 1..=100)).await.unwrap();
+        b.drain().await.unwrap();
+        assert_eq!(ids_of(&sink.events()), (51..=100).collect::<Vec<_>>());
+        assert_eq!(metric("k2_dedup_deferred "), Some(50.0));
+
+        a.write_settlement(&Settlement::of(&first_half)).await.unwrap();
+        for _ in 0..100 {
+            if metric("k2_dedup_deferred ") == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metric("k2_dedup_deferred "), Some(0.0));
+        assert_eq!(ids_of(&sink.events()), (51..=100).collect::<Vec<_>>(), "A's trades were passed on twice");
+    })
+    .unwrap();
+}
+
+/// The shared high-water mark moves only with durable rows: a mark raised
+/// past rows held in memory would hide them from gap recovery after a crash.
+#[test]
+fn marks_reach_redis_only_once_the_rows_are_durable() {
+    let config = config(&redis_url(), "");
+    k2::runtime::run(|| async move {
+        let sink = HeldSink::default();
+        let (pipeline, _) = start_with(&config, Box::new(sink.clone()), &HealthRegistry::new()).await;
+        pipeline.send(trades("XRPUSDT", 1..=40)).await.unwrap();
+        pipeline.drain().await.unwrap();
+        let key = format!("{}seq:BINANCE", config.redis.key_prefix);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(hget(&redis_url(), &key, "XRPUSDT").await, None, "a mark ran ahead of durability");
+
+        sink.make_durable();
+        for _ in 0..100 {
+            if hget(&redis_url(), &key, "XRPUSDT").await == Some(40) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(hget(&redis_url(), &key, "XRPUSDT").await, Some(40));
     })
     .unwrap();
 }

@@ -55,6 +55,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             }
             k2.release_spill();
         }
+        if let Some(shared) = &k2.shared
+            && !shared.settled(std::time::Duration::from_secs(10)).await
+        {
+            tracing::warn!("redis did not take the last settlements; a restart may pass those rows on twice");
+        }
         http.handle.stop(true).await;
         match config.mode {
             k2::config::Mode::Embedded => {

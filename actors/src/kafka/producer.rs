@@ -5,8 +5,8 @@
 //! Nothing here blocks an actor thread (no `flush()`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k2_core::MarketEvent;
@@ -23,6 +23,7 @@ use super::schemas::SchemaSource;
 use super::topics::{ensure, topic_for};
 use crate::breaker::CircuitBreaker;
 use crate::config::KafkaConfig;
+use crate::shared_state::{Settlement, SharedState};
 use crate::sink::{Pending, Sink, SinkError};
 
 /// librdkafka's own view of the brokers. Deliveries fail only after
@@ -57,6 +58,9 @@ struct Shared {
     settled: Notify,
     /// Fed by every delivery and every admin or registry failure.
     breaker: Arc<CircuitBreaker>,
+    /// Redis, told of each delivered batch: a record is durable once the
+    /// broker has it.
+    durable: OnceLock<Arc<SharedState>>,
 }
 
 pub struct KafkaSink {
@@ -92,6 +96,7 @@ impl KafkaSink {
                 in_flight: AtomicUsize::new(0),
                 settled: Notify::new(),
                 breaker,
+                durable: OnceLock::new(),
             }),
         })
     }
@@ -115,12 +120,15 @@ impl Shared {
     async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
         let prefix = self.config.topic_prefix.clone();
         let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(events.len());
+        // Which event each delivery carries, kept only when deliveries are
+        // settled in Redis.
+        let mut sent: Vec<usize> = Vec::new();
         let mut frame = Vec::with_capacity(256);
         let started = Instant::now();
         // Topics of this batch: a batch spans few, so a short list beats
         // building each event's topic name and asking the shared map.
         let mut seen: Vec<((k2_core::AssetClass, bool, &str), String, WireCodec)> = Vec::new();
-        for event in &events {
+        for (index, event) in events.iter().enumerate() {
             let key = match event {
                 MarketEvent::Trade(t) => (t.asset_class, true, t.exchange.as_str()),
                 MarketEvent::Quote(q) => (q.asset_class, false, q.exchange.as_str()),
@@ -159,7 +167,11 @@ impl Shared {
             let Some(delivery) = delivery else { continue };
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             deliveries.push((at, delivery));
+            if self.durable.get().is_some() {
+                sent.push(index);
+            }
         }
+        let mut delivered = self.durable.get().map(|s| (s.clone(), Settlement::default()));
         // Deliveries settle later; the stage takes its next batch now.
         let shared = self.clone();
         let topics: Vec<String> = seen.into_iter().map(|(_, topic, _)| topic).collect();
@@ -175,9 +187,15 @@ impl Shared {
                 .collect();
             let latency: Vec<_> =
                 topics.iter().map(|t| metrics::histogram!("k2_kafka_delivery_seconds", "topic" => t.clone())).collect();
-            for (at, delivery) in deliveries {
+            let count = deliveries.len();
+            for (i, (at, delivery)) in deliveries.into_iter().enumerate() {
                 match delivery.await {
                     Ok(Ok(_)) => {
+                        if let Some((_, settlement)) = delivered.as_mut()
+                            && let Some(event) = sent.get(i).and_then(|&e| events.get(e))
+                        {
+                            settlement.add(event);
+                        }
                         shared.breaker.success();
                         produced[at].increment(1);
                         latency[at].record(started.elapsed().as_secs_f64());
@@ -192,9 +210,14 @@ impl Shared {
                         failed[at].increment(1);
                     }
                 }
-                if shared.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    shared.settled.notify_waiters();
-                }
+            }
+            // Settled before the batch stops counting as in flight, so a
+            // drain that sees nothing in flight also sees the settlement.
+            if let Some((durable, settlement)) = delivered {
+                durable.settle(settlement);
+            }
+            if count > 0 && shared.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
+                shared.settled.notify_waiters();
             }
         });
         Ok(())
@@ -214,6 +237,12 @@ impl Shared {
 impl Sink for KafkaSink {
     fn name(&self) -> &'static str {
         "kafka"
+    }
+
+    /// Records are durable once the broker acknowledges them.
+    fn settle_with(&mut self, settle: Arc<SharedState>) -> bool {
+        let _ = self.shared.durable.set(settle);
+        true
     }
 
     fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
