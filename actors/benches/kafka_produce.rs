@@ -5,8 +5,11 @@
 //! broker, one run. Needs a broker on 127.0.0.1:9092 (`tests/services.sh`
 //! starts Tansu) or `K2_TEST_KAFKA`.
 //!
-//! Then the flusher's side: a Kafka-mode K2 consuming that topic into the
-//! Iceberg tables, rows/s from its start until every record is committed.
+//! Then the consuming side: a bare rdkafka consumer reading the bare topic
+//! (what the broker can serve), and a Kafka-mode K2 consuming K2's topic
+//! into the Iceberg tables, rows/s from its start until every record is
+//! committed. Both print their progress every 10 s, so a stall shows, and
+//! give up after K2_BENCH_CONSUME_SECS (default 900).
 //!
 //! `cargo bench -p k2 --bench kafka_produce` (K2_BENCH_EVENTS, default
 //! 1,000,000).
@@ -48,6 +51,44 @@ fn trade(k: u64) -> MarketEvent {
         vendor_data: Some(vendor),
         is_sample_data: true,
     })
+}
+
+/// Reads every record of `topic` from the start with a plain consumer
+/// (manual assignment, no group): the broker's own fetch rate.
+async fn bare_consume(bootstrap: &str, topic: &str, partitions: i32, n: u64, limit: Duration) {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-bare-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("bare consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let started = Instant::now();
+    let mut report = Instant::now();
+    let mut read = 0u64;
+    while read < n {
+        if started.elapsed() > limit {
+            println!("bare consumer: gave up after {limit:?} with {read} of {n} records");
+            return;
+        }
+        if report.elapsed() >= Duration::from_secs(10) {
+            report = Instant::now();
+            println!("  bare consumer: {read} records at {:.0} s", started.elapsed().as_secs_f64());
+        }
+        match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Ok(Ok(_)) => read += 1,
+            Ok(Err(e)) => println!("  bare consumer: {e}"),
+            Err(_) => {}
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("bare rdkafka consumer, Kafka -> memory: {:.0} records/s ({n} records in {secs:.2} s)", n as f64 / secs);
 }
 
 fn main() {
@@ -152,6 +193,11 @@ fn main() {
         println!("bare rdkafka producer, pre-encoded ({mean:.0} bytes each): {bare_rate:.0} msgs/s ({bare_secs:.2} s, {failed} failed)");
         println!("K2 / bare = {:.2} (target >= 0.80)", k2_rate / bare_rate);
 
+        let limit = Duration::from_secs(
+            std::env::var("K2_BENCH_CONSUME_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(900),
+        );
+        bare_consume(&bootstrap, &topic, config.kafka.partitions, n, limit).await;
+
         // The flusher: K2's topic (n + 1 records) into Iceberg.
         let started = Instant::now();
         let store = k2::dedup::MemoryStore::new(config.dedup.window, config.dedup.capacity);
@@ -162,9 +208,18 @@ fn main() {
             k2.tails.trades.committed_covered().offsets.values().flat_map(|parts| parts.values()).sum()
         };
         let mut first = None;
+        let mut report = Instant::now();
         while committed() < n as i64 + 1 {
             if first.is_none() && committed() > 0 {
                 first = Some(started.elapsed().as_secs_f64());
+            }
+            if report.elapsed() >= Duration::from_secs(10) {
+                report = Instant::now();
+                println!("  flusher: {} rows committed at {:.0} s", committed(), started.elapsed().as_secs_f64());
+            }
+            if started.elapsed() > limit {
+                println!("flusher: gave up after {limit:?} with {} of {} rows committed", committed(), n + 1);
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
