@@ -219,3 +219,25 @@ fn demo_runs_offline_and_stops_by_itself() {
     let trades: u64 = last.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(trades > 1000, "{last}");
 }
+
+/// `--log-format json`: every log line is one JSON object with a level and
+/// the message, so a shipper can parse it; the default stays text.
+#[test]
+fn log_lines_are_json_objects_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    asx_fixture(dir.path());
+    let p = dir.path().to_str().unwrap();
+    let out = k2_env(&["--log-format", "json", "load", "--json", p], &[("K2_LOG", "info")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "k2 load logged nothing at info");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let text = k2_env(&["load", "--json", p], &[("K2_LOG", "info")]);
+    let first = String::from_utf8_lossy(&text.stderr).lines().next().unwrap_or_default().to_owned();
+    assert!(serde_json::from_str::<serde_json::Value>(&first).is_err(), "text is the default: {first}");
+}
