@@ -41,6 +41,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Print an embedded v2 Avro schema.
     Schema(SchemaArgs),
+    /// Estimate the monthly AWS cost of running K2 (Kafka mode) at a
+    /// sustained message rate, showing every formula and input.
+    CostModel(CostModelArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -218,4 +221,28 @@ pub struct SchemaArgs {
     /// Which schema.
     #[arg(value_enum)]
     pub name: SchemaName,
+}
+
+#[derive(Debug, Args)]
+pub struct CostModelArgs {
+    /// Sustained messages per second, all symbols together.
+    #[arg(long, allow_negative_numbers = true)]
+    pub rate: f64,
+    /// Days of data the Iceberg tables keep on S3.
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    pub retention_days: f64,
+    /// Kafka replication factor.
+    #[arg(long, default_value_t = 3)]
+    pub replication: u32,
+    /// Days Kafka keeps records (default: the pricing file's
+    /// kafka.retention_days, which is K2's kafka.retention).
+    #[arg(long, allow_negative_numbers = true)]
+    pub kafka_retention_days: Option<f64>,
+    /// Pricing and sizing file (default: config/pricing/aws-us-east-1.toml,
+    /// compiled in).
+    #[arg(long)]
+    pub pricing: Option<PathBuf>,
+    /// Print the estimate as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

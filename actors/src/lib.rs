@@ -14,10 +14,13 @@
 //! - [`loader`]: batch files into the pipeline.
 //! - [`http`]: `/health`, `/metrics`, `/admin/faults`; [`telemetry`]: the
 //!   Prometheus recorder.
+//! - [`cost`]: the cost model behind `k2 cost-model` (pure arithmetic over a
+//!   pricing file).
 
 pub mod binance;
 pub mod breaker;
 pub mod config;
+pub mod cost;
 pub mod dedup;
 pub mod degradation;
 pub mod flusher;

@@ -20,7 +20,7 @@ fn help_lists_the_subcommands() {
     let out = k2(&["--help"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for cmd in ["parse-check", "load", "schema"] {
+    for cmd in ["parse-check", "load", "schema", "cost-model"] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }
 }
@@ -240,4 +240,69 @@ fn log_lines_are_json_objects_when_asked() {
     let text = k2_env(&["load", "--json", p], &[("K2_LOG", "info")]);
     let first = String::from_utf8_lossy(&text.stderr).lines().next().unwrap_or_default().to_owned();
     assert!(serde_json::from_str::<serde_json::Value>(&first).is_err(), "text is the default: {first}");
+
+#[test]
+fn cost_model_figures_add_up_and_repeat() {
+    let out = k2(&["cost-model", "--rate", "1000000", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = k2(&["cost-model", "--rate", "1000000", "--json"]);
+    assert_eq!(out.stdout, again.stdout, "the same inputs give the same output");
+    let text = stdout(&out);
+    assert_eq!(text.trim().lines().count(), 1, "one JSON object: {text}");
+
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+    assert!(v["pricing_file"].as_str().unwrap().contains("config/pricing/aws-us-east-1.toml"));
+    assert_eq!(v["workload"]["rate_msgs_per_s"], 1_000_000.0);
+    assert_eq!(
+        (v["workload"]["retention_days"].as_f64(), v["workload"]["replication"].as_u64()),
+        (Some(30.0), Some(3))
+    );
+    // A 730-hour month.
+    let messages = num(&v["messages_per_month"]);
+    assert_eq!(messages, 1e6 * 730.0 * 3600.0);
+
+    let items = v["items"].as_array().unwrap();
+    assert!(items.len() >= 7, "{items:?}");
+    let sum: f64 = items.iter().map(|i| num(&i["usd_per_month"])).sum();
+    let total = num(&v["total_usd_per_month"]);
+    assert!(total > 0.0 && close(sum, total), "items add to {sum}, total says {total}");
+    let per_million = num(&v["usd_per_million_messages"]);
+    assert!(close(per_million * messages / 1e6, total), "{per_million} per million × {messages} vs {total}");
+    for item in items {
+        let formula = item["formula"].as_str().unwrap();
+        assert!(formula.contains('$'), "every line shows its price: {formula}");
+    }
+    let s3 = items.iter().find(|i| i["name"] == "S3 storage (Iceberg)").unwrap();
+    assert!(s3["formula"].as_str().unwrap().starts_with("1,000,000 msg/s × 86,400 s × 30 d × "), "{s3}");
+
+    // The table shows the same total.
+    let table = k2(&["cost-model", "--rate", "1000000"]);
+    assert_eq!(table.status.code(), Some(0));
+    let table = stdout(&table);
+    let total_line = table.lines().find(|l| l.trim_start().starts_with("Total")).unwrap();
+    let shown: f64 = total_line.split_whitespace().last().unwrap().replace(',', "").parse().unwrap();
+    assert!((shown - total).abs() < 0.01, "{total_line} vs {total}");
+    assert!(table.contains("Per million messages"), "{table}");
+}
+
+#[test]
+fn cost_model_refuses_nonsense_inputs_with_exit_2() {
+    for rate in ["0", "-5", "nan"] {
+        let out = k2(&["cost-model", "--rate", rate]);
+        assert_eq!(out.status.code(), Some(2), "--rate {rate}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(k2(&["cost-model"]).status.code(), Some(2), "--rate is required");
+    assert_eq!(k2(&["cost-model", "--rate", "1000", "--replication", "0"]).status.code(), Some(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pricing.toml");
+    let shipped =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/pricing/aws-us-east-1.toml")).unwrap();
+    fs::write(&file, shipped.replace("[s3]", "[s3]\nstorage_gb_month_usd_typo = 1.0")).unwrap();
+    let out = k2(&["cost-model", "--rate", "1000", "--pricing", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage_gb_month_usd_typo"));
 }

@@ -1,5 +1,6 @@
 //! The subcommands, and how their failures map to exit codes.
 
+pub mod cost_model;
 pub mod demo;
 pub mod exchange_sim;
 pub mod load;
@@ -26,6 +27,9 @@ pub enum CommandError {
     /// The Iceberg tables could not be opened.
     #[error(transparent)]
     Lake(#[from] k2::lake::LakeError),
+    /// The cost model's inputs are unusable (exit 2).
+    #[error(transparent)]
+    Cost(#[from] k2::cost::CostError),
     /// Writing the report (or starting the runtime) failed.
     #[error("{0}")]
     Output(#[from] std::io::Error),
@@ -40,7 +44,7 @@ pub enum ExitStatus {
 impl From<&CommandError> for ExitStatus {
     fn from(e: &CommandError) -> Self {
         match e {
-            CommandError::Input(_) | CommandError::Config(_) => Self::BadInput,
+            CommandError::Input(_) | CommandError::Config(_) | CommandError::Cost(_) => Self::BadInput,
             CommandError::Output(_) | CommandError::Pipeline(_) | CommandError::Lake(_) => Self::Failed,
         }
     }

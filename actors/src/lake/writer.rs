@@ -25,7 +25,7 @@ use super::summary::{Covered, Offsets};
 
 /// Rows below which a flush is written by one task: splitting small flushes
 /// only makes more files.
-const ROWS_PER_WRITER: usize = 250_000;
+pub const ROWS_PER_WRITER: usize = 250_000;
 
 /// Rows per Parquet row group. Rows are sorted by symbol, so with groups this
 /// small a one-symbol query skips most of a file on the groups' min/max
