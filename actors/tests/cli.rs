@@ -240,6 +240,7 @@ fn log_lines_are_json_objects_when_asked() {
     let text = k2_env(&["load", "--json", p], &[("K2_LOG", "info")]);
     let first = String::from_utf8_lossy(&text.stderr).lines().next().unwrap_or_default().to_owned();
     assert!(serde_json::from_str::<serde_json::Value>(&first).is_err(), "text is the default: {first}");
+}
 
 #[test]
 fn cost_model_figures_add_up_and_repeat() {
