@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::ExchangeSim(args) => commands::exchange_sim::run(args),
         Command::Schema(args) => commands::schema::run(args),
+        Command::Healthcheck(args) => Ok(commands::healthcheck::run(args)),
     };
     match result {
         Ok(code) => code,

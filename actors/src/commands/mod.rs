@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod exchange_sim;
+pub mod healthcheck;
 pub mod load;
 pub mod parse_check;
 pub mod run;
