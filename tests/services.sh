@@ -6,12 +6,29 @@
 # - Tansu 0.6.0, a Kafka-compatible broker written in Rust, on
 #   127.0.0.1:9092 (K2_TEST_KAFKA names another broker and skips this);
 # - Redis on 127.0.0.1:6379 when none answers there (K2_TEST_REDIS names
-#   another and skips this).
+#   another and skips this);
+# - the checkers of the operations files (actors/tests/operations.rs):
+#   docker-compose (validates docker/compose.yml; no Docker daemon needed),
+#   promtool (Debian's prometheus package: alert rules and their unit
+#   tests) and systemd-analyze (config/k2.service), from apt when missing.
 # The README's test command runs this before the tests; .ci/run too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+# About 30 s and 120 MB on Debian 12; the prometheus package's service is
+# not started where systemd does not run (containers, CI).
+missing=()
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if [ -z "${K2_TEST_REDIS:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --port 6379 --bind 127.0.0.1 --save "" --appendonly no

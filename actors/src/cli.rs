@@ -44,6 +44,10 @@ pub enum Command {
     /// Estimate the monthly AWS cost of running K2 (Kafka mode) at a
     /// sustained message rate, showing every formula and input.
     CostModel(CostModelArgs),
+    /// Ask a running K2 for /health: exit 0 when it answers 200 (ok or
+    /// degraded), 1 otherwise. For container health checks and probes on
+    /// hosts without curl.
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +153,20 @@ pub struct RunArgs {
     /// storage.data_dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Configuration of the service to check; its http.bind is asked (an
+    /// unspecified address such as 0.0.0.0 means this host's loopback).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Ask this address (host:port) instead of the configuration's.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Longest wait for connecting and for the answer, each.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

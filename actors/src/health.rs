@@ -85,6 +85,17 @@ impl HealthRegistry {
         let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = actors.entry(actor).or_default().clone();
         let depth = entry.mailbox_depth.clone();
+        // The actor's counters exist at 0 from its start, so a dashboard
+        // shows 0 rather than nothing and rate() sees the first increment.
+        // Incrementing by 0 leaves a re-registered actor's counts alone.
+        metrics::counter!("k2_actor_restarts_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_actor_errors_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_actor_messages_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_actor_events_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_mailbox_full_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_dead_letter_events_total", "actor" => actor).increment(0);
+        metrics::counter!("k2_supervision_escalations_total", "actor" => actor).increment(0);
+        metrics::gauge!("k2_actor_mailbox_depth", "actor" => actor).set(depth.load(Ordering::Relaxed).max(0) as f64);
         let probe = Probe { actor, entry, depth };
         probe.set_state(ActorState::Starting);
         probe

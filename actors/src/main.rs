@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::ExchangeSim(args) => commands::exchange_sim::run(args),
         Command::Schema(args) => commands::schema::run(args),
         Command::CostModel(args) => commands::cost_model::run(args),
+        Command::Healthcheck(args) => Ok(commands::healthcheck::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -126,6 +126,9 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
             let t = v["source_sequence"].as_u64().unwrap();
             assert_eq!(price, format!("6061{t}.12345678").parse::<rust_decimal::Decimal>().unwrap());
         }
+        // The series exists from the start (telemetry's catalogue); the
+        // registry says the producer is wired to the breaker.
+        assert_eq!(k2.pipeline.registry().breakers().get("kafka"), Some(&k2::breaker::BreakerState::Closed));
         let metrics = k2::telemetry::render();
         assert!(
             metrics.lines().any(|l| l == "k2_circuit_breaker_state{dependency=\"kafka\"} 0"),

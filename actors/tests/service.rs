@@ -36,7 +36,9 @@ fn run_streams_from_the_simulator_and_drains_on_sigterm() {
     let start = Instant::now();
     loop {
         let metrics = get(&http, "/metrics");
-        if metrics.contains("k2_sink_events_total{kind=\"trade\"}") {
+        // The series exists at 0 from the start; a count above 0 is trades.
+        let trades = metrics.lines().find_map(|l| l.strip_prefix("k2_sink_events_total{kind=\"trade\"} "));
+        if trades.is_some_and(|n| n.trim() != "0") {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "no trades reached the sink:\n{metrics}");
@@ -108,7 +110,10 @@ fn sigterm_mid_stream_then_restart_keeps_every_trade_exactly_once() {
             let start = Instant::now();
             loop {
                 let m = get(&http, "/metrics");
-                let recovered = m.lines().any(|l| l.starts_with("k2_gap_recovery_trades_total{result=\"recovered\"}"));
+                let recovered = m
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("k2_gap_recovery_trades_total{result=\"recovered\"} "))
+                    .any(|n| n.trim() != "0");
                 let idle = m.lines().any(|l| l == "k2_gap_recovery_queue 0");
                 if recovered && idle {
                     break;

@@ -121,6 +121,13 @@ impl ConnectionActor {
         next: Link<SequenceActor>,
         supervision: Supervision,
     ) -> Self {
+        // This connection's series exist at 0 from the start (see
+        // telemetry.rs); the timestamp gauge waits for a real message.
+        metrics::gauge!("k2_binance_connection_status", "connection" => name).set(0.0);
+        metrics::gauge!("k2_binance_reconnect_delay_seconds", "connection" => name).set(0.0);
+        metrics::counter!("k2_binance_connection_errors_total", "connection" => name).increment(0);
+        metrics::counter!("k2_binance_rotations_total", "connection" => name).increment(0);
+        metrics::counter!("k2_binance_message_errors_total", "connection" => name).increment(0);
         Self {
             name,
             streams,

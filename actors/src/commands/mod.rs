@@ -3,6 +3,7 @@
 pub mod cost_model;
 pub mod demo;
 pub mod exchange_sim;
+pub mod healthcheck;
 pub mod load;
 pub mod parse_check;
 pub mod run;

@@ -183,6 +183,10 @@ impl Rebalance {
             claimed.push(((topic, partition), next.unwrap_or(0)));
         }
         for ((topic, partition), next) in &claimed {
+            // The topic's failure counters exist at 0 once it is ours, so
+            // alerts and dashboards see them before the first failure.
+            metrics::counter!("k2_kafka_records_missing_total", "topic" => topic.clone()).increment(0);
+            metrics::counter!("k2_kafka_dead_letters_total", "topic" => topic.clone()).increment(0);
             // An explicit offset needs no offset lookup (slow on a broker
             // holding a large log); a log whose start has moved past 0 is
             // reset to its beginning by auto.offset.reset.

@@ -79,8 +79,15 @@ impl Run {
 
 /// Starts `k2 exchange-sim` (no faults) and returns it with its addresses.
 pub fn start_sim(rate: &str) -> (Kill, serde_json::Value) {
+    start_sim_with(rate, &[])
+}
+
+/// Starts `k2 exchange-sim` with more arguments (faults, say) and returns it
+/// with its addresses.
+pub fn start_sim_with(rate: &str, args: &[&str]) -> (Kill, serde_json::Value) {
     let mut sim = Command::new(env!("CARGO_BIN_EXE_k2"))
         .args(["exchange-sim", "--ws-bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--rate", rate])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
