@@ -96,7 +96,9 @@ fn flushers_in_one_group_killed_at_random_land_every_trade_exactly_once() {
     producing.stop();
     let total = records_in(&topic, 4);
     assert!(total > 10_000, "only {total} records were produced");
-    let start = Instant::now();
+    // A loaded machine (or broker) lands the backlog slowly: what fails the
+    // test is no progress for two minutes, not a slow one.
+    let (start, mut last, mut progressed) = (Instant::now(), -1, Instant::now());
     let v = loop {
         let v = read_iceberg(&data);
         let rows = v["trades"]["rows"].as_i64().unwrap();
@@ -104,9 +106,13 @@ fn flushers_in_one_group_killed_at_random_land_every_trade_exactly_once() {
         if rows == total {
             break v;
         }
+        if rows > last {
+            (last, progressed) = (rows, Instant::now());
+        }
         assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{rows} of {total} records in the table; seed {seed}; logs in {}",
+            progressed.elapsed() < Duration::from_secs(120) && start.elapsed() < Duration::from_secs(900),
+            "{rows} of {total} records in the table, no progress for {:?}; seed {seed}; logs in {}",
+            progressed.elapsed(),
             dir.path().display()
         );
         std::thread::sleep(Duration::from_secs(2));
