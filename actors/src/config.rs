@@ -170,7 +170,8 @@ impl StorageConfig {
         };
         match scheme {
             "file" => {
-                let path = std::path::Path::new(rest);
+                // Table locations are the warehouse + "/namespace/table".
+                let path = std::path::Path::new(rest.trim_end_matches('/'));
                 if path.is_absolute() {
                     Ok(Warehouse::Local(path.to_owned()))
                 } else {

@@ -244,6 +244,14 @@ mod tests {
     }
 
     #[test]
+    fn a_file_warehouse_is_local_disk_without_a_trailing_slash() {
+        let p = plan_of("warehouse = \"file:///srv/k2/tables/\"\n");
+        assert_eq!((p.storage, p.props["warehouse"].as_str()), (Storage::LocalFs, "file:///srv/k2/tables"));
+        assert_eq!(p.local_warehouse.as_deref(), Some(Path::new("/srv/k2/tables")));
+        assert!(p.props.keys().all(|k| !k.starts_with("s3.")), "{:?}", p.props);
+    }
+
+    #[test]
     fn a_rest_catalog_gets_its_uri_the_warehouse_and_the_s3_keys() {
         let p = plan_of(
             "catalog = \"rest\"\ncatalog_uri = \"http://iceberg-rest:8181/\"\nwarehouse = \"s3://k2-warehouse/lake\"\n\
