@@ -3,6 +3,11 @@
 //! the SQL catalog staying in the data directory. What K2 committed is read
 //! back three ways: K2's own API, the bucket's listing, and pyiceberg.
 //!
+//! moto runs without checking signatures (it accepts any key pair): its
+//! SigV4 check (INITIAL_NO_AUTH_ACTION_COUNT) refuses object keys holding
+//! `=`, which every partitioned Iceberg data file has, and refuses them from
+//! boto3 too, so it cannot tell a wrong secret from its own limit.
+//!
 //! The REST catalog has no server here (none installs from the registries
 //! this project uses); its test is that a configured one is the catalog K2
 //! talks to: an unreachable one stops the start, named.
