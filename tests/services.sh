@@ -2,7 +2,8 @@
 # Installs and starts what the tests talk to, on a fresh machine of this kind
 # or one that already has them (then it only checks):
 # - the Python packages of the interop tests (fastavro, pyiceberg,
-#   confluent-kafka);
+#   confluent-kafka) and moto, whose S3 server the object-store test starts
+#   itself on a loopback port;
 # - Tansu 0.6.0, a Kafka-compatible broker written in Rust, on
 #   127.0.0.1:9092 (K2_TEST_KAFKA names another broker and skips this);
 # - Redis on 127.0.0.1:6379 when none answers there (K2_TEST_REDIS names

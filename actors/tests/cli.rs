@@ -1,8 +1,12 @@
 //! The `k2` binary as a user runs it.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::asx_fixture;
 
 /// Runs k2 with its tables in a fresh temporary directory.
 fn k2(args: &[&str]) -> Output {
@@ -113,27 +117,6 @@ fn k2_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("k2 runs")
-}
-
-/// A small data set in the ASX sample layout.
-fn asx_fixture(root: &Path) {
-    for d in ["trades", "quotes", "reference-data"] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
-    fs::write(
-        root.join("reference-data/company_info.csv"),
-        "company_id,symbol,company_name,ISIN,start_date,end_date\n7078,BHP,BHP,AU0,01/01/2000,01/01/2030\n",
-    )
-    .unwrap();
-    let trades: String = (0..500)
-        .map(|i| format!("03/10/2014,10:{:02}:{:02}.000,36.{i:03},{},3,X,\n", i / 60, i % 60, 100 + i))
-        .collect();
-    fs::write(root.join("trades/7078.csv"), trades + "03/10/2014,10:59:59.000,bad,1,3,X,\n").unwrap();
-    fs::write(
-        root.join("quotes/7078.csv"),
-        "03/10/2014,10:00:00.000,37.7,37.73,300,600\n03/10/2014,10:00:01.000,37.7,0.0,300,0\n",
-    )
-    .unwrap();
 }
 
 #[test]

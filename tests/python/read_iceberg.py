@@ -1,11 +1,15 @@
 """Reads K2's Iceberg tables with pyiceberg (another engine than K2's own)
 and prints what the tests compare with K2's API, as one JSON object.
 
-usage: read_iceberg.py DATA_DIR [CATALOG_NAME] [--append-one]
+usage: read_iceberg.py DATA_DIR [CATALOG_NAME] [--append-one] [--warehouse=URL]
+                       [--s3-endpoint=URL --s3-region=R --s3-key=ID --s3-secret=S]
 
 --append-one: instead, append one existing trade again as a snapshot of
 pyiceberg's own (one that carries no K2 summary keys), as another engine
 writing to the table would.
+--warehouse: K2's storage.warehouse when it is not DATA_DIR/warehouse; the
+--s3-* options are its storage.s3_* keys (path-style addressing, as
+pyarrow does with an endpoint).
 """
 import json
 import sys
@@ -14,9 +18,19 @@ from decimal import Decimal
 import pyarrow.compute as pc
 from pyiceberg.catalog.sql import SqlCatalog
 
-data_dir = sys.argv[1]
-name = sys.argv[2] if len(sys.argv) > 2 else "k2"
-catalog = SqlCatalog(name, uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse")
+options = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+positional = [a for a in sys.argv[1:] if not a.startswith("--")]
+data_dir = positional[0]
+name = positional[1] if len(positional) > 1 else "k2"
+properties = {
+    "uri": f"sqlite:///{data_dir}/catalog.db",
+    "warehouse": options.get("warehouse", f"file://{data_dir}/warehouse"),
+}
+for option, key in [("s3-endpoint", "s3.endpoint"), ("s3-region", "s3.region"),
+                    ("s3-key", "s3.access-key-id"), ("s3-secret", "s3.secret-access-key")]:
+    if option in options:
+        properties[key] = options[option]
+catalog = SqlCatalog(name, **properties)
 if "--append-one" in sys.argv:
     trades = catalog.load_table("market.trades")
     one = trades.scan(limit=1).to_arrow()

@@ -50,7 +50,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         println!("reordering and malformed frames) through the supervised pipeline into Iceberg tables");
         println!(
             "in {} (a snapshot every {:?}; rows are queryable before that).",
-            k2.lake.dir().display(),
+            k2.lake.describe(),
             args.flush_every
         );
         println!("API: {url}/v1  (description: {url}/openapi.json). Try:");
@@ -81,7 +81,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         http.handle.stop(true).await;
         sim.stop().await;
         let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
-        println!("k2 demo: stopped; {trades} trades and {quotes} quotes committed to {}", k2.lake.dir().display());
+        println!("k2 demo: stopped; {trades} trades and {quotes} quotes committed to {}", k2.lake.describe());
         Ok::<_, CommandError>(ExitCode::SUCCESS)
     })?
 }

@@ -27,6 +27,10 @@ struct Summary {
     first_rejected: Vec<k2_core::source::Rejected>,
     seconds: f64,
     data_dir: String,
+    /// Where the tables are (the data directory unless `[storage]` says
+    /// otherwise); for people, so the JSON stays as it was.
+    #[serde(skip)]
+    tables: String,
     trades_snapshot_id: Option<i64>,
     quotes_snapshot_id: Option<i64>,
 }
@@ -65,6 +69,7 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
             first_rejected: report.first_rejected,
             seconds: report.seconds,
             data_dir: k2.lake.dir().display().to_string(),
+            tables: k2.lake.describe().to_owned(),
             trades_snapshot_id: snapshot(k2.tails.trades.committed_table()),
             quotes_snapshot_id: snapshot(k2.tails.quotes.committed_table()),
         })
@@ -87,7 +92,7 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     writeln!(
         out,
         "committed to        {} (trades snapshot {:?}, quotes snapshot {:?})",
-        summary.data_dir, summary.trades_snapshot_id, summary.quotes_snapshot_id
+        summary.tables, summary.trades_snapshot_id, summary.quotes_snapshot_id
     )?;
     for (reason, n) in &summary.rejected_by_reason {
         writeln!(out, "  {n:>8}  {reason}")?;

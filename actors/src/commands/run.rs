@@ -29,7 +29,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         let http = k2.serve(&config)?;
         let addr = http.addr;
         eprintln!("k2 run: http://{addr}/v1/trades  http://{addr}/health  http://{addr}/metrics");
-        eprintln!("k2 run: tables in {}", k2.lake.dir().display());
+        eprintln!("k2 run: tables in {}", k2.lake.describe());
         let escalated = tokio::select! {
             _ = k2::runtime::shutdown_signal() => None,
             why = k2.pipeline.escalated() => Some(why),

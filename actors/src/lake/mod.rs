@@ -1,7 +1,9 @@
 //! The lake: Apache Iceberg tables `market.trades` and `market.quotes` under an
 //! SQL catalog on SQLite with the warehouse on local disk (the embedded
-//! default), any engine can open them (pyiceberg, Spark, Trino, DuckDB).
+//! default) or in an S3-compatible store, or under a REST catalog; any engine
+//! can open them (pyiceberg, Spark, Trino, DuckDB).
 //!
+//! - [`catalog`]: which catalog and which storage `[storage]` asks for.
 //! - [`schema`]: table schemas derived from the v2 Avro definition.
 //! - [`batch`]: v2 events → Arrow batches.
 //! - [`summary`]: what a snapshot covers (flush generation, source marks).
@@ -11,6 +13,7 @@
 //! - [`pinned`]: commits that fail rather than land on a newer table.
 
 pub mod batch;
+pub mod catalog;
 pub mod claims;
 pub mod pinned;
 pub mod schema;
@@ -22,12 +25,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::Schema;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use thiserror::Error;
 
 use crate::config::StorageConfig;
@@ -40,6 +41,10 @@ pub enum LakeError {
     Dir { path: PathBuf, source: std::io::Error },
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("opening the tables in {what}: {source}")]
+    Open { what: String, source: Box<iceberg::Error> },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("data directory {0} is in use by another K2 process (one writer per directory)")]
@@ -114,6 +119,8 @@ pub struct Lake {
     catalog: Arc<dyn Catalog>,
     namespace: NamespaceIdent,
     dir: PathBuf,
+    /// Where the tables are, for people.
+    describe: Arc<str>,
     catalog_name: String,
     /// This process's writer id in snapshot summaries.
     writer: Arc<str>,
@@ -130,7 +137,10 @@ impl Lake {
     }
 
     /// As [`Lake::open`]; `access` says whether other K2 writers may share
-    /// the directory. Readers (other engines) need no lock.
+    /// the directory. Readers (other engines) need no lock. The lock is on
+    /// the local data directory: it keeps two K2 processes of one host off
+    /// one SQL catalog, but cannot see a K2 on another host sharing a REST
+    /// catalog or an S3 warehouse.
     pub async fn open_with(config: &StorageConfig, access: Access) -> Result<Self, LakeError> {
         let dir = absolute_dir(&config.data_dir)?;
         let lock_path = dir.join("k2.lock");
@@ -147,25 +157,24 @@ impl Lake {
         if locked.is_err() {
             return Err(LakeError::InUse(dir));
         }
-        let warehouse = dir.join("warehouse");
-        std::fs::create_dir_all(&warehouse).map_err(|source| LakeError::Dir { path: warehouse.clone(), source })?;
-        let props = HashMap::from([
-            ("uri".to_owned(), format!("sqlite:{}?mode=rwc", dir.join("catalog.db").display())),
-            ("warehouse".to_owned(), format!("file://{}", warehouse.display())),
-            ("sql_bind_style".to_owned(), SqlBindStyle::QMark.to_string()),
-        ]);
-        let catalog = SqlCatalogBuilder::default()
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load(&config.catalog_name, props)
-            .await?;
-        let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+        let plan = catalog::plan(config, &dir)?;
+        let catalog = catalog::open(&plan, &config.catalog_name).await?;
         let namespace = NamespaceIdent::new(config.namespace.clone());
-        if !catalog.namespace_exists(&namespace).await? {
-            catalog.create_namespace(&namespace, HashMap::new()).await?;
+        // A REST catalog is first reached here: say which one failed.
+        let open = |source| LakeError::Open { what: plan.describe.clone(), source: Box::new(source) };
+        if !catalog.namespace_exists(&namespace).await.map_err(open)? {
+            catalog.create_namespace(&namespace, HashMap::new()).await.map_err(open)?;
         }
         let writer = uuid::Uuid::new_v4().simple().to_string().into();
-        let lake =
-            Self { catalog, namespace, dir, catalog_name: config.catalog_name.clone(), writer, _lock: Arc::new(lock) };
+        let lake = Self {
+            catalog,
+            namespace,
+            dir,
+            describe: plan.describe.into(),
+            catalog_name: config.catalog_name.clone(),
+            writer,
+            _lock: Arc::new(lock),
+        };
         for kind in TableKind::ALL {
             let table = lake.table(kind).await?;
             // Tables made by an earlier K2 lack the property.
@@ -215,9 +224,18 @@ impl Lake {
         &self.catalog
     }
 
-    /// The data directory (absolute): `catalog.db` and `warehouse/`.
+    /// The data directory (absolute): K2's own files (`k2.lock`, the
+    /// spill, the schema registry in `catalog.db`) and, by default, the SQL
+    /// catalog and `warehouse/`. Table files are not necessarily here: they
+    /// are reached through the catalog's FileIO only.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the tables are, for people: the data directory by default,
+    /// else the warehouse and the catalog.
+    pub fn describe(&self) -> &str {
+        &self.describe
     }
 
     /// This process's writer id, recorded in every snapshot it commits.

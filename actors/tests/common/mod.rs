@@ -29,11 +29,17 @@ impl Run {
     /// Starts `k2 run --config config` with `K2_LOG=log_level` and the data
     /// directory `data`, logging to `log`, and waits for its HTTP address.
     pub fn start(config: &Path, data: &Path, log_level: &str, log: PathBuf) -> Run {
+        Self::start_with_env(config, data, log_level, log, &[])
+    }
+
+    /// As [`Run::start`] with more environment variables.
+    pub fn start_with_env(config: &Path, data: &Path, log_level: &str, log: PathBuf, env: &[(&str, &str)]) -> Run {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_k2"))
             .args(["run", "--config", config.to_str().unwrap()])
             .env("K2_LOG", log_level)
             .env("K2__STORAGE__DATA_DIR", data)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
@@ -180,8 +186,14 @@ pub fn trades_seen(http: &str, source: &str) -> u64 {
 
 /// What pyiceberg (another engine) reads from the tables under `data`.
 pub fn read_iceberg(data: &Path) -> serde_json::Value {
+    read_iceberg_with(data, &[])
+}
+
+/// As [`read_iceberg`] with more arguments of `read_iceberg.py` (its
+/// warehouse and S3 options).
+pub fn read_iceberg_with(data: &Path, args: &[&str]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/read_iceberg.py");
-    let out = Command::new("python3").arg(script).arg(data).output().unwrap();
+    let out = Command::new("python3").arg(script).arg(data).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -198,4 +210,97 @@ pub fn assert_contiguous_trades(v: &serde_json::Value) {
         assert_eq!(rows, max - min + 1, "{symbol}: trades are missing: {s}");
     }
     assert_eq!(v["trades"]["rows"], v["trades"]["distinct_message_ids"]);
+}
+
+/// A small data set in the ASX sample layout: 500 BHP trades on 2014-03-10
+/// (quantities 100..600), one line with a bad price, and 2 quotes.
+pub fn asx_fixture(root: &Path) {
+    for d in ["trades", "quotes", "reference-data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(
+        root.join("reference-data/company_info.csv"),
+        "company_id,symbol,company_name,ISIN,start_date,end_date\n7078,BHP,BHP,AU0,01/01/2000,01/01/2030\n",
+    )
+    .unwrap();
+    let trades: String = (0..500)
+        .map(|i| format!("03/10/2014,10:{:02}:{:02}.000,36.{i:03},{},3,X,\n", i / 60, i % 60, 100 + i))
+        .collect();
+    std::fs::write(root.join("trades/7078.csv"), trades + "03/10/2014,10:59:59.000,bad,1,3,X,\n").unwrap();
+    std::fs::write(
+        root.join("quotes/7078.csv"),
+        "03/10/2014,10:00:00.000,37.7,37.73,300,600\n03/10/2014,10:00:01.000,37.7,0.0,300,0\n",
+    )
+    .unwrap();
+}
+
+/// moto's standalone S3 server (`python3 -m moto.server`, installed by
+/// tests/python/requirements.txt) on a loopback port, killed when dropped.
+/// It speaks the S3 REST protocol over HTTP and keeps objects in memory.
+pub struct S3Server {
+    _process: Kill,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        // The port is free now; moto binds it a moment later.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (tests/services.sh installs moto[server])");
+        let process = Kill(child);
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("moto's S3 server did not start (is moto[server] installed?)", 60, || {
+            TcpStream::connect(&addr).is_ok()
+        });
+        S3Server { _process: process, endpoint: format!("http://{addr}") }
+    }
+
+    fn addr(&self) -> &str {
+        self.endpoint.trim_start_matches("http://")
+    }
+
+    /// Creates a bucket (moto takes unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        let mut s = TcpStream::connect(self.addr()).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.addr())
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(status_ok(&out), "creating bucket {bucket}: {out}");
+    }
+
+    /// Every key under `prefix` in `bucket` (ListObjectsV2, all pages).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/{bucket}?list-type=2&prefix={prefix}");
+            if let Some(t) = &token {
+                path.push_str(&format!("&continuation-token={t}"));
+            }
+            let body = get(self.addr(), &path);
+            assert!(status_ok(&body), "listing {bucket}: {body}");
+            keys.extend(xml_values(&body, "Key"));
+            token = xml_values(&body, "NextContinuationToken").into_iter().next();
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+}
+
+/// Whether an HTTP response's status line says 200.
+fn status_ok(response: &str) -> bool {
+    response.lines().next().is_some_and(|l| l.split(' ').nth(1) == Some("200"))
+}
+
+/// The text of every `<tag>…</tag>` in `xml`.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open).skip(1).filter_map(|part| part.split_once(&close).map(|(v, _)| v.to_owned())).collect()
 }
