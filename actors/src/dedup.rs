@@ -104,13 +104,19 @@ impl DedupActor {
                 kept.push(event);
                 continue;
             }
-            match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
-                Some((_, n)) => *n += 1,
-                None => dropped.push((event.exchange().into(), 1)),
-            }
+            tally(&mut dropped, event.exchange());
         }
         count_duplicates(dropped);
         kept
+    }
+}
+
+/// One more duplicate of `exchange` in this batch (a batch spans few
+/// exchanges, so a short list).
+fn tally(dropped: &mut Vec<(compact_str::CompactString, u64)>, exchange: &str) {
+    match dropped.iter_mut().find(|(e, _)| e == exchange) {
+        Some((_, n)) => *n += 1,
+        None => dropped.push((exchange.into(), 1)),
     }
 }
 
@@ -138,10 +144,7 @@ async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> (Ve
         match claim {
             Claim::Mine => kept.push(event),
             Claim::Pending => pending.push(event),
-            Claim::Taken => match dropped.iter_mut().find(|(e, _)| e == event.exchange()) {
-                Some((_, n)) => *n += 1,
-                None => dropped.push((event.exchange().into(), 1)),
-            },
+            Claim::Taken => tally(&mut dropped, event.exchange()),
         }
     }
     count_duplicates(dropped);

@@ -135,8 +135,10 @@ impl Settlement {
         self.ids.is_empty() && self.marks.0.is_empty()
     }
 
-    pub fn ids(&self) -> usize {
-        self.ids.len()
+    /// Takes `other` in: its ids after these, its marks merged.
+    fn absorb(&mut self, other: Settlement) {
+        self.ids.extend(other.ids);
+        self.marks.merge(&other.marks);
     }
 }
 
@@ -184,11 +186,6 @@ impl SharedState {
             unsettled: std::sync::Mutex::new(Settlement::default()),
             settling: AtomicBool::new(false),
         }))
-    }
-
-    /// The id this process's claims carry.
-    pub fn instance(&self) -> &str {
-        &self.instance
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StateError> {
@@ -330,8 +327,7 @@ impl SharedState {
     pub fn settle(self: &Arc<Self>, durable: Settlement) {
         {
             let mut pending = self.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
-            pending.ids.extend(durable.ids);
-            pending.marks.merge(&durable.marks);
+            pending.absorb(durable);
             if pending.ids.len() > UNSETTLED_MAX_IDS {
                 let excess = pending.ids.len() - UNSETTLED_MAX_IDS;
                 pending.ids.drain(..excess);
@@ -358,8 +354,7 @@ impl SharedState {
                     tracing::debug!(error = %e, ids = batch.ids.len(), "settlement kept until redis answers");
                     let mut pending = me.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
                     let newer = std::mem::replace(&mut *pending, batch);
-                    pending.ids.extend(newer.ids);
-                    pending.marks.merge(&newer.marks);
+                    pending.absorb(newer);
                     drop(pending);
                     me.settling.store(false, Ordering::Release);
                     return;
