@@ -66,17 +66,23 @@ const CLAIM: &str = r"
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 local out = {}
 for i = 2, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if not v then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3])
+  -- A new id, the common case, costs one call; GET only when it is not.
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[3]) then
     out[i - 1] = 1
-  elseif v == 'd' or v == ARGV[1] then
-    out[i - 1] = 0
-  elseif redis.call('EXISTS', ARGV[4] .. v) == 1 then
-    out[i - 1] = 2
   else
-    redis.call('SET', KEYS[i], ARGV[1], 'KEEPTTL')
-    out[i - 1] = 1
+    local v = redis.call('GET', KEYS[i])
+    if v == 'd' or v == ARGV[1] then
+      out[i - 1] = 0
+    elseif v and redis.call('EXISTS', ARGV[4] .. v) == 1 then
+      out[i - 1] = 2
+    elseif v then
+      redis.call('SET', KEYS[i], ARGV[1], 'KEEPTTL')
+      out[i - 1] = 1
+    else
+      -- Gone since the SET (an eviction): claim it afresh.
+      redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3])
+      out[i - 1] = 1
+    end
   end
 end
 return out";
