@@ -99,6 +99,9 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Static group membership (`group.instance.id`); empty: dynamic.
     pub instance_id: String,
+    /// A consumed record whose message id appeared within this many offsets
+    /// before it in its partition is dropped; 0 turns the check off.
+    pub duplicate_span: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -348,6 +348,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     counter("k2_kafka_dead_letters_total", "Records sent to the topic's dead-letter topic.", &[("topic", RUNTIME)]),
     counter(
+        "k2_kafka_duplicates_dropped_total",
+        "Consumed records dropped because their message id appeared within kafka.duplicate_span offsets before.",
+        &[("topic", RUNTIME)],
+    ),
+    counter(
         "k2_kafka_flushes_fenced_total",
         "Flushes dropped because another flusher owns their partitions.",
         &[("table", TABLES)],

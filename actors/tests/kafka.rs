@@ -302,20 +302,71 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
         })
         .unwrap();
     }
+    // While K2 is down, a second producer puts every trade in the log again
+    // (what an active-active producer killed before Redis heard of its
+    // deliveries leaves behind), each copy in its original's partition.
+    let copies = k2::runtime::run({
+        let topic = topic.clone();
+        || async move { copy_records(&topic).await }
+    })
+    .unwrap();
+    assert_eq!(copies as u64, trades_sent);
     // Restart on the same tables: consumption continues after the snapshot's
-    // offsets, so nothing comes in twice.
+    // offsets, so nothing comes in twice; the copies are dropped, because the
+    // consumer reads the offsets before where the table ends again to learn
+    // their ids.
     let config = config(dir.path(), &prefix);
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
         let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
         let server = k2.serve(&config).unwrap();
         let api = format!("http://{}", server.addr);
-        // Long enough for the consumer to discover and read the topics.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let dropped = format!("k2_kafka_duplicates_dropped_total{{topic=\"{topic}\"}}");
+        let start = std::time::Instant::now();
+        loop {
+            let m = k2::telemetry::render();
+            let n = m.lines().find(|l| l.starts_with(&dropped)).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+            if n == Some(trades_sent) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "copies dropped: {n:?} of {trades_sent}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        k2.flush().await.unwrap();
         assert_eq!(trades_in(&api, "hybrid").await, trades_sent, "nothing was read twice after the restart");
+        assert_eq!(trades_in(&api, "historical").await, trades_sent);
         server.handle.stop(true).await;
     })
     .unwrap();
+}
+
+/// Reads every decodable record of `topic` and produces it again to the same
+/// partition with the same key; how many were copied.
+async fn copy_records(topic: &str) -> usize {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{topic}-copier"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut records = Vec::new();
+    // Until the log has been quiet for 3 s.
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), c.recv()).await {
+        let m = m.unwrap();
+        let payload = m.payload().unwrap().to_vec();
+        if !payload.ends_with(b"junk") {
+            records.push((m.partition(), m.key().unwrap().to_vec(), payload));
+        }
+    }
+    let p: rdkafka::producer::FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    for (partition, key, payload) in &records {
+        let record = rdkafka::producer::FutureRecord::to(topic).partition(*partition).key(key).payload(payload);
+        p.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    records.len()
 }
 
 /// A registry named by URL (here another K2's, which speaks Confluent's REST

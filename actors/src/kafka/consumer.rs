@@ -11,6 +11,10 @@
 //! ([`Claims`]). So a crash or a rebalance at any point neither loses nor
 //! doubles a row. Group offset commits carry what the snapshots cover, for
 //! lag monitoring only.
+//!
+//! A record two producers both put in the log lands once too: its second
+//! copy is dropped by [`RecentIds`], whose window an assignment refills by
+//! reading the `duplicate_span` offsets before where the table ends.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +32,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::KafkaError;
+use super::recent_ids::RecentIds;
 use super::schemas::SchemaSource;
 use super::topics::ensure;
 use crate::config::KafkaConfig;
@@ -122,6 +127,7 @@ struct Rebalance {
     claims: Arc<Claims>,
     handle: tokio::runtime::Handle,
     prefix: String,
+    duplicate_span: i64,
 }
 
 impl ClientContext for Rebalance {}
@@ -179,18 +185,22 @@ impl Rebalance {
         let mut claimed = Vec::new();
         for elem in tpl.elements() {
             let (topic, partition) = (elem.topic().to_owned(), elem.partition());
-            let next = covered.get(&topic).and_then(|m| m.get(&partition)).copied();
-            claimed.push(((topic, partition), next.unwrap_or(0)));
+            let next = covered.get(&topic).and_then(|m| m.get(&partition)).copied().unwrap_or(0);
+            // Reading starts a span early, to learn the ids a duplicate
+            // would repeat.
+            let recall_from = next.saturating_sub(self.duplicate_span).max(0);
+            claimed.push(((topic, partition), next, recall_from));
         }
-        for ((topic, partition), next) in &claimed {
+        for ((topic, partition), _, from) in &claimed {
             // The topic's failure counters exist at 0 once it is ours, so
             // alerts and dashboards see them before the first failure.
             metrics::counter!("k2_kafka_records_missing_total", "topic" => topic.clone()).increment(0);
             metrics::counter!("k2_kafka_dead_letters_total", "topic" => topic.clone()).increment(0);
+            metrics::counter!("k2_kafka_duplicates_dropped_total", "topic" => topic.clone()).increment(0);
             // An explicit offset needs no offset lookup (slow on a broker
             // holding a large log); a log whose start has moved past 0 is
             // reset to its beginning by auto.offset.reset.
-            let offset = Offset::Offset(*next);
+            let offset = Offset::Offset(*from);
             tpl.set_partition_offset(topic, *partition, offset).map_err(|e| LakeError::Kafka(e.to_string()))?;
         }
         tracing::info!(partitions = claimed.len(), "partitions assigned; continuing where the tables end");
@@ -242,6 +252,7 @@ pub fn start(
         tails: tails.clone(),
         handle: tokio::runtime::Handle::current(),
         prefix: config.topic_prefix.clone(),
+        duplicate_span: config.duplicate_span,
     };
     let mut client = ClientConfig::new();
     if !config.instance_id.is_empty() {
@@ -272,6 +283,7 @@ pub fn start(
         let consumer = Arc::new(consumer);
         let claims = tails.claims.clone();
         let mut decoders = Decoders { schemas, kinds: HashMap::new() };
+        let mut recent = Recent { span: config.duplicate_span, epoch: 0, partitions: HashMap::new() };
         let mut look = tokio::time::interval(Duration::from_secs(3));
         let reporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
@@ -317,7 +329,7 @@ pub fn start(
                             _ => break,
                         }
                     }
-                    ingest(batch, &tails, &mut decoders, &dlq, &admin, &config).await;
+                    ingest(batch, &tails, &mut decoders, &mut recent, &dlq, &admin, &config).await;
                 }
             }
         }
@@ -359,10 +371,43 @@ async fn report_progress(consumer: &Arc<GroupConsumer>, tails: &Tails) {
     }
 }
 
+/// Each owned partition's recent ids, as read under the current epoch: an
+/// assignment reads every partition again from its recall offset, so the
+/// windows of an earlier epoch are dropped (and a revoked partition's memory
+/// with them).
+struct Recent {
+    span: i64,
+    epoch: u64,
+    /// Topic → partition → window.
+    partitions: HashMap<String, HashMap<i32, RecentIds>>,
+}
+
+impl Recent {
+    /// Notes a record read under `epoch` (records of an older one are
+    /// skipped before); whether it is a duplicate.
+    fn note(&mut self, epoch: u64, m: &OwnedMessage, event: &MarketEvent) -> bool {
+        if self.span == 0 {
+            return false;
+        }
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.partitions.clear();
+        }
+        // No allocation per record: the topic's name is copied once.
+        if !self.partitions.contains_key(m.topic()) {
+            self.partitions.insert(m.topic().to_owned(), HashMap::new());
+        }
+        let Some(topic) = self.partitions.get_mut(m.topic()) else { return false };
+        let span = self.span;
+        topic.entry(m.partition()).or_insert_with(|| RecentIds::new(span)).note(m.offset(), event.message_id())
+    }
+}
+
 async fn ingest(
     batch: Vec<(u64, OwnedMessage)>,
     tails: &Tails,
     decoders: &mut Decoders,
+    recent: &mut Recent,
     dlq: &FutureProducer,
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaConfig,
@@ -380,10 +425,19 @@ async fn ingest(
     let (mut trades, mut quotes) = (Vec::new(), Vec::new());
     let (mut trade_offsets, mut quote_offsets) = (Offsets::new(), Offsets::new());
     let mut taken = 0u64;
-    for ((_, m), verdict) in batch.iter().zip(verdicts) {
+    let mut duplicates: HashMap<&str, u64> = HashMap::new();
+    for ((epoch, m), verdict) in batch.iter().zip(verdicts) {
         let topic = m.topic();
         match verdict {
             Verdict::Skip => continue,
+            Verdict::Recall => {
+                // Its fate was decided when it was first read (a dead
+                // letter then, or in the table): only its id counts now.
+                if let Ok(event) = decoders.decode(m.payload().unwrap_or_default()).await {
+                    recent.note(*epoch, m, &event);
+                }
+                continue;
+            }
             Verdict::Take => {}
             Verdict::TakeAfterGap { missing } => {
                 metrics::counter!("k2_kafka_records_missing_total", "topic" => topic.to_owned())
@@ -401,7 +455,14 @@ async fn ingest(
         let Some(is_trades) = is_market_topic(&config.topic_prefix, topic) else { continue };
         let offsets = if is_trades { &mut trade_offsets } else { &mut quote_offsets };
         offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
-        match decoders.decode(m.payload().unwrap_or_default()).await {
+        let decoded = decoders.decode(m.payload().unwrap_or_default()).await;
+        if let Ok(event) = &decoded
+            && recent.note(*epoch, m, event)
+        {
+            *duplicates.entry(topic).or_default() += 1;
+            continue;
+        }
+        match decoded {
             Ok(MarketEvent::Trade(t)) if is_trades => trades.push(t),
             Ok(MarketEvent::Quote(q)) if !is_trades => quotes.push(q),
             Ok(_) => dead_letter(dlq, admin, config, m, "record kind does not match its topic").await,
@@ -409,6 +470,10 @@ async fn ingest(
         }
     }
     metrics::counter!("k2_kafka_messages_consumed_total").increment(taken);
+    for (topic, n) in duplicates {
+        metrics::counter!("k2_kafka_duplicates_dropped_total", "topic" => topic.to_owned()).increment(n);
+        tracing::debug!(topic, n, "records another producer also put in the log dropped");
+    }
     if let Err(e) = tails.trades.append_consumed(trades, &trade_offsets) {
         tracing::error!(error = %e, "consumed trades could not be taken");
     }

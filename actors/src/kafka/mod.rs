@@ -7,9 +7,13 @@
 //! - [`schemas`]: schema ids from the built-in registry or any Confluent
 //!   compatible one by URL.
 //! - [`producer`]: the idempotent producer as the pipeline's sink.
+//! - [`consumer`]: the flushers' group, landing the topics in Iceberg.
+//! - [`recent_ids`]: the window that drops a record a second producer also
+//!   put in the log.
 
 pub mod consumer;
 pub mod producer;
+pub mod recent_ids;
 pub mod schemas;
 pub mod topics;
 

@@ -18,11 +18,21 @@ use super::summary::Offsets;
 /// Partition key: (topic, partition).
 pub type PartitionKey = (String, i32);
 
+/// Where an owned partition stands.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The next offset to take.
+    next: i64,
+    /// The next offset to recall: records before `next`, read again only so
+    /// that their ids are known (see `kafka::recent_ids`).
+    recall: i64,
+}
+
 #[derive(Default)]
 struct State {
     epoch: u64,
-    /// Owned partitions → the next offset to take.
-    owned: BTreeMap<PartitionKey, i64>,
+    /// Owned partitions and where each stands.
+    owned: BTreeMap<PartitionKey, Cursor>,
     /// Commits admitted and not finished.
     inflight: usize,
     /// Set when a commit was fenced: the consumer should rejoin its group.
@@ -43,6 +53,8 @@ pub enum Verdict {
     /// Further on than expected: the records between are no longer in the
     /// log (retention); taken, and counted.
     TakeAfterGap { missing: i64 },
+    /// Before where the partition continues, read again for its id only.
+    Recall,
     /// Not owned, or already taken.
     Skip,
 }
@@ -111,16 +123,21 @@ impl Claims {
         std::mem::take(&mut self.lock().resync)
     }
 
-    /// Takes `partitions`, each continuing at its offset.
-    pub fn assign(&self, partitions: impl IntoIterator<Item = (PartitionKey, i64)>) {
+    /// Takes `partitions`, each continuing at its offset, with the records
+    /// from `recall_from` up to there to be recalled first.
+    pub fn assign(&self, partitions: impl IntoIterator<Item = (PartitionKey, i64, i64)>) {
         let mut s = self.lock();
         s.epoch += 1;
-        s.owned.extend(partitions);
+        s.owned.extend(
+            partitions
+                .into_iter()
+                .map(|(key, next, recall_from)| (key, Cursor { next, recall: recall_from.min(next) })),
+        );
     }
 
     /// The owned partitions and where each continues.
     pub fn owned(&self) -> Vec<(PartitionKey, i64)> {
-        self.lock().owned.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.lock().owned.iter().map(|(k, c)| (k.clone(), c.next)).collect()
     }
 
     /// Decides on a batch of records received at `epoch`, in order; each is
@@ -139,13 +156,20 @@ impl Claims {
                 key.0.clear();
                 key.0.push_str(topic);
                 key.1 = partition;
-                let Some(next) = s.owned.get_mut(&key) else { return Verdict::Skip };
-                let verdict = match offset - *next {
+                let Some(cursor) = s.owned.get_mut(&key) else { return Verdict::Skip };
+                if offset < cursor.next {
+                    if offset < cursor.recall {
+                        return Verdict::Skip;
+                    }
+                    cursor.recall = offset + 1;
+                    return Verdict::Recall;
+                }
+                let verdict = match offset - cursor.next {
                     0 => Verdict::Take,
-                    gap if gap > 0 => Verdict::TakeAfterGap { missing: gap },
-                    _ => return Verdict::Skip,
+                    gap => Verdict::TakeAfterGap { missing: gap },
                 };
-                *next = offset + 1;
+                cursor.next = offset + 1;
+                cursor.recall = cursor.next;
                 verdict
             })
             .collect()
@@ -163,7 +187,7 @@ mod tests {
     #[test]
     fn records_are_taken_in_order_once_and_only_for_owned_partitions() {
         let c = Claims::default();
-        c.assign([(("t".to_owned(), 0), 10)]);
+        c.assign([(("t".to_owned(), 0), 10, 10)]);
         let e = c.epoch();
         let got =
             c.judge(e, [("t", 0, 9), ("t", 0, 10), ("t", 0, 11), ("t", 0, 11), ("t", 1, 0), ("t", 0, 15)].into_iter());
@@ -185,9 +209,22 @@ mod tests {
     }
 
     #[test]
+    fn records_before_the_continuation_are_recalled_once_then_taken() {
+        let c = Claims::default();
+        c.assign([(("t".to_owned(), 0), 10, 7)]);
+        let e = c.epoch();
+        let got =
+            c.judge(e, [("t", 0, 6), ("t", 0, 7), ("t", 0, 9), ("t", 0, 8), ("t", 0, 10), ("t", 0, 9)].into_iter());
+        assert_eq!(got, [Verdict::Skip, Verdict::Recall, Verdict::Recall, Verdict::Skip, Verdict::Take, Verdict::Skip]);
+        // A recall range past the continuation is none.
+        c.assign([(("t".to_owned(), 1), 3, 5)]);
+        assert_eq!(c.judge(c.epoch(), [("t", 1, 3)].into_iter()), [Verdict::Take]);
+    }
+
+    #[test]
     fn a_commit_is_refused_after_revocation_and_revocation_waits_for_admitted_commits() {
         let c = Arc::new(Claims::default());
-        c.assign([(("t".to_owned(), 0), 0)]);
+        c.assign([(("t".to_owned(), 0), 0, 0)]);
         let e = c.epoch();
         let permit = c.admit(e, &offsets("t", 0, 5)).expect("owned");
         assert!(matches!(c.admit(e, &offsets("t", 1, 5)), Err(LakeError::Revoked)));
