@@ -87,6 +87,18 @@ for i = 2, #KEYS do
 end
 return out";
 
+/// KEYS: dedup keys; ARGV[1]: instance id. Deletes each key that this
+/// instance still holds (not durable, not taken over); answers how many.
+const RELEASE: &str = r"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    n = n + 1
+  end
+end
+return n";
+
 /// What Redis says about one id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -165,6 +177,7 @@ pub struct SharedState {
     /// This process's claims carry this id.
     instance: String,
     claim: redis::Script,
+    release: redis::Script,
     falling_back: AtomicBool,
     heartbeat: AtomicBool,
     /// Settlements Redis has not taken yet, merged; written by one task at a
@@ -187,6 +200,7 @@ impl SharedState {
             prefix: config.key_prefix.clone(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             claim: redis::Script::new(CLAIM),
+            release: redis::Script::new(RELEASE),
             falling_back: AtomicBool::new(false),
             heartbeat: AtomicBool::new(false),
             unsettled: std::sync::Mutex::new(Settlement::default()),
@@ -367,6 +381,44 @@ impl SharedState {
                 }
             }
         });
+    }
+
+    /// Gives up this instance's claims on records it will not make durable
+    /// (the producer could not deliver them), so that another instance
+    /// holding the same records as pending takes them at its next look
+    /// instead of when the window ends. Off the caller's path, best effort:
+    /// when Redis does not answer, the claims stay until this instance dies
+    /// (then its lease frees them) or the window ends.
+    pub fn release(self: &Arc<Self>, ids: Vec<(CompactString, uuid::Uuid)>) {
+        if ids.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.write_release(&ids).await {
+                tracing::warn!(error = %e, ids = ids.len(), "claims of undelivered records not released");
+            }
+        });
+    }
+
+    /// Releases `ids` now (what [`SharedState::release`]'s task does);
+    /// answers how many this instance still held.
+    pub async fn write_release(&self, ids: &[(CompactString, uuid::Uuid)]) -> Result<u64, StateError> {
+        let mut released = 0;
+        let mut key = String::with_capacity(self.prefix.len() + 64);
+        for chunk in ids.chunks(Self::SETTLE_CHUNK) {
+            let mut invocation = self.release.prepare_invoke();
+            for (exchange, id) in chunk {
+                self.dedup_key(&mut key, exchange, *id);
+                invocation.key(key.as_str());
+            }
+            invocation.arg(&self.instance);
+            let n: u64 =
+                self.guarded("dedup", |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+            released += n;
+        }
+        metrics::counter!("k2_state_released_ids_total", "store" => "redis").increment(released);
+        Ok(released)
     }
 
     /// Waits until every settlement so far is in Redis, at most `within`;

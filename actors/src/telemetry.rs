@@ -285,6 +285,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Message ids marked durable in Redis (their claims final).",
         &[("store", &["redis"])],
     ),
+    counter(
+        "k2_state_released_ids_total",
+        "Claims given up in Redis because the producer could not deliver their records.",
+        &[("store", &["redis"])],
+    ),
     // The sink (sink_actor.rs).
     counter("k2_sink_events_total", "Events that reached the sink.", &[("kind", &["trade", "quote"])]),
     histogram(

@@ -10,6 +10,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Run, assert_contiguous_trades, read_iceberg, start_sim, trades_seen};
+use figment::providers::Env;
+use k2::config::Config;
+use k2::dedup::MemoryStore;
+use k2::health::HealthRegistry;
+use k2::lakehouse::Lakehouse;
+use k2::shared_state::{Claim, SharedState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -17,6 +23,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn bootstrap() -> String {
     std::env::var("K2_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("K2_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// Records in every partition of `topic` (its high watermarks' sum).
@@ -262,6 +272,67 @@ fn a_broker_restart_mid_stream_loses_nothing_and_shows_in_the_breaker() {
     let v = read_iceberg(&data);
     assert_eq!(v["trades"]["rows"].as_i64(), Some(total), "{v}");
     assert_contiguous_trades(&v);
+}
+
+/// The broker is gone for longer than `kafka.message_timeout`: the records
+/// the producer could not deliver give their Redis claims up, so another
+/// instance holding them as pending takes them at its next look instead of
+/// when the dedup window ends; the delivered ones are settled.
+#[test]
+fn claims_of_records_the_producer_cannot_deliver_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let prefix = format!("rel{}.", uuid::Uuid::new_v4().simple());
+    let file = write(
+        &dir.path().join("k2.toml"),
+        &format!(
+            "mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 1\nmessage_timeout = \"2s\"\nconsume = false\n",
+            dir.path().join("lake").display(),
+            redis_url(),
+            broker.bootstrap()
+        ),
+    );
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let delivered = common::trades("XRPUSDT", 1..=20);
+        k2.pipeline.send(delivered.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
+
+        broker.kill();
+        let lost = common::trades("XRPUSDT", 21..=40);
+        k2.pipeline.send(lost.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("given up").unwrap();
+        let shared = k2.shared.clone().expect("redis is configured");
+        assert!(shared.settled(Duration::from_secs(10)).await, "settlements reach redis");
+        let released = "k2_state_released_ids_total{store=\"redis\"}";
+        let start = Instant::now();
+        while common::metric_in(&k2::telemetry::render(), released) != Some(20.0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "claims released: {:?}",
+                common::metric_in(&k2::telemetry::render(), released)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let other = SharedState::new(
+            &config.redis,
+            config.dedup.window,
+            HealthRegistry::new().breaker("redis", &config.breakers),
+        )
+        .unwrap();
+        let answers = other.claim(&claim_ids(&lost)).await.unwrap();
+        assert!(answers.iter().all(|c| *c == Claim::Mine), "undelivered: {answers:?}");
+        let answers = other.claim(&claim_ids(&delivered)).await.unwrap();
+        assert!(answers.iter().all(|c| *c == Claim::Taken), "delivered: {answers:?}");
+    })
+    .unwrap();
+}
+
+fn claim_ids(events: &[k2_core::MarketEvent]) -> Vec<(&str, uuid::Uuid)> {
+    events.iter().map(|e| (e.exchange(), e.message_id())).collect()
 }
 
 fn records_in_at(bootstrap: &str, topic: &str, partitions: i32) -> i64 {

@@ -217,6 +217,36 @@ fn ids_claimed_by_an_instance_that_dies_before_durability_pass_to_another() {
     .unwrap();
 }
 
+/// A releases the claims of records it could not deliver: B, which held
+/// them as pending, claims them at once. A release touches only what A still
+/// holds: ids made durable, or taken over by B, stay as they are.
+#[test]
+fn released_claims_pass_to_another_instance_at_once() {
+    let config = config(&redis_url(), "lease = \"10s\"\n");
+    k2::runtime::run(|| async move {
+        let registry = HealthRegistry::new();
+        let new = || {
+            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap()
+        };
+        let (a, b) = (new(), new());
+        let events = trades("ADAUSDT", 1..=30);
+        let ids = claim_ids(&events);
+        assert!(a.claim(&ids).await.unwrap().iter().all(|c| *c == Claim::Mine));
+        assert!(b.claim(&ids).await.unwrap().iter().all(|c| *c == Claim::Pending));
+        // 1..=10 become durable; 11..=30 were not delivered.
+        a.write_settlement(&Settlement::of(&events[..10])).await.unwrap();
+        let undelivered: Vec<_> = events[10..].iter().map(|e| (e.exchange().into(), e.message_id())).collect();
+        assert_eq!(a.write_release(&undelivered).await.unwrap(), 20);
+        let answers = b.claim(&ids).await.unwrap();
+        assert!(answers[..10].iter().all(|c| *c == Claim::Taken), "{answers:?}");
+        assert!(answers[10..].iter().all(|c| *c == Claim::Mine), "{answers:?}");
+        // B holds them now: A releasing again frees nothing.
+        assert_eq!(a.write_release(&undelivered).await.unwrap(), 0);
+        assert!(b.claim(&ids[10..]).await.unwrap().iter().all(|c| *c == Claim::Taken));
+    })
+    .unwrap();
+}
+
 /// While A's copy is in flight B holds the same ids; once A's copy is
 /// durable B drops them as duplicates.
 #[test]

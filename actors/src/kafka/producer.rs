@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use k2_core::MarketEvent;
 use k2_core::codec::wire::{SchemaIds, WireCodec};
 use rdkafka::ClientConfig;
@@ -123,6 +124,8 @@ impl Shared {
         // Which event each delivery carries, kept only when deliveries are
         // settled in Redis.
         let mut sent: Vec<usize> = Vec::new();
+        // Claims of records that will not be delivered, to release.
+        let mut undelivered: Vec<(CompactString, uuid::Uuid)> = Vec::new();
         let mut frame = Vec::with_capacity(256);
         let started = Instant::now();
         // Topics of this batch: a batch spans few, so a short list beats
@@ -160,6 +163,9 @@ impl Shared {
                         // counted and reported; the rest of the batch goes on.
                         metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic.clone()).increment(1);
                         tracing::error!(%topic, message_id = %event.message_id(), error = %e, "record refused by the producer");
+                        if self.durable.get().is_some() {
+                            undelivered.push((event.exchange().into(), event.message_id()));
+                        }
                         break None;
                     }
                 }
@@ -204,10 +210,16 @@ impl Shared {
                         tracing::error!(topic = %topics[at], error = %e, "delivery failed");
                         shared.breaker.failure();
                         failed[at].increment(1);
+                        if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
+                            undelivered.push((event.exchange().into(), event.message_id()));
+                        }
                     }
                     Err(_) => {
                         shared.breaker.failure();
                         failed[at].increment(1);
+                        if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
+                            undelivered.push((event.exchange().into(), event.message_id()));
+                        }
                     }
                 }
             }
@@ -215,6 +227,7 @@ impl Shared {
             // drain that sees nothing in flight also sees the settlement.
             if let Some((durable, settlement)) = delivered {
                 durable.settle(settlement);
+                durable.release(undelivered);
             }
             if count > 0 && shared.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
                 shared.settled.notify_waiters();

@@ -167,7 +167,12 @@ pub fn post(addr: &str, path: &str) -> String {
 
 /// The value of the first metric line starting with `name_and_labels`.
 pub fn metric(http: &str, name_and_labels: &str) -> Option<f64> {
-    get(http, "/metrics").lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
+    metric_in(&get(http, "/metrics"), name_and_labels)
+}
+
+/// One series' value in a Prometheus text exposition.
+pub fn metric_in(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
 }
 
 /// The JSON body of a GET (chunked or not).
