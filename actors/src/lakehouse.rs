@@ -136,6 +136,8 @@ impl Lakehouse {
                 spill.replayed(seq, t, q);
             }
         }
+        // Kafka mode's records accepted but not yet in Kafka.
+        let mut producing: Option<Box<dyn Fn() -> u64 + Send>> = None;
         let sink: Box<dyn crate::sink::Sink> = match config.mode {
             Mode::Embedded => {
                 replay_spill(spill.clone(), tails.clone(), level.clone(), full.clone());
@@ -148,7 +150,10 @@ impl Lakehouse {
             Mode::Kafka => {
                 let schemas = schema_source();
                 let breaker = registry.breaker("kafka", &config.breakers);
-                Box::new(KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?)
+                let sink =
+                    KafkaSink::new(&config.kafka, schemas, breaker).map_err(|e| LakeError::Kafka(e.to_string()))?;
+                producing = Some(Box::new(sink.in_flight()));
+                Box::new(sink)
             }
         };
         let mut pipeline = Pipeline::start_shared(config, sink, store, shared.clone(), level, registry, &restore);
@@ -177,7 +182,9 @@ impl Lakehouse {
         let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
         pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
         // The degradation ladder watches what is not yet durable (the tails;
-        // in Kafka mode without a consumer, nothing here) and the registry.
+        // in Kafka mode also the records the producer has not delivered) and
+        // the registry. Consumer lag is not an input: those records are
+        // durable in Kafka, and shedding new ones would not land them sooner.
         let lag_tails = tails.clone();
         let (dc, level, sources, capacity, health) = (
             config.degradation.clone(),
@@ -190,7 +197,7 @@ impl Lakehouse {
             dc,
             level,
             health,
-            Box::new(move || lag_tails.waiting_rows() as u64),
+            Box::new(move || lag_tails.waiting_rows() as u64 + producing.as_ref().map_or(0, |p| p())),
             capacity,
             sources,
         )

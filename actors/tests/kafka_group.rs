@@ -331,6 +331,59 @@ fn claims_of_records_the_producer_cannot_deliver_are_released() {
     .unwrap();
 }
 
+/// In Kafka mode a record is durable once the broker has it, so the
+/// producer's undelivered records are the ladder's lag: with the broker
+/// gone they climb it to CIRCUIT_BREAK (an open breaker alone gives SOFT),
+/// and once the broker is back and takes them it comes down to NORMAL.
+#[test]
+fn records_the_producer_has_not_delivered_climb_the_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let prefix = format!("lad{}.", uuid::Uuid::new_v4().simple());
+    let file = write(
+        &dir.path().join("k2.toml"),
+        &format!(
+            "mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n[degradation]\nlag = [10, 20, 30, 40]\ncool_down = \"500ms\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 1\nconsume = false\n",
+            dir.path().join("lake").display(),
+            broker.bootstrap()
+        ),
+    );
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let level = || k2.pipeline.registry().degradation().map(|d| (d.level, d.cause));
+        // The topic exists and the registry knows its schema.
+        k2.pipeline.send(common::trades("DOTUSDT", 1..=5)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
+
+        broker.kill();
+        k2.pipeline.send(common::trades("DOTUSDT", 6..=105)).await.unwrap();
+        let start = Instant::now();
+        while level().map(|l| l.0) != Some(4) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no CIRCUIT_BREAK while 100 records wait: {:?}",
+                level()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, cause) = level().unwrap();
+        assert!(cause.contains("not yet durable"), "{cause}");
+
+        broker.restart();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
+        let start = Instant::now();
+        while level().map(|l| l.0) != Some(0) {
+            assert!(start.elapsed() < Duration::from_secs(60), "the ladder did not come down: {:?}", level());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let topic = format!("{prefix}market.crypto.trades.binance");
+        assert_eq!(records_in_at(&broker.bootstrap(), &topic, 1), 105, "every record in Kafka once");
+    })
+    .unwrap();
+}
+
 fn claim_ids(events: &[k2_core::MarketEvent]) -> Vec<(&str, uuid::Uuid)> {
     events.iter().map(|e| (e.exchange(), e.message_id())).collect()
 }

@@ -73,6 +73,14 @@ fn sink_error(reason: impl std::fmt::Display) -> SinkError {
 }
 
 impl KafkaSink {
+    /// A reading of the records handed to librdkafka and neither
+    /// acknowledged nor failed yet: in Kafka mode, what is accepted but not
+    /// durable (the degradation ladder's lag).
+    pub fn in_flight(&self) -> impl Fn() -> u64 + Send + 'static {
+        let shared = self.shared.clone();
+        move || shared.in_flight.load(Ordering::Acquire) as u64
+    }
+
     pub fn new(config: &KafkaConfig, schemas: SchemaSource, breaker: Arc<CircuitBreaker>) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
