@@ -9,11 +9,13 @@
 //!
 //! - Dedup claims: `k2:dedup:{exchange}:{message_id}` holds the claiming
 //!   instance's id while its copy is in flight and `d` once it is durable
-//!   ([`SharedState::settle`]), for the dedup window. One script call per
-//!   batch answers, per id: mine (claimed now, or taken over from an
-//!   instance whose liveness key `k2:alive:{instance}` has expired), taken
-//!   (durable elsewhere, or already mine: a duplicate), or pending (a live
-//!   instance holds it; the caller waits and asks again).
+//!   ([`SharedState::settle`]), for the dedup window. A batch answers, per
+//!   id: mine (claimed now, or taken over from an instance whose liveness
+//!   key `k2:alive:{instance}` has expired), taken (durable elsewhere, or
+//!   already mine: a duplicate), or pending (a live instance holds it; the
+//!   caller waits and asks again). One pipelined round trip of
+//!   `SET … NX GET` settles all but the ids another instance holds; those
+//!   go to a script that checks the owner's liveness atomically.
 //! - Sequences: hash `k2:seq:{exchange}`, field = symbol, value = the highest
 //!   source sequence that is durable, raised (never lowered) by a script at
 //!   settlement, so a restart sees a gap over whatever a crash lost.
@@ -24,7 +26,7 @@
 //! `k2_state_fallback{store="redis"}`; settlements made meanwhile are kept
 //! and written when Redis answers again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
@@ -160,6 +162,10 @@ impl Settlement {
     }
 }
 
+const NX_GET_UNKNOWN: u8 = 0;
+const NX_GET_YES: u8 = 1;
+const NX_GET_NO: u8 = 2;
+
 /// Settlements kept while Redis is away: past this many ids the oldest are
 /// forgotten (another instance then waits for their owner's lease to run out
 /// and takes them over, which may double them; it cannot lose them). Marks
@@ -178,6 +184,8 @@ pub struct SharedState {
     instance: String,
     claim: redis::Script,
     release: redis::Script,
+    /// Whether Redis takes `SET … NX GET`: unknown, yes or no.
+    nx_get: AtomicU8,
     falling_back: AtomicBool,
     heartbeat: AtomicBool,
     /// Settlements Redis has not taken yet, merged; written by one task at a
@@ -201,6 +209,7 @@ impl SharedState {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             claim: redis::Script::new(CLAIM),
             release: redis::Script::new(RELEASE),
+            nx_get: AtomicU8::new(NX_GET_UNKNOWN),
             falling_back: AtomicBool::new(false),
             heartbeat: AtomicBool::new(false),
             unsettled: std::sync::Mutex::new(Settlement::default()),
@@ -287,12 +296,100 @@ impl SharedState {
         format!("{}alive:", self.prefix)
     }
 
-    /// Claims each id for this instance. One round trip.
+    /// Claims each id for this instance. One round trip of plain commands
+    /// (`SET key me NX GET PX window` answers "claimed" or who holds it);
+    /// only ids another instance holds go on to the claim script (a second
+    /// round trip), which checks that owner's liveness and takes dead
+    /// owners' ids over atomically. A Redis older than 7.0 (no `NX` with
+    /// `GET`) gets the script for every id.
     pub async fn claim(self: &Arc<Self>, ids: &[(&str, uuid::Uuid)]) -> Result<Vec<Claim>, StateError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         self.keep_alive();
+        if !self.set_nx_get().await {
+            return self.claim_scripted(ids).await;
+        }
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{}{}", self.alive_prefix(), self.instance))
+            .arg(1)
+            .arg("PX")
+            .arg(lease_ms)
+            .ignore();
+        let mut key = String::with_capacity(self.prefix.len() + 64);
+        for (exchange, id) in ids {
+            self.dedup_key(&mut key, exchange, *id);
+            pipe.cmd("SET").arg(key.as_str()).arg(&self.instance).arg("NX").arg("GET").arg("PX").arg(self.window_ms);
+        }
+        let held: Vec<Option<Vec<u8>>> =
+            self.guarded("dedup", |mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut contested = Vec::new();
+        for (i, owner) in held.iter().enumerate() {
+            out.push(match owner.as_deref() {
+                None => Claim::Mine,
+                Some(b"d") => Claim::Taken,
+                Some(o) if o == self.instance.as_bytes() => Claim::Taken,
+                Some(_) => {
+                    contested.push(i);
+                    Claim::Pending
+                }
+            });
+        }
+        if !contested.is_empty() {
+            let again: Vec<(&str, uuid::Uuid)> = contested.iter().filter_map(|&i| ids.get(i).copied()).collect();
+            let answers = self.claim_scripted(&again).await?;
+            for (&i, answer) in contested.iter().zip(answers) {
+                out[i] = answer;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this Redis takes `SET … NX GET` (7.0 and later), asked once.
+    async fn set_nx_get(&self) -> bool {
+        match self.nx_get.load(Ordering::Acquire) {
+            NX_GET_YES => return true,
+            NX_GET_NO => return false,
+            _ => {}
+        }
+        let key = format!("{}probe:{}", self.prefix, self.instance);
+        let probe = self
+            .guarded("dedup", |mut conn| async move {
+                let answer: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await;
+                match answer {
+                    Ok(_) => Ok(true),
+                    // A syntax error: an older server.
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        match probe {
+            Ok(yes) => {
+                if !yes {
+                    tracing::info!("redis before 7.0: every dedup claim goes through the claim script");
+                }
+                self.nx_get.store(if yes { NX_GET_YES } else { NX_GET_NO }, Ordering::Release);
+                yes
+            }
+            // Asked again next time; the script serves meanwhile.
+            Err(_) => false,
+        }
+    }
+
+    /// The claim script for each id: one round trip.
+    async fn claim_scripted(self: &Arc<Self>, ids: &[(&str, uuid::Uuid)]) -> Result<Vec<Claim>, StateError> {
         let alive = self.alive_prefix();
         let mut invocation = self.claim.prepare_invoke();
         invocation.key(format!("{alive}{}", self.instance));
