@@ -1,5 +1,5 @@
-//! Dedup throughput: message ids through Redis on loopback (the claim
-//! script, batches of 1,000, one round trip each) against the in-memory
+//! Dedup throughput: message ids through Redis on loopback (claims,
+//! batches of 1,000, one pipelined round trip each) against the in-memory
 //! window, same ids, one run; then settling them (marking them durable,
 //! pipelines of 10,000), the second Redis write each id costs. Needs Redis on 127.0.0.1:6379 or
 //! `K2_TEST_REDIS`.
@@ -50,6 +50,15 @@ fn main() {
         let shared = SharedState::new(&config, window, breaker).expect("redis client");
         let batches: Vec<Vec<(&str, uuid::Uuid)>> =
             ids.chunks(batch).map(|c| c.iter().map(|id| ("BINANCE", *id)).collect()).collect();
+        // Claims slow down while Redis grows its key table: say how full it was.
+        let keys: Option<i64> = match redis::Client::open(url.as_str()) {
+            Ok(client) => match client.get_multiplexed_async_connection().await {
+                Ok(mut conn) => redis::cmd("DBSIZE").query_async(&mut conn).await.ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        println!("keys in redis before the run: {}", keys.map_or("unknown".into(), |k| k.to_string()));
         // Warm-up: the connection.
         shared.claim(&[("BINANCE", uuid::Uuid::new_v4())]).await.expect("redis answers");
         let started = Instant::now();
