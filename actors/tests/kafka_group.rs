@@ -283,16 +283,8 @@ fn claims_of_records_the_producer_cannot_deliver_are_released() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path());
     let prefix = format!("rel{}.", uuid::Uuid::new_v4().simple());
-    let file = write(
-        &dir.path().join("k2.toml"),
-        &format!(
-            "mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 1\nmessage_timeout = \"2s\"\nconsume = false\n",
-            dir.path().join("lake").display(),
-            redis_url(),
-            broker.bootstrap()
-        ),
-    );
-    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let redis = format!("[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis_url());
+    let config = producing_config(dir.path(), &broker, &prefix, &redis, "message_timeout = \"2s\"\n");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
         let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
@@ -340,15 +332,8 @@ fn records_the_producer_has_not_delivered_climb_the_ladder() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path());
     let prefix = format!("lad{}.", uuid::Uuid::new_v4().simple());
-    let file = write(
-        &dir.path().join("k2.toml"),
-        &format!(
-            "mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n[degradation]\nlag = [10, 20, 30, 40]\ncool_down = \"500ms\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 1\nconsume = false\n",
-            dir.path().join("lake").display(),
-            broker.bootstrap()
-        ),
-    );
-    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let ladder = "[degradation]\nlag = [10, 20, 30, 40]\ncool_down = \"500ms\"\n";
+    let config = producing_config(dir.path(), &broker, &prefix, ladder, "");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
         let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
@@ -382,6 +367,20 @@ fn records_the_producer_has_not_delivered_climb_the_ladder() {
         assert_eq!(records_in_at(&broker.bootstrap(), &topic, 1), 105, "every record in Kafka once");
     })
     .unwrap();
+}
+
+/// An in-process K2 in Kafka mode that only produces, to `broker`, with
+/// `sections` (whole TOML tables) and `kafka` (more `[kafka]` keys).
+fn producing_config(dir: &Path, broker: &Broker, prefix: &str, sections: &str, kafka: &str) -> Config {
+    let file = write(
+        &dir.join("k2.toml"),
+        &format!(
+            "mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n{sections}[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 1\nconsume = false\n{kafka}",
+            dir.join("lake").display(),
+            broker.bootstrap()
+        ),
+    );
+    Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
 }
 
 fn claim_ids(events: &[k2_core::MarketEvent]) -> Vec<(&str, uuid::Uuid)> {
