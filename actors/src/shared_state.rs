@@ -296,6 +296,17 @@ impl SharedState {
         format!("{}alive:", self.prefix)
     }
 
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Renews this instance's liveness key for one lease.
+    fn liveness(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}{}", self.alive_prefix(), self.instance)).arg(1).arg("PX").arg(self.lease_ms());
+        cmd
+    }
+
     /// Claims each id for this instance. One round trip of plain commands
     /// (`SET key me NX GET PX window` answers "claimed" or who holds it);
     /// only ids another instance holds go on to the claim script (a second
@@ -307,17 +318,11 @@ impl SharedState {
             return Ok(Vec::new());
         }
         self.keep_alive();
-        if !self.set_nx_get().await {
+        if !self.set_nx_get().await? {
             return self.claim_scripted(ids).await;
         }
-        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(format!("{}{}", self.alive_prefix(), self.instance))
-            .arg(1)
-            .arg("PX")
-            .arg(lease_ms)
-            .ignore();
+        pipe.add_command(self.liveness()).ignore();
         let mut key = String::with_capacity(self.prefix.len() + 64);
         for (exchange, id) in ids {
             self.dedup_key(&mut key, exchange, *id);
@@ -348,15 +353,17 @@ impl SharedState {
         Ok(out)
     }
 
-    /// Whether this Redis takes `SET … NX GET` (7.0 and later), asked once.
-    async fn set_nx_get(&self) -> bool {
+    /// Whether this Redis takes `SET … NX GET` (7.0 and later), asked once
+    /// it answers. A failure is the batch's: a second call would only fail
+    /// again and count twice in the breaker.
+    async fn set_nx_get(&self) -> Result<bool, StateError> {
         match self.nx_get.load(Ordering::Acquire) {
-            NX_GET_YES => return true,
-            NX_GET_NO => return false,
+            NX_GET_YES => return Ok(true),
+            NX_GET_NO => return Ok(false),
             _ => {}
         }
         let key = format!("{}probe:{}", self.prefix, self.instance);
-        let probe = self
+        let yes = self
             .guarded("dedup", |mut conn| async move {
                 let answer: redis::RedisResult<Option<String>> = redis::cmd("SET")
                     .arg(&key)
@@ -374,18 +381,12 @@ impl SharedState {
                     Err(e) => Err(e),
                 }
             })
-            .await;
-        match probe {
-            Ok(yes) => {
-                if !yes {
-                    tracing::info!("redis before 7.0: every dedup claim goes through the claim script");
-                }
-                self.nx_get.store(if yes { NX_GET_YES } else { NX_GET_NO }, Ordering::Release);
-                yes
-            }
-            // Asked again next time; the script serves meanwhile.
-            Err(_) => false,
+            .await?;
+        if !yes {
+            tracing::info!("redis before 7.0: every dedup claim goes through the claim script");
         }
+        self.nx_get.store(if yes { NX_GET_YES } else { NX_GET_NO }, Ordering::Release);
+        Ok(yes)
     }
 
     /// The claim script for each id: one round trip.
@@ -398,8 +399,7 @@ impl SharedState {
             self.dedup_key(&mut key, exchange, *id);
             invocation.key(key.as_str());
         }
-        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        invocation.arg(&self.instance).arg(lease_ms).arg(self.window_ms).arg(&alive);
+        invocation.arg(&self.instance).arg(self.lease_ms()).arg(self.window_ms).arg(&alive);
         let answers: Vec<i64> =
             self.guarded("dedup", |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(answers
@@ -426,13 +426,9 @@ impl SharedState {
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };
-                let key = format!("{}{}", me.alive_prefix(), me.instance);
-                let lease_ms = u64::try_from(me.lease.as_millis()).unwrap_or(u64::MAX);
-                let _ = me
-                    .guarded("liveness", |mut conn| async move {
-                        redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(lease_ms).query_async::<()>(&mut conn).await
-                    })
-                    .await;
+                let renew = me.liveness();
+                let _ =
+                    me.guarded("liveness", |mut conn| async move { renew.query_async::<()>(&mut conn).await }).await;
             }
         });
     }

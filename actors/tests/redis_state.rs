@@ -43,13 +43,17 @@ fn ids_of(events: &[MarketEvent]) -> Vec<i64> {
     events.iter().map(|e| e.source_sequence().unwrap()).collect()
 }
 
+/// A handle on the configured Redis, as one K2 instance holds it.
+fn shared_state(config: &Config, registry: &HealthRegistry) -> Arc<SharedState> {
+    SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap()
+}
+
 async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
     start_with(config, Box::new(sink.clone()), registry).await
 }
 
 async fn start_with(config: &Config, sink: Box<dyn Sink>, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
-    let breaker = registry.breaker("redis", &config.breakers);
-    let shared = SharedState::new(&config.redis, config.dedup.window, breaker).unwrap();
+    let shared = shared_state(config, registry);
     let mut restore = Sources::default();
     // Nothing to restore is fine; Redis being down is not expected here.
     let _ = shared.restore_into(&mut restore).await;
@@ -188,8 +192,7 @@ fn ids_claimed_by_an_instance_that_dies_before_durability_pass_to_another() {
     let config = config(&redis_url(), "lease = \"1500ms\"\n");
     k2::runtime::run(|| async move {
         let registry = HealthRegistry::new();
-        let a =
-            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap();
+        let a = shared_state(&config, &registry);
         let first_half = trades("SOLUSDT", 1..=50);
         let claims = a.claim(&claim_ids(&first_half)).await.unwrap();
         assert!(claims.iter().all(|c| *c == Claim::Mine), "{claims:?}");
@@ -225,10 +228,7 @@ fn released_claims_pass_to_another_instance_at_once() {
     let config = config(&redis_url(), "lease = \"10s\"\n");
     k2::runtime::run(|| async move {
         let registry = HealthRegistry::new();
-        let new = || {
-            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap()
-        };
-        let (a, b) = (new(), new());
+        let (a, b) = (shared_state(&config, &registry), shared_state(&config, &registry));
         let events = trades("ADAUSDT", 1..=30);
         let ids = claim_ids(&events);
         assert!(a.claim(&ids).await.unwrap().iter().all(|c| *c == Claim::Mine));
@@ -254,8 +254,7 @@ fn ids_another_instance_makes_durable_are_dropped_after_waiting() {
     let config = config(&redis_url(), "lease = \"10s\"\n");
     k2::runtime::run(|| async move {
         let registry = HealthRegistry::new();
-        let a =
-            SharedState::new(&config.redis, config.dedup.window, registry.breaker("redis", &config.breakers)).unwrap();
+        let a = shared_state(&config, &registry);
         let first_half = trades("ADAUSDT", 1..=50);
         let claims = a.claim(&claim_ids(&first_half)).await.unwrap();
         assert!(claims.iter().all(|c| *c == Claim::Mine), "{claims:?}");

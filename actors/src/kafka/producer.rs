@@ -214,15 +214,11 @@ impl Shared {
                         produced[at].increment(1);
                         latency[at].record(started.elapsed().as_secs_f64());
                     }
-                    Ok(Err((e, _))) => {
-                        tracing::error!(topic = %topics[at], error = %e, "delivery failed");
-                        shared.breaker.failure();
-                        failed[at].increment(1);
-                        if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
-                            undelivered.push((event.exchange().into(), event.message_id()));
+                    // Failed, or cancelled with the producer.
+                    outcome => {
+                        if let Ok(Err((e, _))) = outcome {
+                            tracing::error!(topic = %topics[at], error = %e, "delivery failed");
                         }
-                    }
-                    Err(_) => {
                         shared.breaker.failure();
                         failed[at].increment(1);
                         if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
