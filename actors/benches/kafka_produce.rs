@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::kafka::KafkaSink;
 use k2::kafka::schemas::SchemaSource;
-use k2::sink::Sink;
+use k2::runtime::config::Config;
+use k2::sinks::Sink;
+use k2::sinks::kafka::KafkaSink;
 use k2_core::codec::wire::{SchemaIds, WireCodec};
 use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
 use rdkafka::ClientConfig;
@@ -112,7 +112,7 @@ fn main() {
         // The registry the consuming K2 below reads: its catalog database.
         std::fs::create_dir_all(&lake).expect("lake dir");
         let registry = Arc::new(k2::registry::Registry::open(&lake.join("catalog.db")).await.expect("registry"));
-        let breaker = Arc::new(k2::breaker::CircuitBreaker::new("kafka", config.breakers.clone()));
+        let breaker = Arc::new(k2::runtime::breaker::CircuitBreaker::new("kafka", config.breakers.clone()));
         let mut sink = KafkaSink::new(&config.kafka, SchemaSource::BuiltIn(registry.clone()), breaker).expect("producer");
 
         // Warm-up: creates the topic and registers the schema.
@@ -200,10 +200,7 @@ fn main() {
 
         // The flusher: K2's topic (n + 1 records) into Iceberg.
         let started = Instant::now();
-        let store = k2::dedup::MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = k2::lakehouse::Lakehouse::start(&config, Box::new(store), k2::health::HealthRegistry::new())
-            .await
-            .expect("consuming K2");
+        let k2 = k2::service::Service::builder(&config).start().await.expect("consuming K2");
         let committed = || -> i64 {
             k2.tails.trades.committed_covered().offsets.values().flat_map(|parts| parts.values()).sum()
         };

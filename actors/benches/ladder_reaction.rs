@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use k2::degradation::{DegradationActor, DegradationConfig, Level, LevelHandle, SourceList};
-use k2::health::HealthRegistry;
+use k2::runtime::config::DegradationConfig;
+use k2::runtime::degradation::{DegradationActor, Level, LevelHandle, SourceList};
+use k2::runtime::health::HealthRegistry;
+use k2::runtime::supervision::{Guardian, RestartPolicy, Supervision};
 
 fn main() {
     k2::runtime::run(|| async {
@@ -30,13 +32,23 @@ fn main() {
                 critical_symbols: Vec::new(),
             };
             let l = lag.clone();
+            let registry = HealthRegistry::new();
+            let guardian = Guardian::new(registry.clone(), Duration::from_secs(2)).0.start();
+            let policy = RestartPolicy {
+                max_restarts: 5,
+                window: Duration::from_secs(60),
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(10),
+            };
+            let supervision = Supervision::new(policy, registry.probe("degradation"), guardian.recipient());
             let _controller = DegradationActor::new(
                 config,
                 level.clone(),
-                HealthRegistry::new(),
+                registry,
                 Box::new(move || l.load(Ordering::Relaxed)),
                 1000,
                 SourceList::default(),
+                supervision,
             )
             .start();
             let mut reactions = Vec::new();

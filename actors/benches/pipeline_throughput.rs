@@ -16,11 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::pipeline::Pipeline;
-use k2::sink::{Pending, Sink, SinkError};
+use k2::runtime::config::Config;
+use k2::service::pipeline::Pipeline;
+use k2::sinks::{Pending, Sink, SinkError};
+use k2::transforms::dedup::MemoryStore;
 use k2_core::{MarketEvent, Timestamp};
 
 /// Latency histogram in 10 µs buckets up to 10 s.
@@ -128,7 +127,7 @@ fn main() {
     let bench = sink.clone();
     let result = k2::runtime::run(move || async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut pipeline = Pipeline::start(&config, Box::new(bench.clone()), Box::new(store), HealthRegistry::new());
+        let mut pipeline = Pipeline::builder(&config, Box::new(bench.clone())).dedup(Box::new(store)).start();
         pipeline.start_binance(&config);
         // Warm up: connect and let the stream settle.
         tokio::time::sleep(Duration::from_secs(3)).await;

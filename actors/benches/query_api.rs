@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::Service;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
 use rust_decimal::Decimal;
 
@@ -113,7 +112,7 @@ fn main() {
     let config = Config::load_from(Some(&file), Env::prefixed("K2_BENCH_UNSET__")).expect("config");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.expect("lakehouse");
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.expect("lakehouse");
 
         println!("building a {rows}-row trades table ({SYMBOLS} symbols, {DAYS} days) through the pipeline");
         let started = Instant::now();
@@ -126,7 +125,7 @@ fn main() {
         }
         k2.flush().await.expect("flush");
         let secs = started.elapsed().as_secs_f64();
-        let metrics = k2::telemetry::render();
+        let metrics = k2::runtime::telemetry::render();
         let stat = |name: &str| -> f64 {
             metrics
                 .lines()
@@ -146,7 +145,7 @@ fn main() {
             bytes / 1e6
         );
 
-        let http = k2.serve(&config).expect("http");
+        let http = k2.serve().expect("http");
         let base = format!("http://{}", http.addr);
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().expect("client");
         let sym = |i: usize| format!("S{:02}USDT", (i * 7) as u64 % SYMBOLS);

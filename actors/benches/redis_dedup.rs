@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k2::breaker::CircuitBreaker;
-use k2::config::{BreakerConfig, RedisConfig};
-use k2::shared_state::{Claim, Settlement, SharedState};
+use k2::runtime::breaker::CircuitBreaker;
+use k2::runtime::config::{BreakerConfig, RedisConfig};
+use k2::state::shared::{Claim, Settlement, SharedState};
 use k2_core::transform::dedup::DedupWindow;
 
 fn main() {

@@ -9,10 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::Service;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::codec::wire::{SchemaIds, WireCodec, split_frame};
 use k2_core::source::binance::{BinanceParser, Frame};
 use k2_core::{MarketEvent, Timestamp};
@@ -69,7 +68,7 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
     let expected = sent.clone();
     let (received, ids, produced) = k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
         k2.pipeline.send(sent.clone()).await.unwrap();
         // A drain in Kafka mode returns once every record is delivered.
         tokio::time::timeout(Duration::from_secs(30), k2.pipeline.drain()).await.expect("delivered").unwrap();
@@ -100,7 +99,7 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
             ));
         }
         // Confluent's own client reads the trades topic through K2's registry.
-        let server = k2.serve(&config).unwrap();
+        let server = k2.serve().unwrap();
         let registry_url = format!("http://{}", server.addr);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/kafka_consume.py");
         let topic = trades.clone();
@@ -128,8 +127,8 @@ fn events_reach_kafka_as_confluent_avro_keyed_by_symbol() {
         }
         // The series exists from the start (telemetry's catalogue); the
         // registry says the producer is wired to the breaker.
-        assert_eq!(k2.pipeline.registry().breakers().get("kafka"), Some(&k2::breaker::BreakerState::Closed));
-        let metrics = k2::telemetry::render();
+        assert_eq!(k2.pipeline.registry().breakers().get("kafka"), Some(&k2::runtime::breaker::BreakerState::Closed));
+        let metrics = k2::runtime::telemetry::render();
         assert!(
             metrics.lines().any(|l| l == "k2_circuit_breaker_state{dependency=\"kafka\"} 0"),
             "the Kafka breaker is exported, closed: {metrics}"
@@ -192,8 +191,8 @@ fn an_unreachable_broker_opens_the_kafka_breaker() {
     let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
     let (health, metrics) = k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
-        let server = k2.serve(&config).unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        let server = k2.serve().unwrap();
         for chunk in events().chunks(10).take(3) {
             k2.pipeline.send(chunk.to_vec()).await.unwrap();
         }
@@ -201,7 +200,7 @@ fn an_unreachable_broker_opens_the_kafka_breaker() {
         let health: serde_json::Value =
             reqwest::get(format!("http://{}/health", server.addr)).await.unwrap().json().await.unwrap();
         server.handle.stop(true).await;
-        (health, k2::telemetry::render())
+        (health, k2::runtime::telemetry::render())
     })
     .unwrap();
     assert_eq!(health["breakers"]["kafka"], "open", "{health}");
@@ -231,8 +230,8 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
         let (topic, prefix) = (topic.clone(), prefix.clone());
         k2::runtime::run(|| async move {
             let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-            let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
-            let server = k2.serve(&config).unwrap();
+            let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+            let server = k2.serve().unwrap();
             let api = format!("http://{}", server.addr);
             k2.pipeline.send(sent[..20].to_vec()).await.unwrap();
             k2.pipeline.drain().await.unwrap();
@@ -286,7 +285,7 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
             // Lag is reported per partition and reaches 0 once all is read.
             let start = std::time::Instant::now();
             loop {
-                let m = k2::telemetry::render();
+                let m = k2::runtime::telemetry::render();
                 let lags: Vec<f64> = m
                     .lines()
                     .filter(|l| l.starts_with("k2_kafka_consumer_lag{") && l.contains(&topic))
@@ -318,13 +317,13 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
     let config = config(dir.path(), &prefix);
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
-        let server = k2.serve(&config).unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        let server = k2.serve().unwrap();
         let api = format!("http://{}", server.addr);
         let dropped = format!("k2_kafka_duplicates_dropped_total{{topic=\"{topic}\"}}");
         let start = std::time::Instant::now();
         loop {
-            let m = k2::telemetry::render();
+            let m = k2::runtime::telemetry::render();
             let n = m.lines().find(|l| l.starts_with(&dropped)).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
             if n == Some(trades_sent) {
                 break;
@@ -390,15 +389,15 @@ fn a_remote_registry_named_by_url_is_used_for_both_directions() {
     let trades_sent = sent.iter().filter(|e| e.is_trade()).count() as u64;
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(host_config.dedup.window, host_config.dedup.capacity);
-        let host = Lakehouse::start(&host_config, Box::new(store), HealthRegistry::new()).await.unwrap();
-        let host_server = host.serve(&host_config).unwrap();
+        let host = Service::builder(&host_config).dedup(Box::new(store)).start().await.unwrap();
+        let host_server = host.serve().unwrap();
         let registry_url = format!("http://{}", host_server.addr);
 
         let mut config = config(dir.path(), &prefix);
         config.kafka.registry_url = registry_url.clone();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
-        let server = k2.serve(&config).unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        let server = k2.serve().unwrap();
         let api = format!("http://{}", server.addr);
         k2.pipeline.send(sent).await.unwrap();
         k2.pipeline.drain().await.unwrap();

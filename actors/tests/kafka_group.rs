@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{Run, assert_contiguous_trades, read_iceberg, start_sim, trades_seen};
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
-use k2::shared_state::{Claim, SharedState};
+use k2::runtime::config::Config;
+use k2::runtime::health::HealthRegistry;
+use k2::service::Service;
+use k2::state::shared::{Claim, SharedState};
+use k2::transforms::dedup::MemoryStore;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -287,7 +287,7 @@ fn claims_of_records_the_producer_cannot_deliver_are_released() {
     let config = producing_config(dir.path(), &broker, &prefix, &redis, "message_timeout = \"2s\"\n");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
         let delivered = common::trades("XRPUSDT", 1..=20);
         k2.pipeline.send(delivered.clone()).await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
@@ -300,11 +300,11 @@ fn claims_of_records_the_producer_cannot_deliver_are_released() {
         assert!(shared.settled(Duration::from_secs(10)).await, "settlements reach redis");
         let released = "k2_state_released_ids_total{store=\"redis\"}";
         let start = Instant::now();
-        while common::metric_in(&k2::telemetry::render(), released) != Some(20.0) {
+        while common::metric_in(&k2::runtime::telemetry::render(), released) != Some(20.0) {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "claims released: {:?}",
-                common::metric_in(&k2::telemetry::render(), released)
+                common::metric_in(&k2::runtime::telemetry::render(), released)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -336,7 +336,7 @@ fn records_the_producer_has_not_delivered_climb_the_ladder() {
     let config = producing_config(dir.path(), &broker, &prefix, ladder, "");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.unwrap();
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
         let level = || k2.pipeline.registry().degradation().map(|d| (d.level, d.cause));
         // The topic exists and the registry knows its schema.
         k2.pipeline.send(common::trades("DOTUSDT", 1..=5)).await.unwrap();

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::Service;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -174,13 +173,13 @@ impl Client {
 }
 
 /// The embedded product on `config`, with an in-memory dedup window.
-async fn start(config: &Config) -> Lakehouse {
+async fn start(config: &Config) -> Service {
     let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-    Lakehouse::start(config, Box::new(store), HealthRegistry::new()).await.unwrap()
+    Service::builder(config).dedup(Box::new(store)).start().await.unwrap()
 }
 
-fn client(k2: &Lakehouse, config: &Config) -> (Client, k2::http::HttpHandle) {
-    let http = k2.serve(config).unwrap();
+fn client(k2: &Service, _config: &Config) -> (Client, k2::service::http::HttpHandle) {
+    let http = k2.serve().unwrap();
     (Client { base: format!("http://{}", http.addr), http: reqwest::Client::new(), key: None }, http)
 }
 
@@ -521,7 +520,7 @@ fn pyiceberg_reads_the_same_rows_and_the_same_exact_notional() {
     })
     .unwrap();
     assert_eq!(Some(covered.generation.to_string()), before, "the foreign snapshot did not reset K2's generation");
-    let marks = covered.sources.0.values().next().unwrap();
+    let marks = covered.marks.0.values().next().unwrap();
     assert_eq!(marks.source_sequence, Some(1000), "sequence marks survive the foreign snapshot");
     assert_eq!(rows, 1000 + 1 + 10, "K2's rows, the other engine's row, and the new ones");
 }

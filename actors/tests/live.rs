@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::pipeline::Pipeline;
+use k2::runtime::config::Config;
+use k2::service::pipeline::Pipeline;
 use k2::sim::{FaultPlan, SimConfig, Simulator};
-use k2::sink::MemorySink;
+use k2::sinks::MemorySink;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::MarketEvent;
 
 /// K2 pointed at the simulator; `binance_extra` lines go in `[binance]`.
@@ -98,7 +97,7 @@ fn faults_are_absorbed_and_every_trade_arrives_once() {
         let config = config(&sim, "");
         let sink = MemorySink::new();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
+        let mut pipeline = Pipeline::builder(&config, Box::new(sink.clone())).dedup(Box::new(store)).start();
         pipeline.start_binance(&config);
 
         let market = sim.market.clone();
@@ -123,7 +122,7 @@ fn faults_are_absorbed_and_every_trade_arrives_once() {
                 && stats.disconnects > 0
         );
 
-        let m = k2::telemetry::render();
+        let m = k2::runtime::telemetry::render();
         assert_eq!(metric(&m, "k2_sequence_gaps_total"), stats.gaps, "gaps counted = gaps injected");
         assert_eq!(metric(&m, "k2_sequence_missing_total"), stats.gap_trades);
         assert_eq!(metric(&m, "k2_gap_recovery_trades_total"), stats.gap_trades, "every missing trade was fetched");
@@ -161,7 +160,7 @@ fn rotation_and_server_shutdown_lose_and_double_nothing() {
         let config = config(&sim, "rotate_after = \"1s\"");
         let sink = MemorySink::new();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
+        let mut pipeline = Pipeline::builder(&config, Box::new(sink.clone())).dedup(Box::new(store)).start();
         pipeline.start_binance(&config);
 
         let market = sim.market.clone();
@@ -170,7 +169,7 @@ fn rotation_and_server_shutdown_lose_and_double_nothing() {
         pipeline.drain().await.unwrap();
 
         assert_exactly_once(&trade_ids(&sink), &symbols, PER_SYMBOL as i64);
-        let m = k2::telemetry::render();
+        let m = k2::runtime::telemetry::render();
         assert!(metric(&m, "k2_binance_rotations_total") >= 3, "{}", metric(&m, "k2_binance_rotations_total"));
         assert_eq!(sim.stats.snapshot().shutdowns, 1);
         assert_eq!(metric(&m, "k2_sequence_gaps_total"), 0, "a rotation is not a gap");
@@ -198,13 +197,13 @@ fn a_recording_is_replayed_frame_for_frame() {
         let config = config(&sim, "symbols = [\"btcusdt\"]");
         let sink = MemorySink::new();
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut pipeline = Pipeline::start(&config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new());
+        let mut pipeline = Pipeline::builder(&config, Box::new(sink.clone())).dedup(Box::new(store)).start();
         pipeline.start_binance(&config);
         let market = sim.market.clone();
         wait_until("the replay to finish", Duration::from_secs(20), || market.is_done() && sink.len() >= 50).await;
         pipeline.drain().await.unwrap();
         assert_eq!(trade_ids(&sink)["BTCUSDT"], (1..=50).collect::<Vec<i64>>());
-        assert_eq!(metric(&k2::telemetry::render(), "k2_binance_rejected_total"), 1, "the one bad line");
+        assert_eq!(metric(&k2::runtime::telemetry::render(), "k2_binance_rejected_total"), 1, "the one bad line");
         sim.stop().await;
     })
     .unwrap();

@@ -248,7 +248,7 @@ const PENDING_STORAGE_KEYS: [&str; 8] = [
 fn production_toml_is_accepted_by_k2() {
     let defaults: Value = {
         use figment::providers::{Format, Toml};
-        figment::Figment::from(Toml::string(k2::config::DEFAULT_TOML)).extract().unwrap()
+        figment::Figment::from(Toml::string(k2::runtime::config::DEFAULT_TOML)).extract().unwrap()
     };
     let known: BTreeSet<&str> = defaults["storage"].as_object().unwrap().keys().map(String::as_str).collect();
     let supported = known.iter().any(|k| !["data_dir", "catalog_name", "namespace"].contains(k));
@@ -545,7 +545,8 @@ fn every_metric_k2_exports_is_on_a_dashboard_or_in_an_alert() {
         .flat_map(|q| k2_names(&q.expr))
         .map(|n| ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(&n).to_owned())
         .collect();
-    let unshown: Vec<&str> = k2::telemetry::CATALOGUE.iter().map(|m| m.name).filter(|n| !shown.contains(*n)).collect();
+    let unshown: Vec<&str> =
+        k2::runtime::telemetry::CATALOGUE.iter().map(|m| m.name).filter(|n| !shown.contains(*n)).collect();
     assert!(unshown.is_empty(), "on no dashboard and in no alert: {unshown:?}");
 }
 
@@ -708,7 +709,7 @@ fn every_metric_and_label_of_the_dashboards_and_alerts_is_exported_by_k2() {
     // series), so the source knows it too.
     for name in &used {
         let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
-        let spec = k2::telemetry::spec(name).or_else(|| k2::telemetry::spec(base));
+        let spec = k2::runtime::telemetry::spec(name).or_else(|| k2::runtime::telemetry::spec(base));
         assert!(spec.is_some(), "{name} is not in telemetry::CATALOGUE");
     }
 

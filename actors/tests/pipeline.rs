@@ -9,12 +9,12 @@ use std::time::Duration;
 use common::trades;
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::{ActorState, HealthRegistry};
-use k2::messages::Fault;
-use k2::pipeline::Pipeline;
-use k2::sink::MemorySink;
+use k2::runtime::config::Config;
+use k2::runtime::health::ActorState;
+use k2::runtime::messages::Fault;
+use k2::service::pipeline::Pipeline;
+use k2::sinks::MemorySink;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::MarketEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,7 +31,7 @@ fn ids_of(events: &[MarketEvent]) -> Vec<i64> {
 
 fn start(config: &Config, sink: &MemorySink) -> Pipeline {
     let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-    Pipeline::start(config, Box::new(sink.clone()), Box::new(store), HealthRegistry::new())
+    Pipeline::builder(config, Box::new(sink.clone())).dedup(Box::new(store)).start()
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -100,7 +100,7 @@ fn events_arrive_once_in_order_with_platform_sequence() {
         assert!(platform.windows(2).all(|w| w[0] < w[1]), "{platform:?}");
         assert_eq!(got.iter().filter(|e| e.symbol() == "ETHUSDT").count(), 2);
 
-        let metrics = k2::telemetry::render();
+        let metrics = k2::runtime::telemetry::render();
         assert!(
             metrics.contains("k2_sequence_gaps_total{exchange=\"BINANCE\",symbol=\"BTCUSDT\",size=\"large\"}"),
             "{metrics}"
@@ -119,7 +119,7 @@ fn panics_and_stops_are_restarted_without_losing_queued_batches() {
         let config = config("[supervision]\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n");
         let sink = MemorySink::new();
         let pipeline = start(&config, &sink);
-        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), true, None, None).unwrap();
+        let http = k2::service::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), true, None, None).unwrap();
 
         pipeline.send(trades("BTCUSDT", 1..=100)).await.unwrap();
         assert_eq!(http_post(http.addr, "/admin/faults?actor=dedup&kind=panic").await, 202);
@@ -163,7 +163,7 @@ fn a_crash_loop_escalates_and_health_shows_it() {
         let config = config("[supervision]\nmax_restarts = 2\nbackoff_initial = \"5ms\"\nbackoff_max = \"5ms\"\n[http]\nbind = \"127.0.0.1:0\"\n");
         let sink = MemorySink::new();
         let pipeline = start(&config, &sink);
-        let http = k2::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), false, None, None).unwrap();
+        let http = k2::service::http::start(config.http.bind, pipeline.registry().clone(), pipeline.faults().clone(), false, None, None).unwrap();
         let sink_faults = pipeline.faults()["sink"].clone();
         let registry = pipeline.registry().clone();
         for restarts in 1..=2 {

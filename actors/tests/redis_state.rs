@@ -14,13 +14,13 @@ use std::time::Duration;
 use common::trades;
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lake::summary::Sources;
-use k2::pipeline::Pipeline;
-use k2::shared_state::{Claim, Settlement, SharedState};
-use k2::sink::{MemorySink, Pending, Sink, SinkError};
+use k2::runtime::config::Config;
+use k2::runtime::health::HealthRegistry;
+use k2::service::pipeline::Pipeline;
+use k2::sinks::{MemorySink, Pending, Sink, SinkError};
+use k2::state::marks::SequenceMarks;
+use k2::state::shared::{Claim, Settlement, SharedState};
+use k2::transforms::dedup::MemoryStore;
 use k2_core::MarketEvent;
 
 fn redis_url() -> String {
@@ -54,24 +54,21 @@ async fn start(config: &Config, sink: &MemorySink, registry: &HealthRegistry) ->
 
 async fn start_with(config: &Config, sink: Box<dyn Sink>, registry: &HealthRegistry) -> (Pipeline, Arc<SharedState>) {
     let shared = shared_state(config, registry);
-    let mut restore = Sources::default();
+    let mut restore = SequenceMarks::default();
     // Nothing to restore is fine; Redis being down is not expected here.
     let _ = shared.restore_into(&mut restore).await;
     let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-    let pipeline = Pipeline::start_shared(
-        config,
-        sink,
-        Box::new(store),
-        Some(shared.clone()),
-        k2::degradation::LevelHandle::default(),
-        registry.clone(),
-        &restore,
-    );
+    let pipeline = Pipeline::builder(config, sink)
+        .dedup(Box::new(store))
+        .shared(Some(shared.clone()))
+        .registry(registry.clone())
+        .restored(restore)
+        .start();
     (pipeline, shared)
 }
 
 fn metric(name_and_labels: &str) -> Option<f64> {
-    k2::telemetry::render().lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
+    k2::runtime::telemetry::render().lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
 }
 
 async fn hget(url: &str, key: &str, field: &str) -> Option<i64> {
@@ -108,7 +105,7 @@ fn a_restarted_instance_drops_the_overlap_and_reports_no_false_gaps() {
         second.send(trades("BTCUSDT", 51..=150)).await.unwrap();
         second.drain().await.unwrap();
         assert_eq!(ids_of(&again.events()), (101..=150).collect::<Vec<_>>());
-        let rendered = k2::telemetry::render();
+        let rendered = k2::runtime::telemetry::render();
         assert!(!rendered.contains("k2_sequence_gaps_total"), "a false gap was reported:\n{rendered}");
         assert!(metric("k2_duplicates_total{exchange=\"BINANCE\"}").is_some_and(|n| n >= 50.0), "{rendered}");
     })

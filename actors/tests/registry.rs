@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use figment::providers::Env;
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::Service;
+use k2::transforms::dedup::MemoryStore;
 use k2_core::codec::wire::{SchemaIds, WireCodec};
 use k2_core::source::binance::{BinanceParser, Frame};
 use k2_core::{MarketEvent, Timestamp};
@@ -21,9 +20,9 @@ fn config(dir: &Path) -> Config {
     Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
 }
 
-async fn start(config: &Config) -> Lakehouse {
+async fn start(config: &Config) -> Service {
     let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-    Lakehouse::start(config, Box::new(store), HealthRegistry::new()).await.unwrap()
+    Service::builder(config).dedup(Box::new(store)).start().await.unwrap()
 }
 
 async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
@@ -48,7 +47,7 @@ fn the_registry_speaks_confluents_api_and_keeps_what_it_is_given() {
         let config = config(dir.path());
         k2::runtime::run(|| async move {
             let k2 = start(&config).await;
-            let server = k2.serve(&config).unwrap();
+            let server = k2.serve().unwrap();
             let base = format!("http://{}", server.addr);
             let http = reqwest::Client::new();
             use reqwest::Method as M;
@@ -168,7 +167,7 @@ fn the_registry_speaks_confluents_api_and_keeps_what_it_is_given() {
     let config = config(dir.path());
     k2::runtime::run(|| async move {
         let k2 = start(&config).await;
-        let server = k2.serve(&config).unwrap();
+        let server = k2.serve().unwrap();
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::new();
         let (_, again) = call(
@@ -196,7 +195,7 @@ fn confluents_python_client_decodes_k2_frames_through_the_registry() {
     let frames = dir.path().join("frames.hex");
     let (out, sent) = k2::runtime::run(|| async move {
         let k2 = start(&config).await;
-        let server = k2.serve(&config).unwrap();
+        let server = k2.serve().unwrap();
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::new();
         let (_, body) = call(&http, reqwest::Method::POST, format!("{base}/subjects/{SUBJECT}/versions"), Some(json!({"schema": k2_core::schema::TRADE_V2_AVSC}))).await;

@@ -6,10 +6,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::{Service, Stop};
 use k2::sim::{FaultPlan, SimConfig, Simulator};
 
 use super::CommandError;
@@ -41,10 +39,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         config.binance.rest_endpoint = sim.rest_url();
         config.binance.symbols = vec!["btcusdt".into(), "ethusdt".into(), "bnbusdt".into()];
         config.binance.sample_data = true;
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await?;
-        k2.pipeline.start_binance(&config);
-        let http = k2.serve(&config)?;
+        let mut k2 = Service::builder(&config).start().await?;
+        k2.start_binance();
+        let http = k2.serve()?;
         let url = format!("http://{}", http.addr);
         println!("K2 demo: a simulated Binance feed ({} trades/s over 3 symbols, with gaps, duplicates,", args.rate);
         println!("reordering and malformed frames) through the supervised pipeline into Iceberg tables");
@@ -77,11 +74,15 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
                 }
             }
         }
-        let _ = k2.flush().await;
-        http.handle.stop(true).await;
+        let tables = k2.lake.describe().to_owned();
+        // The sources stop before the simulator does, so nothing reads a
+        // closing exchange as a fault.
+        let report = k2.shutdown(Stop::Graceful).await;
         sim.stop().await;
-        let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
-        println!("k2 demo: stopped; {trades} trades and {quotes} quotes committed to {}", k2.lake.describe());
+        println!(
+            "k2 demo: stopped; {} trades and {} quotes accepted into {tables}, {} rows not committed",
+            report.trades, report.quotes, report.not_committed
+        );
         Ok::<_, CommandError>(ExitCode::SUCCESS)
     })?
 }

@@ -14,7 +14,7 @@ use crate::cli::HealthcheckArgs;
 #[derive(Debug, Error)]
 enum HealthcheckError {
     #[error(transparent)]
-    Config(#[from] k2::config::ConfigError),
+    Config(#[from] k2::runtime::config::ConfigError),
     #[error("{addr}: not an address: {reason}")]
     Address { addr: String, reason: String },
     #[error("{addr}: {source}")]
@@ -65,7 +65,7 @@ fn target(args: &HealthcheckArgs) -> Result<SocketAddr, HealthcheckError> {
         let bad = |reason: String| HealthcheckError::Address { addr: addr.clone(), reason };
         return addr.to_socket_addrs().map_err(|e| bad(e.to_string()))?.next().ok_or_else(|| bad("no address".into()));
     }
-    let config = k2::config::Config::load(args.config.as_deref())?;
+    let config = k2::runtime::config::Config::load(args.config.as_deref())?;
     Ok(local(config.http.bind))
 }
 

@@ -4,10 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::{Service, Stop};
 use k2_core::source::asx::AsxOptions;
 use k2_core::source::files::discover;
 use serde::Serialize;
@@ -48,15 +46,21 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     };
     let show_progress = !args.json;
     let summary = k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await.map_err(|e| e.to_string())?;
-        let mut report = k2::loader::load(found.files, asx, &k2.pipeline, show_progress).await?;
+        let k2 = Service::builder(&config).start().await.map_err(|e| e.to_string())?;
+        let mut report = k2::sources::loader::load(found.files, asx, k2.pipeline.entrance(), show_progress).await?;
         for skipped in found.skipped {
             report.rejected += 1;
             report.first_rejected.push(skipped);
         }
-        k2.flush().await.map_err(|e| format!("committing to the tables: {e}"))?;
-        let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
+        let (lake, tails) = (k2.lake.clone(), k2.tails.clone());
+        let stopped = k2.shutdown(Stop::Graceful).await;
+        if stopped.not_committed > 0 || stopped.spilled > 0 {
+            return Err(format!(
+                "committing to the tables: {} rows not committed, {} still spilled",
+                stopped.not_committed, stopped.spilled
+            ));
+        }
+        let (trades, quotes) = (stopped.trades, stopped.quotes);
         let snapshot = |t: iceberg::table::Table| t.metadata().current_snapshot_id();
         Ok::<_, String>(Summary {
             files: report.files,
@@ -68,10 +72,10 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
             rejected_by_reason: report.rejected_by_reason,
             first_rejected: report.first_rejected,
             seconds: report.seconds,
-            data_dir: k2.lake.dir().display().to_string(),
-            tables: k2.lake.describe().to_owned(),
-            trades_snapshot_id: snapshot(k2.tails.trades.committed_table()),
-            quotes_snapshot_id: snapshot(k2.tails.quotes.committed_table()),
+            data_dir: lake.dir().display().to_string(),
+            tables: lake.describe().to_owned(),
+            trades_snapshot_id: snapshot(tails.trades.committed_table()),
+            quotes_snapshot_id: snapshot(tails.quotes.committed_table()),
         })
     })?
     .map_err(CommandError::Pipeline)?;

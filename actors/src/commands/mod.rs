@@ -21,13 +21,13 @@ pub enum CommandError {
     Input(#[from] k2_core::source::files::InputError),
     /// The configuration is unusable (exit 2).
     #[error(transparent)]
-    Config(#[from] k2::config::ConfigError),
+    Config(#[from] k2::runtime::config::ConfigError),
     /// The pipeline failed while running.
     #[error("pipeline: {0}")]
     Pipeline(String),
-    /// The Iceberg tables could not be opened.
+    /// The service could not start (tables, registry, Kafka, Redis, HTTP).
     #[error(transparent)]
-    Lake(#[from] k2::lake::LakeError),
+    Start(#[from] k2::service::StartError),
     /// The cost model's inputs are unusable (exit 2).
     #[error(transparent)]
     Cost(#[from] k2::cost::CostError),
@@ -46,7 +46,7 @@ impl From<&CommandError> for ExitStatus {
     fn from(e: &CommandError) -> Self {
         match e {
             CommandError::Input(_) | CommandError::Config(_) | CommandError::Cost(_) => Self::BadInput,
-            CommandError::Output(_) | CommandError::Pipeline(_) | CommandError::Lake(_) => Self::Failed,
+            CommandError::Output(_) | CommandError::Pipeline(_) | CommandError::Start(_) => Self::Failed,
         }
     }
 }

@@ -5,10 +5,8 @@
 
 use std::process::ExitCode;
 
-use k2::config::Config;
-use k2::dedup::MemoryStore;
-use k2::health::HealthRegistry;
-use k2::lakehouse::Lakehouse;
+use k2::runtime::config::Config;
+use k2::service::{Service, Stop};
 
 use super::CommandError;
 use crate::cli::RunArgs;
@@ -23,10 +21,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::SUCCESS);
     }
     k2::runtime::run(|| async move {
-        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let mut k2 = Lakehouse::start(&config, Box::new(store), HealthRegistry::new()).await?;
-        let connections = if config.binance.enabled { k2.pipeline.start_binance(&config) } else { Vec::new() };
-        let http = k2.serve(&config)?;
+        let mut k2 = Service::builder(&config).start().await?;
+        k2.start_sources();
+        let http = k2.serve()?;
         let addr = http.addr;
         eprintln!("k2 run: http://{addr}/v1/trades  http://{addr}/health  http://{addr}/metrics");
         eprintln!("k2 run: tables in {}", k2.lake.describe());
@@ -34,54 +31,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
             _ = k2::runtime::shutdown_signal() => None,
             why = k2.pipeline.escalated() => Some(why),
         };
-        for c in &connections {
-            let _ = c.send(k2::binance::connection::StopSource).await;
-        }
-        if escalated.is_none() {
-            // Everything read before the sources stopped is committed. Gap
-            // recovery may still deliver trades a moment later: flush again
-            // while rows arrive, for a few rounds.
-            for _ in 0..10 {
-                // Rows spilled under pressure (level 3, embedded mode only)
-                // go in too.
-                if config.mode == k2::config::Mode::Embedded {
-                    k2.unspill().await;
-                }
-                let _ = k2.flush().await;
-                if k2.tails.waiting_rows() == 0 && k2.spill.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            k2.release_spill();
-        }
-        if let Some(shared) = &k2.shared
-            && !shared.settled(std::time::Duration::from_secs(10)).await
-        {
-            tracing::warn!("redis did not take the last settlements; a restart may pass those rows on twice");
-        }
-        http.handle.stop(true).await;
-        match config.mode {
-            k2::config::Mode::Embedded => {
-                let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
-                let waiting = k2.tails.waiting_rows();
-                eprintln!(
-                    "k2 run: stopped; {trades} trades and {quotes} quotes accepted, {waiting} rows not committed"
-                );
-            }
-            k2::config::Mode::Kafka => {
-                let sent = k2::telemetry::render()
-                    .lines()
-                    .filter(|l| l.starts_with("k2_kafka_messages_produced_total{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .sum::<u64>();
-                eprintln!("k2 run: stopped; {sent} events delivered to Kafka");
-            }
+        let stop = if escalated.is_some() { Stop::Escalated } else { Stop::Graceful };
+        let report = k2.shutdown(stop).await;
+        match report.delivered {
+            None => eprintln!(
+                "k2 run: stopped; {} trades and {} quotes accepted, {} rows not committed",
+                report.trades, report.quotes, report.not_committed
+            ),
+            Some(sent) => eprintln!("k2 run: stopped; {sent} events delivered to Kafka"),
         }
         Ok::<_, CommandError>(match escalated {
             Some(why) => {
                 eprintln!("k2 run: {why}");
-                ExitCode::from(k2::supervision::ESCALATION_EXIT_CODE as u8)
+                ExitCode::from(k2::runtime::supervision::ESCALATION_EXIT_CODE as u8)
             }
             None => ExitCode::SUCCESS,
         })

@@ -6,9 +6,11 @@
 //! - [`model`]: pure arithmetic from a [`Workload`] and a [`Pricing`] to an
 //!   [`Estimate`] whose line items carry their own formula, so the figures
 //!   can be checked by hand.
-//! - [`render`]: the estimate as a text table.
+//! - [`render`]: the estimate as a text table; [`numbers`]: the number
+//!   formats both use.
 
 pub mod model;
+pub mod numbers;
 pub mod pricing;
 pub mod render;
 

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::CostError;
+use super::numbers::{fixed, plain, significant};
 use super::pricing::{About, Pricing};
-use super::render::{fixed, plain, significant};
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
 const BYTES_PER_MB: f64 = 1e6;

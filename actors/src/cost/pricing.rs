@@ -206,7 +206,7 @@ impl Pricing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::runtime::config::Config;
 
     #[test]
     fn the_shipped_file_loads_and_says_where_its_prices_come_from() {

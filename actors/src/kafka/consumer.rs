@@ -29,17 +29,22 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer}
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+
+use actix::prelude::*;
+use tokio::sync::Notify;
 
 use super::KafkaError;
 use super::recent_ids::RecentIds;
 use super::schemas::SchemaSource;
 use super::topics::ensure;
-use crate::config::KafkaConfig;
-use crate::flusher::Tails;
 use crate::lake::claims::{Claims, Verdict};
 use crate::lake::summary::Offsets;
-use crate::lake::{Lake, LakeError, TableKind};
+use crate::lake::{Lake, LakeError, TableKind, Tails};
+use crate::runtime::config::KafkaConfig;
+use crate::runtime::health::Probe;
+use crate::runtime::messages::Fault;
+use crate::runtime::supervision::{Supervise, Supervision, restartable};
 
 /// Most records taken into the tails at once.
 const BATCH: usize = 4096;
@@ -119,6 +124,15 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     if multi { tokio::task::block_in_place(f) } else { f() }
 }
 
+/// Why assigned partitions could not be taken.
+#[derive(Debug, thiserror::Error)]
+enum AssignError {
+    #[error("reading the tables' offsets: {0}")]
+    Lake(#[from] LakeError),
+    #[error("setting a partition's offset: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
 /// The group's rebalance hooks: where assigned partitions continue, and
 /// what revoked ones leave behind.
 struct Rebalance {
@@ -165,7 +179,7 @@ impl ConsumerContext for Rebalance {
 impl Rebalance {
     /// Reads each table as it is now and sets every assigned partition's
     /// offset to what the table covers (the beginning when it holds none).
-    fn assigned(&self, tpl: &mut TopicPartitionList) -> Result<(), LakeError> {
+    fn assigned(&self, tpl: &mut TopicPartitionList) -> Result<(), AssignError> {
         let load = async {
             let started = std::time::Instant::now();
             let mut delay = Duration::from_millis(100);
@@ -201,7 +215,7 @@ impl Rebalance {
             // holding a large log); a log whose start has moved past 0 is
             // reset to its beginning by auto.offset.reset.
             let offset = Offset::Offset(*from);
-            tpl.set_partition_offset(topic, *partition, offset).map_err(|e| LakeError::Kafka(e.to_string()))?;
+            tpl.set_partition_offset(topic, *partition, offset)?;
         }
         tracing::info!(partitions = claimed.len(), "partitions assigned; continuing where the tables end");
         metrics::counter!("k2_kafka_rebalances_total", "kind" => "assign").increment(1);
@@ -240,11 +254,13 @@ type GroupConsumer = StreamConsumer<Rebalance>;
 
 /// Starts consuming into `tails` on the runtime as a member of the
 /// flushers' group; runs until the process ends.
-pub fn start(
+fn start(
     config: &KafkaConfig,
     lake: Lake,
     tails: Tails,
     schemas: SchemaSource,
+    probe: Probe,
+    inject: Arc<Notify>,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
     let context = Rebalance {
         lake,
@@ -288,6 +304,7 @@ pub fn start(
         let reporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
+                () = inject.notified() => panic!("injected panic"),
                 _ = look.tick() => {
                     // Off this loop, one at a time: a broker slow to answer
                     // offset requests must not keep the consumer from
@@ -329,7 +346,9 @@ pub fn start(
                             _ => break,
                         }
                     }
+                    let n = batch.len();
                     ingest(batch, &tails, &mut decoders, &mut recent, &dlq, &admin, &config).await;
+                    probe.handled(n);
                 }
             }
         }
@@ -509,6 +528,99 @@ async fn dead_letter(
     }
     if let Err((e, _)) = dlq.send(record, Duration::from_secs(30)).await {
         tracing::error!(%topic, error = %e, "dead letter not delivered");
+    }
+}
+
+pub const NAME: &str = "kafka-consumer";
+
+/// The consumer as a supervised actor. Its work runs as a task on the
+/// runtime's worker threads (rdkafka's rebalance hooks block inside
+/// `recv()`); the actor owns the task and watches it: a task that ends,
+/// by a panic or an error, is a failure, and the restart makes a new group
+/// member that continues where the tables end (the old one's uncommitted
+/// rows were dropped at its revocation or are dropped at the new
+/// assignment). Its restart policy is `[supervision.kinds.kafka-consumer]`.
+pub struct ConsumerActor {
+    config: KafkaConfig,
+    lake: Lake,
+    tails: Tails,
+    schemas: SchemaSource,
+    task: Option<tokio::task::AbortHandle>,
+    /// Drills: makes the task itself panic, as a real fault in it would.
+    inject: Arc<Notify>,
+    supervision: Supervision,
+}
+
+impl ConsumerActor {
+    pub fn new(config: KafkaConfig, lake: Lake, tails: Tails, schemas: SchemaSource, supervision: Supervision) -> Self {
+        Self { config, lake, tails, schemas, task: None, inject: Arc::new(Notify::new()), supervision }
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.supervision.started();
+        let (lake, tails, schemas) = (self.lake.clone(), self.tails.clone(), self.schemas.clone());
+        let probe = self.supervision.probe().clone();
+        let task = match start(&self.config, lake, tails, schemas, probe, self.inject.clone()) {
+            Ok(task) => task,
+            Err(e) => {
+                self.supervision.fail(format!("starting the consumer: {e}"));
+                ctx.stop();
+                return;
+            }
+        };
+        self.task = Some(task.abort_handle());
+        // The actor learns when the task ends; it never waits on it.
+        ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
+            let reason = match ended {
+                Ok(()) => "the consumer loop ended".to_owned(),
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    format!("the consumer panicked: {}", crate::runtime::supervision::panic_message(panic.as_ref()))
+                }
+                Err(e) => format!("the consumer task failed: {e}"),
+            };
+            act.task = None;
+            act.supervision.fail(reason);
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+restartable!(ConsumerActor);
+
+impl Supervise for ConsumerActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    fn reset(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Handler<Fault> for ConsumerActor {
+    type Result = ();
+
+    /// A panic is injected into the consuming task, where real faults
+    /// happen; a stop stops the actor.
+    fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
+        tracing::warn!(actor = NAME, ?fault, "injecting fault");
+        match fault {
+            Fault::Panic => self.inject.notify_one(),
+            Fault::Stop => ctx.stop(),
+        }
     }
 }
 

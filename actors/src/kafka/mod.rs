@@ -1,25 +1,25 @@
-//! Kafka mode's producing side: accepted events leave the pipeline as Avro
-//! in the Confluent wire format, keyed by symbol, on topics
+//! Kafka mode's plumbing: events travel as Avro in the Confluent wire
+//! format, keyed by symbol, on topics
 //! `market.{asset_class}.{trades|quotes}.{exchange}`, each value schema
-//! registered as `{topic}-value`.
+//! registered as `{topic}-value`. The producing side is a sink
+//! ([`crate::sinks::kafka`]); the consuming side lands the topics in the lake.
 //!
 //! - [`topics`]: names and creation through the Admin API.
 //! - [`schemas`]: schema ids from the built-in registry or any Confluent
 //!   compatible one by URL.
-//! - [`producer`]: the idempotent producer as the pipeline's sink.
-//! - [`consumer`]: the flushers' group, landing the topics in Iceberg.
+//! - [`consumer`]: the flushers' group, a supervised actor landing the
+//!   topics in the tables' tails.
 //! - [`recent_ids`]: the window that drops a record a second producer also
 //!   put in the log.
 
 pub mod consumer;
-pub mod producer;
 pub mod recent_ids;
 pub mod schemas;
 pub mod topics;
 
-pub use producer::KafkaSink;
-
 use thiserror::Error;
+
+use crate::runtime::errors::{Retry, Retryable};
 
 #[derive(Debug, Error)]
 pub enum KafkaError {
@@ -31,4 +31,15 @@ pub enum KafkaError {
     Registry(String),
     #[error("encoding: {0}")]
     Encode(String),
+}
+
+impl Retryable for KafkaError {
+    fn retry(&self) -> Retry {
+        match self {
+            // A bad client setting stays bad; the broker comes back.
+            KafkaError::Client(rdkafka::error::KafkaError::ClientCreation(_)) => Retry::Permanent,
+            KafkaError::Encode(_) => Retry::Permanent,
+            _ => Retry::Transient,
+        }
+    }
 }

@@ -8,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaError;
-use crate::config::KafkaConfig;
+use crate::runtime::config::KafkaConfig;
 
 /// `{prefix}market.{asset_class}.{trades|quotes}.{exchange}`, lower case.
 pub fn topic_for(prefix: &str, event: &MarketEvent) -> String {

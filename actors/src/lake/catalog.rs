@@ -15,7 +15,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::{OpenDalResolvingStorageFactory, OpenDalStorageFactory};
 
 use super::LakeError;
-use crate::config::{CatalogKind, StorageConfig, Warehouse};
+use crate::runtime::config::{CatalogKind, StorageConfig, Warehouse};
 
 /// Which storage backs the catalog's FileIO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub async fn open(plan: &Plan, name: &str) -> Result<Arc<dyn Catalog>, LakeError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError};
+    use crate::runtime::config::{Config, ConfigError};
     use figment::providers::Env;
 
     fn load(storage: &str) -> Result<Config, ConfigError> {

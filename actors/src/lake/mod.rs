@@ -8,18 +8,27 @@
 //! - [`batch`]: v2 events → Arrow batches.
 //! - [`summary`]: what a snapshot covers (flush generation, source marks).
 //! - [`writer`]: Parquet data files and `fast_append` commits.
-//! - [`tail`]: rows accepted but not yet committed, queryable.
+//! - [`tail`]: one table's rows accepted but not yet committed, queryable;
+//!   [`tails`]: both tables' together, as the sinks, the consumer, the
+//!   flusher and the queries share them.
+//! - [`flusher`]: the actor that commits the tails.
 //! - [`claims`]: Kafka mode's partitions this process may commit.
 //! - [`pinned`]: commits that fail rather than land on a newer table.
+//! - [`pressure`]: injected commit delays and failures (drills).
 
 pub mod batch;
 pub mod catalog;
 pub mod claims;
+pub mod flusher;
 pub mod pinned;
+pub mod pressure;
 pub mod schema;
 pub mod summary;
 pub mod tail;
+pub mod tails;
 pub mod writer;
+
+pub use tails::Tails;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +40,8 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use thiserror::Error;
 
-use crate::config::StorageConfig;
+use crate::runtime::config::StorageConfig;
+use crate::runtime::errors::{Retry, Retryable, io_retry, text_retry};
 
 #[derive(Debug, Error)]
 pub enum LakeError {
@@ -49,12 +59,6 @@ pub enum LakeError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("data directory {0} is in use by another K2 process (one writer per directory)")]
     InUse(PathBuf),
-    #[error("schema registry: {0}")]
-    Registry(String),
-    #[error("kafka: {0}")]
-    Kafka(String),
-    #[error("restoring state from the tables: {0}")]
-    Restore(String),
     #[error(
         "fenced: partition {partition} of {topic} is at offset {found:?} in the table, not {expected:?} where this flush started; another flusher owns it now"
     )]
@@ -65,6 +69,46 @@ pub enum LakeError {
     Revoked,
     #[error("snapshot summary of {table}: {reason}")]
     Summary { table: &'static str, reason: String },
+    #[error("{what} task failed: {reason}")]
+    Task { what: &'static str, reason: String },
+}
+
+impl Retryable for LakeError {
+    fn retry(&self) -> Retry {
+        match self {
+            LakeError::Dir { source, .. } => io_retry(source.kind()),
+            LakeError::Iceberg(e) => iceberg_retry(e),
+            LakeError::Open { source, .. } => iceberg_retry(source),
+            LakeError::Injected(_) | LakeError::Task { .. } => Retry::Transient,
+            LakeError::Schema(_)
+            | LakeError::Config(_)
+            | LakeError::Arrow(_)
+            | LakeError::InUse(_)
+            | LakeError::Fenced { .. }
+            | LakeError::Revoked
+            | LakeError::Summary { .. } => Retry::Permanent,
+        }
+    }
+}
+
+/// iceberg-rust says little by kind: storage failures (a refused write, a
+/// missing bucket) arrive as `Unexpected` with the store's text.
+fn iceberg_retry(e: &iceberg::Error) -> Retry {
+    match e.kind() {
+        iceberg::ErrorKind::CatalogCommitConflicts => Retry::Transient,
+        iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::FeatureUnsupported => Retry::Permanent,
+        _ => {
+            // The source chain holds the store's own words.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text_retry(&text)
+        }
+    }
 }
 
 /// The two tables K2 writes.

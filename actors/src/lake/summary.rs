@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use compact_str::CompactString;
-use serde::{Deserialize, Serialize};
+use crate::state::marks::SequenceMarks;
 
 /// Snapshot summary key of the flush generation (1, 2, ...).
 pub const GENERATION: &str = "k2.flush-generation";
-/// Snapshot summary key of the per-source high-water marks (JSON).
+/// Snapshot summary key of the per-stream sequence marks (JSON).
 pub const SOURCES: &str = "k2.sources";
 /// Snapshot summary key of the Kafka offsets a snapshot covers (JSON):
 /// `{topic: {partition: next offset}}`, cumulative.
@@ -35,75 +34,13 @@ pub fn merge_offsets(into: &mut Offsets, from: &Offsets) {
     }
 }
 
-/// The highest sequence numbers a table holds for one (exchange, symbol).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marks {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub source_sequence: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub platform_sequence: Option<i64>,
-}
-
-impl Marks {
-    pub fn raise(&mut self, source: Option<i64>, platform: Option<i64>) {
-        self.source_sequence = self.source_sequence.max(source);
-        self.platform_sequence = self.platform_sequence.max(platform);
-    }
-
-    pub fn merge(&mut self, other: Marks) {
-        self.raise(other.source_sequence, other.platform_sequence);
-    }
-}
-
-/// Key of a source stream in [`Sources`]: `EXCHANGE/SYMBOL`.
-pub type SourceKey = (CompactString, CompactString);
-
-/// Marks per source stream, cumulative: the latest snapshot alone says
-/// everything that is durable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sources(pub BTreeMap<SourceKey, Marks>);
-
-impl Sources {
-    pub fn raise(&mut self, exchange: &str, symbol: &str, source: Option<i64>, platform: Option<i64>) {
-        match self.0.get_mut(&(CompactString::from(exchange), CompactString::from(symbol))) {
-            Some(m) => m.raise(source, platform),
-            None => {
-                let mut m = Marks::default();
-                m.raise(source, platform);
-                self.0.insert((exchange.into(), symbol.into()), m);
-            }
-        }
-    }
-
-    pub fn merge(&mut self, other: &Sources) {
-        for (k, m) in &other.0 {
-            self.0.entry(k.clone()).or_default().merge(*m);
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        let map: BTreeMap<String, Marks> = self.0.iter().map(|((e, s), m)| (format!("{e}/{s}"), *m)).collect();
-        serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
-    }
-
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let map: BTreeMap<String, Marks> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (key, marks) in map {
-            let (e, s) = key.split_once('/').ok_or_else(|| format!("source key {key:?} is not EXCHANGE/SYMBOL"))?;
-            out.insert((e.into(), s.into()), marks);
-        }
-        Ok(Self(out))
-    }
-}
-
 /// What the latest snapshot of a table says it covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Covered {
     pub generation: u64,
     /// The process that wrote it (empty when unknown).
     pub writer: String,
-    pub sources: Sources,
+    pub marks: SequenceMarks,
     /// Kafka mode: where each partition's consumption continues.
     pub offsets: Offsets,
 }
@@ -116,22 +53,22 @@ impl Covered {
             Some(g) => g.parse().map_err(|e| format!("{GENERATION} {g:?}: {e}"))?,
             None => 0,
         };
-        let sources = match props.get(SOURCES) {
-            Some(s) => Sources::from_json(s)?,
-            None => Sources::default(),
+        let marks = match props.get(SOURCES) {
+            Some(s) => SequenceMarks::from_json(s)?,
+            None => SequenceMarks::default(),
         };
         let offsets = match props.get(KAFKA_OFFSETS) {
             Some(o) => serde_json::from_str(o).map_err(|e| format!("{KAFKA_OFFSETS}: {e}"))?,
             None => Offsets::new(),
         };
         let writer = props.get(WRITER).cloned().unwrap_or_default();
-        Ok(Self { generation, writer, sources, offsets })
+        Ok(Self { generation, writer, marks, offsets })
     }
 
     pub fn to_summary(&self) -> HashMap<String, String> {
         let mut props = HashMap::from([
             (GENERATION.to_owned(), self.generation.to_string()),
-            (SOURCES.to_owned(), self.sources.to_json()),
+            (SOURCES.to_owned(), self.marks.to_json()),
         ]);
         if !self.writer.is_empty() {
             props.insert(WRITER.to_owned(), self.writer.clone());
@@ -149,15 +86,15 @@ mod tests {
 
     #[test]
     fn covered_round_trips_through_a_summary() {
-        let mut sources = Sources::default();
-        sources.raise("BINANCE", "BTCUSDT", Some(10), Some(3));
-        sources.raise("BINANCE", "BTCUSDT", Some(7), Some(9));
-        sources.raise("ASX", "BHP", None, Some(5));
+        let mut marks = SequenceMarks::default();
+        marks.raise("BINANCE", "BTCUSDT", Some(10), Some(3));
+        marks.raise("BINANCE", "BTCUSDT", Some(7), Some(9));
+        marks.raise("ASX", "BHP", None, Some(5));
         let offsets = Offsets::from([("market.crypto.trades.binance".to_owned(), BTreeMap::from([(0, 17), (2, 5)]))]);
-        let c = Covered { generation: 42, writer: "w1".into(), sources, offsets };
+        let c = Covered { generation: 42, writer: "w1".into(), marks, offsets };
         let back = Covered::from_summary(&c.to_summary()).unwrap();
         assert_eq!(back, c);
-        let btc = back.sources.0[&("BINANCE".into(), "BTCUSDT".into())];
+        let btc = back.marks.0[&("BINANCE".into(), "BTCUSDT".into())];
         assert_eq!((btc.source_sequence, btc.platform_sequence), (Some(10), Some(9)));
     }
 

@@ -15,9 +15,10 @@ use arrow::error::ArrowError;
 use iceberg::table::Table;
 
 use super::batch::{LakeRow, to_batch};
-use super::summary::{Covered, Offsets, Sources, merge_offsets};
+use super::summary::{Covered, Offsets, merge_offsets};
 use super::writer::latest_covered;
 use super::{LakeError, TableKind};
+use crate::state::marks::SequenceMarks;
 
 /// Pending rows become an Arrow batch (a sealed segment) at this size, or
 /// when a reader or a flush needs them.
@@ -29,7 +30,7 @@ struct Segment {
     /// Lowest and highest timestamp in the batch (µs): readers skip segments
     /// outside what they look for.
     span: (i64, i64),
-    sources: Sources,
+    marks: SequenceMarks,
     /// Kafka mode: next offset per partition after the rows it holds.
     offsets: Offsets,
     /// When its first row arrived.
@@ -181,15 +182,15 @@ impl<R: LakeRow> Tail<R> {
     }
 
     fn segment(&self, generation: u64, rows: &[R], since: Instant) -> Result<Segment, ArrowError> {
-        let mut sources = Sources::default();
+        let mut marks = SequenceMarks::default();
         for r in rows {
-            sources.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
+            marks.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
         }
         Ok(Segment {
             generation,
             batch: to_batch(&self.schema, rows)?,
             span: span(rows),
-            sources,
+            marks,
             offsets: Offsets::new(),
             since,
         })
@@ -274,7 +275,7 @@ impl<R: LakeRow> Tail<R> {
         // Every segment not yet committed: the open generation's, and those of
         // an earlier flush that did not finish (its task failed).
         for seg in &s.segments {
-            delta.sources.merge(&seg.sources);
+            delta.marks.merge(&seg.marks);
             merge_offsets(&mut delta.offsets, &seg.offsets);
             rows += seg.batch.num_rows();
             batches.push(seg.batch.clone());

@@ -52,7 +52,7 @@ pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -
     }
     let mut files = Vec::new();
     for task in tasks {
-        let run = task.await.map_err(|e| LakeError::Schema(format!("writer task failed: {e}")))??;
+        let run = task.await.map_err(|e| LakeError::Task { what: "writer", reason: e.to_string() })??;
         files.extend(run);
     }
     Ok(files)
@@ -137,7 +137,7 @@ pub async fn commit(
             covered.offsets.entry(topic.clone()).or_default().insert(partition, next);
         }
     }
-    covered.sources.merge(&delta.sources);
+    covered.marks.merge(&delta.marks);
     let tx = Transaction::new(&table);
     let action = tx.fast_append().add_data_files(files).set_snapshot_properties(covered.to_summary());
     let tx = action.apply(tx)?;

@@ -22,8 +22,8 @@ use super::aggregate::{Ohlcv, decimal_string};
 use super::files::{PageCache, TimeIndexCache};
 use super::format::{Decimals, Longs, Strings, Timestamps, column};
 use super::params::{AsOf, BarsParams, Cursor, Interval, Pin, ReadParams, Source, SummaryParams, local_midnight};
-use crate::flusher::Tails;
 use crate::lake::TableKind;
+use crate::lake::Tails;
 use crate::lake::tail::TailView;
 
 /// Rows and what they were read from.

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use thiserror::Error;
 
 use crate::lake::TableKind;
-use crate::supervision::{Supervise, Supervision, supervised};
+use crate::runtime::supervision::{Supervise, Supervision, supervised};
 use engine::{QueryEngine, Rows, Summary};
 use params::{BarsParams, Pin, ReadParams, SummaryParams};
 

@@ -9,7 +9,6 @@ use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::future::{Ready, ready};
-use utoipa::OpenApi;
 
 use super::engine::{QueryEngine, Rows};
 use super::format::{self, Format};
@@ -28,7 +27,7 @@ pub struct Api {
     pub registry: Arc<crate::registry::Registry>,
 }
 
-/// Registers `/v1/*`, `/openapi.json` and the schema registry's routes.
+/// Registers `/v1/*` and the schema registry's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
     crate::registry::routes::configure(cfg, api.registry.clone());
     cfg.app_data(web::Data::new(api))
@@ -39,7 +38,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
             let body = serde_json::json!({"error": text, "parameter": parameter});
             InternalError::from_response(err, HttpResponse::BadRequest().json(body)).into()
         }))
-        .route("/openapi.json", web::get().to(openapi))
         .service(
             web::scope("/v1")
                 .route("/trades", web::get().to(trades))
@@ -257,18 +255,4 @@ pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<Snapsho
         }
     };
     HttpResponse::Ok().json(serde_json::json!({"table": kind.name(), "data": api.engine.snapshots(kind)}))
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "K2 market data API",
-        description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."
-    ),
-    paths(trades, quotes, summary, bars, symbols, snapshots, crate::http::health, crate::http::metrics)
-)]
-pub struct ApiDoc;
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
 }

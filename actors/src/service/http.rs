@@ -1,0 +1,198 @@
+//! The HTTP server: `/health`, `/metrics`, the `/v1` query API with
+//! `/openapi.json` (see [`crate::query::routes`]), and (when enabled, loopback
+//! only) `/admin/faults` for fault-injection drills.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Recipient;
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::lake::pressure::{Effect, Pressure};
+use crate::query::routes::{self, Api};
+use crate::runtime::health::{ActorReport, HealthRegistry};
+use crate::runtime::messages::Fault;
+
+#[derive(Clone)]
+pub(crate) struct State {
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    admin: bool,
+    pressure: Option<Arc<Pressure>>,
+}
+
+#[derive(Serialize)]
+struct Health {
+    /// "ok" when every actor runs, "degraded" while one restarts, "failed"
+    /// once one has exhausted its restarts.
+    status: &'static str,
+    actors: BTreeMap<&'static str, ActorReport>,
+    /// Each dependency's circuit breaker.
+    breakers: BTreeMap<&'static str, crate::runtime::breaker::BreakerState>,
+    /// The degradation ladder's level and why (absent without a controller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degradation: Option<crate::runtime::health::Degradation>,
+}
+
+/// A running HTTP server.
+pub struct HttpHandle {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+}
+
+/// Binds and starts the server on the current actix system. With `api`, the
+/// `/v1` query API and `/openapi.json` are served too.
+pub fn start(
+    bind: SocketAddr,
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    admin: bool,
+    api: Option<Api>,
+    pressure: Option<Arc<Pressure>>,
+) -> std::io::Result<HttpHandle> {
+    crate::runtime::telemetry::prometheus();
+    let state = State { registry, faults, admin, pressure };
+    // Queries run on the runtime's worker threads, not on these: two HTTP
+    // workers keep parsing and answering while scans run.
+    let workers = if api.is_some() { 2 } else { 1 };
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+            .route("/admin/faults", web::post().to(inject_fault))
+            .route("/admin/pressure", web::post().to(apply_pressure));
+        match api.clone() {
+            Some(api) => app
+                .route("/openapi.json", web::get().to(openapi))
+                .configure(|cfg| crate::query::routes::configure(cfg, api)),
+            None => app,
+        }
+    })
+    .workers(workers)
+    .disable_signals()
+    .bind(bind)?;
+    let addr = server.addrs().first().copied().unwrap_or(bind);
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(HttpHandle { addr, handle })
+}
+
+/// Every actor's state, restarts, mailbox depth and last error, and every
+/// dependency's circuit breaker ("degraded" while one is not closed).
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "ok or degraded"), (status = 503, description = "an actor has failed for good")))]
+pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
+    let actors = state.registry.report();
+    let breakers = state.registry.breakers();
+    let degradation = state.registry.degradation();
+    use crate::runtime::health::ActorState::*;
+    let status = if actors.values().any(|a| a.state == Failed) {
+        "failed"
+    } else if actors.values().any(|a| matches!(a.state, Restarting | Starting | Stopped))
+        || breakers.values().any(|b| *b != crate::runtime::breaker::BreakerState::Closed)
+        || degradation.as_ref().is_some_and(|d| d.level > 0)
+    {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = Health { status, actors, breakers, degradation };
+    if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(crate) async fn metrics() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::runtime::telemetry::render())
+}
+
+#[derive(Deserialize)]
+struct FaultQuery {
+    actor: String,
+    kind: Fault,
+}
+
+async fn inject_fault(state: web::Data<State>, query: web::Query<FaultQuery>) -> HttpResponse {
+    if !state.admin {
+        return HttpResponse::NotFound().json(serde_json::json!({"error": "admin endpoints are off (http.admin)"}));
+    }
+    match state.faults.get(query.actor.as_str()) {
+        Some(to) => match to.try_send(query.kind) {
+            Ok(()) => HttpResponse::Accepted().json(serde_json::json!({"actor": query.actor, "fault": query.kind})),
+            Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+        },
+        None => HttpResponse::BadRequest().json(serde_json::json!({
+            "error": "unknown actor",
+            "parameter": "actor",
+            "known": state.faults.keys().collect::<Vec<_>>(),
+        })),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PressureQuery {
+    /// `delay` or `fail`.
+    effect: String,
+    /// For `delay`: how long each commit waits.
+    #[serde(default)]
+    millis: u64,
+    /// How long the pressure lasts (0 clears it).
+    seconds: u64,
+}
+
+/// Delays or fails Iceberg commits for a while: the degradation ladder's
+/// drill. Loopback callers only, and only with `http.admin`.
+async fn apply_pressure(
+    state: web::Data<State>,
+    req: actix_web::HttpRequest,
+    query: web::Query<PressureQuery>,
+) -> HttpResponse {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let Some(pressure) = state.pressure.as_ref().filter(|_| state.admin && loopback) else {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"error": "admin endpoints are off (http.admin, loopback only)"}));
+    };
+    let effect = match query.effect.as_str() {
+        "delay" => Effect::Delay { millis: query.millis },
+        "fail" => Effect::Fail,
+        _ => {
+            return HttpResponse::BadRequest()
+                .json(serde_json::json!({"error": "effect must be delay or fail", "parameter": "effect"}));
+        }
+    };
+    pressure.apply(effect, std::time::Duration::from_secs(query.seconds));
+    HttpResponse::Accepted().json(serde_json::json!({"effect": effect, "seconds": query.seconds}))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "K2 market data API",
+        description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."
+    ),
+    paths(
+        routes::trades,
+        routes::quotes,
+        routes::summary,
+        routes::bars,
+        routes::symbols,
+        routes::snapshots,
+        health,
+        metrics
+    )
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

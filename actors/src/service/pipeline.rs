@@ -1,0 +1,256 @@
+//! The supervised stage chain: sequence tracker → deduplicator → sink (and
+//! gap recovery beside it), under one guardian, each stage's mailbox
+//! bounded. [`Pipeline::builder`] is the one way to start it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::runtime::config::Config;
+use crate::runtime::degradation::{LevelHandle, SourceList};
+use crate::runtime::health::HealthRegistry;
+use crate::runtime::messages::Fault;
+use crate::runtime::supervision::{Escalate, Guardian, Policies, Supervision};
+use crate::sinks::Sink;
+use crate::sinks::actor::{self as sink_actor, SinkActor};
+use crate::sources::binance::connection::ConnectionActor;
+use crate::sources::gap_recovery::{self, GapRecoveryActor};
+use crate::state::marks::SequenceMarks;
+use crate::state::shared::SharedState;
+use crate::transforms::Entrance;
+use crate::transforms::dedup::{self, DedupActor, DedupStore, MemoryStore};
+use crate::transforms::sequencer::{self, GapDetected, SequenceActor, Shedding};
+
+/// A running pipeline: where sources send batches, and the handles the HTTP
+/// server and tests need. Must be built inside an actix `System`.
+#[derive(Clone)]
+pub struct Pipeline {
+    entrance: Entrance,
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    policies: Policies,
+    guardian: Recipient<Escalate>,
+    escalation: tokio::sync::watch::Receiver<Option<String>>,
+    /// The degradation level the stages act on.
+    level: LevelHandle,
+    /// Sources the degradation controller may pause.
+    sources: SourceList,
+}
+
+/// What a pipeline starts with; every part but the sink has a default.
+pub struct PipelineBuilder<'a> {
+    config: &'a Config,
+    sink: Box<dyn Sink>,
+    store: Option<Box<dyn DedupStore>>,
+    shared: Option<Arc<SharedState>>,
+    level: LevelHandle,
+    registry: HealthRegistry,
+    restore: SequenceMarks,
+}
+
+impl<'a> PipelineBuilder<'a> {
+    /// The dedup window to start from (default: an empty in-memory window
+    /// sized by `[dedup]`).
+    pub fn dedup(mut self, store: Box<dyn DedupStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Dedup and sequence state shared through Redis.
+    pub fn shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// The degradation level the stages act on (set by the controller).
+    pub fn level(mut self, level: LevelHandle) -> Self {
+        self.level = level;
+        self
+    }
+
+    pub fn registry(mut self, registry: HealthRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Each stream continues its sequences after these marks (what is
+    /// already durable).
+    pub fn restored(mut self, marks: SequenceMarks) -> Self {
+        self.restore = marks;
+        self
+    }
+
+    /// Starts the stages, and gap recovery when configured.
+    pub fn start(self) -> Pipeline {
+        // Metrics emitted before the recorder exists would be lost.
+        crate::runtime::telemetry::prometheus();
+        let Self { config, sink, store, shared, level, registry, restore } = self;
+        let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
+        let policies = Policies::from(&config.supervision);
+        let capacity = config.pipeline.mailbox_capacity;
+        let (guardian, escalation) = Guardian::new(registry.clone(), Duration::from_secs(2));
+        let guardian = guardian.start().recipient();
+        let supervision =
+            |name: &'static str| Supervision::new(policies.for_actor(name), registry.probe(name), guardian.clone());
+
+        let sup = supervision(sink_actor::NAME);
+        let sink_link = sup.probe().clone();
+        let sink_shared = shared.clone();
+        let sink_addr = Supervisor::start(move |ctx: &mut Context<SinkActor>| {
+            ctx.set_mailbox_capacity(capacity);
+            SinkActor::new(sink, sup).with_shared(sink_shared)
+        });
+        let sink_link = sink_link.link(sink_addr.clone());
+
+        let sup = supervision(dedup::NAME);
+        let dedup_link = sup.probe().clone();
+        let dedup_addr = Supervisor::start(move |ctx: &mut Context<DedupActor>| {
+            ctx.set_mailbox_capacity(capacity);
+            DedupActor::new(store, sink_link, sup).with_shared(shared)
+        });
+        let dedup_link = dedup_link.link(dedup_addr.clone());
+
+        let mut faults = BTreeMap::new();
+        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled {
+            let sup = supervision(gap_recovery::NAME);
+            let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
+            let breaker = registry.breaker("exchange-rest", &config.breakers);
+            let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
+                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker)
+            });
+            faults.insert(gap_recovery::NAME, addr.clone().recipient());
+            Some(addr.recipient())
+        } else {
+            None
+        };
+
+        let sup = supervision(sequencer::NAME);
+        let seq_link = sup.probe().clone();
+        let seq_config = config.sequence_config();
+        let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols);
+        let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
+            ctx.set_mailbox_capacity(capacity);
+            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shedding(shedding)
+        });
+
+        faults.insert(sequencer::NAME, seq_addr.clone().recipient());
+        faults.insert(dedup::NAME, dedup_addr.recipient());
+        faults.insert(sink_actor::NAME, sink_addr.recipient());
+        Pipeline {
+            entrance: Entrance::new(seq_link.link(seq_addr), config.pipeline.batch_size),
+            registry,
+            faults,
+            policies,
+            guardian,
+            escalation,
+            level,
+            sources: SourceList::default(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// A pipeline ending in `sink`; see [`PipelineBuilder`] for the rest.
+    pub fn builder(config: &Config, sink: Box<dyn Sink>) -> PipelineBuilder<'_> {
+        PipelineBuilder {
+            config,
+            sink,
+            store: None,
+            shared: None,
+            level: LevelHandle::default(),
+            registry: HealthRegistry::new(),
+            restore: SequenceMarks::default(),
+        }
+    }
+
+    /// The degradation level the stages act on (set by the controller).
+    pub fn level(&self) -> &LevelHandle {
+        &self.level
+    }
+
+    /// The sources started so far, for the controller to pause.
+    pub fn sources(&self) -> &SourceList {
+        &self.sources
+    }
+
+    /// Where sources send their batches.
+    pub fn entrance(&self) -> &Entrance {
+        &self.entrance
+    }
+
+    /// Starts one supervised Binance connection actor per group of streams,
+    /// feeding this pipeline.
+    pub fn start_binance(&mut self, config: &Config) -> Vec<Addr<ConnectionActor>> {
+        let groups = crate::sources::binance::stream_groups(&config.binance);
+        let mut addrs = Vec::new();
+        for (i, streams) in groups.into_iter().enumerate() {
+            // Names are registry keys for the process's lifetime: one per
+            // connection, a handful at most.
+            let name: &'static str = Box::leak(format!("binance-{i}").into_boxed_str());
+            let sup = self.supervision(name);
+            let (binance, batch, next) =
+                (config.binance.clone(), self.entrance.batch_size(), self.entrance.link().clone());
+            let addr = Supervisor::start(move |_: &mut Context<ConnectionActor>| {
+                ConnectionActor::new(name, streams, binance, batch, next, sup)
+            });
+            self.faults.insert(name, addr.clone().recipient());
+            if let Ok(mut sources) = self.sources.lock() {
+                sources.push(addr.clone().recipient());
+            }
+            addrs.push(addr);
+        }
+        addrs
+    }
+
+    /// Sends a batch in, waiting while the first stage is full.
+    pub async fn send(&self, events: Vec<k2_core::MarketEvent>) -> Result<(), MailboxError> {
+        self.entrance.send(events).await
+    }
+
+    /// Returns once everything sent before has reached the sink.
+    pub async fn drain(&self) -> Result<(), MailboxError> {
+        self.entrance.drain().await
+    }
+
+    /// Resolves with the reason once supervision has escalated a failure and
+    /// the service must stop.
+    pub async fn escalated(&self) -> String {
+        let mut watch = self.escalation.clone();
+        loop {
+            if let Some(why) = watch.borrow_and_update().clone() {
+                return why;
+            }
+            if watch.changed().await.is_err() {
+                // The guardian is gone: nothing can escalate any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Supervision for another actor under this pipeline's policies and
+    /// guardian, reporting as `name`.
+    pub fn supervision(&self, name: &'static str) -> Supervision {
+        Supervision::new(self.policies.for_actor(name), self.registry.probe(name), self.guardian.clone())
+    }
+
+    /// Makes an actor reachable by `/admin/faults`.
+    pub fn add_fault_target(&mut self, name: &'static str, to: Recipient<Fault>) {
+        self.faults.insert(name, to);
+    }
+
+    pub fn registry(&self) -> &HealthRegistry {
+        &self.registry
+    }
+
+    /// Stage names and where to inject faults into them.
+    pub fn faults(&self) -> &BTreeMap<&'static str, Recipient<Fault>> {
+        &self.faults
+    }
+
+    /// Most events per batch, as configured.
+    pub fn batch_size(&self) -> usize {
+        self.entrance.batch_size()
+    }
+}

@@ -1,0 +1,289 @@
+//! The Kafka sink: an idempotent `FutureProducer` (acks=all, lz4, linger and
+//! batch size from the configuration). A batch is taken once every record is
+//! in librdkafka's queue (a full queue makes the sink stage wait: back-
+//! pressure); deliveries are awaited on a separate task that feeds metrics.
+//! Nothing here blocks an actor thread (no `flush()`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
+use k2_core::MarketEvent;
+use k2_core::codec::wire::{SchemaIds, WireCodec};
+use rdkafka::ClientConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::sync::{Mutex, Notify};
+
+use super::{Pending, Sink, SinkError};
+use crate::kafka::KafkaError;
+use crate::kafka::schemas::SchemaSource;
+use crate::kafka::topics::{ensure, topic_for};
+use crate::runtime::breaker::CircuitBreaker;
+use crate::runtime::config::KafkaConfig;
+use crate::runtime::errors::Retry;
+use crate::state::shared::{Settlement, SharedState};
+
+/// librdkafka's own view of the brokers. Deliveries fail only after
+/// `message_timeout` (records wait in its queue meanwhile), so a broker that
+/// is down shows first here: each failed connection attempt counts against
+/// the Kafka breaker.
+struct BrokerWatch {
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl ClientContext for BrokerWatch {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer: broker trouble");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.breaker.failure();
+        }
+    }
+}
+
+/// What the sink and its batch futures share.
+struct Shared {
+    producer: FutureProducer<BrokerWatch>,
+    admin: AdminClient<DefaultClientContext>,
+    config: KafkaConfig,
+    schemas: SchemaSource,
+    /// Topics created and their value schema's id.
+    topics: Mutex<HashMap<String, u32>>,
+    in_flight: AtomicUsize,
+    /// Records the broker acknowledged, for the shutdown report.
+    delivered: AtomicU64,
+    settled: Notify,
+    /// Fed by every delivery and every admin or registry failure.
+    breaker: Arc<CircuitBreaker>,
+    /// Redis, told of each delivered batch: a record is durable once the
+    /// broker has it.
+    durable: OnceLock<Arc<SharedState>>,
+}
+
+pub struct KafkaSink {
+    shared: Arc<Shared>,
+}
+
+/// A failure to register a schema or encode a record: the broker and the
+/// registry come back, so a retry may help.
+fn sink_error(reason: impl std::fmt::Display) -> SinkError {
+    SinkError { sink: "kafka", reason: reason.to_string(), retry: Retry::Transient }
+}
+
+impl KafkaSink {
+    /// A reading of the records handed to librdkafka and neither
+    /// acknowledged nor failed yet: in Kafka mode, what is accepted but not
+    /// durable (the degradation ladder's lag).
+    pub fn in_flight(&self) -> impl Fn() -> u64 + Send + 'static {
+        let shared = self.shared.clone();
+        move || shared.in_flight.load(Ordering::Acquire) as u64
+    }
+
+    /// A reading of the records the broker has acknowledged so far.
+    pub fn delivered(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.delivered.load(Ordering::Acquire)
+    }
+
+    pub fn new(config: &KafkaConfig, schemas: SchemaSource, breaker: Arc<CircuitBreaker>) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set("batch.size", config.batch_bytes.to_string())
+            .set("message.timeout.ms", config.message_timeout.as_millis().to_string());
+        let producer: FutureProducer<BrokerWatch> =
+            client.create_with_context(BrokerWatch { breaker: breaker.clone() })?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                producer,
+                admin,
+                config: config.clone(),
+                schemas,
+                topics: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+                delivered: AtomicU64::new(0),
+                settled: Notify::new(),
+                breaker,
+                durable: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// The topic's schema id, creating the topic and registering
+    /// `{topic}-value` the first time.
+    async fn schema_id(&self, topic: &str, trades: bool) -> Result<u32, KafkaError> {
+        let mut known = self.topics.lock().await;
+        if let Some(id) = known.get(topic) {
+            return Ok(*id);
+        }
+        ensure(&self.admin, &self.config, topic).await.inspect_err(|_| self.breaker.failure())?;
+        let avsc = if trades { k2_core::schema::TRADE_V2_AVSC } else { k2_core::schema::QUOTE_V2_AVSC };
+        let id = self.schemas.id(&format!("{topic}-value"), avsc).await?;
+        known.insert(topic.to_owned(), id);
+        Ok(id)
+    }
+
+    async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+        let prefix = self.config.topic_prefix.clone();
+        let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(events.len());
+        // Which event each delivery carries, kept only when deliveries are
+        // settled in Redis.
+        let mut sent: Vec<usize> = Vec::new();
+        // Claims of records that will not be delivered, to release.
+        let mut undelivered: Vec<(CompactString, uuid::Uuid)> = Vec::new();
+        let mut frame = Vec::with_capacity(256);
+        let started = Instant::now();
+        // Topics of this batch: a batch spans few, so a short list beats
+        // building each event's topic name and asking the shared map.
+        let mut seen: Vec<((k2_core::AssetClass, bool, &str), String, WireCodec)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let key = match event {
+                MarketEvent::Trade(t) => (t.asset_class, true, t.exchange.as_str()),
+                MarketEvent::Quote(q) => (q.asset_class, false, q.exchange.as_str()),
+            };
+            let at = match seen.iter().position(|(k, _, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let topic = topic_for(&prefix, event);
+                    let id = self.schema_id(&topic, event.is_trade()).await.map_err(sink_error)?;
+                    seen.push((key, topic, WireCodec::new(SchemaIds { trade: id, quote: id })));
+                    seen.len() - 1
+                }
+            };
+            let (_, topic, codec) = &seen[at];
+            frame.clear();
+            codec.encode_into(event, &mut frame).map_err(sink_error)?;
+            let mut record = FutureRecord::to(topic).key(event.symbol()).payload(&frame);
+            // A full queue is librdkafka saying "later": wait, never drop.
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break Some(d),
+                    Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        metrics::counter!("k2_kafka_queue_full_total").increment(1);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => {
+                        // This record cannot be produced (too large, say):
+                        // counted and reported; the rest of the batch goes on.
+                        metrics::counter!("k2_kafka_produce_errors_total", "topic" => topic.clone()).increment(1);
+                        tracing::error!(%topic, message_id = %event.message_id(), error = %e, "record refused by the producer");
+                        if self.durable.get().is_some() {
+                            undelivered.push((event.exchange().into(), event.message_id()));
+                        }
+                        break None;
+                    }
+                }
+            };
+            let Some(delivery) = delivery else { continue };
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            deliveries.push((at, delivery));
+            if self.durable.get().is_some() {
+                sent.push(index);
+            }
+        }
+        let mut delivered = self.durable.get().map(|s| (s.clone(), Settlement::default()));
+        // Deliveries settle later; the stage takes its next batch now.
+        let shared = self.clone();
+        let topics: Vec<String> = seen.into_iter().map(|(_, topic, _)| topic).collect();
+        tokio::spawn(async move {
+            // Metric handles once per topic, not per message.
+            let produced: Vec<_> = topics
+                .iter()
+                .map(|t| metrics::counter!("k2_kafka_messages_produced_total", "topic" => t.clone()))
+                .collect();
+            let failed: Vec<_> = topics
+                .iter()
+                .map(|t| metrics::counter!("k2_kafka_produce_errors_total", "topic" => t.clone()))
+                .collect();
+            let latency: Vec<_> =
+                topics.iter().map(|t| metrics::histogram!("k2_kafka_delivery_seconds", "topic" => t.clone())).collect();
+            let count = deliveries.len();
+            for (i, (at, delivery)) in deliveries.into_iter().enumerate() {
+                match delivery.await {
+                    Ok(Ok(_)) => {
+                        if let Some((_, settlement)) = delivered.as_mut()
+                            && let Some(event) = sent.get(i).and_then(|&e| events.get(e))
+                        {
+                            settlement.add(event);
+                        }
+                        shared.breaker.success();
+                        shared.delivered.fetch_add(1, Ordering::AcqRel);
+                        produced[at].increment(1);
+                        latency[at].record(started.elapsed().as_secs_f64());
+                    }
+                    // Failed, or cancelled with the producer.
+                    outcome => {
+                        if let Ok(Err((e, _))) = outcome {
+                            tracing::error!(topic = %topics[at], error = %e, "delivery failed");
+                        }
+                        shared.breaker.failure();
+                        failed[at].increment(1);
+                        if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
+                            undelivered.push((event.exchange().into(), event.message_id()));
+                        }
+                    }
+                }
+            }
+            // Settled before the batch stops counting as in flight, so a
+            // drain that sees nothing in flight also sees the settlement.
+            if let Some((durable, settlement)) = delivered {
+                durable.settle(settlement);
+                durable.release(undelivered);
+            }
+            if count > 0 && shared.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
+                shared.settled.notify_waiters();
+            }
+        });
+        Ok(())
+    }
+
+    async fn settle(&self) {
+        loop {
+            let settled = self.settled.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    /// Records are durable once the broker acknowledges them.
+    fn settle_with(&mut self, settle: Arc<SharedState>) -> bool {
+        let _ = self.shared.durable.set(settle);
+        true
+    }
+
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
+        Ok(Some(Box::pin(self.shared.clone().send(events))))
+    }
+
+    fn flush(&mut self) -> Option<Pending> {
+        let shared = self.shared.clone();
+        Some(Box::pin(async move {
+            shared.settle().await;
+            Ok(())
+        }))
+    }
+}

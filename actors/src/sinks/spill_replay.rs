@@ -1,0 +1,93 @@
+//! The spill replayer: while the degradation level is below AGGRESSIVE it
+//! moves spilled rows back into the tails, oldest segment first, and it
+//! deletes segments whose rows both tables have committed. A supervised
+//! actor like the stages, so a failure restarts it and shows in `/health`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::Notify;
+
+use super::spill::{Spill, replay_oldest};
+use crate::lake::Tails;
+use crate::runtime::degradation::{Level, LevelHandle};
+use crate::runtime::supervision::{Supervise, Supervision, supervised};
+
+pub const NAME: &str = "spill-replay";
+
+/// How often the replayer looks at the level and the spill.
+const LOOK: Duration = Duration::from_millis(200);
+
+pub struct SpillReplayActor {
+    spill: Arc<Spill>,
+    tails: Tails,
+    level: LevelHandle,
+    /// Wakes the flusher once replayed rows wait in the tails.
+    full: Arc<Notify>,
+    /// A segment is being read: one at a time keeps the order.
+    busy: bool,
+    supervision: Supervision,
+}
+
+impl SpillReplayActor {
+    pub fn new(
+        spill: Arc<Spill>,
+        tails: Tails,
+        level: LevelHandle,
+        full: Arc<Notify>,
+        supervision: Supervision,
+    ) -> Self {
+        Self { spill, tails, level, full, busy: false, supervision }
+    }
+
+    fn look(&mut self, ctx: &mut Context<Self>) {
+        let (t, q) = (self.tails.trades.committed_covered(), self.tails.quotes.committed_covered());
+        self.spill.release(t.generation, q.generation);
+        if self.busy || self.level.get() >= Level::Aggressive || self.spill.is_empty() {
+            return;
+        }
+        self.busy = true;
+        let (spill, tails) = (self.spill.clone(), self.tails.clone());
+        let replay = async move { replay_oldest(&spill, &tails, |_| {}).await };
+        ctx.spawn(replay.into_actor(self).map(|replayed, act, _| {
+            act.busy = false;
+            match replayed {
+                Ok(Some((seq, rows))) => {
+                    act.supervision.probe().handled(rows);
+                    tracing::info!(segment = seq, rows, "spilled rows replayed into the tails");
+                    act.full.notify_one();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The segment stays on disk; the next look tries again.
+                    tracing::error!(error = %e, "spill replay failed; retrying");
+                    act.supervision.probe().error(&e.to_string());
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for SpillReplayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.supervision.started();
+        ctx.run_interval(LOOK, |act, ctx| act.look(ctx));
+    }
+}
+
+supervised!(SpillReplayActor);
+
+impl Supervise for SpillReplayActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// A read under way when the actor failed is lost with its future; the
+    /// segment it took is read again at the next start.
+    fn reset(&mut self) {
+        self.busy = false;
+    }
+}

@@ -1,0 +1,91 @@
+//! The embedded product's sink: accepted rows go to the tables' tails,
+//! where they are queryable at once and the flusher commits them. From
+//! degradation level 3, and until what was spilled is replayed, batches go
+//! to the spill on disk instead (order kept).
+
+use std::sync::Arc;
+
+use k2_core::{MarketEvent, QuoteV2, TradeV2};
+use tokio::sync::Notify;
+
+use super::spill::Spill;
+use super::{Pending, Sink, SinkError};
+use crate::lake::Tails;
+use crate::runtime::degradation::{Level, LevelHandle};
+use crate::runtime::errors::Retry;
+use crate::state::shared::SharedState;
+
+/// The last stage's sink in the embedded product: rows go to the tails.
+pub struct TailSink {
+    tails: Tails,
+    max_rows: usize,
+    /// Wakes the flusher when a tail is full (it also looks on a timer).
+    full: Arc<Notify>,
+    trades: Vec<TradeV2>,
+    quotes: Vec<QuoteV2>,
+    /// From degradation level 3, and until what was spilled is replayed,
+    /// batches go to disk instead of the tails (order kept).
+    spill: Option<(Arc<Spill>, LevelHandle)>,
+}
+
+impl TailSink {
+    pub fn new(tails: Tails, max_rows: usize, full: Arc<Notify>) -> Self {
+        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new(), spill: None }
+    }
+
+    pub fn with_spill(mut self, spill: Arc<Spill>, level: LevelHandle) -> Self {
+        self.spill = Some((spill, level));
+        self
+    }
+}
+
+impl Sink for TailSink {
+    fn name(&self) -> &'static str {
+        "iceberg-tail"
+    }
+
+    /// Rows are durable once committed: the flusher settles them then.
+    fn settle_with(&mut self, settle: Arc<SharedState>) -> bool {
+        let _ = self.tails.settle.set(settle);
+        true
+    }
+
+    fn write(&mut self, events: Vec<MarketEvent>) -> Result<Option<Pending>, SinkError> {
+        if let Some((spill, level)) = &self.spill
+            && (level.get() >= Level::Aggressive || !spill.is_empty())
+        {
+            let (spill, tails) = (spill.clone(), self.tails.clone());
+            return Ok(Some(Box::pin(async move {
+                let events = Arc::new(events);
+                let (s, e) = (spill.clone(), events.clone());
+                let written = tokio::task::spawn_blocking(move || s.append(&e)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    // The disk refused: hold the batch in memory rather than
+                    // lose it.
+                    tracing::error!(result = ?written.map(|r| r.err()), "spill write failed; rows kept in the tails");
+                    metrics::counter!("k2_spill_write_failures_total").increment(1);
+                    tails.append(Arc::unwrap_or_clone(events));
+                }
+                Ok(())
+            })));
+        }
+        for e in events {
+            match e {
+                MarketEvent::Trade(t) => self.trades.push(t),
+                MarketEvent::Quote(q) => self.quotes.push(q),
+            }
+        }
+        let err = |e: arrow::error::ArrowError| SinkError {
+            sink: "iceberg-tail",
+            reason: e.to_string(),
+            retry: Retry::Permanent,
+        };
+        // Both tables get their rows even when one refuses some.
+        let trades = self.tails.trades.append(std::mem::take(&mut self.trades));
+        let quotes = self.tails.quotes.append(std::mem::take(&mut self.quotes));
+        if [&trades, &quotes].iter().any(|r| r.as_ref().is_ok_and(|&n| n >= self.max_rows)) {
+            self.full.notify_one();
+        }
+        trades.and(quotes).map(|_| None).map_err(err)
+    }
+}
