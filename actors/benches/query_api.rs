@@ -112,7 +112,7 @@ fn main() {
     let config = Config::load_from(Some(&file), Env::prefixed("K2_BENCH_UNSET__")).expect("config");
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
-        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.expect("lakehouse");
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.expect("K2 starts");
 
         println!("building a {rows}-row trades table ({SYMBOLS} symbols, {DAYS} days) through the pipeline");
         let started = Instant::now();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Notify;
 
-use super::spill::{Spill, replay_oldest};
+use super::spill::{Spill, SpillError, replay_oldest};
 use crate::lake::Tails;
 use crate::runtime::degradation::{Level, LevelHandle};
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
@@ -49,9 +49,12 @@ impl SpillReplayActor {
         }
         self.busy = true;
         let (spill, tails) = (self.spill.clone(), self.tails.clone());
-        let replay = async move { replay_oldest(&spill, &tails, |_| {}).await };
+        // On a worker thread: turning a segment into Arrow is CPU work that
+        // must not hold the actors' thread.
+        let replay = tokio::spawn(async move { replay_oldest(&spill, &tails, |_| {}).await });
         ctx.spawn(replay.into_actor(self).map(|replayed, act, _| {
             act.busy = false;
+            let replayed = replayed.unwrap_or_else(|e| Err(SpillError::Task(e.to_string())));
             match replayed {
                 Ok(Some((seq, rows))) => {
                     act.supervision.probe().handled(rows);
