@@ -220,6 +220,7 @@ async fn restore(
     } else {
         let breaker = registry.breaker("redis", &config.breakers);
         let shared = SharedState::new(&config.redis, config.dedup.window, breaker)?;
+        shared.watch_liveness(registry.probe("redis-liveness"));
         match shared.restore_into(&mut marks).await {
             Ok(n) => tracing::info!(streams = n, "sequence high-water marks restored from redis"),
             Err(e) => tracing::warn!(error = %e, "sequence marks not restored from redis; continuing from the tables"),

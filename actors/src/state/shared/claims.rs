@@ -118,14 +118,24 @@ impl SharedState {
         let weak: Weak<Self> = Arc::downgrade(self);
         let every = self.lease / 3;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Supervised in place: a panic in one renewal is recorded and the
+            // loop goes on, since an instance whose lease lapses while it
+            // lives would see its claims taken over.
             loop {
-                tick.tick().await;
-                let Some(me) = weak.upgrade() else { return };
-                let renew = me.liveness();
-                let _ =
-                    me.guarded("liveness", |mut conn| async move { renew.query_async::<()>(&mut conn).await }).await;
+                let round = std::panic::AssertUnwindSafe(renew_while_alive(weak.clone(), every));
+                match futures_util::FutureExt::catch_unwind(round).await {
+                    Ok(()) => return,
+                    Err(panic) => {
+                        let why = crate::runtime::supervision::panic_message(panic.as_ref());
+                        tracing::error!(reason = %why, "redis liveness renewal panicked; restarting it");
+                        if let Some(me) = weak.upgrade()
+                            && let Some(probe) = me.liveness_probe.get()
+                        {
+                            probe.restarted(&format!("panicked: {why}"));
+                        }
+                        tokio::time::sleep(every.min(Duration::from_secs(1))).await;
+                    }
+                }
             }
         });
     }
@@ -166,5 +176,23 @@ impl SharedState {
         }
         metrics::counter!("k2_state_released_ids_total", "store" => "redis").increment(released);
         Ok(released)
+    }
+}
+
+/// Renews the liveness key every `every` until the state is dropped.
+async fn renew_while_alive(weak: Weak<SharedState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(me) = weak.upgrade() else { return };
+        let renew = me.liveness();
+        let renewed = me.guarded("liveness", |mut conn| async move { renew.query_async::<()>(&mut conn).await }).await;
+        if let Some(probe) = me.liveness_probe.get() {
+            match renewed {
+                Ok(()) => probe.handled(0),
+                Err(e) => probe.error(&format!("liveness not renewed: {e}")),
+            }
+        }
     }
 }

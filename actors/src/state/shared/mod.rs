@@ -43,6 +43,7 @@ use tokio::sync::Mutex;
 
 use crate::runtime::breaker::{BreakerState, CircuitBreaker};
 use crate::runtime::config::RedisConfig;
+use crate::runtime::health::{ActorState, Probe};
 use crate::state::marks::SequenceMarks;
 use scripts::{CLAIM, RAISE, RELEASE};
 pub use settlement::Settlement;
@@ -95,6 +96,9 @@ pub struct SharedState {
     nx_get: AtomicU8,
     falling_back: AtomicBool,
     heartbeat: AtomicBool,
+    /// The liveness renewal's probe in the health registry, when the
+    /// service gave one.
+    liveness_probe: std::sync::OnceLock<Probe>,
     /// Settlements Redis has not taken yet, merged; written by one task at a
     /// time.
     unsettled: std::sync::Mutex<Settlement>,
@@ -119,6 +123,7 @@ impl SharedState {
             nx_get: AtomicU8::new(NX_GET_UNKNOWN),
             falling_back: AtomicBool::new(false),
             heartbeat: AtomicBool::new(false),
+            liveness_probe: std::sync::OnceLock::new(),
             unsettled: std::sync::Mutex::new(Settlement::default()),
             settling: AtomicBool::new(false),
         }))
@@ -217,4 +222,13 @@ impl SharedState {
     /// Ids in pipelines of at most this many commands: a commit may settle
     /// hundreds of thousands, and one reply that large would hold Redis.
     const SETTLE_CHUNK: usize = 10_000;
+}
+
+impl SharedState {
+    /// Shows the liveness renewal in `/health` and `k2_actor_*` as
+    /// `redis-liveness`: its last renewal, its failures and its restarts.
+    pub fn watch_liveness(&self, probe: Probe) {
+        probe.set_state(ActorState::Running);
+        let _ = self.liveness_probe.set(probe);
+    }
 }
