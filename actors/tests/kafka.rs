@@ -4,6 +4,8 @@
 //! symbol, with the value schemas in K2's registry, and Confluent's Python
 //! client reads them back.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -24,9 +26,14 @@ fn bootstrap() -> String {
 }
 
 fn config(dir: &Path, prefix: &str) -> Config {
+    config_with(dir, prefix, "")
+}
+
+/// As [`config`], with more keys for `[http]` (after its bind) in `http`.
+fn config_with(dir: &Path, prefix: &str, http: &str) -> Config {
     let file = dir.join("k2.toml");
     let text = format!(
-        "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 2\n",
+        "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n{http}[storage]\ndata_dir = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 2\n",
         dir.join("lake").display(),
         bootstrap()
     );
@@ -337,6 +344,81 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
         server.handle.stop(true).await;
     })
     .unwrap();
+}
+
+/// The consumer dies of a panic in its task (injected over `/admin/faults`,
+/// as an operator's drill would) and comes back under supervision: `/health`
+/// and `/metrics` show the restart, and the new group member continues where
+/// the table ends, so trades sent before and after land exactly once.
+#[test]
+fn a_panicked_consumer_is_restarted_and_continues_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("p{}.", uuid::Uuid::new_v4().simple());
+    let config = config_with(dir.path(), &prefix, "admin = true\n");
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        let server = k2.serve().unwrap();
+        let api = format!("http://{}", server.addr);
+        let http = reqwest::Client::new();
+
+        // Before: 30 trades consumed and committed.
+        k2.pipeline.send(common::trades("BTCUSDT", 1..=30)).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        wait_for_trades(&api, "hybrid", 30).await;
+        k2.flush().await.unwrap();
+        assert_eq!(trades_in(&api, "historical").await, 30);
+
+        let response = http.post(format!("{api}/admin/faults?actor=kafka-consumer&kind=panic")).send().await.unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+
+        // The restart waits out [supervision.kinds.kafka-consumer]'s backoff.
+        let start = std::time::Instant::now();
+        let consumer = loop {
+            let health: serde_json::Value =
+                http.get(format!("{api}/health")).send().await.unwrap().json().await.unwrap();
+            let consumer = health["actors"]["kafka-consumer"].clone();
+            if consumer["restarts"].as_u64() >= Some(1) && consumer["state"] == "running" {
+                break consumer;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the consumer did not come back: {health}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(consumer["restarts"], 1, "{consumer}");
+        let error = consumer["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("panicked") && error.contains("injected panic"), "{consumer}");
+        let metrics = http.get(format!("{api}/metrics")).send().await.unwrap().text().await.unwrap();
+        let restarts = common::metric_in(&metrics, "k2_actor_restarts_total{actor=\"kafka-consumer\"}");
+        assert!(restarts >= Some(1.0), "{restarts:?}");
+
+        // After: the restarted consumer takes the next 30, and nothing of the
+        // first 30 comes in again.
+        k2.pipeline.send(common::trades("BTCUSDT", 31..=60)).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        wait_for_trades(&api, "hybrid", 60).await;
+        k2.flush().await.unwrap();
+        assert_eq!(trades_in(&api, "historical").await, 60);
+        assert_eq!(trades_in(&api, "hybrid").await, 60, "nothing was read twice after the restart");
+        server.handle.stop(true).await;
+    })
+    .unwrap();
+    // Another engine reads every trade once, none missing.
+    let v = common::read_iceberg(&dir.path().join("lake"));
+    assert_eq!(v["trades"]["rows"], 60, "{v}");
+    common::assert_contiguous_trades(&v);
+}
+
+/// Waits (30 s at most) until `/v1/symbols` counts `n` trades from `source`.
+async fn wait_for_trades(api: &str, source: &str, n: u64) {
+    let start = std::time::Instant::now();
+    loop {
+        let seen = trades_in(api, source).await;
+        if seen >= n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{seen} of {n} trades came back from Kafka");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads every decodable record of `topic` and produces it again to the same

@@ -432,6 +432,17 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
         let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(n, 30);
+
+        // After all those queries and a flush, answered, nothing waits in a
+        // mailbox: no depth below 0 (a message counted out but never in).
+        let health = api.ok("/health").await;
+        for (actor, report) in health["actors"].as_object().unwrap() {
+            assert!(report["mailbox_depth"].as_i64().unwrap() >= 0, "{actor}: {report}");
+        }
+        let handler = &health["actors"]["query-handler"];
+        assert_eq!(handler["mailbox_depth"], 0, "{handler}");
+        assert!(handler["batches"].as_u64().unwrap() >= 10, "every query is counted as handled: {handler}");
+        assert_eq!(health["actors"]["iceberg-flusher"]["mailbox_depth"], 0, "{health}");
         http.handle.stop(true).await;
     })
     .unwrap();

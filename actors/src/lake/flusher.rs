@@ -292,7 +292,9 @@ impl Handler<FlushAll> for FlusherActor {
     type Result = ();
 
     fn handle(&mut self, msg: FlushAll, ctx: &mut Context<Self>) {
-        self.supervision.probe().received(0);
+        // Sent with a plain `send` (Service::flush), not through a counted
+        // Link: the mailbox depth never counted it.
+        self.supervision.probe().handled(0);
         // Everything accepted so far is in the open generation or earlier.
         let want = |open_rows: usize, open: u64| if open_rows > 0 { open } else { open - 1 };
         let want_t = want(self.tails.trades.open_rows(), self.tails.trades.open_generation());

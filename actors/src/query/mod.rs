@@ -72,10 +72,6 @@ impl QueryActor {
     pub fn new(engine: Arc<QueryEngine>, timeout: Duration, max_concurrent: usize, supervision: Supervision) -> Self {
         Self { engine, timeout, running: Arc::new(tokio::sync::Semaphore::new(max_concurrent)), supervision }
     }
-
-    pub fn engine(&self) -> &Arc<QueryEngine> {
-        &self.engine
-    }
 }
 
 impl Actor for QueryActor {
@@ -100,7 +96,9 @@ impl Handler<RunQuery> for QueryActor {
     type Result = ResponseFuture<Result<Answer, QueryError>>;
 
     fn handle(&mut self, RunQuery(query): RunQuery, _: &mut Context<Self>) -> Self::Result {
-        self.supervision.probe().received(0);
+        // Queries come from the HTTP workers' plain `send`, not through a
+        // counted Link: nothing was added to the mailbox depth to take away.
+        self.supervision.probe().handled(0);
         let engine = self.engine.clone();
         let budget = self.timeout;
         let running = self.running.clone();

@@ -614,6 +614,26 @@ mod tests {
     }
 
     #[test]
+    fn supervision_kinds_load_from_nested_tables_and_an_unknown_kind_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k2.toml");
+        std::fs::write(&file, "[supervision.kinds.binance]\nmax_restarts = 2\n").unwrap();
+        let c = Config::load_from(Some(&file), no_env()).unwrap();
+        let binance = &c.supervision.kinds["binance"];
+        assert_eq!((binance.max_restarts, binance.window), (Some(2), None));
+        // The file adds a kind; the embedded profile's stays.
+        assert_eq!(c.supervision.kinds["kafka-consumer"].backoff_initial, Some(Duration::from_secs(1)));
+
+        std::fs::write(&file, "[supervision.kinds.binance-2]\nmax_restarts = 2\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("supervision.kinds.binance-2: no such actor kind"), "{err}");
+
+        std::fs::write(&file, "[supervision.kinds.sink]\nbackoff_initial = \"1m\"\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("supervision.kinds.sink.backoff_initial"), "against the global backoff_max: {err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("k2.toml");

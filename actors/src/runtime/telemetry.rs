@@ -234,7 +234,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Waiting events passed on because too many waited (a possible duplicate, never a loss).",
         &[],
     ),
-    gauge("k2_dedup_evicted_early_total", "Ids forgotten before their window ended because the window was full.", &[]),
+    counter(
+        "k2_dedup_evicted_early_total",
+        "Ids forgotten before their window ended because the window was full.",
+        &[],
+    ),
     gauge("k2_gap_recovery_queue", "Gaps waiting for gap recovery.", &[]),
     counter(
         "k2_gap_recovery_requests_total",

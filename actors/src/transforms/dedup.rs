@@ -40,11 +40,24 @@ pub trait DedupStore: Send + 'static {
 /// The in-memory window (see `k2_core::transform::dedup` for its eviction rule).
 pub struct MemoryStore {
     window: DedupWindow,
+    /// Early evictions already added to `k2_dedup_evicted_early_total`.
+    reported: u64,
 }
 
 impl MemoryStore {
     pub fn new(window: Duration, capacity: usize) -> Self {
-        Self { window: DedupWindow::new(window, capacity) }
+        Self { window: DedupWindow::new(window, capacity), reported: 0 }
+    }
+
+    /// Exports the window's size, and its early evictions since the last
+    /// report as a counter's increment: a counter, not a gauge set to the
+    /// window's own count, so that several windows in one process add up and
+    /// `rate()` works across a window replaced by a new one.
+    fn report(&mut self) {
+        metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
+        let evicted = self.window.evicted_early();
+        metrics::counter!("k2_dedup_evicted_early_total").increment(evicted.saturating_sub(self.reported));
+        self.reported = evicted;
     }
 }
 
@@ -53,8 +66,7 @@ impl DedupStore for MemoryStore {
         let now = Instant::now();
         keep.clear();
         keep.extend(events.iter().map(|e| self.window.insert(e.message_id(), now)));
-        metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
-        metrics::gauge!("k2_dedup_evicted_early_total").set(self.window.evicted_early() as f64);
+        self.report();
     }
 
     /// Each id gets a full window from now: an id is kept up to one window
@@ -64,7 +76,7 @@ impl DedupStore for MemoryStore {
         for id in ids {
             self.window.remember(id, now);
         }
-        metrics::gauge!("k2_dedup_window_ids").set(self.window.len() as f64);
+        self.report();
     }
 }
 
@@ -259,5 +271,50 @@ impl Handler<Drain> for DedupActor {
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
         forward(self, &self.next, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k2_core::source::binance::{BinanceParser, Frame};
+
+    fn trades(ids: std::ops::RangeInclusive<u64>) -> Vec<MarketEvent> {
+        let mut p = BinanceParser::default();
+        ids.map(|t| {
+            let f = format!(
+                r#"{{"e":"trade","E":1,"s":"BTCUSDT","t":{t},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
+            );
+            match p.parse(f.as_bytes(), k2_core::Timestamp::now()).unwrap() {
+                Frame::Event(e) => e,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+    }
+
+    fn evicted_early_total() -> f64 {
+        let text = crate::runtime::telemetry::render();
+        let line = text.lines().find(|l| l.starts_with("k2_dedup_evicted_early_total ")).unwrap_or_default();
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+
+    /// A counter: each early eviction adds 1 once, however often the window
+    /// reports, and a second window's evictions add to the first's.
+    #[test]
+    fn early_evictions_are_counted_once_each() {
+        assert!(crate::runtime::telemetry::prometheus().is_some());
+        let before = evicted_early_total();
+        let mut keep = Vec::new();
+        let mut store = MemoryStore::new(Duration::from_secs(60), 2);
+        store.check(&trades(1..=5), &mut keep);
+        // Reported again with nothing new evicted (4 and 5 are duplicates).
+        store.check(&trades(4..=5), &mut keep);
+        assert_eq!(keep, [false, false]);
+        assert_eq!(evicted_early_total() - before, 3.0);
+        let mut other = MemoryStore::new(Duration::from_secs(60), 2);
+        other.check(&trades(11..=14), &mut keep);
+        store.check(&trades(6..=6), &mut keep);
+        assert_eq!(evicted_early_total() - before, 6.0);
     }
 }

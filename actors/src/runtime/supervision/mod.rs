@@ -258,6 +258,62 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::config::PolicyOverride;
+
+    fn global() -> SupervisionConfig {
+        SupervisionConfig {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            kinds: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_numbered_actor_takes_its_kinds_policy() {
+        let mut c = global();
+        c.kinds.insert("binance".into(), PolicyOverride { max_restarts: Some(9), ..Default::default() });
+        c.kinds.insert(
+            "kafka-consumer".into(),
+            PolicyOverride { backoff_initial: Some(Duration::from_secs(1)), ..Default::default() },
+        );
+        let policies = Policies::from(&c);
+        assert_eq!(policies.for_actor("binance-3").max_restarts, 9);
+        assert_eq!(policies.for_actor("binance-12").max_restarts, 9);
+        // A hyphen followed by letters is part of the kind's name.
+        assert_eq!(policies.for_actor("kafka-consumer").backoff_initial, Duration::from_secs(1));
+        // Kinds without a section, and names that are no kind, take [supervision].
+        assert_eq!(policies.for_actor("sequencer").max_restarts, 5);
+        assert_eq!(policies.for_actor("binance-").max_restarts, 5);
+        assert_eq!(policies.for_actor("binance-x").max_restarts, 5);
+    }
+
+    #[test]
+    fn a_kinds_missing_keys_take_the_global_values() {
+        let mut c = global();
+        c.kinds.insert("sink".into(), PolicyOverride { window: Some(Duration::from_secs(5)), ..Default::default() });
+        let p = Policies::from(&c).for_actor("sink");
+        assert_eq!(p.window, Duration::from_secs(5));
+        assert_eq!(
+            (p.max_restarts, p.backoff_initial, p.backoff_max),
+            (5, Duration::from_millis(100), Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn the_embedded_profile_backs_the_kafka_consumer_off_longer() {
+        let c = crate::runtime::config::Config::load_from(None, figment::providers::Env::prefixed("K2_TEST_UNSET__"))
+            .unwrap();
+        let policies = Policies::from(&c.supervision);
+        let consumer = policies.for_actor("kafka-consumer");
+        assert_eq!((consumer.backoff_initial, consumer.backoff_max), (Duration::from_secs(1), Duration::from_secs(30)));
+        // Its other keys, and every other kind, are [supervision]'s.
+        assert_eq!((consumer.max_restarts, consumer.window), (c.supervision.max_restarts, c.supervision.window));
+        let sequencer = policies.for_actor("sequencer");
+        assert_eq!(sequencer.backoff_initial, c.supervision.backoff_initial);
+        assert!(consumer.backoff_initial > sequencer.backoff_initial);
+    }
 
     #[test]
     fn backoff_grows_then_escalates_within_the_window() {
