@@ -41,3 +41,46 @@ pub async fn ensure(
     }
     Ok(())
 }
+
+/// Whether `topic` is one of the market topics under `prefix`.
+pub fn is_market_topic(prefix: &str, topic: &str) -> Option<bool> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix("market.")?;
+    let parts: Vec<&str> = rest.split('.').collect();
+    match parts[..] {
+        [_, "trades", _] => Some(true),
+        [_, "quotes", _] => Some(false),
+        _ => None,
+    }
+}
+
+/// The subscription: librdkafka takes a name starting with `^` as a regex.
+pub fn pattern(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len() * 2);
+    for c in prefix.chars() {
+        if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("^{escaped}market\\.[^.]+\\.(trades|quotes)\\.[^.]+$")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_topics_are_recognised_under_their_prefix() {
+        assert_eq!(is_market_topic("", "market.crypto.trades.binance"), Some(true));
+        assert_eq!(is_market_topic("t1.", "t1.market.equities.quotes.asx"), Some(false));
+        assert_eq!(is_market_topic("t1.", "market.crypto.trades.binance"), None);
+        assert_eq!(is_market_topic("", "market.crypto.trades.binance.dlq"), None);
+        assert_eq!(is_market_topic("", "_schemas"), None);
+    }
+
+    #[test]
+    fn the_subscription_pattern_matches_market_topics_only() {
+        assert_eq!(pattern("t1."), "^t1\\.market\\.[^.]+\\.(trades|quotes)\\.[^.]+$");
+        assert_eq!(pattern(""), "^market\\.[^.]+\\.(trades|quotes)\\.[^.]+$");
+    }
+}

@@ -1,0 +1,137 @@
+//! The group member itself: its clients, its subscription and the loop that
+//! takes records, reports lag and rejoins after a fenced commit.
+
+use super::ingest::{Decoders, Recent, ingest};
+use super::rebalance::{GroupConsumer, Rebalance};
+use super::*;
+
+/// Starts consuming into `tails` on the runtime as a member of the
+/// flushers' group; runs until the process ends.
+pub(super) fn start(
+    config: &KafkaConfig,
+    lake: Lake,
+    tails: Tails,
+    schemas: SchemaSource,
+    probe: Probe,
+    inject: Arc<Notify>,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    let context = Rebalance::new(lake, tails.clone(), config);
+    let mut client = ClientConfig::new();
+    if !config.instance_id.is_empty() {
+        client.set("group.instance.id", &config.instance_id);
+    }
+    let consumer: GroupConsumer = client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", format!("{}{}", config.topic_prefix, config.group))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
+        // New market topics join the subscription within seconds.
+        .set("topic.metadata.refresh.interval.ms", "3000")
+        .create_with_context(context)?;
+    let dlq: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
+    let subscription = pattern(&config.topic_prefix);
+    consumer.subscribe(&[&subscription])?;
+    let config = config.clone();
+    Ok(tokio::spawn(async move {
+        let consumer = Arc::new(consumer);
+        let claims = tails.claims.clone();
+        let mut decoders = Decoders::new(schemas);
+        let mut recent = Recent::new(config.duplicate_span);
+        let mut look = tokio::time::interval(Duration::from_secs(3));
+        let reporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            tokio::select! {
+                () = inject.notified() => panic!("injected panic"),
+                _ = look.tick() => {
+                    // Off this loop, one at a time: a broker slow to answer
+                    // offset requests must not keep the consumer from
+                    // polling (it starved consumption of a large backlog).
+                    if !reporting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let (c, t, r) = (consumer.clone(), tails.clone(), reporting.clone());
+                        tokio::spawn(async move {
+                            report_progress(&c, &t).await;
+                            r.store(false, std::sync::atomic::Ordering::Release);
+                        });
+                    }
+                    if claims.take_resync() {
+                        // A commit was fenced: rejoin, so that the group
+                        // assigns afresh and this flusher rereads the tables.
+                        tracing::warn!("rejoining the consumer group after a fenced commit");
+                        consumer.unsubscribe();
+                        if let Err(e) = consumer.subscribe(&[&subscription]) {
+                            tracing::error!(error = %e, "resubscribing failed; trying again");
+                            claims.fence();
+                        }
+                    }
+                }
+                first = consumer.recv() => {
+                    // A rebalance runs inside recv(): each record is judged
+                    // by the assignment it was received under.
+                    let mut batch = Vec::with_capacity(BATCH);
+                    match first {
+                        Ok(m) => batch.push((claims.epoch(), m.detach())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consume failed");
+                            metrics::counter!("k2_kafka_consume_errors_total").increment(1);
+                            continue;
+                        }
+                    }
+                    // Take what else has arrived, without waiting.
+                    while batch.len() < BATCH {
+                        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
+                            Ok(Ok(m)) => batch.push((claims.epoch(), m.detach())),
+                            _ => break,
+                        }
+                    }
+                    let n = batch.len();
+                    ingest(batch, &tails, &mut decoders, &mut recent, &dlq, &admin, &config).await;
+                    probe.handled(n);
+                }
+            }
+        }
+    }))
+}
+
+/// Lag and the group's offsets, both for monitoring only (where to resume is
+/// the snapshots' business): `k2_kafka_consumer_lag{topic,partition}` is the
+/// high watermark minus the next offset this consumer takes, and the group
+/// commit carries the offsets the latest snapshots cover.
+pub(super) async fn report_progress(consumer: &Arc<GroupConsumer>, tails: &Tails) {
+    let owned = tails.claims.owned();
+    let (_, durable) = tails.committed();
+    let mut list = TopicPartitionList::new();
+    for ((topic, p), _) in &owned {
+        if let Some(next) = durable.get(topic).and_then(|m| m.get(p)) {
+            let _ = list.add_partition_offset(topic, *p, Offset::Offset(*next));
+        }
+    }
+    if list.count() > 0
+        && let Err(e) = consumer.commit(&list, rdkafka::consumer::CommitMode::Async)
+    {
+        tracing::debug!(error = %e, "group offset commit failed");
+    }
+    let c = consumer.clone();
+    let marks = tokio::task::spawn_blocking(move || {
+        owned
+            .into_iter()
+            .filter_map(|((t, p), next)| {
+                c.fetch_watermarks(&t, p, Duration::from_secs(10)).ok().map(|(_, high)| (t, p, high - next))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (topic, partition, lag) in marks {
+        metrics::gauge!("k2_kafka_consumer_lag", "topic" => topic, "partition" => partition.to_string())
+            .set(lag.max(0) as f64);
+    }
+}

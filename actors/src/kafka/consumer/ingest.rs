@@ -1,0 +1,182 @@
+//! Records into the tails: judged by the claims, decoded in batches, second
+//! copies dropped, the undecodable sent to the dead-letter topic.
+
+use super::*;
+
+pub(super) struct Decoders {
+    schemas: SchemaSource,
+    /// Schema id → whether it is the trade record.
+    kinds: HashMap<u32, bool>,
+}
+
+impl Decoders {
+    pub(super) fn new(schemas: SchemaSource) -> Self {
+        Self { schemas, kinds: HashMap::new() }
+    }
+
+    async fn decode(&mut self, payload: &[u8]) -> Result<MarketEvent, String> {
+        let (id, _) = split_frame(payload).map_err(|e| e.to_string())?;
+        let trade = match self.kinds.get(&id) {
+            Some(t) => *t,
+            None => {
+                let schema = self.schemas.schema(id).await.map_err(|e| format!("schema id {id}: {e}"))?;
+                let name: serde_json::Value = serde_json::from_str(&schema).map_err(|e| e.to_string())?;
+                let trade = match name["name"].as_str() {
+                    Some("TradeV2") => true,
+                    Some("QuoteV2") => false,
+                    other => return Err(format!("schema id {id} is {other:?}, not a v2 record")),
+                };
+                self.kinds.insert(id, trade);
+                trade
+            }
+        };
+        let ids =
+            if trade { SchemaIds { trade: id, quote: u32::MAX } } else { SchemaIds { trade: u32::MAX, quote: id } };
+        WireCodec::new(ids).decode(payload).map_err(|e| e.to_string())
+    }
+}
+
+/// Each owned partition's recent ids, as read under the current epoch: an
+/// assignment reads every partition again from its recall offset, so the
+/// windows of an earlier epoch are dropped (and a revoked partition's memory
+/// with them).
+pub(super) struct Recent {
+    span: i64,
+    epoch: u64,
+    /// Topic → partition → window.
+    partitions: HashMap<String, HashMap<i32, RecentIds>>,
+}
+
+impl Recent {
+    pub(super) fn new(span: i64) -> Self {
+        Self { span, epoch: 0, partitions: HashMap::new() }
+    }
+
+    /// Notes a record read under `epoch` (records of an older one are
+    /// skipped before); whether it is a duplicate.
+    fn note(&mut self, epoch: u64, m: &OwnedMessage, event: &MarketEvent) -> bool {
+        if self.span == 0 {
+            return false;
+        }
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.partitions.clear();
+        }
+        // No allocation per record: the topic's name is copied once.
+        if !self.partitions.contains_key(m.topic()) {
+            self.partitions.insert(m.topic().to_owned(), HashMap::new());
+        }
+        let Some(topic) = self.partitions.get_mut(m.topic()) else { return false };
+        let span = self.span;
+        topic.entry(m.partition()).or_insert_with(|| RecentIds::new(span)).note(m.offset(), event.message_id())
+    }
+}
+
+pub(super) async fn ingest(
+    batch: Vec<(u64, OwnedMessage)>,
+    tails: &Tails,
+    decoders: &mut Decoders,
+    recent: &mut Recent,
+    dlq: &FutureProducer,
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+) {
+    // Judged in runs of one epoch (almost always the whole batch).
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut i = 0;
+    while i < batch.len() {
+        let epoch = batch[i].0;
+        let run = batch[i..].iter().take_while(|(e, _)| *e == epoch).count();
+        let records = batch[i..i + run].iter().map(|(_, m)| (m.topic(), m.partition(), m.offset()));
+        verdicts.extend(tails.claims.judge(epoch, records));
+        i += run;
+    }
+    let (mut trades, mut quotes) = (Vec::new(), Vec::new());
+    let (mut trade_offsets, mut quote_offsets) = (Offsets::new(), Offsets::new());
+    let mut taken = 0u64;
+    let mut duplicates: HashMap<&str, u64> = HashMap::new();
+    for ((epoch, m), verdict) in batch.iter().zip(verdicts) {
+        let topic = m.topic();
+        match verdict {
+            Verdict::Skip => continue,
+            Verdict::Recall => {
+                // Its fate was decided when it was first read (a dead
+                // letter then, or in the table): only its id counts now.
+                if let Ok(event) = decoders.decode(m.payload().unwrap_or_default()).await {
+                    recent.note(*epoch, m, &event);
+                }
+                continue;
+            }
+            Verdict::Take => {}
+            Verdict::TakeAfterGap { missing } => {
+                metrics::counter!("k2_kafka_records_missing_total", "topic" => topic.to_owned())
+                    .increment(missing as u64);
+                tracing::error!(
+                    topic,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    missing,
+                    "records missing from the log (retention?)"
+                );
+            }
+        }
+        taken += 1;
+        let Some(is_trades) = is_market_topic(&config.topic_prefix, topic) else { continue };
+        let offsets = if is_trades { &mut trade_offsets } else { &mut quote_offsets };
+        offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
+        let decoded = decoders.decode(m.payload().unwrap_or_default()).await;
+        if let Ok(event) = &decoded
+            && recent.note(*epoch, m, event)
+        {
+            *duplicates.entry(topic).or_default() += 1;
+            continue;
+        }
+        match decoded {
+            Ok(MarketEvent::Trade(t)) if is_trades => trades.push(t),
+            Ok(MarketEvent::Quote(q)) if !is_trades => quotes.push(q),
+            Ok(_) => dead_letter(dlq, admin, config, m, "record kind does not match its topic").await,
+            Err(reason) => dead_letter(dlq, admin, config, m, &reason).await,
+        }
+    }
+    metrics::counter!("k2_kafka_messages_consumed_total").increment(taken);
+    for (topic, n) in duplicates {
+        metrics::counter!("k2_kafka_duplicates_dropped_total", "topic" => topic.to_owned()).increment(n);
+        tracing::debug!(topic, n, "records another producer also put in the log dropped");
+    }
+    if let Err(e) = tails.trades.append_consumed(trades, &trade_offsets) {
+        tracing::error!(error = %e, "consumed trades could not be taken");
+    }
+    if let Err(e) = tails.quotes.append_consumed(quotes, &quote_offsets) {
+        tracing::error!(error = %e, "consumed quotes could not be taken");
+    }
+}
+
+/// Sends a record that cannot be decoded or validated to `{topic}.dlq` with
+/// the reason and where it came from; the rest of the batch goes on.
+pub(super) async fn dead_letter(
+    dlq: &FutureProducer,
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+    m: &OwnedMessage,
+    reason: &str,
+) {
+    let topic = format!("{}.dlq", m.topic());
+    metrics::counter!("k2_kafka_dead_letters_total", "topic" => m.topic().to_owned()).increment(1);
+    tracing::warn!(source = m.topic(), partition = m.partition(), offset = m.offset(), reason, "dead letter");
+    if let Err(e) = ensure(admin, config, &topic).await {
+        tracing::error!(%topic, error = %e, "cannot create the dead-letter topic");
+    }
+    let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "k2.reason", value: Some(reason) })
+        .insert(Header { key: "k2.source.topic", value: Some(m.topic()) })
+        .insert(Header { key: "k2.source.partition", value: Some(&partition) })
+        .insert(Header { key: "k2.source.offset", value: Some(&offset) });
+    let mut record = FutureRecord::to(&topic).payload(m.payload().unwrap_or_default()).headers(headers);
+    if let Some(key) = m.key() {
+        record = record.key(key);
+    }
+    if let Err((e, _)) = dlq.send(record, Duration::from_secs(30)).await {
+        tracing::error!(%topic, error = %e, "dead letter not delivered");
+    }
+}
