@@ -15,6 +15,10 @@
 //! A record two producers both put in the log lands once too: its second
 //! copy is dropped by [`RecentIds`], whose window an assignment refills by
 //! reading the `duplicate_span` offsets before where the table ends.
+//!
+//! Here the supervised actor; in `group` the member's clients and loop, in
+//! `rebalance` the assignment and revocation hooks, in `ingest` how records
+//! become rows (or dead letters).
 
 mod group;
 mod ingest;
