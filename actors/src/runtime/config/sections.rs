@@ -1,0 +1,254 @@
+//! The sections of the configuration, one struct each; `[storage]` is in
+//! its own file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DegradationConfig {
+    /// How often the controller looks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows accepted but not yet durable that trigger levels 1, 2, 3, 4.
+    pub lag: [u64; 4],
+    /// Fractions of `memory_budget_mb` (resident memory) that trigger levels
+    /// 1, 2, 3, 4.
+    pub memory: [f64; 4],
+    /// 0: memory is not watched.
+    pub memory_budget_mb: u64,
+    /// Fractions of a mailbox's capacity that trigger levels 1 and 2.
+    pub mailbox: [f64; 2],
+    /// How long a level holds before it may fall.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Symbols whose quotes are kept at level 2 and above.
+    pub critical_symbols: Vec<String>,
+}
+
+/// Circuit breakers' thresholds (the same for every dependency).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failures within `window` that open a breaker.
+    pub failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a breaker stays open before it lets a probe through.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Successes in a row, half-open, that close it.
+    pub successes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Put before every topic name (tests, several environments on one
+    /// cluster).
+    pub topic_prefix: String,
+    /// For topics K2 creates.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Producer batch size in bytes.
+    pub batch_bytes: usize,
+    pub compression: String,
+    /// A Confluent-compatible schema registry; empty: K2's own.
+    pub registry_url: String,
+    /// How long librdkafka keeps retrying a message before it fails.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Consume the market topics into the Iceberg tables in this process.
+    pub consume: bool,
+    /// The flushers' consumer group (after `topic_prefix`).
+    pub group: String,
+    /// A flusher silent this long leaves the group.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`); empty: dynamic.
+    pub instance_id: String,
+    /// A consumed record whose message id appeared within this many offsets
+    /// before it in its partition is dropped; 0 turns the check off.
+    pub duplicate_span: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushConfig {
+    /// A flush starts when this many rows wait...
+    pub max_rows: usize,
+    /// ...or when the oldest waiting row is this old.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Backoff between attempts of a failed write or commit.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled and answered with 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Queries running at once; more wait (within their time budget).
+    pub max_concurrent: usize,
+    /// Time zone of each exchange's trading day (summaries, daily bars).
+    pub timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinanceConfig {
+    pub enabled: bool,
+    /// Combined-stream WebSocket base URL (`ws://` or `wss://`).
+    pub endpoint: String,
+    pub alternate_endpoint: String,
+    /// REST base URL for gap recovery.
+    pub rest_endpoint: String,
+    pub api_key: String,
+    /// Symbols, any case.
+    pub symbols: Vec<String>,
+    pub book_ticker: bool,
+    pub max_streams_per_connection: usize,
+    #[serde(with = "humantime_serde")]
+    pub rotate_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub silence_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    pub sample_data: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapRecoveryConfig {
+    pub enabled: bool,
+    pub requests_per_second: u32,
+    pub max_attempts: u32,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /health, /metrics and the API.
+    pub bind: SocketAddr,
+    /// Serve /admin/* fault injection (refused unless bound to loopback).
+    pub admin: bool,
+    /// When not empty, `/v1/*` requires one of these in `X-API-Key`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most events one message between actors carries.
+    pub batch_size: usize,
+    /// Messages an actor's mailbox holds before senders wait.
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts allowed within `window` before escalation.
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Per actor kind (`binance` for every `binance-N`): any of the keys
+    /// above; a key left out takes the value above.
+    #[serde(default)]
+    pub kinds: std::collections::BTreeMap<String, PolicyOverride>,
+}
+
+/// One actor kind's departures from the `[supervision]` defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    pub max_restarts: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub backoff_initial: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub backoff_max: Option<Duration>,
+}
+
+/// Every actor kind a `[supervision.kinds.*]` section may name.
+pub const ACTOR_KINDS: [&str; 10] = [
+    "binance",
+    "dedup",
+    "degradation",
+    "gap_recovery",
+    "iceberg-flusher",
+    "kafka-consumer",
+    "query-handler",
+    "sequencer",
+    "sink",
+    "spill-replay",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSection {
+    pub large_gap: u64,
+    pub reset_distance: u64,
+    pub reorder_window: u64,
+    #[serde(with = "humantime_serde")]
+    pub reorder_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty: dedup and sequence state in memory.
+    pub url: String,
+    /// Longest wait for one round trip before falling back to memory.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Put before every key (several deployments on one Redis).
+    pub key_prefix: String,
+    /// How long an instance counts as alive after its last word to Redis;
+    /// its claims on ids not yet durable pass to another instance after
+    /// that.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsxConfig {
+    pub timezone: chrono_tz::Tz,
+}
