@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use k2::runtime::config::DegradationConfig;
-use k2::runtime::degradation::{DegradationActor, Level, LevelHandle, SourceList};
+use k2::runtime::degradation::{DegradationActor, Lag, Level, LevelHandle, SourceList};
 use k2::runtime::health::HealthRegistry;
 use k2::runtime::supervision::{Guardian, RestartPolicy, Supervision};
 
@@ -24,10 +24,12 @@ fn main() {
             let level = LevelHandle::default();
             let config = DegradationConfig {
                 interval,
-                lag: [1000, 2000, 3000, 4000],
+                lag: Some([1000, 2000, 3000, 4000]),
+                age: [3.0, 6.0, 12.0, 24.0],
                 memory: [0.7, 0.8, 0.9, 0.95],
                 memory_budget_mb: 0,
                 mailbox: [0.5, 0.9],
+                mailbox_for: Duration::from_secs(2),
                 cool_down: Duration::ZERO,
                 critical_symbols: Vec::new(),
             };
@@ -45,7 +47,7 @@ fn main() {
                 config,
                 level.clone(),
                 registry,
-                Box::new(move || l.load(Ordering::Relaxed)),
+                Box::new(move || Lag { rows: l.load(Ordering::Relaxed), age: 0.0 }),
                 1000,
                 SourceList::default(),
                 supervision,

@@ -45,6 +45,8 @@ for table_name in ("trades", "quotes"):
     entry = {
         "rows": rows.num_rows,
         "distinct_message_ids": len(pc.unique(rows["message_id"])) if rows.num_rows else 0,
+        # Rows whose optional enrichment was stripped (or never had any).
+        "without_vendor_data": rows["vendor_data"].null_count if rows.num_rows else 0,
         "snapshots": len(table.metadata.snapshots),
         "partition_spec": str(table.spec()),
         # K2 processes that committed snapshots (each process is one writer).

@@ -241,6 +241,12 @@ impl<R: LakeRow> Tail<R> {
         })
     }
 
+    /// How long the oldest row not yet committed has waited.
+    pub fn oldest_waiting(&self) -> Option<Duration> {
+        let s = self.lock();
+        s.segments.front().map(|seg| seg.since).into_iter().chain(s.pending_since).min().map(|t| t.elapsed())
+    }
+
     /// Whether a flush should start now: rows wait, and either the open
     /// generation holds `max_rows` or the oldest waiting row is `max_age` old
     /// (rows of a flush that failed count: they are retried this way).

@@ -50,6 +50,12 @@ impl Tails {
         self.trades.waiting_rows() + self.quotes.waiting_rows()
     }
 
+    /// How long the oldest row not yet committed, of either table, has
+    /// waited.
+    pub fn oldest_waiting(&self) -> Option<std::time::Duration> {
+        self.trades.oldest_waiting().max(self.quotes.oldest_waiting())
+    }
+
     /// What both tables' latest snapshots cover, together: each stream's
     /// marks and each partition's next offset.
     pub fn committed(&self) -> (SequenceMarks, Offsets) {

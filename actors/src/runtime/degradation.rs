@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -74,10 +74,24 @@ impl LevelHandle {
     }
 }
 
+/// Row triggers when neither `degradation.lag` nor the service sets them
+/// (the default `flush.max_rows` times 3, 6, 12, 24).
+const DEFAULT_LAG: [u64; 4] = [1_500_000, 3_000_000, 6_000_000, 12_000_000];
+
+/// What is accepted but not yet durable, as the controller reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lag {
+    pub rows: u64,
+    /// The oldest such row's age, in units of `flush.max_age`.
+    pub age: f64,
+}
+
 /// One look at the inputs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Readings {
     pub lag: u64,
+    /// The oldest row not yet durable, in units of `flush.max_age`.
+    pub age: f64,
     /// Resident memory as a fraction of the budget (None: not watched).
     pub memory: Option<f64>,
     pub open_breakers: usize,
@@ -109,8 +123,13 @@ impl Ladder {
     /// (1 to rise, 0.5 to fall), and the input that decided it.
     fn target(&self, r: &Readings, scale: f64) -> (u8, String) {
         let c = &self.config;
-        let lag: Vec<u64> = c.lag.iter().map(|t| (*t as f64 * scale) as u64).collect();
+        let lag: Vec<u64> = c.lag.unwrap_or(DEFAULT_LAG).iter().map(|t| (*t as f64 * scale) as u64).collect();
         let mut best = (rung(r.lag, &lag), format!("{} rows not yet durable", r.lag));
+        let age: Vec<f64> = c.age.iter().map(|t| t * scale).collect();
+        let level = rung(r.age, &age);
+        if level > best.0 {
+            best = (level, format!("the oldest row not yet durable is {:.1} flush intervals old", r.age));
+        }
         if let Some(m) = r.memory {
             let mem: Vec<f64> = c.memory.iter().map(|t| t * scale).collect();
             let level = rung(m, &mem);
@@ -150,6 +169,35 @@ impl Ladder {
     }
 }
 
+/// The lowest of the values seen over a span: how high a reading has
+/// stayed, so that a moment's peak is not taken for pressure.
+pub struct Sustained {
+    span: Duration,
+    looks: std::collections::VecDeque<(Instant, f64)>,
+}
+
+impl Sustained {
+    pub fn new(span: Duration) -> Self {
+        Self { span, looks: std::collections::VecDeque::new() }
+    }
+
+    /// Takes `value` at `now`; the lowest value over the last `span`, or 0
+    /// while the looks do not span that long yet.
+    pub fn look(&mut self, now: Instant, value: f64) -> f64 {
+        self.looks.push_back((now, value));
+        // Keep one look at or before the span's start, so the rest covers it.
+        while self.looks.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= self.span) {
+            self.looks.pop_front();
+        }
+        match self.looks.front() {
+            Some((first, _)) if now.duration_since(*first) >= self.span => {
+                self.looks.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 /// Pauses (true) or resumes (false) a source.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
@@ -163,8 +211,10 @@ pub struct DegradationActor {
     ladder: Ladder,
     handle: LevelHandle,
     registry: HealthRegistry,
-    lag: Box<dyn Fn() -> u64 + Send>,
+    lag: Box<dyn Fn() -> Lag + Send>,
     mailbox_capacity: usize,
+    /// How full the fullest mailbox has stayed over `mailbox_for`.
+    mailboxes: Sustained,
     sources: SourceList,
     supervision: Supervision,
 }
@@ -174,25 +224,24 @@ impl DegradationActor {
         config: DegradationConfig,
         handle: LevelHandle,
         registry: HealthRegistry,
-        lag: Box<dyn Fn() -> u64 + Send>,
+        lag: Box<dyn Fn() -> Lag + Send>,
         mailbox_capacity: usize,
         sources: SourceList,
         supervision: Supervision,
     ) -> Self {
-        Self { ladder: Ladder::new(config), handle, registry, lag, mailbox_capacity, sources, supervision }
+        let mailboxes = Sustained::new(config.mailbox_for);
+        Self { ladder: Ladder::new(config), handle, registry, lag, mailbox_capacity, mailboxes, sources, supervision }
     }
 
-    fn readings(&self) -> Readings {
+    fn readings(&mut self) -> Readings {
         let budget = self.ladder.config.memory_budget_mb;
         let memory = (budget > 0).then(|| resident_bytes() as f64 / (budget as f64 * 1024.0 * 1024.0));
         let open_breakers = self.registry.breakers().values().filter(|s| **s == BreakerState::Open).count();
         let deepest = self.registry.report().values().map(|r| r.mailbox_depth).max().unwrap_or(0).max(0);
-        Readings {
-            lag: (self.lag)(),
-            memory,
-            open_breakers,
-            mailbox: deepest as f64 / self.mailbox_capacity.max(1) as f64,
-        }
+        let fullest = deepest as f64 / self.mailbox_capacity.max(1) as f64;
+        let mailbox = self.mailboxes.look(Instant::now(), fullest);
+        let lag = (self.lag)();
+        Readings { lag: lag.rows, age: lag.age, memory, open_breakers, mailbox }
     }
 
     fn look(&mut self) {
@@ -256,17 +305,17 @@ impl Supervise for DegradationActor {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn config() -> DegradationConfig {
         DegradationConfig {
             interval: Duration::from_millis(100),
-            lag: [100, 500, 1000, 5000],
+            lag: Some([100, 500, 1000, 5000]),
+            age: [3.0, 6.0, 12.0, 24.0],
             memory: [0.7, 0.8, 0.9, 0.95],
             memory_budget_mb: 0,
             mailbox: [0.5, 0.9],
+            mailbox_for: Duration::from_secs(2),
             cool_down: Duration::from_secs(30),
             critical_symbols: Vec::new(),
         }
@@ -298,7 +347,7 @@ mod tests {
     #[test]
     fn memory_mailboxes_and_breakers_count_and_the_cause_names_the_input() {
         let mut l = Ladder::new(config());
-        let r = Readings { lag: 0, memory: Some(0.96), open_breakers: 0, mailbox: 0.0 };
+        let r = Readings { lag: 0, age: 0.0, memory: Some(0.96), open_breakers: 0, mailbox: 0.0 };
         let (_, to, cause) = l.step(&r, Instant::now()).unwrap();
         assert_eq!(to, Level::CircuitBreak);
         assert!(cause.contains("memory at 96%"), "{cause}");
@@ -308,5 +357,31 @@ mod tests {
         let mut l = Ladder::new(config());
         let (_, to, _) = l.step(&Readings { open_breakers: 1, ..Readings::default() }, Instant::now()).unwrap();
         assert_eq!(to, Level::Soft);
+    }
+
+    #[test]
+    fn rows_that_wait_for_their_flush_are_not_pressure_but_rows_that_age_are() {
+        // A flush's worth of rows, the oldest within its interval: NORMAL.
+        let mut l = Ladder::new(DegradationConfig { lag: None, ..config() });
+        let healthy = Readings { lag: 500_000, age: 0.9, ..Readings::default() };
+        assert_eq!(l.step(&healthy, Instant::now()), None);
+        // The same rows waiting six intervals: commits are not keeping up.
+        let (_, to, cause) = l.step(&Readings { age: 6.5, ..healthy }, Instant::now()).unwrap();
+        assert_eq!(to, Level::Graceful);
+        assert!(cause.contains("oldest row"), "{cause}");
+    }
+
+    #[test]
+    fn a_mailbox_counts_only_when_it_stays_full() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut m = Sustained::new(Duration::from_secs(2));
+        assert_eq!(m.look(ms(0), 0.9), 0.0, "not yet a whole span");
+        assert_eq!(m.look(ms(1000), 0.1), 0.0);
+        // A moment's peak within the span does not count.
+        assert_eq!(m.look(ms(2000), 0.9), 0.1);
+        assert_eq!(m.look(ms(3000), 0.8), 0.1);
+        // Full for the whole of the last two seconds.
+        assert_eq!(m.look(ms(4000), 0.7), 0.7);
     }
 }

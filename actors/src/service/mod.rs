@@ -38,8 +38,9 @@ use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
 use crate::query::{self, QueryActor};
 use crate::registry::Registry;
+use crate::runtime::config::DegradationConfig;
 use crate::runtime::config::{Config, Mode};
-use crate::runtime::degradation::{self, DegradationActor, LevelHandle};
+use crate::runtime::degradation::{self, DegradationActor, Lag, LevelHandle};
 use crate::runtime::errors::{Retry, Retryable, io_retry, text_retry};
 use crate::runtime::health::HealthRegistry;
 use crate::sinks::Sink;
@@ -367,14 +368,15 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     // the registry. Consumer lag is not an input: those records are durable
     // in Kafka, and shedding new ones would not land them sooner.
     let lag_tails = tails.clone();
-    let lag = Box::new(move || lag_tails.waiting_rows() as u64 + in_flight.as_ref().map_or(0, |p| p()));
+    let max_age = config.flush.max_age.as_secs_f64().max(1e-3);
+    let lag = Box::new(move || Lag {
+        rows: lag_tails.waiting_rows() as u64 + in_flight.as_ref().map_or(0, |p| p()),
+        age: lag_tails.oldest_waiting().map_or(0.0, |a| a.as_secs_f64() / max_age),
+    });
     let sup = pipeline.supervision(degradation::NAME);
-    let (dc, health, capacity, sources) = (
-        config.degradation.clone(),
-        pipeline.registry().clone(),
-        config.pipeline.mailbox_capacity,
-        pipeline.sources().clone(),
-    );
+    let dc = DegradationConfig { lag: Some(config.lag_triggers()), ..config.degradation.clone() };
+    let (health, capacity, sources) =
+        (pipeline.registry().clone(), config.pipeline.mailbox_capacity, pipeline.sources().clone());
     let degradation = Supervisor::start(move |_: &mut Context<DegradationActor>| {
         DegradationActor::new(dc, level, health, lag, capacity, sources, sup)
     });

@@ -150,6 +150,12 @@ impl Config {
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
+    /// The degradation ladder's row triggers: `degradation.lag`, or 3, 6, 12
+    /// and 24 flushes' worth of rows.
+    pub fn lag_triggers(&self) -> [u64; 4] {
+        self.degradation.lag.unwrap_or_else(|| [3, 6, 12, 24].map(|n| n * self.flush.max_rows as u64))
+    }
+
     pub fn sequence_config(&self) -> k2_core::transform::sequence::SequenceConfig {
         k2_core::transform::sequence::SequenceConfig {
             large_gap: self.sequence.large_gap,

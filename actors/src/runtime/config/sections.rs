@@ -13,14 +13,24 @@ pub struct DegradationConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Rows accepted but not yet durable that trigger levels 1, 2, 3, 4.
-    pub lag: [u64; 4],
+    /// Absent: 3, 6, 12 and 24 flushes' worth (`flush.max_rows`), so that
+    /// the rows a healthy flusher holds between commits never count as lag.
+    #[serde(default)]
+    pub lag: Option<[u64; 4]>,
+    /// The age of the oldest row not yet durable, in units of
+    /// `flush.max_age`, that triggers levels 1, 2, 3, 4: a flusher that keeps
+    /// up commits every row within about one `max_age`.
+    pub age: [f64; 4],
     /// Fractions of `memory_budget_mb` (resident memory) that trigger levels
     /// 1, 2, 3, 4.
     pub memory: [f64; 4],
     /// 0: memory is not watched.
     pub memory_budget_mb: u64,
-    /// Fractions of a mailbox's capacity that trigger levels 1 and 2.
+    /// Fractions of a mailbox's capacity that trigger levels 1 and 2...
     pub mailbox: [f64; 2],
+    /// ...when the fullest mailbox stays that full this long.
+    #[serde(with = "humantime_serde")]
+    pub mailbox_for: Duration,
     /// How long a level holds before it may fall.
     #[serde(with = "humantime_serde")]
     pub cool_down: Duration,
