@@ -57,6 +57,8 @@ pub struct Tail<R: LakeRow> {
     /// Rows accepted since start.
     appended: AtomicU64,
     state: Mutex<State<R>>,
+    /// Told of every commit (a batch load waits on it for room).
+    commits: tokio::sync::Notify,
 }
 
 /// A consistent read: the committed table (pinned at its current snapshot)
@@ -124,6 +126,7 @@ impl<R: LakeRow> Tail<R> {
                 committed_table: table,
                 committed,
             }),
+            commits: tokio::sync::Notify::new(),
         })
     }
 
@@ -300,6 +303,13 @@ impl<R: LakeRow> Tail<R> {
         s.segments.retain(|seg| seg.generation > generation);
         s.committed_table = table;
         s.committed = covered;
+        drop(s);
+        self.commits.notify_waiters();
+    }
+
+    /// Resolves at this table's next commit.
+    pub async fn next_commit(&self) {
+        self.commits.notified().await;
     }
 
     /// Throws away every uncommitted row: their Kafka partitions were

@@ -143,6 +143,7 @@ pub struct ServiceBuilder<'a> {
     config: &'a Config,
     store: Option<Box<dyn DedupStore>>,
     registry: HealthRegistry,
+    batch: bool,
 }
 
 impl<'a> ServiceBuilder<'a> {
@@ -158,6 +159,15 @@ impl<'a> ServiceBuilder<'a> {
         self
     }
 
+    /// For a batch source (`k2 load`): a file can wait, so nothing is shed,
+    /// stripped or spilled whatever the degradation ladder says; the sink
+    /// holds the source while two flushes' worth of rows wait instead. The
+    /// ladder still reads the pressure (and `/health` shows it).
+    pub fn batch(mut self) -> Self {
+        self.batch = true;
+        self
+    }
+
     /// Runs the restore, sinks and actors phases. Must run inside the actix
     /// system.
     pub async fn start(self) -> Result<Service, StartError> {
@@ -168,7 +178,7 @@ impl<'a> ServiceBuilder<'a> {
         let store =
             self.store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let restored = restore(config, store, &self.registry).await?;
-        let sinks = sinks(config, &restored, &self.registry)?;
+        let sinks = sinks(config, &restored, &self.registry, self.batch)?;
         Ok(actors(config, restored, sinks, self.registry))
     }
 }
@@ -282,28 +292,29 @@ struct Sinks {
     sink: Box<dyn Sink>,
     /// Wakes the flusher when a tail is full.
     full: Arc<Notify>,
+    /// The level the controller sets...
     level: LevelHandle,
+    /// ...and the one the stages act on: the same, but for a batch source,
+    /// whose stages never degrade.
+    stages_level: LevelHandle,
     /// Kafka mode: records accepted but not yet in Kafka, and records in it.
     in_flight: Option<Box<dyn Fn() -> u64 + Send>>,
     delivered: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Phase 2: where the pipeline ends.
-fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry) -> Result<Sinks, StartError> {
+fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) -> Result<Sinks, StartError> {
     let full = Arc::new(Notify::new());
     let level = LevelHandle::default();
+    let stages_level = if batch { LevelHandle::default() } else { level.clone() };
     Ok(match config.mode {
-        Mode::Embedded => Sinks {
-            sink: Box::new(
-                TailSink::new(r.tails.clone(), config.flush.max_rows, full.clone())
-                    .with_spill(r.spill.clone(), level.clone()),
-            ),
-            full,
-            level,
-            in_flight: None,
-            delivered: None,
-        },
-        // Rows reach the tables through Kafka: the consumer.
+        Mode::Embedded => {
+            let sink = TailSink::new(r.tails.clone(), config.flush.max_rows, full.clone());
+            let sink = if batch { sink.paced() } else { sink.with_spill(r.spill.clone(), level.clone()) };
+            Sinks { sink: Box::new(sink), full, level, stages_level, in_flight: None, delivered: None }
+        }
+        // Rows reach the tables through Kafka: the consumer. A full
+        // librdkafka queue holds the sink, for batch and live sources alike.
         Mode::Kafka => {
             let breaker = registry.breaker("kafka", &config.breakers);
             let sink = KafkaSink::new(&config.kafka, schema_source(config, &r.schema_registry), breaker)?;
@@ -313,6 +324,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry) -> Result<Sin
                 sink: Box::new(sink),
                 full,
                 level,
+                stages_level,
             }
         }
     })
@@ -321,11 +333,11 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry) -> Result<Sin
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry } = r;
-    let Sinks { sink, full, level, in_flight, delivered } = s;
+    let Sinks { sink, full, level, stages_level, in_flight, delivered } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
         .shared(shared.clone())
-        .level(level.clone())
+        .level(stages_level.clone())
         .registry(registry)
         .restored(marks)
         .start();
@@ -352,7 +364,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
 
     if config.mode == Mode::Embedded {
         let sup = pipeline.supervision(spill_replay::NAME);
-        let (sp, t, lv) = (spill.clone(), tails.clone(), level.clone());
+        let (sp, t, lv) = (spill.clone(), tails.clone(), stages_level);
         let addr =
             Supervisor::start(move |_: &mut Context<SpillReplayActor>| SpillReplayActor::new(sp, t, lv, full, sup));
         pipeline.add_fault_target(spill_replay::NAME, addr.recipient());
@@ -403,7 +415,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
 
 impl Service {
     pub fn builder(config: &Config) -> ServiceBuilder<'_> {
-        ServiceBuilder { config, store: None, registry: HealthRegistry::new() }
+        ServiceBuilder { config, store: None, registry: HealthRegistry::new(), batch: false }
     }
 
     /// The configuration the service was started with.

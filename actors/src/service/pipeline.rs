@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -37,6 +38,8 @@ pub struct Pipeline {
     level: LevelHandle,
     /// Sources the degradation controller may pause.
     sources: SourceList,
+    /// Duplicates the deduplicator has dropped.
+    duplicates: Arc<AtomicU64>,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -106,9 +109,11 @@ impl<'a> PipelineBuilder<'a> {
 
         let sup = supervision(dedup::NAME);
         let dedup_link = sup.probe().clone();
+        let duplicates = Arc::new(AtomicU64::new(0));
+        let counted = duplicates.clone();
         let dedup_addr = Supervisor::start(move |ctx: &mut Context<DedupActor>| {
             ctx.set_mailbox_capacity(capacity);
-            DedupActor::new(store, sink_link, sup).with_shared(shared)
+            DedupActor::new(store, sink_link, sup).with_shared(shared).counting(counted)
         });
         let dedup_link = dedup_link.link(dedup_addr.clone());
 
@@ -147,6 +152,7 @@ impl<'a> PipelineBuilder<'a> {
             escalation,
             level,
             sources: SourceList::default(),
+            duplicates,
         }
     }
 }
@@ -252,5 +258,10 @@ impl Pipeline {
     /// Most events per batch, as configured.
     pub fn batch_size(&self) -> usize {
         self.entrance.batch_size()
+    }
+
+    /// Duplicates dropped so far (the same message id seen before).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
     }
 }

@@ -26,11 +26,23 @@ pub struct TailSink {
     /// From degradation level 3, and until what was spilled is replayed,
     /// batches go to disk instead of the tails (order kept).
     spill: Option<(Arc<Spill>, LevelHandle)>,
+    /// A batch source (a file load): past this many rows not yet committed
+    /// the sink waits for a commit instead (the source waits with it).
+    wait_above: Option<usize>,
 }
 
 impl TailSink {
     pub fn new(tails: Tails, max_rows: usize, full: Arc<Notify>) -> Self {
-        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new(), spill: None }
+        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new(), spill: None, wait_above: None }
+    }
+
+    /// For a batch source: never spills; holds the pipeline while two
+    /// flushes' worth of rows wait to be committed, so a file of any size
+    /// loads at the flusher's pace with bounded memory.
+    pub fn paced(mut self) -> Self {
+        self.spill = None;
+        self.wait_above = Some(self.max_rows.saturating_mul(2).max(1));
+        self
     }
 
     pub fn with_spill(mut self, spill: Arc<Spill>, level: LevelHandle) -> Self {
@@ -86,6 +98,23 @@ impl Sink for TailSink {
         if [&trades, &quotes].iter().any(|r| r.as_ref().is_ok_and(|&n| n >= self.max_rows)) {
             self.full.notify_one();
         }
-        trades.and(quotes).map(|_| None).map_err(err)
+        trades.and(quotes).map_err(err)?;
+        let Some(limit) = self.wait_above.filter(|limit| self.tails.waiting_rows() >= *limit) else {
+            return Ok(None);
+        };
+        let (tails, full) = (self.tails.clone(), self.full.clone());
+        Ok(Some(Box::pin(async move {
+            while tails.waiting_rows() >= limit {
+                full.notify_one();
+                // A commit may land between the check and the wait: look
+                // again after a while in any case.
+                tokio::select! {
+                    () = tails.trades.next_commit() => {}
+                    () = tails.quotes.next_commit() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+            Ok(())
+        })))
     }
 }

@@ -3,6 +3,7 @@
 //! can take the in-memory window's place.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -93,11 +94,29 @@ pub struct DedupActor {
     /// and are asked about again.
     deferred: Vec<MarketEvent>,
     rechecking: bool,
+    /// Every duplicate dropped here, for a batch load's report.
+    duplicates: Arc<AtomicU64>,
 }
 
 impl DedupActor {
     pub fn new(store: Box<dyn DedupStore>, next: Link<SinkActor>, supervision: Supervision) -> Self {
-        Self { store, shared: None, next, supervision, keep: Vec::new(), deferred: Vec::new(), rechecking: false }
+        let duplicates = Arc::new(AtomicU64::new(0));
+        Self {
+            store,
+            shared: None,
+            next,
+            supervision,
+            keep: Vec::new(),
+            deferred: Vec::new(),
+            rechecking: false,
+            duplicates,
+        }
+    }
+
+    /// Counts every duplicate dropped into `duplicates` as well.
+    pub fn counting(mut self, duplicates: Arc<AtomicU64>) -> Self {
+        self.duplicates = duplicates;
+        self
     }
 
     pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
@@ -118,7 +137,7 @@ impl DedupActor {
             }
             tally(&mut dropped, event.exchange());
         }
-        count_duplicates(dropped);
+        count_duplicates(dropped, &self.duplicates);
         kept
     }
 }
@@ -132,8 +151,9 @@ fn tally(dropped: &mut Vec<(compact_str::CompactString, u64)>, exchange: &str) {
     }
 }
 
-fn count_duplicates(dropped: Vec<(compact_str::CompactString, u64)>) {
+fn count_duplicates(dropped: Vec<(compact_str::CompactString, u64)>, total: &AtomicU64) {
     for (exchange, n) in dropped {
+        total.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("k2_duplicates_total", "exchange" => exchange.to_string()).increment(n);
     }
 }
@@ -142,7 +162,11 @@ fn count_duplicates(dropped: Vec<(compact_str::CompactString, u64)>) {
 /// those a live instance holds (to ask about again). Duplicates are counted
 /// and dropped. When Redis cannot answer, all are owned (this instance's
 /// memory has already checked them).
-async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> (Vec<MarketEvent>, Vec<MarketEvent>) {
+async fn claim_shared(
+    shared: Arc<SharedState>,
+    events: Vec<MarketEvent>,
+    duplicates: Arc<AtomicU64>,
+) -> (Vec<MarketEvent>, Vec<MarketEvent>) {
     let ids: Vec<(&str, uuid::Uuid)> = events.iter().map(|e| (e.exchange(), e.message_id())).collect();
     let claimed = match shared.claim(&ids).await {
         Ok(c) => c,
@@ -159,7 +183,7 @@ async fn claim_shared(shared: Arc<SharedState>, events: Vec<MarketEvent>) -> (Ve
             Claim::Taken => tally(&mut dropped, event.exchange()),
         }
     }
-    count_duplicates(dropped);
+    count_duplicates(dropped, &duplicates);
     (kept, pending)
 }
 
@@ -182,18 +206,21 @@ impl DedupActor {
     /// Claims `events` in Redis, passes on what is this instance's (in
     /// order, holding the stage like `forward`), keeps what is pending.
     fn claim_and_forward(&mut self, shared: Arc<SharedState>, events: Vec<MarketEvent>) -> AtomicResponse<Self, ()> {
-        AtomicResponse::new(Box::pin(async move { claim_shared(shared, events).await }.into_actor(self).then(
-            |(mut kept, pending), act, _| {
-                kept.extend(act.defer(pending));
-                let next = act.next.clone();
-                async move {
-                    if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
-                        tracing::error!("the sink stage is gone; message dropped");
+        let duplicates = self.duplicates.clone();
+        AtomicResponse::new(Box::pin(
+            async move { claim_shared(shared, events, duplicates).await }.into_actor(self).then(
+                |(mut kept, pending), act, _| {
+                    kept.extend(act.defer(pending));
+                    let next = act.next.clone();
+                    async move {
+                        if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
+                            tracing::error!("the sink stage is gone; message dropped");
+                        }
                     }
-                }
-                .into_actor(act)
-            },
-        )))
+                    .into_actor(act)
+                },
+            ),
+        ))
     }
 }
 
