@@ -72,6 +72,12 @@ impl LevelHandle {
     fn set(&self, level: Level) {
         self.0.store(level as u8, Ordering::Relaxed);
     }
+
+    /// Sets the level without a controller (unit tests of the stages).
+    #[doc(hidden)]
+    pub fn set_for_test(&self, level: Level) {
+        self.set(level);
+    }
 }
 
 /// Row triggers when neither `degradation.lag` nor the service sets them
@@ -196,6 +202,77 @@ impl Sustained {
             _ => 0.0,
         }
     }
+}
+
+/// What the ladder took away from a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shed {
+    /// Its `vendor_data` (SOFT and above).
+    VendorData,
+    /// The whole quote (GRACEFUL and above, non-critical symbols).
+    Quote,
+}
+
+impl Shed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shed::VendorData => "vendor_data",
+            Shed::Quote => "quote",
+        }
+    }
+}
+
+/// Key of the ledger: the level, the symbol, what was shed, and whether the
+/// row is a trade (whose table the count goes to).
+type ShedKey = (Level, compact_str::CompactString, Shed, bool);
+
+/// Every row the ladder shed, by level, symbol and what: counted in
+/// `k2_shed_total{level,symbol,kind}`, shown in `/health`, and handed to the
+/// next snapshot of the row's table (`k2.shed` in its summary), so a reader
+/// of the table can tell which span is degraded.
+#[derive(Clone, Default)]
+pub struct ShedLedger(Arc<std::sync::Mutex<ShedBooks>>);
+
+#[derive(Default)]
+struct ShedBooks {
+    total: std::collections::BTreeMap<ShedKey, u64>,
+    /// Not yet in a snapshot: trades' and quotes' counts.
+    unflushed: [std::collections::BTreeMap<ShedKey, u64>; 2],
+}
+
+impl ShedLedger {
+    fn books(&self) -> std::sync::MutexGuard<'_, ShedBooks> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `n` rows of `symbol` lost `what` at `level`.
+    pub fn record(&self, level: Level, symbol: &str, what: Shed, trade: bool, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let key = (level, compact_str::CompactString::from(symbol), what, trade);
+        metrics::counter!("k2_shed_total", "level" => level.name(), "symbol" => symbol.to_owned(), "kind" => what.name())
+            .increment(n);
+        let mut books = self.books();
+        *books.total.entry(key.clone()).or_default() += n;
+        *books.unflushed[usize::from(!trade)].entry(key).or_default() += n;
+    }
+
+    /// `LEVEL/SYMBOL/kind` → rows shed since start (`/health`).
+    pub fn totals(&self) -> std::collections::BTreeMap<String, u64> {
+        self.books().total.iter().map(|(k, n)| (label(k), *n)).collect()
+    }
+
+    /// What was shed of the trades' (or quotes') rows since the last call:
+    /// for the snapshot the flusher is about to commit.
+    pub fn take_unflushed(&self, trades: bool) -> std::collections::BTreeMap<String, u64> {
+        let taken = std::mem::take(&mut self.books().unflushed[usize::from(!trades)]);
+        taken.iter().map(|(k, n)| (label(k), *n)).collect()
+    }
+}
+
+fn label((level, symbol, what, _): &ShedKey) -> String {
+    format!("{}/{symbol}/{}", level.name(), what.name())
 }
 
 /// Pauses (true) or resumes (false) a source.

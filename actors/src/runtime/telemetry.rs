@@ -262,9 +262,9 @@ pub const CATALOGUE: &[MetricSpec] = &[
         &[("from", RUNTIME), ("to", RUNTIME)],
     ),
     counter(
-        "k2_messages_shed_total",
-        "Events dropped on purpose at degradation level 2 and above.",
-        &[("reason", &["quote_of_non_critical_symbol"])],
+        "k2_shed_total",
+        "Rows a live source lost to the degradation ladder on purpose: their vendor_data (SOFT and above) or the whole quote of a non-critical symbol (GRACEFUL and above). Trades are never dropped.",
+        &[("level", RUNTIME), ("symbol", RUNTIME), ("kind", &["vendor_data", "quote"])],
     ),
     // Circuit breakers (breaker.rs).
     gauge(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::runtime::config::Config;
-use crate::runtime::degradation::{LevelHandle, SourceList};
+use crate::runtime::degradation::{LevelHandle, ShedLedger, SourceList};
 use crate::runtime::health::HealthRegistry;
 use crate::runtime::messages::Fault;
 use crate::runtime::supervision::{Escalate, Guardian, Policies, Supervision};
@@ -40,6 +40,8 @@ pub struct Pipeline {
     sources: SourceList,
     /// Duplicates the deduplicator has dropped.
     duplicates: Arc<AtomicU64>,
+    /// What the ladder has shed.
+    shed: ShedLedger,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -134,7 +136,8 @@ impl<'a> PipelineBuilder<'a> {
         let sup = supervision(sequencer::NAME);
         let seq_link = sup.probe().clone();
         let seq_config = config.sequence_config();
-        let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols);
+        let shed = ShedLedger::default();
+        let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols, shed.clone());
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
             SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shedding(shedding)
@@ -153,6 +156,7 @@ impl<'a> PipelineBuilder<'a> {
             level,
             sources: SourceList::default(),
             duplicates,
+            shed,
         }
     }
 }
@@ -258,6 +262,11 @@ impl Pipeline {
     /// Most events per batch, as configured.
     pub fn batch_size(&self) -> usize {
         self.entrance.batch_size()
+    }
+
+    /// What the degradation ladder has shed, by level, symbol and kind.
+    pub fn shed(&self) -> &ShedLedger {
+        &self.shed
     }
 
     /// Duplicates dropped so far (the same message id seen before).

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use k2_core::MarketEvent;
 use k2_core::transform::sequence::{Gap, Outcome, SequenceConfig, SequenceTracker};
 
-use crate::runtime::degradation::{Level, LevelHandle};
+use crate::runtime::degradation::{Level, LevelHandle, Shed, ShedLedger};
 use crate::runtime::health::{Link, forward};
 use crate::runtime::messages::{Drain, EventBatch};
 use crate::runtime::supervision::{Supervise, Supervision, guarded, supervised};
@@ -29,34 +29,51 @@ pub struct GapDetected(pub Gap);
 pub struct Shedding {
     level: LevelHandle,
     critical: Vec<compact_str::CompactString>,
+    ledger: ShedLedger,
 }
 
 impl Shedding {
-    pub fn new(level: LevelHandle, critical: &[String]) -> Self {
-        Self { level, critical: critical.iter().map(|s| s.as_str().into()).collect() }
+    pub fn new(level: LevelHandle, critical: &[String], ledger: ShedLedger) -> Self {
+        Self { level, critical: critical.iter().map(|s| s.as_str().into()).collect(), ledger }
     }
 
     fn apply(&self, events: &mut Vec<MarketEvent>) {
         let level = self.level.get();
-        if level >= Level::Soft {
-            for e in events.iter_mut() {
-                match e {
-                    MarketEvent::Trade(t) => t.vendor_data = None,
-                    MarketEvent::Quote(q) => q.vendor_data = None,
-                }
-            }
+        if level < Level::Soft {
+            return;
         }
+        // Counted per symbol; a batch holds few symbols, so a short list.
+        let mut shed: Vec<(compact_str::CompactString, Shed, bool, u64)> = Vec::new();
+        let mut count = |symbol: &str, what: Shed, trade: bool| match shed
+            .iter_mut()
+            .find(|(s, w, t, _)| s == symbol && *w == what && *t == trade)
+        {
+            Some((_, _, _, n)) => *n += 1,
+            None => shed.push((symbol.into(), what, trade, 1)),
+        };
         if level >= Level::Graceful {
-            let before = events.len();
             events.retain(|e| match e {
                 MarketEvent::Trade(_) => true,
-                MarketEvent::Quote(q) => self.critical.iter().any(|c| c == q.symbol.as_str()),
+                MarketEvent::Quote(q) => {
+                    let keep = self.critical.iter().any(|c| c == q.symbol.as_str());
+                    if !keep {
+                        count(&q.symbol, Shed::Quote, false);
+                    }
+                    keep
+                }
             });
-            let shed = before - events.len();
-            if shed > 0 {
-                metrics::counter!("k2_messages_shed_total", "reason" => "quote_of_non_critical_symbol")
-                    .increment(shed as u64);
+        }
+        for e in events.iter_mut() {
+            let (vendor, symbol, trade) = match e {
+                MarketEvent::Trade(t) => (&mut t.vendor_data, &t.symbol, true),
+                MarketEvent::Quote(q) => (&mut q.vendor_data, &q.symbol, false),
+            };
+            if vendor.take().is_some() {
+                count(symbol, Shed::VendorData, trade);
             }
+        }
+        for (symbol, what, trade, n) in shed {
+            self.ledger.record(level, &symbol, what, trade, n);
         }
     }
 }
@@ -224,5 +241,67 @@ impl Handler<Drain> for SequenceActor {
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
         forward(self, &self.next, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k2_core::source::binance::{BinanceParser, Frame};
+
+    use super::*;
+
+    fn frames(texts: &[String]) -> Vec<MarketEvent> {
+        let mut p = BinanceParser::default();
+        texts
+            .iter()
+            .map(|f| match p.parse(f.as_bytes(), k2_core::Timestamp::now()).unwrap() {
+                Frame::Event(e) => e,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn trade(symbol: &str, id: u64) -> String {
+        format!(
+            r#"{{"e":"trade","E":1,"s":"{symbol}","t":{id},"p":"1.5","q":"2","T":1722766102789,"m":true,"M":true}}"#
+        )
+    }
+
+    fn quote(symbol: &str, id: u64) -> String {
+        format!(r#"{{"u":{id},"s":"{symbol}","b":"1.0","B":"2","a":"1.1","A":"3"}}"#)
+    }
+
+    #[test]
+    fn what_the_ladder_sheds_is_counted_per_level_symbol_and_kind_and_trades_stay() {
+        let level = LevelHandle::default();
+        let ledger = ShedLedger::default();
+        let shedding = Shedding::new(level.clone(), &["BTCUSDT".to_owned()], ledger.clone());
+        let batch = || frames(&[trade("BTCUSDT", 1), trade("ETHUSDT", 2), quote("BTCUSDT", 3), quote("ETHUSDT", 4)]);
+
+        let mut events = batch();
+        shedding.apply(&mut events);
+        let vendor = |e: &MarketEvent| match e {
+            MarketEvent::Trade(t) => t.vendor_data.is_some(),
+            MarketEvent::Quote(q) => q.vendor_data.is_some(),
+        };
+        assert_eq!(events.len(), 4, "NORMAL takes nothing");
+        assert_eq!(events.iter().filter(|e| vendor(e)).count(), 2, "the trades keep their vendor_data");
+        assert!(ledger.totals().is_empty());
+
+        level.set_for_test(Level::Graceful);
+        let mut events = batch();
+        shedding.apply(&mut events);
+        assert_eq!(events.len(), 3, "the quote of the non-critical symbol goes, the trades stay: {events:?}");
+        assert!(events.iter().all(|e| !vendor(e)));
+        assert_eq!(events.iter().filter(|e| e.is_trade()).count(), 2);
+        let totals = ledger.totals();
+        assert_eq!(totals.get("GRACEFUL/ETHUSDT/quote"), Some(&1), "{totals:?}");
+        assert_eq!(totals.get("GRACEFUL/ETHUSDT/vendor_data"), Some(&1), "{totals:?}");
+        assert_eq!(totals.get("GRACEFUL/BTCUSDT/vendor_data"), Some(&1), "{totals:?}");
+        // The trades' table gets the trades' counts, once.
+        let trades = ledger.take_unflushed(true);
+        assert_eq!(trades.values().sum::<u64>(), 2, "{trades:?}");
+        assert!(ledger.take_unflushed(true).is_empty());
+        assert_eq!(ledger.take_unflushed(false).get("GRACEFUL/ETHUSDT/quote"), Some(&1));
     }
 }
