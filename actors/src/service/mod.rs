@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::kafka::consumer::{self, ConsumerActor};
 use crate::kafka::schemas::SchemaSource;
-use crate::lake::flusher::{self, FlushAll, FlusherActor, LakeBreakers};
+use crate::lake::flusher::{self, Blocked, FlushAll, FlusherActor, LakeBreakers};
 use crate::lake::{Access, Lake, Tails};
 use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
@@ -344,8 +344,10 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         storage: pipeline.registry().breaker("object-store", &config.breakers),
     };
     let wake = full.clone();
-    let flusher =
-        Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, wake, breakers, sup));
+    let blocked = Blocked::default();
+    let flusher = Supervisor::start(move |_: &mut Context<FlusherActor>| {
+        FlusherActor::new(l, t, c, wake, breakers, blocked.clone(), sup)
+    });
     pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
     if config.mode == Mode::Embedded {
