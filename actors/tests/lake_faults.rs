@@ -1,7 +1,7 @@
 //! A fault no retry can fix, in the tables' storage: the flusher stops
 //! retrying it on a timer, opens the breaker at once, says why in `/health`
 //! and keeps every row (queryable) until the breaker's probe finds the cause
-//! fixed.
+//! fixed; `k2 load` gives up on it with the cause and a failure status.
 //!
 //! The fault is a regular file where a table's `data` directory should be
 //! (ENOTDIR). Tests and CI run as root, which permission bits do not stop,
@@ -11,9 +11,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_contiguous_trades, metric_in, read_iceberg, trades};
+use common::{Kill, assert_contiguous_trades, asx_fixture, metric_in, read_iceberg, trades, wait_until};
 use figment::providers::Env;
 use k2::runtime::config::Config;
 use k2::service::{Service, Stop};
@@ -141,4 +142,51 @@ fn a_permanent_write_error_opens_the_breaker_keeps_the_rows_and_recovers_once_fi
     assert_eq!(v["trades"]["rows"], 300, "{v}");
     assert_eq!(v["trades"]["distinct_message_ids"], 300, "{v}");
     assert_contiguous_trades(&v);
+}
+
+#[test]
+fn load_ends_with_the_cause_of_a_permanent_error_and_commits_once_it_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("asx");
+    asx_fixture(&files);
+    let data = dir.path().join("data");
+    // The first load makes the table; its data files cannot be written.
+    std::fs::create_dir_all(data.join("warehouse/market/trades")).unwrap();
+    let fix = break_dir(&trades_data(&data));
+    // `k2 load`'s exit code, stdout and stderr; killed after 60 s.
+    let load = || {
+        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_k2"))
+            .args(["load", "--json", "--data-dir", data.to_str().unwrap()])
+            .arg(&files)
+            .env("K2__BREAKERS__COOL_DOWN", "1s")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut child = Kill(child);
+        let mut code = None;
+        wait_until("k2 load did not end within 60 s", 60, || {
+            code = child.0.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        });
+        let read = |p| std::fs::read_to_string(p).unwrap();
+        (code.flatten(), read(&stdout), read(&stderr))
+    };
+
+    let (code, stdout, stderr) = load();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("500 rows not committed") && stderr.contains("Not a directory"), "{stderr}");
+    assert!(stdout.is_empty(), "no summary claims a commit: {stdout}");
+
+    // Fixed, the same files load: the trades that were not committed, and
+    // not the quotes that were.
+    fix();
+    let (code, stdout, stderr) = load();
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: Value = serde_json::from_slice(stdout.as_bytes()).unwrap();
+    assert_eq!((v["accepted_trades"].as_u64(), v["accepted_quotes"].as_u64()), (Some(500), Some(0)), "{v}");
+    let tables = read_iceberg(&data);
+    assert_eq!((tables["trades"]["rows"].as_u64(), tables["quotes"]["rows"].as_u64()), (Some(500), Some(2)));
+    assert_eq!(tables["trades"]["distinct_message_ids"], 500);
 }
