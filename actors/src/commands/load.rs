@@ -53,7 +53,13 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
             report.first_rejected.push(skipped);
         }
         let (lake, tails) = (k2.lake.clone(), k2.tails.clone());
-        let stopped = k2.shutdown(Stop::Graceful).await;
+        let stopped = k2.shutdown(Stop::GracefulUnlessBlocked).await;
+        if let Some(error) = stopped.blocked {
+            return Err(format!(
+                "committing to the tables: {} rows not committed, {} spilled, after an error retrying cannot fix: {error}",
+                stopped.not_committed, stopped.spilled
+            ));
+        }
         if stopped.not_committed > 0 || stopped.spilled > 0 {
             return Err(format!(
                 "committing to the tables: {} rows not committed, {} still spilled",

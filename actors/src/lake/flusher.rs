@@ -4,8 +4,12 @@
 //! old, writes it as Parquet on the multi-threaded runtime and commits one
 //! snapshot per table per flush. A failed write or commit is retried with
 //! backoff, holding the rows in the tail (still queryable) until it succeeds.
+//! An error no retry can fix (a refused write, a missing bucket) is not
+//! retried on a timer: it trips the breaker of what failed, and the flush
+//! tries again only when that breaker lets a probe through.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -18,6 +22,7 @@ use super::writer::{self, CommitRequest, unique_prefix};
 use super::{Lake, LakeError, TableKind, Tails};
 use crate::runtime::breaker::CircuitBreaker;
 use crate::runtime::config::FlushConfig;
+use crate::runtime::errors::Retryable;
 use crate::runtime::health::Probe;
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
 use crate::state::shared::Settlement;
@@ -44,6 +49,41 @@ pub struct LakeBreakers {
     pub storage: Arc<CircuitBreaker>,
 }
 
+/// The flushes an error no retry can fix holds up, by table: `k2 run`
+/// waits for someone to fix the cause, `k2 load` gives up and says which.
+#[derive(Debug, Clone, Default)]
+pub struct Blocked(Arc<Mutex<BTreeMap<TableKind, Blocker>>>);
+
+/// What holds one table's flush up.
+#[derive(Debug, Clone)]
+struct Blocker {
+    /// The latest permanent error, with the table and generation.
+    error: String,
+    /// Permanent failures in a row: the first, then one per probe the
+    /// breaker let through.
+    failures: u32,
+}
+
+impl Blocked {
+    fn failed(&self, kind: TableKind, error: String) {
+        let mut blocked = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let blocker = blocked.entry(kind).or_insert(Blocker { error: String::new(), failures: 0 });
+        blocker.error = error;
+        blocker.failures += 1;
+    }
+
+    fn cleared(&self, kind: TableKind) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&kind);
+    }
+
+    /// The error of a flush that failed permanently again at the probe
+    /// after its breaker's cool-down: the cause is not passing.
+    pub fn persistent(&self) -> Option<String> {
+        let blocked = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        blocked.values().find(|b| b.failures >= 2).map(|b| b.error.clone())
+    }
+}
+
 pub struct FlusherActor {
     lake: Lake,
     tails: Tails,
@@ -52,6 +92,7 @@ pub struct FlusherActor {
     /// The Iceberg catalog's and the object store's breakers, fed by every
     /// commit and every data-file write.
     breaker: LakeBreakers,
+    blocked: Blocked,
     waiters: Vec<(u64, u64, oneshot::Sender<()>)>,
     supervision: Supervision,
 }
@@ -63,9 +104,10 @@ impl FlusherActor {
         config: FlushConfig,
         full: Arc<Notify>,
         breaker: LakeBreakers,
+        blocked: Blocked,
         supervision: Supervision,
     ) -> Self {
-        Self { lake, tails, config, full, breaker, waiters: Vec::new(), supervision }
+        Self { lake, tails, config, full, breaker, blocked, waiters: Vec::new(), supervision }
     }
 
     fn wait_for_full(&self, ctx: &mut Context<Self>) {
@@ -111,12 +153,13 @@ impl FlusherActor {
         let tails = self.tails.clone();
         let probe = self.supervision.probe().clone();
         let backoff = (self.config.retry_initial, self.config.retry_max);
-        let breaker = self.breaker.clone();
+        let (breaker, blocked) = (self.breaker.clone(), self.blocked.clone());
         let task = tokio::spawn(async move {
             // The guard allows the next flush when this task ends, also by a
             // panic; that flush then takes these rows again.
             let _guard = guard;
-            flush_until_committed(&lake, &tails, &tail, work, &probe, &breaker, backoff).await;
+            let stops = Stops { probe: &probe, breaker: &breaker, blocked: &blocked };
+            flush_until_committed(&lake, &tails, &tail, work, stops, backoff).await;
         });
         let addr = ctx.address();
         // The actor only learns when the task ends; it never waits on it.
@@ -145,14 +188,22 @@ impl FlusherActor {
     }
 }
 
-/// Writes and commits one flush, retrying with backoff until it is durable.
+/// Where a flush reports its failures.
+struct Stops<'a> {
+    probe: &'a Probe,
+    breaker: &'a LakeBreakers,
+    blocked: &'a Blocked,
+}
+
+/// Writes and commits one flush until it is durable: a transient failure is
+/// retried with backoff, a permanent one when its breaker lets a probe
+/// through.
 async fn flush_until_committed<R: LakeRow>(
     lake: &Lake,
     tails: &Tails,
     tail: &Tail<R>,
     work: FlushWork,
-    probe: &Probe,
-    breaker: &LakeBreakers,
+    Stops { probe, breaker, blocked }: Stops<'_>,
     (initial, max): (Duration, Duration),
 ) {
     let table = work.kind.name();
@@ -164,6 +215,7 @@ async fn flush_until_committed<R: LakeRow>(
             Ok((committed, bytes, file_count)) => {
                 breaker.storage.success();
                 breaker.catalog.success();
+                blocked.cleared(work.kind);
                 if let Some(shared) = tails.settle.get() {
                     shared.settle(settlement_of(&work));
                 }
@@ -188,6 +240,7 @@ async fn flush_until_committed<R: LakeRow>(
                     tails.claims.fence();
                     tails.discard();
                 }
+                blocked.cleared(work.kind);
                 return;
             }
             Err(LakeError::Iceberg(e)) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => {
@@ -200,16 +253,43 @@ async fn flush_until_committed<R: LakeRow>(
             Err(e) => {
                 // No files yet: the write failed (the object store);
                 // otherwise the commit did (the catalog).
-                if files.is_none() {
-                    breaker.storage.failure()
-                } else {
-                    breaker.catalog.failure()
-                }
+                let failed = if files.is_none() { &breaker.storage } else { &breaker.catalog };
                 metrics::counter!("k2_lake_commit_failures_total", "table" => table).increment(1);
-                probe.error(&format!("flush of {table} generation {}: {e}", work.generation));
-                tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(max);
+                let error = format!("flush of {table} generation {}: {e}", work.generation);
+                if !e.is_permanent() {
+                    failed.failure();
+                    probe.error(&error);
+                    tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max);
+                    continue;
+                }
+                // Retrying on a timer would repeat the error until someone
+                // fixes its cause: open the breaker now and try again when
+                // its cool-down lets a probe through. The rows stay in the
+                // tail (queryable) meanwhile.
+                failed.trip(&error);
+                metrics::counter!("k2_lake_permanent_failures_total", "table" => table).increment(1);
+                probe
+                    .error(&format!("{error} (retrying cannot fix this; the {} breaker is open)", failed.dependency()));
+                blocked.failed(work.kind, error);
+                tracing::error!(
+                    table,
+                    generation = work.generation,
+                    rows = work.rows,
+                    dependency = failed.dependency(),
+                    error = %e,
+                    "flush failed with an error retrying cannot fix; rows kept until the breaker's probe succeeds"
+                );
+                // Another flush may trip it again meanwhile.
+                loop {
+                    let left = failed.open_for();
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(left).await;
+                }
+                delay = initial;
             }
         }
     }

@@ -296,3 +296,35 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf, LakeError> {
     std::fs::create_dir_all(dir).map_err(|source| LakeError::Dir { path: dir.to_owned(), source })?;
     dir.canonicalize().map_err(|source| LakeError::Dir { path: dir.to_owned(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors the fault tests and a missing bucket produce, as they
+    /// arrive from iceberg-rust.
+    #[test]
+    fn storage_errors_no_retry_can_fix_are_permanent_and_a_conflict_transient() {
+        // Local storage keeps only the I/O error's text (here: a file where
+        // the table's data directory should be).
+        let local = iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            "Failed to create directory /data/warehouse/market/trades/data/timestamp_day=2024-08-04: Not a directory (os error 20)",
+        );
+        assert_eq!(LakeError::Iceberg(local).retry(), Retry::Permanent);
+        // S3 (moto's answer for a bucket that does not exist): the store's
+        // words are in the source.
+        let s3 = iceberg::Error::new(iceberg::ErrorKind::Unexpected, "Failure in doing io operation").with_source(
+            std::io::Error::other(
+                "ConfigInvalid (persistent) at write => S3Error { code: \"NoSuchBucket\", message: \"The specified bucket does not exist\" }",
+            ),
+        );
+        assert_eq!(LakeError::Iceberg(s3).retry(), Retry::Permanent);
+        let refused = iceberg::Error::new(iceberg::ErrorKind::Unexpected, "Failure in doing io operation").with_source(
+            std::io::Error::other("error sending request: tcp connect: Connection refused (os error 111)"),
+        );
+        assert_eq!(LakeError::Iceberg(refused).retry(), Retry::Transient);
+        let conflict = iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, "another writer committed");
+        assert_eq!(LakeError::Iceberg(conflict).retry(), Retry::Transient);
+    }
+}

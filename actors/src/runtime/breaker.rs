@@ -1,14 +1,17 @@
 //! Circuit breakers, one per dependency (Kafka, the Iceberg catalog, ...):
 //! closed → open after `failures` failures within `window` → half-open
 //! after `cool_down` → closed after `successes` successes in a row (a failure
-//! while half-open opens it again). State is exported as
+//! while half-open opens it again). A caller that meets an error no retry
+//! can fix trips it open at once ([`CircuitBreaker::trip`]) with the error
+//! as its cause, which `/health` shows until the breaker closes. State is
+//! exported as
 //! `k2_circuit_breaker_state{dependency}` (0 closed, 1 open, 2 half-open) and
 //! in `/health`. Callers report outcomes; what to do while a breaker is open
 //! is theirs (and the degradation ladder's) to decide.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -38,6 +41,8 @@ struct Inner {
     failures: VecDeque<Instant>,
     opened_at: Instant,
     successes: u32,
+    /// Why it was tripped open, until it closes again.
+    cause: Option<String>,
 }
 
 #[derive(Debug)]
@@ -58,6 +63,7 @@ impl CircuitBreaker {
                 failures: VecDeque::new(),
                 opened_at: Instant::now(),
                 successes: 0,
+                cause: None,
             }),
         }
     }
@@ -78,12 +84,46 @@ impl CircuitBreaker {
         self.state_at(Instant::now())
     }
 
+    /// Opens the breaker now, whatever its state and failure count: `cause`
+    /// is an error retrying cannot fix, so waiting for `failures` of it
+    /// would only repeat it. A probe goes through after the cool-down.
+    pub fn trip(&self, cause: &str) {
+        self.trip_at(Instant::now(), cause);
+    }
+
+    /// Why the breaker was tripped, while it is not closed.
+    pub fn cause(&self) -> Option<String> {
+        self.lock_at(Instant::now()).cause.clone()
+    }
+
+    /// How long until an open breaker lets a probe through (zero when it is
+    /// not open).
+    pub fn open_for(&self) -> Duration {
+        self.open_for_at(Instant::now())
+    }
+
+    pub fn trip_at(&self, now: Instant, cause: &str) {
+        let mut s = self.lock_at(now);
+        s.opened_at = now;
+        s.cause = Some(cause.to_owned());
+        self.set(&mut s, BreakerState::Open);
+    }
+
+    pub fn open_for_at(&self, now: Instant) -> Duration {
+        let s = self.lock_at(now);
+        match s.state {
+            BreakerState::Open => self.policy.cool_down.saturating_sub(now.saturating_duration_since(s.opened_at)),
+            BreakerState::Closed | BreakerState::HalfOpen => Duration::ZERO,
+        }
+    }
+
     pub fn success_at(&self, now: Instant) {
         let mut s = self.lock_at(now);
         if s.state == BreakerState::HalfOpen {
             s.successes += 1;
             if s.successes >= self.policy.successes {
                 s.failures.clear();
+                s.cause = None;
                 self.set(&mut s, BreakerState::Closed);
             }
         }
@@ -137,8 +177,6 @@ impl CircuitBreaker {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn breaker() -> CircuitBreaker {
@@ -189,5 +227,26 @@ mod tests {
         // Closed again with a clean slate.
         b.failure_at(t + Duration::from_secs(13));
         assert_eq!(b.state_at(t + Duration::from_secs(13)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_trip_opens_at_once_with_its_cause_until_the_breaker_closes() {
+        let b = breaker();
+        let t = Instant::now();
+        b.trip_at(t, "read-only file system");
+        assert_eq!(b.state_at(t), BreakerState::Open, "one trip is enough");
+        assert_eq!(b.cause().as_deref(), Some("read-only file system"));
+        assert_eq!(b.open_for_at(t + Duration::from_secs(2)), Duration::from_secs(3));
+        assert_eq!(b.open_for_at(t + Duration::from_secs(5)), Duration::ZERO);
+        assert_eq!(b.state_at(t + Duration::from_secs(5)), BreakerState::HalfOpen);
+        // The probe fails for the same reason: open again, a new cool-down.
+        b.trip_at(t + Duration::from_secs(5), "read-only file system");
+        assert_eq!(b.open_for_at(t + Duration::from_secs(6)), Duration::from_secs(4));
+        assert_eq!(b.state_at(t + Duration::from_secs(10)), BreakerState::HalfOpen);
+        assert!(b.cause().is_some(), "half-open still says why it opened");
+        b.success_at(t + Duration::from_secs(10));
+        b.success_at(t + Duration::from_secs(10));
+        assert_eq!(b.state_at(t + Duration::from_secs(10)), BreakerState::Closed);
+        assert_eq!(b.cause(), None);
     }
 }

@@ -78,7 +78,20 @@ pub fn text_retry(text: &str) -> Retry {
         "signaturedoesnotmatch",
     ];
     let lower = text.to_ascii_lowercase();
-    if PERMANENT.iter().any(|p| lower.contains(p)) { Retry::Permanent } else { Retry::Transient }
+    let permanent_os_error =
+        os_errors(text).any(|n| io_retry(std::io::Error::from_raw_os_error(n).kind()) == Retry::Permanent);
+    if permanent_os_error || PERMANENT.iter().any(|p| lower.contains(p)) { Retry::Permanent } else { Retry::Transient }
+}
+
+/// The error numbers in `text`: a local I/O error shown as text ends in
+/// "(os error N)", and libraries that keep only the text (iceberg's local
+/// file storage) still carry that, whatever the wording or the locale.
+fn os_errors(text: &str) -> impl Iterator<Item = i32> + '_ {
+    const MARK: &str = "(os error ";
+    text.match_indices(MARK).filter_map(|(at, _)| {
+        let rest = &text[at + MARK.len()..];
+        rest[..rest.find(')')?].parse().ok()
+    })
 }
 
 /// A stage could not process a batch: the supervisor restarts the stage and
@@ -115,5 +128,31 @@ mod tests {
         assert_eq!(text_retry("Unexpected => Failure, source: Permission denied (os error 13)"), Retry::Permanent);
         assert_eq!(text_retry("S3 answered 404 NoSuchBucket: The specified bucket does not exist"), Retry::Permanent);
         assert_eq!(text_retry("connection reset by peer"), Retry::Transient);
+    }
+
+    /// iceberg's local storage keeps an I/O error's text only: its error
+    /// number says what the kind would have.
+    #[test]
+    fn local_io_errors_in_text_are_classified_by_their_error_number() {
+        // A file where a table's data directory should be (the fault test's).
+        let enotdir = "iceberg: Unexpected => Failed to create directory /data/warehouse/market/trades/data/timestamp_day=2024-08-04: Not a directory (os error 20)";
+        assert_eq!(text_retry(enotdir), Retry::Permanent);
+        // A directory made immutable (chattr +i): EPERM, even for root.
+        assert_eq!(
+            text_retry("Failed to create file /w/x.parquet: Operation not permitted (os error 1)"),
+            Retry::Permanent
+        );
+        assert_eq!(text_retry("Failed to create file /w/x.parquet: Permission denied (os error 13)"), Retry::Permanent);
+        assert_eq!(
+            text_retry("Failed to write file /w/x.parquet: Read-only file system (os error 30)"),
+            Retry::Permanent
+        );
+        assert_eq!(
+            text_retry("Failed to write file /w/x.parquet: No space left on device (os error 28)"),
+            Retry::Permanent
+        );
+        assert_eq!(text_retry("tcp connect: Connection refused (os error 111)"), Retry::Transient);
+        assert_eq!(text_retry("read: Connection timed out (os error 110)"), Retry::Transient);
+        assert_eq!(text_retry("(os error x) and (os error"), Retry::Transient, "no number, no verdict");
     }
 }

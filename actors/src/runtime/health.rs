@@ -132,6 +132,12 @@ impl HealthRegistry {
         breakers.iter().map(|(name, b)| (*name, b.state())).collect()
     }
 
+    /// Why each tripped breaker opened, for those not closed since.
+    pub fn breaker_causes(&self) -> BTreeMap<&'static str, String> {
+        let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers.iter().filter_map(|(name, b)| Some((*name, b.cause()?))).collect()
+    }
+
     pub fn report(&self) -> BTreeMap<&'static str, ActorReport> {
         let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
         actors

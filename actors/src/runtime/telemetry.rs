@@ -306,7 +306,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
     counter("k2_lake_commits_total", "Snapshots committed.", &[("table", TABLES)]),
     counter(
         "k2_lake_commit_failures_total",
-        "Failed writes or commits (retried with backoff; rows are kept).",
+        "Failed writes or commits, all kinds (rows are kept; see k2_lake_permanent_failures_total).",
+        &[("table", TABLES)],
+    ),
+    counter(
+        "k2_lake_permanent_failures_total",
+        "Failed writes or commits retrying cannot fix (a refused write, a missing bucket): the breaker opens and rows are kept until its probe succeeds.",
         &[("table", TABLES)],
     ),
     counter(

@@ -33,6 +33,9 @@ struct Health {
     actors: BTreeMap<&'static str, ActorReport>,
     /// Each dependency's circuit breaker.
     breakers: BTreeMap<&'static str, crate::runtime::breaker::BreakerState>,
+    /// Why a breaker was tripped open by an error no retry can fix (a
+    /// refused write, a missing bucket), while it is not closed.
+    breaker_causes: BTreeMap<&'static str, String>,
     /// The degradation ladder's level and why (absent without a controller).
     #[serde(skip_serializing_if = "Option::is_none")]
     degradation: Option<crate::runtime::health::Degradation>,
@@ -93,6 +96,7 @@ pub fn start(
 pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let actors = state.registry.report();
     let breakers = state.registry.breakers();
+    let breaker_causes = state.registry.breaker_causes();
     let degradation = state.registry.degradation();
     use crate::runtime::health::ActorState::*;
     let status = if actors.values().any(|a| a.state == Failed) {
@@ -105,7 +109,7 @@ pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     } else {
         "ok"
     };
-    let body = Health { status, actors, breakers, degradation };
+    let body = Health { status, actors, breakers, breaker_causes, degradation };
     if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
 }
 

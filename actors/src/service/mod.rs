@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::kafka::consumer::{self, ConsumerActor};
 use crate::kafka::schemas::SchemaSource;
-use crate::lake::flusher::{self, FlushAll, FlusherActor, LakeBreakers};
+use crate::lake::flusher::{self, Blocked, FlushAll, FlusherActor, LakeBreakers};
 use crate::lake::{Access, Lake, Tails};
 use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;
@@ -106,6 +106,8 @@ pub struct Service {
     pub spill: Arc<Spill>,
     /// Redis, when `redis.url` names one.
     pub shared: Option<Arc<SharedState>>,
+    /// Flushes held up by an error no retry can fix.
+    blocked: Blocked,
     config: Config,
     /// Kafka mode: records the broker has acknowledged so far.
     delivered: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
@@ -116,15 +118,21 @@ pub struct Service {
 /// How [`Service::shutdown`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    /// Everything accepted is committed before the process ends.
+    /// Everything accepted is committed before the process ends, however
+    /// long a fault takes to be fixed (`k2 run`: someone is watching).
     Graceful,
+    /// As `Graceful`, but a flush an error no retry can fix still holds up
+    /// after its breaker's probe ends the wait, named in
+    /// [`ShutdownReport::blocked`]: nobody fixes the cause while a batch
+    /// command waits (`k2 load`).
+    GracefulUnlessBlocked,
     /// Supervision escalated: stop without committing more (the rows that
     /// were not durable show as a gap at the next start).
     Escalated,
 }
 
 /// What a shutdown left behind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Rows that entered the tails (embedded mode, or the consumer's).
     pub trades: u64,
@@ -136,6 +144,9 @@ pub struct ShutdownReport {
     pub delivered: Option<u64>,
     /// Spilled rows still on disk for the next start.
     pub spilled: u64,
+    /// The permanent error that ended a [`Stop::GracefulUnlessBlocked`]
+    /// before everything was committed.
+    pub blocked: Option<String>,
 }
 
 /// Starts a [`Service`]; see the module's phases.
@@ -358,8 +369,10 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         storage: pipeline.registry().breaker("object-store", &config.breakers),
     };
     let wake = full.clone();
+    let blocked = Blocked::default();
+    let b = blocked.clone();
     let flusher =
-        Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, wake, breakers, sup));
+        Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, wake, breakers, b, sup));
     pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
     if config.mode == Mode::Embedded {
@@ -406,6 +419,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         consumer,
         spill,
         shared,
+        blocked,
         config: config.clone(),
         delivered,
         connections: Vec::new(),
@@ -483,14 +497,27 @@ impl Service {
         for c in &self.connections {
             let _ = c.send(StopSource).await;
         }
-        if stop == Stop::Graceful {
+        let mut blocked = None;
+        if matches!(stop, Stop::Graceful | Stop::GracefulUnlessBlocked) {
             // Gap recovery may still deliver trades a moment after the
             // sources stop: flush again while rows arrive, a few rounds.
             for _ in 0..10 {
                 if self.config.mode == Mode::Embedded {
                     self.unspill().await;
                 }
-                if let Err(e) = self.flush().await {
+                let flushed = if stop == Stop::GracefulUnlessBlocked {
+                    tokio::select! {
+                        flushed = self.flush() => flushed,
+                        error = self.persistently_blocked() => {
+                            tracing::error!(%error, "final flush given up: retrying cannot fix its error");
+                            blocked = Some(error);
+                            break;
+                        }
+                    }
+                } else {
+                    self.flush().await
+                };
+                if let Err(e) = flushed {
                     tracing::error!(error = %e, "final flush failed");
                     break;
                 }
@@ -517,6 +544,18 @@ impl Service {
             not_committed: self.tails.waiting_rows() as u64,
             delivered: self.delivered.as_ref().map(|d| d()),
             spilled: self.spill.rows(),
+            blocked,
+        }
+    }
+
+    /// Resolves with the error once a flush has failed permanently again
+    /// at its breaker's probe.
+    async fn persistently_blocked(&self) -> String {
+        loop {
+            if let Some(error) = self.blocked.persistent() {
+                return error;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
