@@ -46,7 +46,8 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     };
     let show_progress = !args.json;
     let summary = k2::runtime::run(|| async move {
-        let k2 = Service::builder(&config).start().await.map_err(|e| e.to_string())?;
+        // A file can wait: the load is paced by the flusher, never shed.
+        let k2 = Service::builder(&config).batch().start().await.map_err(|e| e.to_string())?;
         let mut report = k2::sources::loader::load(found.files, asx, k2.pipeline.entrance(), show_progress).await?;
         for skipped in found.skipped {
             report.rejected += 1;
@@ -66,14 +67,24 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
                 stopped.not_committed, stopped.spilled
             ));
         }
-        let (trades, quotes) = (stopped.trades, stopped.quotes);
+        // Accepted: into the tables (embedded) or into Kafka.
+        let (trades, quotes) = stopped.delivered.unwrap_or((stopped.trades, stopped.quotes));
+        // Every row read is accepted or a duplicate: anything else is a loss
+        // and must not pass for a duplicate.
+        let unaccounted = report.read.saturating_sub(trades + quotes + stopped.duplicates);
+        if unaccounted > 0 || trades + quotes + stopped.duplicates > report.read {
+            return Err(format!(
+                "{unaccounted} of {} rows read were neither accepted nor dropped as duplicates ({trades} trades and {quotes} quotes accepted, {} duplicates); a stage failed on them (k2_dead_letter_events_total, the log)",
+                report.read, stopped.duplicates
+            ));
+        }
         let snapshot = |t: iceberg::table::Table| t.metadata().current_snapshot_id();
         Ok::<_, String>(Summary {
             files: report.files,
             read: report.read,
             accepted_trades: trades,
             accepted_quotes: quotes,
-            duplicates_dropped: report.read - trades - quotes,
+            duplicates_dropped: stopped.duplicates,
             rejected: report.rejected,
             rejected_by_reason: report.rejected_by_reason,
             first_rejected: report.first_rejected,

@@ -38,7 +38,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
                 "k2 run: stopped; {} trades and {} quotes accepted, {} rows not committed",
                 report.trades, report.quotes, report.not_committed
             ),
-            Some(sent) => eprintln!("k2 run: stopped; {sent} events delivered to Kafka"),
+            Some((trades, quotes)) => {
+                eprintln!(
+                    "k2 run: stopped; {} events delivered to Kafka ({trades} trades, {quotes} quotes)",
+                    trades + quotes
+                )
+            }
         }
         Ok::<_, CommandError>(match escalated {
             Some(why) => {

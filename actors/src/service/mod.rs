@@ -110,7 +110,10 @@ pub struct Service {
     blocked: Blocked,
     config: Config,
     /// Kafka mode: records the broker has acknowledged so far.
-    delivered: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+    delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    /// Rows in the tails when the actors started (a spill an earlier
+    /// process left, replayed at restore): not this run's to report.
+    appended_at_start: (u64, u64),
     connections: Vec<Addr<ConnectionActor>>,
     http: Mutex<Vec<ServerHandle>>,
 }
@@ -134,14 +137,17 @@ pub enum Stop {
 /// What a shutdown left behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Rows that entered the tails (embedded mode, or the consumer's).
+    /// Rows that entered the tails since start (embedded mode, or the
+    /// consumer's).
     pub trades: u64,
     pub quotes: u64,
     /// Rows accepted and not committed (0 after a graceful stop that could
     /// reach the tables).
     pub not_committed: u64,
-    /// Kafka mode: records the broker acknowledged.
-    pub delivered: Option<u64>,
+    /// Kafka mode: trades and quotes the broker acknowledged.
+    pub delivered: Option<(u64, u64)>,
+    /// Duplicates the pipeline dropped (the same message id seen before).
+    pub duplicates: u64,
     /// Spilled rows still on disk for the next start.
     pub spilled: u64,
     /// The permanent error that ended a [`Stop::GracefulUnlessBlocked`]
@@ -310,7 +316,7 @@ struct Sinks {
     stages_level: LevelHandle,
     /// Kafka mode: records accepted but not yet in Kafka, and records in it.
     in_flight: Option<Box<dyn Fn() -> u64 + Send>>,
-    delivered: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+    delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
 }
 
 /// Phase 2: where the pipeline ends.
@@ -351,6 +357,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .level(stages_level.clone())
         .registry(registry)
         .restored(marks)
+        .shed_ledger(tails.shed.clone())
         .start();
 
     let consumer = (config.mode == Mode::Kafka && config.kafka.consume).then(|| {
@@ -409,6 +416,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
 
     let api =
         Api { query: query_addr, engine, keys: Arc::new(config.http.api_keys.clone()), registry: schema_registry };
+    let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {
         pipeline,
         lake,
@@ -422,6 +430,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         blocked,
         config: config.clone(),
         delivered,
+        appended_at_start,
         connections: Vec::new(),
         http: Mutex::new(Vec::new()),
     }
@@ -539,10 +548,11 @@ impl Service {
             server.stop(true).await;
         }
         ShutdownReport {
-            trades: self.tails.trades.appended(),
-            quotes: self.tails.quotes.appended(),
+            trades: self.tails.trades.appended() - self.appended_at_start.0,
+            quotes: self.tails.quotes.appended() - self.appended_at_start.1,
             not_committed: self.tails.waiting_rows() as u64,
             delivered: self.delivered.as_ref().map(|d| d()),
+            duplicates: self.pipeline.duplicates(),
             spilled: self.spill.rows(),
             blocked,
         }

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Notify};
 use super::{Pending, Sink, SinkError};
 use crate::kafka::KafkaError;
 use crate::kafka::schemas::SchemaSource;
-use crate::kafka::topics::{ensure, topic_for};
+use crate::kafka::topics::{ensure, is_market_topic, topic_for};
 use crate::runtime::breaker::CircuitBreaker;
 use crate::runtime::config::KafkaConfig;
 use crate::runtime::errors::Retry;
@@ -57,8 +57,8 @@ struct Shared {
     /// Topics created and their value schema's id.
     topics: Mutex<HashMap<String, u32>>,
     in_flight: AtomicUsize,
-    /// Records the broker acknowledged, for the shutdown report.
-    delivered: AtomicU64,
+    /// Trades and quotes the broker acknowledged, for the shutdown report.
+    delivered: [AtomicU64; 2],
     settled: Notify,
     /// Fed by every delivery and every admin or registry failure.
     breaker: Arc<CircuitBreaker>,
@@ -86,10 +86,10 @@ impl KafkaSink {
         move || shared.in_flight.load(Ordering::Acquire) as u64
     }
 
-    /// A reading of the records the broker has acknowledged so far.
-    pub fn delivered(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+    /// A reading of the trades and quotes the broker has acknowledged so far.
+    pub fn delivered(&self) -> impl Fn() -> (u64, u64) + Send + Sync + 'static {
         let shared = self.shared.clone();
-        move || shared.delivered.load(Ordering::Acquire)
+        move || (shared.delivered[0].load(Ordering::Acquire), shared.delivered[1].load(Ordering::Acquire))
     }
 
     pub fn new(config: &KafkaConfig, schemas: SchemaSource, breaker: Arc<CircuitBreaker>) -> Result<Self, KafkaError> {
@@ -114,7 +114,7 @@ impl KafkaSink {
                 schemas,
                 topics: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
-                delivered: AtomicU64::new(0),
+                delivered: [AtomicU64::new(0), AtomicU64::new(0)],
                 settled: Notify::new(),
                 breaker,
                 durable: OnceLock::new(),
@@ -211,6 +211,10 @@ impl Shared {
                 .iter()
                 .map(|t| metrics::counter!("k2_kafka_produce_errors_total", "topic" => t.clone()))
                 .collect();
+            let kind: Vec<usize> = topics
+                .iter()
+                .map(|t| usize::from(is_market_topic(&shared.config.topic_prefix, t) != Some(true)))
+                .collect();
             let latency: Vec<_> =
                 topics.iter().map(|t| metrics::histogram!("k2_kafka_delivery_seconds", "topic" => t.clone())).collect();
             let count = deliveries.len();
@@ -223,7 +227,7 @@ impl Shared {
                             settlement.add(event);
                         }
                         shared.breaker.success();
-                        shared.delivered.fetch_add(1, Ordering::AcqRel);
+                        shared.delivered[kind[at]].fetch_add(1, Ordering::AcqRel);
                         produced[at].increment(1);
                         latency[at].record(started.elapsed().as_secs_f64());
                     }
