@@ -80,6 +80,28 @@ fn slow_commits_climb_the_ladder_to_a_pause_and_it_comes_back_without_losing_a_t
             "no transition to {to}:\n{metrics}"
         );
     }
+    // What the ladder shed is counted, shown in /health, and recorded in
+    // the snapshots of the rows committed meanwhile.
+    let shed = get_json(&k2.http, "/health")["shed"].clone();
+    let stripped = shed.as_object().map_or(0, |m| {
+        m.iter().filter(|(k, _)| k.ends_with("/vendor_data")).map(|(_, n)| n.as_u64().unwrap_or(0)).sum::<u64>()
+    });
+    assert!(stripped > 0, "vendor_data was stripped at SOFT and above: /health shed = {shed}");
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("k2_shed_total{") && l.contains("kind=\"vendor_data\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(counted > 0.0, "k2_shed_total counts it:\n{metrics}");
+    let snapshots = get_json(&k2.http, "/v1/snapshots?table=trades");
+    let recorded: u64 = snapshots["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["summary"]["k2.shed"].as_str())
+        .map(|j| serde_json::from_str::<std::collections::BTreeMap<String, u64>>(j).unwrap().values().sum::<u64>())
+        .sum();
+    assert!(recorded > 0, "no snapshot records what was shed: {snapshots}");
     let log = k2.stop();
     assert!(log.contains("source paused by the degradation controller") && log.contains("source resumed"), "{log}");
     eprintln!("pressure to CIRCUIT_BREAK in {} ms", reaction.as_millis());

@@ -148,6 +148,7 @@ impl FlusherActor {
             }
         };
         work.epoch = epoch;
+        work.shed = self.tails.shed.take_unflushed(work.kind == TableKind::Trades);
         let kind = work.kind;
         let lake = self.lake.clone();
         let tails = self.tails.clone();
@@ -340,7 +341,13 @@ async fn flush_once<R: LakeRow>(
     tails.pressure.before_commit().await.map_err(LakeError::Injected)?;
     // Held through the commit: a revocation waits for it.
     let _permit = tails.claims.admit(work.epoch, &work.delta.offsets)?;
-    let request = CommitRequest { files: data_files, delta: &work.delta, starts: &work.starts, writer: lake.writer() };
+    let request = CommitRequest {
+        files: data_files,
+        delta: &work.delta,
+        starts: &work.starts,
+        writer: lake.writer(),
+        shed: &work.shed,
+    };
     let done = writer::commit(lake.catalog(), &ident, request).await?;
     tail.committed(done.covered, done.table);
     Ok((done.appended, bytes, count))

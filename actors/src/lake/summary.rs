@@ -20,6 +20,11 @@ pub const KAFKA_OFFSETS: &str = "k2.kafka-offsets";
 /// about this writer's snapshots only (several flushers may share a table).
 pub const WRITER: &str = "k2.writer";
 
+/// Snapshot summary key of what the degradation ladder shed while this
+/// snapshot's rows were accepted (JSON, `LEVEL/SYMBOL/kind` → rows; absent
+/// when nothing was): a reader can tell which span is degraded.
+pub const SHED: &str = "k2.shed";
+
 /// Next offset to read, by topic and partition.
 pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
 

@@ -104,6 +104,9 @@ pub struct FlushWork {
     pub starts: Offsets,
     /// The claims' epoch when the rows were taken (set by the flusher).
     pub epoch: u64,
+    /// What the ladder shed of this table's rows since the last flush (set
+    /// by the flusher; recorded in the snapshot's summary).
+    pub shed: std::collections::BTreeMap<String, u64>,
 }
 
 impl<R: LakeRow> Tail<R> {
@@ -292,7 +295,10 @@ impl<R: LakeRow> Tail<R> {
         s.open_generation += 1;
         s.open_rows = 0;
         let starts = s.committed.offsets.clone();
-        Ok(Some((FlushWork { kind: self.kind, generation, batches, rows, delta, starts, epoch: 0 }, guard)))
+        Ok(Some((
+            FlushWork { kind: self.kind, generation, batches, rows, delta, starts, epoch: 0, shed: Default::default() },
+            guard,
+        )))
     }
 
     /// A flush's snapshot is committed: its rows leave the tail in the same

@@ -11,6 +11,7 @@ use super::pressure::Pressure;
 use super::summary::{Offsets, merge_offsets};
 use super::tail::Tail;
 use super::{Lake, LakeError, TableKind};
+use crate::runtime::degradation::ShedLedger;
 use crate::state::marks::SequenceMarks;
 use crate::state::shared::SharedState;
 
@@ -26,6 +27,9 @@ pub struct Tails {
     /// Redis, told what each commit made durable (embedded mode with shared
     /// state; in Kafka mode the producer settles at delivery).
     pub settle: Arc<OnceLock<Arc<SharedState>>>,
+    /// What the degradation ladder shed: each flush records its table's
+    /// share in the snapshot.
+    pub shed: ShedLedger,
 }
 
 impl Tails {
@@ -37,6 +41,7 @@ impl Tails {
             claims: Arc::new(Claims::default()),
             pressure: Arc::new(Pressure::default()),
             settle: Arc::new(OnceLock::new()),
+            shed: ShedLedger::default(),
         })
     }
 

@@ -105,6 +105,8 @@ pub struct CommitRequest<'a> {
     pub starts: &'a Offsets,
     /// This process's writer id.
     pub writer: &'a str,
+    /// What the ladder shed of this table's rows meanwhile (may be empty).
+    pub shed: &'a std::collections::BTreeMap<String, u64>,
 }
 
 /// Appends `files` as one snapshot covering everything before plus the
@@ -119,7 +121,7 @@ pub async fn commit(
     ident: &TableIdent,
     request: CommitRequest<'_>,
 ) -> Result<Committed, LakeError> {
-    let CommitRequest { files, delta, starts, writer } = request;
+    let CommitRequest { files, delta, starts, writer, shed } = request;
     let table = catalog.load_table(ident).await?;
     let mut covered = latest_covered(&table)?;
     covered.generation = delta.generation;
@@ -139,7 +141,11 @@ pub async fn commit(
     }
     covered.marks.merge(&delta.marks);
     let tx = Transaction::new(&table);
-    let action = tx.fast_append().add_data_files(files).set_snapshot_properties(covered.to_summary());
+    let mut summary = covered.to_summary();
+    if !shed.is_empty() {
+        summary.insert(super::summary::SHED.to_owned(), serde_json::to_string(shed).unwrap_or_default());
+    }
+    let action = tx.fast_append().add_data_files(files).set_snapshot_properties(summary);
     let tx = action.apply(tx)?;
     let pinned = PinnedCatalog { inner: catalog.clone(), base: table };
     let table = tx.commit(&pinned).await?;

@@ -64,6 +64,21 @@ pub struct HealthRegistry {
     actors: Arc<Mutex<BTreeMap<&'static str, Arc<Entry>>>>,
     breakers: Arc<Mutex<BTreeMap<&'static str, Arc<crate::runtime::breaker::CircuitBreaker>>>>,
     degradation: Arc<Mutex<Option<Degradation>>>,
+    /// Reads what the degradation ladder has shed (`LEVEL/SYMBOL/kind` →
+    /// rows), once the pipeline has said where.
+    shed: ShedSlot,
+}
+
+/// Reads the shed rows so far.
+pub type ShedReader = Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct ShedSlot(Arc<Mutex<Option<ShedReader>>>);
+
+impl std::fmt::Debug for ShedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShedSlot")
+    }
 }
 
 /// The degradation ladder's level as `/health` shows it.
@@ -124,6 +139,16 @@ impl HealthRegistry {
     /// None when no controller runs.
     pub fn degradation(&self) -> Option<Degradation> {
         self.degradation.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Where `/health` reads the rows the ladder has shed.
+    pub fn report_shed(&self, reader: ShedReader) {
+        *self.shed.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reader);
+    }
+
+    /// The rows the ladder has shed, by `LEVEL/SYMBOL/kind`.
+    pub fn shed(&self) -> BTreeMap<String, u64> {
+        self.shed.0.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|read| read()).unwrap_or_default()
     }
 
     /// Every breaker's state.

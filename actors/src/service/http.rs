@@ -39,6 +39,10 @@ struct Health {
     /// The degradation ladder's level and why (absent without a controller).
     #[serde(skip_serializing_if = "Option::is_none")]
     degradation: Option<crate::runtime::health::Degradation>,
+    /// Rows the degradation ladder has shed since start, by
+    /// `LEVEL/SYMBOL/kind` (absent while nothing was).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    shed: BTreeMap<String, u64>,
 }
 
 /// A running HTTP server.
@@ -98,6 +102,7 @@ pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let breakers = state.registry.breakers();
     let breaker_causes = state.registry.breaker_causes();
     let degradation = state.registry.degradation();
+    let shed = state.registry.shed();
     use crate::runtime::health::ActorState::*;
     let status = if actors.values().any(|a| a.state == Failed) {
         "failed"
@@ -109,7 +114,7 @@ pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     } else {
         "ok"
     };
-    let body = Health { status, actors, breakers, breaker_causes, degradation };
+    let body = Health { status, actors, breakers, breaker_causes, degradation, shed };
     if status == "failed" { HttpResponse::ServiceUnavailable().json(body) } else { HttpResponse::Ok().json(body) }
 }
 

@@ -53,9 +53,17 @@ pub struct PipelineBuilder<'a> {
     level: LevelHandle,
     registry: HealthRegistry,
     restore: SequenceMarks,
+    shed: ShedLedger,
 }
 
 impl<'a> PipelineBuilder<'a> {
+    /// Where the ladder's shedding is recorded (default: a ledger of its
+    /// own; the service shares the tails', so snapshots record it).
+    pub fn shed_ledger(mut self, ledger: ShedLedger) -> Self {
+        self.shed = ledger;
+        self
+    }
+
     /// The dedup window to start from (default: an empty in-memory window
     /// sized by `[dedup]`).
     pub fn dedup(mut self, store: Box<dyn DedupStore>) -> Self {
@@ -91,7 +99,7 @@ impl<'a> PipelineBuilder<'a> {
     pub fn start(self) -> Pipeline {
         // Metrics emitted before the recorder exists would be lost.
         crate::runtime::telemetry::prometheus();
-        let Self { config, sink, store, shared, level, registry, restore } = self;
+        let Self { config, sink, store, shared, level, registry, restore, shed } = self;
         let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let policies = Policies::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
@@ -136,8 +144,9 @@ impl<'a> PipelineBuilder<'a> {
         let sup = supervision(sequencer::NAME);
         let seq_link = sup.probe().clone();
         let seq_config = config.sequence_config();
-        let shed = ShedLedger::default();
         let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols, shed.clone());
+        let reader = shed.clone();
+        registry.report_shed(Box::new(move || reader.totals()));
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
             SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shedding(shedding)
@@ -172,6 +181,7 @@ impl Pipeline {
             level: LevelHandle::default(),
             registry: HealthRegistry::new(),
             restore: SequenceMarks::default(),
+            shed: ShedLedger::default(),
         }
     }
 
