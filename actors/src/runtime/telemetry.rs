@@ -137,7 +137,7 @@ const fn histogram(name: &'static str, help: &'static str, labels: &'static [Lab
 /// Every metric K2 exports. Dashboards and alerts (docker/) may use these
 /// and nothing else; the tests check both directions.
 pub const CATALOGUE: &[MetricSpec] = &[
-    // Actors (health.rs, supervision/).
+    // Actors (runtime/health.rs, runtime/supervision/).
     gauge("k2_actor_up", "1 while the actor runs, else 0.", &[("actor", RUNTIME)]),
     gauge(
         "k2_actor_state",
@@ -214,7 +214,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Unix time of the connection's last batch of frames.",
         &[("connection", RUNTIME)],
     ),
-    // Sequencing, dedup, gap recovery (sequencer.rs, dedup.rs, gap_recovery.rs).
+    // Sequencing, dedup, gap recovery (transforms/, sources/gap_recovery.rs).
     counter(
         "k2_sequence_events_total",
         "Trades by sequence outcome.",
@@ -250,7 +250,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Missing trades recovered over REST or given up as unrecoverable.",
         &[("result", &["recovered", "unrecoverable"])],
     ),
-    // The degradation ladder (degradation.rs, sequencer.rs).
+    // The degradation ladder (runtime/degradation.rs, transforms/sequencer.rs).
     gauge(
         "k2_degradation_level",
         "Degradation level: 0 NORMAL, 1 SOFT, 2 GRACEFUL, 3 AGGRESSIVE, 4 CIRCUIT_BREAK.",
@@ -266,7 +266,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Rows a live source lost to the degradation ladder on purpose: their vendor_data (SOFT and above) or the whole quote of a non-critical symbol (GRACEFUL and above). Trades are never dropped.",
         &[("level", RUNTIME), ("symbol", RUNTIME), ("kind", &["vendor_data", "quote"])],
     ),
-    // Circuit breakers (breaker.rs).
+    // Circuit breakers (runtime/breaker.rs).
     gauge(
         "k2_circuit_breaker_state",
         "The dependency's circuit breaker: 0 closed, 1 open, 2 half-open.",
@@ -277,7 +277,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "State changes of the dependency's circuit breaker.",
         &[("dependency", DEPENDENCIES)],
     ),
-    // Shared state (shared_state.rs).
+    // Shared state (state/shared/).
     gauge("k2_state_fallback", "1 while dedup and sequence state fall back to memory.", &[("store", &["redis"])]),
     counter(
         "k2_state_fallback_batches_total",
@@ -294,14 +294,14 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Claims given up in Redis because the producer could not deliver their records.",
         &[("store", &["redis"])],
     ),
-    // The sink (sink_actor.rs).
+    // The sink (sinks/actor.rs).
     counter("k2_sink_events_total", "Events that reached the sink.", &[("kind", &["trade", "quote"])]),
     histogram(
         "k2_end_to_end_latency_seconds",
         "From the event's exchange timestamp to the sink.",
         &[("stage", &["sink"])],
     ),
-    // Iceberg tables (flusher.rs, lake/).
+    // Iceberg tables (lake/).
     gauge("k2_lake_rows_waiting", "Rows accepted but not yet committed to the table.", &[("table", TABLES)]),
     counter("k2_lake_commits_total", "Snapshots committed.", &[("table", TABLES)]),
     counter(
@@ -328,13 +328,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Rows that could not become Arrow and were dropped (a bug).",
         &[("table", TABLES)],
     ),
-    // Spill (spill.rs, flusher.rs).
+    // Spill (sinks/spill.rs, sinks/spill_replay.rs).
     gauge("k2_spill_rows", "Rows in the disk spill, waiting for replay.", &[]),
     counter("k2_spill_rows_written_total", "Rows spilled to disk at degradation level 3 and above.", &[]),
     counter("k2_spill_rows_replayed_total", "Spilled rows replayed into the tables.", &[]),
     counter("k2_spill_torn_records_total", "Torn spill records cut off at start (after a crash).", &[]),
     counter("k2_spill_write_failures_total", "Batches the spill could not write.", &[]),
-    // Kafka (kafka/, flusher.rs).
+    // Kafka (sinks/kafka.rs, kafka/, lake/flusher.rs).
     counter("k2_kafka_messages_produced_total", "Records delivered to Kafka.", &[("topic", RUNTIME)]),
     counter(
         "k2_kafka_produce_errors_total",
