@@ -38,6 +38,19 @@ if "--append-one" in sys.argv:
     print(json.dumps({"appended": one.num_rows}))
     sys.exit(0)
 
+def latest_k2(table):
+    """The summary of K2's newest snapshot along the current chain (the
+    metadata's snapshot list is not in commit order)."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        props = snapshot.summary.additional_properties
+        if "k2.flush-generation" in props:
+            return props
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    return {}
+
+
 out = {}
 for table_name in ("trades", "quotes"):
     table = catalog.load_table(f"market.{table_name}")
@@ -52,11 +65,13 @@ for table_name in ("trades", "quotes"):
         # K2 processes that committed snapshots (each process is one writer).
         "writers": len({s.summary.additional_properties["k2.writer"] for s in table.metadata.snapshots
                         if "k2.writer" in s.summary.additional_properties}),
-        "k2_generation": next(
-            (s.summary.additional_properties.get("k2.flush-generation") for s in reversed(table.metadata.snapshots)
-             if "k2.flush-generation" in s.summary.additional_properties),
-            None,
+        # Trade numbers the latest K2 snapshot records as open gaps.
+        "open_gaps": sum(
+            to - frm + 1
+            for ranges in json.loads(latest_k2(table).get("k2.open-gaps", "{}")).values()
+            for frm, to in ranges
         ),
+        "k2_generation": latest_k2(table).get("k2.flush-generation"),
     }
     if table_name == "trades" and rows.num_rows:
         # decimal(18,8) * decimal(18,8) is exact in pyarrow (precision 37).

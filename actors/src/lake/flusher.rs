@@ -149,6 +149,9 @@ impl FlusherActor {
         };
         work.epoch = epoch;
         work.shed = self.tails.shed.take_unflushed(work.kind == TableKind::Trades);
+        if work.kind == TableKind::Trades {
+            work.delta.given_up = self.tails.given_up.take();
+        }
         let kind = work.kind;
         let lake = self.lake.clone();
         let tails = self.tails.clone();

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::state::marks::SequenceMarks;
+use crate::state::marks::{OpenGaps, Ranges, SequenceMarks, StreamKey};
 
 /// Snapshot summary key of the flush generation (1, 2, ...).
 pub const GENERATION: &str = "k2.flush-generation";
@@ -19,6 +19,11 @@ pub const KAFKA_OFFSETS: &str = "k2.kafka-offsets";
 /// generations count per writer, so "is this flush already committed" asks
 /// about this writer's snapshots only (several flushers may share a table).
 pub const WRITER: &str = "k2.writer";
+
+/// Snapshot summary key of the open gaps (JSON, `EXCHANGE/SYMBOL` → ranges
+/// of trade numbers below the marks not in the table yet): re-queued for
+/// recovery at start, so a crash never forgets a gap.
+pub const OPEN_GAPS: &str = "k2.open-gaps";
 
 /// Snapshot summary key of what the degradation ladder shed while this
 /// snapshot's rows were accepted (JSON, `LEVEL/SYMBOL/kind` → rows; absent
@@ -46,8 +51,16 @@ pub struct Covered {
     /// The process that wrote it (empty when unknown).
     pub writer: String,
     pub marks: SequenceMarks,
+    /// Numbers at or below the marks that are not in the table yet (trades
+    /// of exchanges K2 can recover gaps of), cumulative.
+    pub open: OpenGaps,
     /// Kafka mode: where each partition's consumption continues.
     pub offsets: Offsets,
+    /// A flush's own (never in a summary): the trade numbers it holds per
+    /// stream...
+    pub seen: BTreeMap<StreamKey, Ranges>,
+    /// ...and the ranges gap recovery gave up on since the last flush.
+    pub given_up: BTreeMap<StreamKey, Ranges>,
 }
 
 impl Covered {
@@ -67,7 +80,11 @@ impl Covered {
             None => Offsets::new(),
         };
         let writer = props.get(WRITER).cloned().unwrap_or_default();
-        Ok(Self { generation, writer, marks, offsets })
+        let open = match props.get(OPEN_GAPS) {
+            Some(o) => OpenGaps::from_json(o).map_err(|e| format!("{OPEN_GAPS}: {e}"))?,
+            None => OpenGaps::default(),
+        };
+        Ok(Self { generation, writer, marks, open, offsets, ..Self::default() })
     }
 
     pub fn to_summary(&self) -> HashMap<String, String> {
@@ -77,6 +94,9 @@ impl Covered {
         ]);
         if !self.writer.is_empty() {
             props.insert(WRITER.to_owned(), self.writer.clone());
+        }
+        if !self.open.is_empty() {
+            props.insert(OPEN_GAPS.to_owned(), self.open.to_json());
         }
         if !self.offsets.is_empty() {
             props.insert(KAFKA_OFFSETS.to_owned(), serde_json::to_string(&self.offsets).unwrap_or_default());
@@ -96,7 +116,9 @@ mod tests {
         marks.raise("BINANCE", "BTCUSDT", Some(7), Some(9));
         marks.raise("ASX", "BHP", None, Some(5));
         let offsets = Offsets::from([("market.crypto.trades.binance".to_owned(), BTreeMap::from([(0, 17), (2, 5)]))]);
-        let c = Covered { generation: 42, writer: "w1".into(), marks, offsets };
+        let mut open = OpenGaps::default();
+        open.0.insert(("BINANCE".into(), "BTCUSDT".into()), Ranges(vec![(3, 4), (8, 8)]));
+        let c = Covered { generation: 42, writer: "w1".into(), marks, open, offsets, ..Covered::default() };
         let back = Covered::from_summary(&c.to_summary()).unwrap();
         assert_eq!(back, c);
         let btc = back.marks.0[&("BINANCE".into(), "BTCUSDT".into())];

@@ -4,7 +4,7 @@
 //! committed one. So a reader that takes the committed snapshot and the tail
 //! together sees every row exactly once, also while a commit is under way.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,7 +18,14 @@ use super::batch::{LakeRow, to_batch};
 use super::summary::{Covered, Offsets, merge_offsets};
 use super::writer::latest_covered;
 use super::{LakeError, TableKind};
-use crate::state::marks::SequenceMarks;
+use crate::state::marks::{Ranges, SequenceMarks, StreamKey};
+
+/// Whether a table tracks the open gaps of this exchange's trade numbers:
+/// those of exchanges whose gaps K2 can recover (the numbers are contiguous
+/// and the exchange serves missed trades), so an open gap can close.
+pub fn tracks_gaps(exchange: &str) -> bool {
+    exchange == k2_core::source::binance::EXCHANGE
+}
 
 /// Pending rows become an Arrow batch (a sealed segment) at this size, or
 /// when a reader or a flush needs them.
@@ -31,6 +38,9 @@ struct Segment {
     /// outside what they look for.
     span: (i64, i64),
     marks: SequenceMarks,
+    /// Trade numbers per stream, where gaps are tracked (see
+    /// [`tracks_gaps`]).
+    seen: BTreeMap<StreamKey, Ranges>,
     /// Kafka mode: next offset per partition after the rows it holds.
     offsets: Offsets,
     /// When its first row arrived.
@@ -189,14 +199,24 @@ impl<R: LakeRow> Tail<R> {
 
     fn segment(&self, generation: u64, rows: &[R], since: Instant) -> Result<Segment, ArrowError> {
         let mut marks = SequenceMarks::default();
+        let mut numbers: BTreeMap<StreamKey, Vec<i64>> = BTreeMap::new();
         for r in rows {
             marks.raise(r.exchange(), r.symbol(), r.source_sequence(), r.platform_sequence());
+            if self.kind == TableKind::Trades
+                && tracks_gaps(r.exchange())
+                && let Some(n) = r.source_sequence()
+            {
+                // Symbols are short: the key is built inline, no allocation.
+                numbers.entry((r.exchange().clone(), r.symbol().clone())).or_default().push(n);
+            }
         }
+        let seen = numbers.into_iter().map(|(k, v)| (k, Ranges::of(v))).collect();
         Ok(Segment {
             generation,
             batch: to_batch(&self.schema, rows)?,
             span: span(rows),
             marks,
+            seen,
             offsets: Offsets::new(),
             since,
         })
@@ -288,6 +308,9 @@ impl<R: LakeRow> Tail<R> {
         // an earlier flush that did not finish (its task failed).
         for seg in &s.segments {
             delta.marks.merge(&seg.marks);
+            for (stream, ranges) in &seg.seen {
+                delta.seen.entry(stream.clone()).or_default().union(ranges);
+            }
             merge_offsets(&mut delta.offsets, &seg.offsets);
             rows += seg.batch.num_rows();
             batches.push(seg.batch.clone());

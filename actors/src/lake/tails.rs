@@ -12,7 +12,7 @@ use super::summary::{Offsets, merge_offsets};
 use super::tail::Tail;
 use super::{Lake, LakeError, TableKind};
 use crate::runtime::degradation::ShedLedger;
-use crate::state::marks::SequenceMarks;
+use crate::state::marks::{GivenUp, SequenceMarks};
 use crate::state::shared::SharedState;
 
 /// Both tables' tails.
@@ -30,6 +30,8 @@ pub struct Tails {
     /// What the degradation ladder shed: each flush records its table's
     /// share in the snapshot.
     pub shed: ShedLedger,
+    /// Ranges gap recovery gave up on: the next trades flush closes them.
+    pub given_up: GivenUp,
 }
 
 impl Tails {
@@ -42,6 +44,7 @@ impl Tails {
             pressure: Arc::new(Pressure::default()),
             settle: Arc::new(OnceLock::new()),
             shed: ShedLedger::default(),
+            given_up: GivenUp::default(),
         })
     }
 

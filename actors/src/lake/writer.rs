@@ -22,6 +22,7 @@ use parquet::file::properties::WriterProperties;
 use super::LakeError;
 use super::pinned::PinnedCatalog;
 use super::summary::{Covered, Offsets};
+use crate::state::marks::Ranges;
 
 /// Rows below which a flush is written by one task: splitting small flushes
 /// only makes more files.
@@ -138,6 +139,13 @@ pub async fn commit(
             }
             covered.offsets.entry(topic.clone()).or_default().insert(partition, next);
         }
+    }
+    // Gaps close and open against the marks as they were before this flush.
+    let none = Ranges::default();
+    for stream in delta.seen.keys().chain(delta.given_up.keys()) {
+        let high = covered.marks.0.get(stream).and_then(|m| m.source_sequence);
+        let seen = delta.seen.get(stream).unwrap_or(&none);
+        covered.open.after_flush(stream, high, seen, delta.given_up.get(stream).unwrap_or(&none));
     }
     covered.marks.merge(&delta.marks);
     let tx = Transaction::new(&table);

@@ -266,6 +266,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Rows a live source lost to the degradation ladder on purpose: their vendor_data (SOFT and above) or the whole quote of a non-critical symbol (GRACEFUL and above). Trades are never dropped.",
         &[("level", RUNTIME), ("symbol", RUNTIME), ("kind", &["vendor_data", "quote"])],
     ),
+    counter(
+        "k2_gaps_given_up_total",
+        "Trades of open gaps dropped from the tables' record unrecovered, because a stream held more open ranges than K2 keeps.",
+        &[("reason", &["limit"])],
+    ),
     // Circuit breakers (runtime/breaker.rs).
     gauge(
         "k2_circuit_breaker_state",

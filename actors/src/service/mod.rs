@@ -358,7 +358,15 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .registry(registry)
         .restored(marks)
         .shed_ledger(tails.shed.clone())
+        .given_up(tails.given_up.clone())
         .start();
+    // Gaps that were being recovered when the last process stopped: the
+    // tables recorded them with the rows, so none is forgotten.
+    let open = tails.trades.committed_covered().open;
+    let requeued = pipeline.requeue_gaps(&open);
+    if requeued > 0 {
+        tracing::info!(trades = requeued, streams = open.0.len(), "open gaps from the tables queued for recovery");
+    }
 
     let consumer = (config.mode == Mode::Kafka && config.kafka.consume).then(|| {
         let sup = pipeline.supervision(consumer::NAME);

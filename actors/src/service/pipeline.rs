@@ -18,11 +18,12 @@ use crate::sinks::Sink;
 use crate::sinks::actor::{self as sink_actor, SinkActor};
 use crate::sources::binance::connection::ConnectionActor;
 use crate::sources::gap_recovery::{self, GapRecoveryActor};
-use crate::state::marks::SequenceMarks;
+use crate::state::marks::{GivenUp, OpenGaps, SequenceMarks};
 use crate::state::shared::SharedState;
 use crate::transforms::Entrance;
 use crate::transforms::dedup::{self, DedupActor, DedupStore, MemoryStore};
 use crate::transforms::sequencer::{self, GapDetected, SequenceActor, Shedding};
+use k2_core::transform::sequence::Gap;
 
 /// A running pipeline: where sources send batches, and the handles the HTTP
 /// server and tests need. Must be built inside an actix `System`.
@@ -42,6 +43,8 @@ pub struct Pipeline {
     duplicates: Arc<AtomicU64>,
     /// What the ladder has shed.
     shed: ShedLedger,
+    /// Gap recovery, when it runs.
+    gaps_to: Option<Recipient<GapDetected>>,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -54,9 +57,17 @@ pub struct PipelineBuilder<'a> {
     registry: HealthRegistry,
     restore: SequenceMarks,
     shed: ShedLedger,
+    given_up: GivenUp,
 }
 
 impl<'a> PipelineBuilder<'a> {
+    /// Where gap recovery records ranges the exchange no longer has (the
+    /// service shares the tails', so the tables close those gaps).
+    pub fn given_up(mut self, given_up: GivenUp) -> Self {
+        self.given_up = given_up;
+        self
+    }
+
     /// Where the ladder's shedding is recorded (default: a ledger of its
     /// own; the service shares the tails', so snapshots record it).
     pub fn shed_ledger(mut self, ledger: ShedLedger) -> Self {
@@ -99,7 +110,7 @@ impl<'a> PipelineBuilder<'a> {
     pub fn start(self) -> Pipeline {
         // Metrics emitted before the recorder exists would be lost.
         crate::runtime::telemetry::prometheus();
-        let Self { config, sink, store, shared, level, registry, restore, shed } = self;
+        let Self { config, sink, store, shared, level, registry, restore, shed, given_up } = self;
         let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let policies = Policies::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
@@ -133,7 +144,7 @@ impl<'a> PipelineBuilder<'a> {
             let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
             let breaker = registry.breaker("exchange-rest", &config.breakers);
             let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
-                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker)
+                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker).with_given_up(given_up)
             });
             faults.insert(gap_recovery::NAME, addr.clone().recipient());
             Some(addr.recipient())
@@ -141,6 +152,7 @@ impl<'a> PipelineBuilder<'a> {
             None
         };
 
+        let gaps_for_sequencer = gaps_to.clone();
         let sup = supervision(sequencer::NAME);
         let seq_link = sup.probe().clone();
         let seq_config = config.sequence_config();
@@ -149,7 +161,9 @@ impl<'a> PipelineBuilder<'a> {
         registry.report_shed(Box::new(move || reader.totals()));
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_to, sup).restored(&restore).with_shedding(shedding)
+            SequenceActor::new(seq_config, dedup_link, gaps_for_sequencer, sup)
+                .restored(&restore)
+                .with_shedding(shedding)
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());
@@ -166,6 +180,7 @@ impl<'a> PipelineBuilder<'a> {
             sources: SourceList::default(),
             duplicates,
             shed,
+            gaps_to,
         }
     }
 }
@@ -182,6 +197,7 @@ impl Pipeline {
             registry: HealthRegistry::new(),
             restore: SequenceMarks::default(),
             shed: ShedLedger::default(),
+            given_up: GivenUp::default(),
         }
     }
 
@@ -272,6 +288,20 @@ impl Pipeline {
     /// Most events per batch, as configured.
     pub fn batch_size(&self) -> usize {
         self.entrance.batch_size()
+    }
+
+    /// Queues the open gaps the tables recorded (a crash, or a stop, while
+    /// they were being recovered) for gap recovery; how many trades.
+    pub fn requeue_gaps(&self, open: &OpenGaps) -> u64 {
+        let Some(to) = &self.gaps_to else { return 0 };
+        let mut n = 0;
+        for ((exchange, symbol), ranges) in &open.0 {
+            for &(from, to_id) in &ranges.0 {
+                n += (to_id - from + 1) as u64;
+                to.do_send(GapDetected(Gap { exchange: exchange.clone(), symbol: symbol.clone(), from, to: to_id }));
+            }
+        }
+        n
     }
 
     /// What the degradation ladder has shed, by level, symbol and kind.

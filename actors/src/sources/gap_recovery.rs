@@ -20,6 +20,7 @@ use crate::runtime::config::{BinanceConfig, GapRecoveryConfig};
 use crate::runtime::health::Link;
 use crate::runtime::messages::EventBatch;
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
+use crate::state::marks::{GivenUp, Ranges};
 use crate::transforms::dedup::DedupActor;
 use crate::transforms::sequencer::GapDetected;
 
@@ -52,6 +53,9 @@ pub struct GapRecoveryActor {
     /// The exchange REST API's breaker: while open, jobs wait instead of
     /// spending their attempts.
     breaker: Option<Arc<CircuitBreaker>>,
+    /// Where ranges the exchange no longer has are recorded, so that the
+    /// tables stop counting them as open gaps.
+    given_up: GivenUp,
 }
 
 impl GapRecoveryActor {
@@ -76,7 +80,13 @@ impl GapRecoveryActor {
             queue: VecDeque::new(),
             busy: false,
             breaker: None,
+            given_up: GivenUp::default(),
         }
+    }
+
+    pub fn with_given_up(mut self, given_up: GivenUp) -> Self {
+        self.given_up = given_up;
+        self
     }
 
     pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
@@ -84,8 +94,18 @@ impl GapRecoveryActor {
         self
     }
 
-    fn unrecoverable(&self, n: u64) {
+    /// Counts, logs with their numbers and records trades the exchange
+    /// cannot give: never silently skipped.
+    fn unrecoverable(&self, symbol: &str, missing: &Ranges) {
+        let n = missing.count();
+        if n == 0 {
+            return;
+        }
         metrics::counter!("k2_gap_recovery_trades_total", "result" => "unrecoverable").increment(n);
+        tracing::error!(symbol, trades = n, ranges = ?missing.0, "trades unrecoverable: the exchange no longer has them");
+        for &(from, to) in &missing.0 {
+            self.given_up.record(binance::EXCHANGE, symbol, from, to);
+        }
     }
 
     /// Starts the next request if none is running.
@@ -154,7 +174,7 @@ impl GapRecoveryActor {
                     self.queue.push_back(job);
                 } else {
                     tracing::error!(symbol = %job.symbol, from = job.from, to = job.to, error = %e, "gap unrecoverable");
-                    self.unrecoverable(job.size());
+                    self.unrecoverable(&job.symbol, &Ranges(vec![(job.from, job.to)]));
                 }
                 return Vec::new();
             }
@@ -162,26 +182,31 @@ impl GapRecoveryActor {
         let now = Timestamp::now();
         let mut events = Vec::new();
         let mut last = job.from - 1;
+        let mut got = Vec::with_capacity(trades.len());
         for t in &trades {
             let id = t.id as i64;
             if id < job.from || id > job.to {
                 continue;
             }
             match self.parser.rest_trade(&job.symbol, t, now) {
-                Ok(trade) => events.push(MarketEvent::Trade(trade)),
+                Ok(trade) => {
+                    events.push(MarketEvent::Trade(trade));
+                    got.push(id);
+                }
                 Err(e) => tracing::warn!(id, error = %e, "recovered trade refused"),
             }
             last = last.max(id);
         }
         metrics::counter!("k2_gap_recovery_trades_total", "result" => "recovered").increment(events.len() as u64);
-        let missing_in_page = (last - job.from + 1).max(0) as u64 - events.len() as u64;
-        if missing_in_page > 0 {
-            self.unrecoverable(missing_in_page);
+        if last >= job.from {
+            let mut missing = Ranges(vec![(job.from, last)]);
+            missing.subtract(&Ranges::of(got));
+            self.unrecoverable(&job.symbol, &missing);
         }
         if last < job.to {
             if trades.is_empty() || last < job.from {
                 // The exchange has nothing more for this range.
-                self.unrecoverable((job.to - last.max(job.from - 1)) as u64);
+                self.unrecoverable(&job.symbol, &Ranges(vec![(last.max(job.from - 1) + 1, job.to)]));
             } else {
                 self.queue.push_front(Job { from: last + 1, attempts: 0, ..job });
             }
@@ -221,8 +246,11 @@ impl Handler<GapDetected> for GapRecoveryActor {
         self.supervision.probe().handled(0);
         let job = Job { symbol: gap.symbol.clone(), from: gap.from, to: gap.to, attempts: 0 };
         if gap.exchange != binance::EXCHANGE {
-            // Only Binance has a recovery endpoint so far.
-            self.unrecoverable(job.size());
+            // Only Binance has a recovery endpoint so far (and only its
+            // numbers are tracked as open gaps in the tables).
+            let n = job.size();
+            metrics::counter!("k2_gap_recovery_trades_total", "result" => "unrecoverable").increment(n);
+            tracing::warn!(exchange = %gap.exchange, symbol = %gap.symbol, from = gap.from, to = gap.to, "no recovery for this exchange");
             return;
         }
         // Started by the rate-limited interval, not here.
