@@ -190,3 +190,51 @@ fn load_ends_with_the_cause_of_a_permanent_error_and_commits_once_it_is_fixed() 
     assert_eq!((tables["trades"]["rows"].as_u64(), tables["quotes"]["rows"].as_u64()), (Some(500), Some(2)));
     assert_eq!(tables["trades"]["distinct_message_ids"], 500);
 }
+
+/// The same with a load larger than its pacing allows (two flushes' worth
+/// of rows waiting): the sink holds the reader while no commit can land, so
+/// the load must notice the permanent error while it reads, not only at its
+/// final flush, or it would wait forever.
+#[test]
+fn a_paced_load_held_by_a_permanent_error_ends_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("asx");
+    asx_fixture(&files);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("warehouse/market/trades")).unwrap();
+    let fix = break_dir(&trades_data(&data));
+    let load = || {
+        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_k2"))
+            .args(["load", "--json", "--data-dir", data.to_str().unwrap()])
+            .arg(&files)
+            .env("K2__BREAKERS__COOL_DOWN", "1s")
+            // 500 trades against room for 2 x 50: the reader is held early.
+            .env("K2__FLUSH__MAX_ROWS", "50")
+            .env("K2__PIPELINE__BATCH_SIZE", "20")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut child = Kill(child);
+        let mut code = None;
+        wait_until("k2 load did not end within 60 s", 60, || {
+            code = child.0.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        });
+        let read = |p| std::fs::read_to_string(p).unwrap();
+        (code.flatten(), read(&stdout), read(&stderr))
+    };
+
+    let (code, stdout, stderr) = load();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("rows not committed") && stderr.contains("Not a directory"), "{stderr}");
+    assert!(stdout.is_empty(), "no summary claims a commit: {stdout}");
+
+    fix();
+    let (code, _, stderr) = load();
+    assert_eq!(code, Some(0), "{stderr}");
+    let tables = read_iceberg(&data);
+    assert_eq!((tables["trades"]["rows"].as_u64(), tables["quotes"]["rows"].as_u64()), (Some(500), Some(2)));
+    assert_eq!(tables["trades"]["distinct_message_ids"], 500);
+}

@@ -48,7 +48,21 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
     let summary = k2::runtime::run(|| async move {
         // A file can wait: the load is paced by the flusher, never shed.
         let k2 = Service::builder(&config).batch().start().await.map_err(|e| e.to_string())?;
-        let mut report = k2::sources::loader::load(found.files, asx, k2.pipeline.entrance(), show_progress).await?;
+        // The load is paced by commits: when a commit fails in a way retrying
+        // cannot fix, no room will come, so stop reading and report why.
+        let loaded = tokio::select! {
+            loaded = k2::sources::loader::load(found.files, asx, k2.pipeline.entrance(), show_progress) => Some(loaded),
+            _ = k2.blocked() => None,
+        };
+        let Some(loaded) = loaded else {
+            let stopped = k2.shutdown(Stop::GracefulUnlessBlocked).await;
+            return Err(format!(
+                "committing to the tables: {} rows not committed, after an error retrying cannot fix: {}",
+                stopped.not_committed,
+                stopped.blocked.unwrap_or_else(|| "(cleared meanwhile)".to_owned())
+            ));
+        };
+        let mut report = loaded?;
         for skipped in found.skipped {
             report.rejected += 1;
             report.first_rejected.push(skipped);

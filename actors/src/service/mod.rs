@@ -91,6 +91,9 @@ impl Retryable for StartError {
     }
 }
 
+/// The least the degradation ladder's age unit (`flush.max_age`) counts as.
+const MIN_AGE_UNIT: Duration = Duration::from_secs(10);
+
 /// A running K2.
 pub struct Service {
     pub pipeline: Pipeline,
@@ -111,6 +114,8 @@ pub struct Service {
     config: Config,
     /// Kafka mode: records the broker has acknowledged so far.
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    /// Kafka mode: records the broker has not acknowledged yet.
+    undelivered: Option<Box<dyn Fn() -> u64 + Send>>,
     /// Rows in the tails when the actors started (a spill an earlier
     /// process left, replayed at restore): not this run's to report.
     appended_at_start: (u64, u64),
@@ -191,7 +196,17 @@ impl<'a> ServiceBuilder<'a> {
         // Gauges set before the recorder exists (breakers' first state)
         // would be lost.
         crate::runtime::telemetry::prometheus();
-        let config = self.config;
+        // A file has no live gaps to fetch: a load reads what it reads, and
+        // its report accounts for exactly that.
+        let batch_config;
+        let config = if self.batch {
+            let mut c = self.config.clone();
+            c.gap_recovery.enabled = false;
+            batch_config = c;
+            &batch_config
+        } else {
+            self.config
+        };
         let store =
             self.store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let restored = restore(config, store, &self.registry).await?;
@@ -317,6 +332,7 @@ struct Sinks {
     /// Kafka mode: records accepted but not yet in Kafka, and records in it.
     in_flight: Option<Box<dyn Fn() -> u64 + Send>>,
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    undelivered: Option<Box<dyn Fn() -> u64 + Send>>,
 }
 
 /// Phase 2: where the pipeline ends.
@@ -328,7 +344,15 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
         Mode::Embedded => {
             let sink = TailSink::new(r.tails.clone(), config.flush.max_rows, full.clone());
             let sink = if batch { sink.paced() } else { sink.with_spill(r.spill.clone(), level.clone()) };
-            Sinks { sink: Box::new(sink), full, level, stages_level, in_flight: None, delivered: None }
+            Sinks {
+                sink: Box::new(sink),
+                full,
+                level,
+                stages_level,
+                in_flight: None,
+                delivered: None,
+                undelivered: None,
+            }
         }
         // Rows reach the tables through Kafka: the consumer. A full
         // librdkafka queue holds the sink, for batch and live sources alike.
@@ -338,6 +362,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
             Sinks {
                 in_flight: Some(Box::new(sink.in_flight())),
                 delivered: Some(Box::new(sink.delivered())),
+                undelivered: Some(Box::new(sink.in_flight())),
                 sink: Box::new(sink),
                 full,
                 level,
@@ -350,7 +375,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry } = r;
-    let Sinks { sink, full, level, stages_level, in_flight, delivered } = s;
+    let Sinks { sink, full, level, stages_level, in_flight, delivered, undelivered } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
         .shared(shared.clone())
@@ -403,15 +428,19 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
     pipeline.add_fault_target(query::NAME, query_addr.clone().recipient());
 
-    // The degradation ladder watches what is not yet durable (the tails;
-    // in Kafka mode also the records the producer has not delivered) and
-    // the registry. Consumer lag is not an input: those records are durable
+    // The degradation ladder watches what is not yet durable: in embedded
+    // mode the tails; in Kafka mode the records the producer has not
+    // delivered (a record is durable once the broker has it). The consumer's
+    // tails are not an input, nor is consumer lag: those records are durable
     // in Kafka, and shedding new ones would not land them sooner.
-    let lag_tails = tails.clone();
-    let max_age = config.flush.max_age.as_secs_f64().max(1e-3);
+    let lag_tails = (config.mode == Mode::Embedded).then(|| tails.clone());
+    // A flush interval counts as at least 10 s: a commit itself takes
+    // seconds on an object store, so with a short max_age the rows' age
+    // would measure commit latency, not falling behind.
+    let max_age = config.flush.max_age.as_secs_f64().max(MIN_AGE_UNIT.as_secs_f64());
     let lag = Box::new(move || Lag {
-        rows: lag_tails.waiting_rows() as u64 + in_flight.as_ref().map_or(0, |p| p()),
-        age: lag_tails.oldest_waiting().map_or(0.0, |a| a.as_secs_f64() / max_age),
+        rows: lag_tails.as_ref().map_or(0, |t| t.waiting_rows() as u64) + in_flight.as_ref().map_or(0, |p| p()),
+        age: lag_tails.as_ref().and_then(|t| t.oldest_waiting()).map_or(0.0, |a| a.as_secs_f64() / max_age),
     });
     let sup = pipeline.supervision(degradation::NAME);
     let dc = DegradationConfig { lag: Some(config.lag_triggers()), ..config.degradation.clone() };
@@ -438,6 +467,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         blocked,
         config: config.clone(),
         delivered,
+        undelivered,
         appended_at_start,
         connections: Vec::new(),
         http: Mutex::new(Vec::new()),
@@ -558,7 +588,12 @@ impl Service {
         ShutdownReport {
             trades: self.tails.trades.appended() - self.appended_at_start.0,
             quotes: self.tails.quotes.appended() - self.appended_at_start.1,
-            not_committed: self.tails.waiting_rows() as u64,
+            // In Kafka mode a row is durable once the broker has it: what
+            // the consumer's tails still hold is already safe.
+            not_committed: match &self.undelivered {
+                Some(undelivered) => undelivered(),
+                None => self.tails.waiting_rows() as u64,
+            },
             delivered: self.delivered.as_ref().map(|d| d()),
             duplicates: self.pipeline.duplicates(),
             spilled: self.spill.rows(),
@@ -567,7 +602,12 @@ impl Service {
     }
 
     /// Resolves with the error once a flush has failed permanently again
-    /// at its breaker's probe.
+    /// at its breaker's probe (a batch load gives up then, instead of
+    /// waiting for room that will not come).
+    pub async fn blocked(&self) -> String {
+        self.persistently_blocked().await
+    }
+
     async fn persistently_blocked(&self) -> String {
         loop {
             if let Some(error) = self.blocked.persistent() {

@@ -4,6 +4,7 @@
 //! actor like the stages, so a failure restarts it and shows in `/health`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,14 +20,24 @@ pub const NAME: &str = "spill-replay";
 /// How often the replayer looks at the level and the spill.
 const LOOK: Duration = Duration::from_millis(200);
 
+/// Clears the flag it holds when dropped.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 pub struct SpillReplayActor {
     spill: Arc<Spill>,
     tails: Tails,
     level: LevelHandle,
     /// Wakes the flusher once replayed rows wait in the tails.
     full: Arc<Notify>,
-    /// A segment is being read: one at a time keeps the order.
-    busy: bool,
+    /// A replay is running: one at a time keeps the order. Cleared by the
+    /// replay's own task, which outlives a restart of this actor.
+    busy: Arc<AtomicBool>,
     supervision: Supervision,
 }
 
@@ -38,22 +49,27 @@ impl SpillReplayActor {
         full: Arc<Notify>,
         supervision: Supervision,
     ) -> Self {
-        Self { spill, tails, level, full, busy: false, supervision }
+        Self { spill, tails, level, full, busy: Arc::new(AtomicBool::new(false)), supervision }
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
         let (t, q) = (self.tails.trades.committed_covered(), self.tails.quotes.committed_covered());
         self.spill.release(t.generation, q.generation);
-        if self.busy || self.level.get() >= Level::Aggressive || self.spill.is_empty() {
+        if self.level.get() >= Level::Aggressive || self.spill.is_empty() {
             return;
         }
-        self.busy = true;
-        let (spill, tails) = (self.spill.clone(), self.tails.clone());
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (spill, tails, busy) = (self.spill.clone(), self.tails.clone(), self.busy.clone());
         // On a worker thread: turning a segment into Arrow is CPU work that
         // must not hold the actors' thread.
-        let replay = tokio::spawn(async move { replay_oldest(&spill, &tails, |_| {}).await });
+        let replay = tokio::spawn(async move {
+            // Cleared however the replay ends, a panic included.
+            let _done = ClearOnDrop(busy);
+            replay_oldest(&spill, &tails, |_| {}).await
+        });
         ctx.spawn(replay.into_actor(self).map(|replayed, act, _| {
-            act.busy = false;
             let replayed = replayed.unwrap_or_else(|e| Err(SpillError::Task(e.to_string())));
             match replayed {
                 Ok(Some((seq, rows))) => {
@@ -88,9 +104,6 @@ impl Supervise for SpillReplayActor {
         &mut self.supervision
     }
 
-    /// A read under way when the actor failed is lost with its future; the
-    /// segment it took is read again at the next start.
-    fn reset(&mut self) {
-        self.busy = false;
-    }
+    /// A replay under way goes on in its own task (and clears `busy`).
+    fn reset(&mut self) {}
 }

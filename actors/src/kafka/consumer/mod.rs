@@ -93,8 +93,27 @@ impl Actor for ConsumerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
+        // Joined from a spawned step, not here: after a restart the backoff
+        // holds spawned work too, so a member that cannot start waits out
+        // its backoff instead of failing again at once, and a parked actor
+        // (escalated) starts none.
+        ctx.spawn(async {}.into_actor(self).map(|(), act, ctx| act.join(ctx)));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl ConsumerActor {
+    /// Makes a new group member and watches its loop.
+    fn join(&mut self, ctx: &mut Context<Self>) {
         let (lake, tails, schemas) = (self.lake.clone(), self.tails.clone(), self.schemas.clone());
         let probe = self.supervision.probe().clone();
+        // A drill aimed at an earlier member must not kill this one.
+        self.inject = Arc::new(Notify::new());
         let task = match start(&self.config, lake, tails, schemas, probe, self.inject.clone()) {
             Ok(task) => task,
             Err(e) => {
@@ -118,12 +137,6 @@ impl Actor for ConsumerActor {
             act.supervision.fail(reason);
             ctx.stop();
         }));
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -18,8 +18,9 @@ pub struct DegradationConfig {
     #[serde(default)]
     pub lag: Option<[u64; 4]>,
     /// The age of the oldest row not yet durable, in units of
-    /// `flush.max_age`, that triggers levels 1, 2, 3, 4: a flusher that keeps
-    /// up commits every row within about one `max_age`.
+    /// `flush.max_age` (counted as at least 10 s), that triggers levels 1,
+    /// 2, 3, 4: a flusher that keeps up commits every row within about one
+    /// `max_age` plus a commit.
     pub age: [f64; 4],
     /// Fractions of `memory_budget_mb` (resident memory) that trigger levels
     /// 1, 2, 3, 4.
