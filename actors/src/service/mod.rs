@@ -397,7 +397,9 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         let sup = pipeline.supervision(consumer::NAME);
         let (c, l, t, schemas) =
             (config.kafka.clone(), lake.clone(), tails.clone(), schema_source(config, &schema_registry));
-        let addr = Supervisor::start(move |_: &mut Context<ConsumerActor>| ConsumerActor::new(c, l, t, schemas, sup));
+        let catalog = pipeline.registry().breaker("iceberg", &config.breakers);
+        let addr =
+            Supervisor::start(move |_: &mut Context<ConsumerActor>| ConsumerActor::new(c, l, t, schemas, catalog, sup));
         pipeline.add_fault_target(consumer::NAME, addr.clone().recipient());
         addr
     });

@@ -14,8 +14,9 @@ pub(super) fn start(
     schemas: SchemaSource,
     probe: Probe,
     inject: Arc<Notify>,
+    catalog: Arc<CircuitBreaker>,
 ) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
-    let context = Rebalance::new(lake, tails.clone(), config);
+    let context = Rebalance::new(lake, tails.clone(), config, catalog);
     let mut client = ClientConfig::new();
     if !config.instance_id.is_empty() {
         client.set("group.instance.id", &config.instance_id);

@@ -49,7 +49,9 @@ use super::topics::{ensure, is_market_topic, pattern};
 use crate::lake::claims::{Claims, Verdict};
 use crate::lake::summary::Offsets;
 use crate::lake::{Lake, LakeError, TableKind, Tails};
+use crate::runtime::breaker::CircuitBreaker;
 use crate::runtime::config::KafkaConfig;
+use crate::runtime::errors::Retryable;
 use crate::runtime::health::Probe;
 use crate::runtime::messages::Fault;
 use crate::runtime::supervision::{Supervise, Supervision, restartable};
@@ -79,12 +81,21 @@ pub struct ConsumerActor {
     task: Option<tokio::task::AbortHandle>,
     /// Drills: makes the task itself panic, as a real fault in it would.
     inject: Arc<Notify>,
+    /// The Iceberg catalog's breaker, which the assignment hook feeds.
+    catalog: Arc<CircuitBreaker>,
     supervision: Supervision,
 }
 
 impl ConsumerActor {
-    pub fn new(config: KafkaConfig, lake: Lake, tails: Tails, schemas: SchemaSource, supervision: Supervision) -> Self {
-        Self { config, lake, tails, schemas, task: None, inject: Arc::new(Notify::new()), supervision }
+    pub fn new(
+        config: KafkaConfig,
+        lake: Lake,
+        tails: Tails,
+        schemas: SchemaSource,
+        catalog: Arc<CircuitBreaker>,
+        supervision: Supervision,
+    ) -> Self {
+        Self { config, lake, tails, schemas, task: None, inject: Arc::new(Notify::new()), catalog, supervision }
     }
 }
 
@@ -114,7 +125,7 @@ impl ConsumerActor {
         let probe = self.supervision.probe().clone();
         // A drill aimed at an earlier member must not kill this one.
         self.inject = Arc::new(Notify::new());
-        let task = match start(&self.config, lake, tails, schemas, probe, self.inject.clone()) {
+        let task = match start(&self.config, lake, tails, schemas, probe, self.inject.clone(), self.catalog.clone()) {
             Ok(task) => task,
             Err(e) => {
                 self.supervision.fail(format!("starting the consumer: {e}"));

@@ -34,6 +34,9 @@ pub(super) enum AssignError {
 /// The group's rebalance hooks: where assigned partitions continue, and
 /// what revoked ones leave behind.
 pub(super) struct Rebalance {
+    /// The Iceberg catalog's breaker: a table that cannot be read for a
+    /// reason retrying cannot fix opens it.
+    catalog: Arc<CircuitBreaker>,
     lake: Lake,
     tails: Tails,
     claims: Arc<Claims>,
@@ -77,9 +80,10 @@ impl ConsumerContext for Rebalance {
 impl Rebalance {
     /// Hooks for a member of `config`'s group landing records in `tails`;
     /// made on the runtime the hooks block on.
-    pub(super) fn new(lake: Lake, tails: Tails, config: &KafkaConfig) -> Self {
+    pub(super) fn new(lake: Lake, tails: Tails, config: &KafkaConfig, catalog: Arc<CircuitBreaker>) -> Self {
         Self {
             lake,
+            catalog,
             claims: tails.claims.clone(),
             tails,
             handle: tokio::runtime::Handle::current(),
@@ -96,7 +100,18 @@ impl Rebalance {
             let mut delay = Duration::from_millis(100);
             loop {
                 match self.adopt_tables().await {
-                    Ok(offsets) => return Ok(offsets),
+                    Ok(offsets) => {
+                        self.catalog.success();
+                        return Ok(offsets);
+                    }
+                    Err(e) if started.elapsed() < ASSIGN_PATIENCE && e.is_permanent() => {
+                        // Retrying at once cannot help: the catalog's breaker
+                        // opens with the cause (shown in /health), and the
+                        // next try waits for its probe.
+                        tracing::error!(error = %e, "reading the tables' offsets failed in a way retrying cannot fix");
+                        self.catalog.trip(&format!("reading the tables' offsets: {e}"));
+                        tokio::time::sleep(self.catalog.open_for().max(Duration::from_millis(100))).await;
+                    }
                     Err(e) if started.elapsed() < ASSIGN_PATIENCE => {
                         tracing::warn!(error = %e, "reading the tables' offsets failed; retrying");
                         tokio::time::sleep(delay).await;
