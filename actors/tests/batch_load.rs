@@ -17,14 +17,7 @@ const ROWS: usize = 3_000_000;
 /// price, volume, venue, qualifiers, buyer id), one company, one day: every
 /// line carries vendor_data (venue, qualifiers, buyer id, company id).
 fn asx_file(root: &Path, rows: usize) {
-    for d in ["trades", "quotes", "reference-data"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(
-        root.join("reference-data/company_info.csv"),
-        "company_id,symbol,company_name,ISIN,start_date,end_date\n7078,BHP,BHP,AU0,01/01/2000,01/01/2030\n",
-    )
-    .unwrap();
+    common::asx_layout(root);
     let file = std::fs::File::create(root.join("trades/7078.csv")).unwrap();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     for i in 0..rows {

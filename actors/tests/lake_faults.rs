@@ -153,26 +153,7 @@ fn load_ends_with_the_cause_of_a_permanent_error_and_commits_once_it_is_fixed() 
     // The first load makes the table; its data files cannot be written.
     std::fs::create_dir_all(data.join("warehouse/market/trades")).unwrap();
     let fix = break_dir(&trades_data(&data));
-    // `k2 load`'s exit code, stdout and stderr; killed after 60 s.
-    let load = || {
-        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_k2"))
-            .args(["load", "--json", "--data-dir", data.to_str().unwrap()])
-            .arg(&files)
-            .env("K2__BREAKERS__COOL_DOWN", "1s")
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut child = Kill(child);
-        let mut code = None;
-        wait_until("k2 load did not end within 60 s", 60, || {
-            code = child.0.try_wait().unwrap().map(|s| s.code());
-            code.is_some()
-        });
-        let read = |p| std::fs::read_to_string(p).unwrap();
-        (code.flatten(), read(&stdout), read(&stderr))
-    };
+    let load = || load(dir.path(), &data, &files, &[]);
 
     let (code, stdout, stderr) = load();
     assert_eq!(code, Some(1), "{stderr}");
@@ -203,28 +184,9 @@ fn a_paced_load_held_by_a_permanent_error_ends_with_its_cause() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("warehouse/market/trades")).unwrap();
     let fix = break_dir(&trades_data(&data));
-    let load = || {
-        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_k2"))
-            .args(["load", "--json", "--data-dir", data.to_str().unwrap()])
-            .arg(&files)
-            .env("K2__BREAKERS__COOL_DOWN", "1s")
-            // 500 trades against room for 2 x 50: the reader is held early.
-            .env("K2__FLUSH__MAX_ROWS", "50")
-            .env("K2__PIPELINE__BATCH_SIZE", "20")
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut child = Kill(child);
-        let mut code = None;
-        wait_until("k2 load did not end within 60 s", 60, || {
-            code = child.0.try_wait().unwrap().map(|s| s.code());
-            code.is_some()
-        });
-        let read = |p| std::fs::read_to_string(p).unwrap();
-        (code.flatten(), read(&stdout), read(&stderr))
-    };
+    // 500 trades against room for 2 x 50: the reader is held early.
+    let paced = [("K2__FLUSH__MAX_ROWS", "50"), ("K2__PIPELINE__BATCH_SIZE", "20")];
+    let load = || load(dir.path(), &data, &files, &paced);
 
     let (code, stdout, stderr) = load();
     assert_eq!(code, Some(1), "{stderr}");
@@ -237,4 +199,27 @@ fn a_paced_load_held_by_a_permanent_error_ends_with_its_cause() {
     let tables = read_iceberg(&data);
     assert_eq!((tables["trades"]["rows"].as_u64(), tables["quotes"]["rows"].as_u64()), (Some(500), Some(2)));
     assert_eq!(tables["trades"]["distinct_message_ids"], 500);
+}
+
+/// `k2 load --json` of `files` into `data` with a 1 s breaker cool-down and
+/// `env`: its exit code, stdout and stderr; killed after 60 s.
+fn load(dir: &Path, data: &Path, files: &Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_k2"))
+        .args(["load", "--json", "--data-dir", data.to_str().unwrap()])
+        .arg(files)
+        .env("K2__BREAKERS__COOL_DOWN", "1s")
+        .envs(env.iter().copied())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let mut code = None;
+    wait_until("k2 load did not end within 60 s", 60, || {
+        code = child.0.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    });
+    let read = |p| std::fs::read_to_string(p).unwrap();
+    (code.flatten(), read(&stdout), read(&stderr))
 }

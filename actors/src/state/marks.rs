@@ -62,13 +62,14 @@ impl SequenceMarks {
 
     pub fn from_json(text: &str) -> Result<Self, String> {
         let map: BTreeMap<String, Marks> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (key, marks) in map {
-            let (e, s) = key.split_once('/').ok_or_else(|| format!("stream key {key:?} is not EXCHANGE/SYMBOL"))?;
-            out.insert((e.into(), s.into()), marks);
-        }
-        Ok(Self(out))
+        map.into_iter().map(|(key, marks)| Ok((stream_key(&key)?, marks))).collect::<Result<_, String>>().map(Self)
     }
+}
+
+/// `EXCHANGE/SYMBOL`, as the summaries write a stream's key.
+fn stream_key(text: &str) -> Result<StreamKey, String> {
+    let (e, s) = text.split_once('/').ok_or_else(|| format!("stream key {text:?} is not EXCHANGE/SYMBOL"))?;
+    Ok((e.into(), s.into()))
 }
 
 /// Sorted, disjoint, non-adjacent inclusive ranges of sequence numbers.
@@ -191,12 +192,7 @@ impl OpenGaps {
 
     pub fn from_json(text: &str) -> Result<Self, String> {
         let map: BTreeMap<String, Ranges> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut out = BTreeMap::new();
-        for (key, ranges) in map {
-            let (e, s) = key.split_once('/').ok_or_else(|| format!("stream key {key:?} is not EXCHANGE/SYMBOL"))?;
-            out.insert((e.into(), s.into()), ranges);
-        }
-        Ok(Self(out))
+        map.into_iter().map(|(key, ranges)| Ok((stream_key(&key)?, ranges))).collect::<Result<_, String>>().map(Self)
     }
 
     pub fn is_empty(&self) -> bool {

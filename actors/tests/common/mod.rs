@@ -217,9 +217,9 @@ pub fn assert_contiguous_trades(v: &serde_json::Value) {
     assert_eq!(v["trades"]["rows"], v["trades"]["distinct_message_ids"]);
 }
 
-/// A small data set in the ASX sample layout: 500 BHP trades on 2014-03-10
-/// (quantities 100..600), one line with a bad price, and 2 quotes.
-pub fn asx_fixture(root: &Path) {
+/// The ASX sample layout's folders under `root`, with BHP (company 7078)
+/// as the one company.
+pub fn asx_layout(root: &Path) {
     for d in ["trades", "quotes", "reference-data"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -228,6 +228,12 @@ pub fn asx_fixture(root: &Path) {
         "company_id,symbol,company_name,ISIN,start_date,end_date\n7078,BHP,BHP,AU0,01/01/2000,01/01/2030\n",
     )
     .unwrap();
+}
+
+/// A small data set in the ASX sample layout: 500 BHP trades on 2014-03-10
+/// (quantities 100..600), one line with a bad price, and 2 quotes.
+pub fn asx_fixture(root: &Path) {
+    asx_layout(root);
     let trades: String = (0..500)
         .map(|i| format!("03/10/2014,10:{:02}:{:02}.000,36.{i:03},{},3,X,\n", i / 60, i % 60, 100 + i))
         .collect();
