@@ -68,7 +68,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
                 _ = &mut stop => break,
                 _ = tick.tick() => {
                     let (trades, quotes) = (k2.tails.trades.appended(), k2.tails.quotes.appended());
-                    let committed = k2.tails.trades.committed_covered().generation;
+                    let committed = k2.tails.trades.committed_generation();
                     let s = sim.stats.snapshot();
                     println!("k2 demo: {trades} trades and {quotes} quotes in, {committed} trade snapshots; simulator injected {} gaps, {} duplicates, {} malformed", s.gaps, s.duplicates, s.malformed);
                 }

@@ -177,8 +177,7 @@ impl FlusherActor {
     }
 
     fn answer_waiters(&mut self) {
-        let (t, q) =
-            (self.tails.trades.committed_covered().generation, self.tails.quotes.committed_covered().generation);
+        let (t, q) = self.tails.committed_generations();
         let mut i = 0;
         while i < self.waiters.len() {
             let (want_t, want_q, _) = self.waiters[i];

@@ -396,6 +396,12 @@ impl<R: LakeRow> Tail<R> {
         self.lock().committed.clone()
     }
 
+    /// The flush generation the latest committed snapshot covers, without
+    /// copying what else it covers (marks, open gaps, offsets).
+    pub fn committed_generation(&self) -> u64 {
+        self.lock().committed.generation
+    }
+
     /// The latest committed table handle (all snapshots, for time travel).
     pub fn committed_table(&self) -> Table {
         self.lock().committed_table.clone()

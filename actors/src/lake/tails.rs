@@ -64,6 +64,12 @@ impl Tails {
         self.trades.oldest_waiting().max(self.quotes.oldest_waiting())
     }
 
+    /// Both tables' committed flush generations (trades, quotes): rows
+    /// that joined generations up to these are durable.
+    pub fn committed_generations(&self) -> (u64, u64) {
+        (self.trades.committed_generation(), self.quotes.committed_generation())
+    }
+
     /// What both tables' latest snapshots cover, together: each stream's
     /// marks and each partition's next offset.
     pub fn committed(&self) -> (SequenceMarks, Offsets) {

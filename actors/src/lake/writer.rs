@@ -142,7 +142,8 @@ pub async fn commit(
     }
     // Gaps close and open against the marks as they were before this flush.
     let none = Ranges::default();
-    for stream in delta.seen.keys().chain(delta.given_up.keys()) {
+    let streams: std::collections::BTreeSet<_> = delta.seen.keys().chain(delta.given_up.keys()).collect();
+    for stream in streams {
         let high = covered.marks.0.get(stream).and_then(|m| m.source_sequence);
         let seen = delta.seen.get(stream).unwrap_or(&none);
         covered.open.after_flush(stream, high, seen, delta.given_up.get(stream).unwrap_or(&none));

@@ -114,7 +114,7 @@ pub struct Service {
     /// Kafka mode: records the broker has acknowledged so far.
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
     /// Kafka mode: records the broker has not acknowledged yet.
-    undelivered: Option<Box<dyn Fn() -> u64 + Send>>,
+    undelivered: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// Rows in the tails when the actors started (a spill an earlier
     /// process left, replayed at restore): not this run's to report.
     appended_at_start: (u64, u64),
@@ -236,7 +236,7 @@ impl Service {
                 let flushed = if stop == Stop::GracefulUnlessBlocked {
                     tokio::select! {
                         flushed = self.flush() => flushed,
-                        error = self.persistently_blocked() => {
+                        error = self.blocked() => {
                             tracing::error!(%error, "final flush given up: retrying cannot fix its error");
                             blocked = Some(error);
                             break;
@@ -254,8 +254,8 @@ impl Service {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let (t, q) = (self.tails.trades.committed_covered(), self.tails.quotes.committed_covered());
-            self.spill.release(t.generation, q.generation);
+            let (t, q) = self.tails.committed_generations();
+            self.spill.release(t, q);
         }
         if let Some(shared) = &self.shared
             && !shared.settled(Duration::from_secs(10)).await
@@ -286,10 +286,6 @@ impl Service {
     /// at its breaker's probe (a batch load gives up then, instead of
     /// waiting for room that will not come).
     pub async fn blocked(&self) -> String {
-        self.persistently_blocked().await
-    }
-
-    async fn persistently_blocked(&self) -> String {
         loop {
             if let Some(error) = self.blocked.persistent() {
                 return error;

@@ -174,10 +174,10 @@ struct Sinks {
     /// ...and the one the stages act on: the same, but for a batch source,
     /// whose stages never degrade.
     stages_level: LevelHandle,
-    /// Kafka mode: records accepted but not yet in Kafka, and records in it.
-    in_flight: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// Kafka mode: records accepted but not yet in Kafka (read by the
+    /// ladder and the shutdown report), and records in it.
+    in_flight: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
-    undelivered: Option<Box<dyn Fn() -> u64 + Send>>,
 }
 
 /// Phase 2: where the pipeline ends.
@@ -189,15 +189,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
         Mode::Embedded => {
             let sink = TailSink::new(r.tails.clone(), config.flush.max_rows, full.clone());
             let sink = if batch { sink.paced() } else { sink.with_spill(r.spill.clone(), level.clone()) };
-            Sinks {
-                sink: Box::new(sink),
-                full,
-                level,
-                stages_level,
-                in_flight: None,
-                delivered: None,
-                undelivered: None,
-            }
+            Sinks { sink: Box::new(sink), full, level, stages_level, in_flight: None, delivered: None }
         }
         // Rows reach the tables through Kafka: the consumer. A full
         // librdkafka queue holds the sink, for batch and live sources alike.
@@ -205,9 +197,8 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
             let breaker = registry.breaker("kafka", &config.breakers);
             let sink = KafkaSink::new(&config.kafka, schema_source(config, &r.schema_registry), breaker)?;
             Sinks {
-                in_flight: Some(Box::new(sink.in_flight())),
+                in_flight: Some(Arc::new(sink.in_flight())),
                 delivered: Some(Box::new(sink.delivered())),
-                undelivered: Some(Box::new(sink.in_flight())),
                 sink: Box::new(sink),
                 full,
                 level,
@@ -220,7 +211,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry } = r;
-    let Sinks { sink, full, level, stages_level, in_flight, delivered, undelivered } = s;
+    let Sinks { sink, full, level, stages_level, in_flight, delivered } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
         .shared(shared.clone())
@@ -285,8 +276,9 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     // seconds on an object store, so with a short max_age the rows' age
     // would measure commit latency, not falling behind.
     let max_age = config.flush.max_age.as_secs_f64().max(MIN_AGE_UNIT.as_secs_f64());
+    let producing = in_flight.clone();
     let lag = Box::new(move || Lag {
-        rows: lag_tails.as_ref().map_or(0, |t| t.waiting_rows() as u64) + in_flight.as_ref().map_or(0, |p| p()),
+        rows: lag_tails.as_ref().map_or(0, |t| t.waiting_rows() as u64) + producing.as_ref().map_or(0, |p| p()),
         age: lag_tails.as_ref().and_then(|t| t.oldest_waiting()).map_or(0.0, |a| a.as_secs_f64() / max_age),
     });
     let sup = pipeline.supervision(degradation::NAME);
@@ -314,7 +306,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         blocked,
         config: config.clone(),
         delivered,
-        undelivered,
+        undelivered: in_flight,
         appended_at_start,
         connections: Vec::new(),
         http: Mutex::new(Vec::new()),

@@ -81,7 +81,7 @@ impl KafkaSink {
     /// A reading of the records handed to librdkafka and neither
     /// acknowledged nor failed yet: in Kafka mode, what is accepted but not
     /// durable (the degradation ladder's lag).
-    pub fn in_flight(&self) -> impl Fn() -> u64 + Send + 'static {
+    pub fn in_flight(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let shared = self.shared.clone();
         move || shared.in_flight.load(Ordering::Acquire) as u64
     }

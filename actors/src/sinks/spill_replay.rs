@@ -53,8 +53,8 @@ impl SpillReplayActor {
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
-        let (t, q) = (self.tails.trades.committed_covered(), self.tails.quotes.committed_covered());
-        self.spill.release(t.generation, q.generation);
+        let (t, q) = self.tails.committed_generations();
+        self.spill.release(t, q);
         if self.level.get() >= Level::Aggressive || self.spill.is_empty() {
             return;
         }
