@@ -4,7 +4,7 @@ its REST API (`/api/v3/historicalTrades`, which serves every trade it made,
 including those it never sent over the WebSocket).
 
 usage: judge_trades.py DATA_DIR REST_ADDR SYMBOL[,SYMBOL...] [--upto=N]
-                       [--partial] [--warehouse=URL] [--s3-*=...]
+                       [--partial] [--all-ids] [--warehouse=URL] [--s3-*=...]
 
 Per symbol, the published trades are ids first_trade_id..last: --upto=N
 stops at N (a bounded market's --trades), else at the newest the simulator
@@ -13,7 +13,8 @@ a restart has caught up): a trade may be missing, but none may be doubled,
 mislabelled or unknown.
 
 Prints one JSON object: per symbol the expected and stored counts, the
-missing, doubled, unknown and mismatched ids (the first 20 of each), exact
+missing, doubled, unknown and mismatched ids (the first 20 of each, or all
+with --all-ids), exact
 notional sums; and "ok". Exit status 0 when ok, 1 otherwise.
 """
 import json
@@ -22,6 +23,7 @@ import urllib.request
 from collections import Counter
 from decimal import Decimal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -61,8 +63,8 @@ def published(symbol):
         from_id = page[-1]["id"] + 1
 
 
-def first(ids, n=20):
-    return sorted(ids)[:n]
+def first(ids):
+    return sorted(ids) if "--all-ids" in flags else sorted(ids)[:20]
 
 
 report, ok = {}, True
@@ -79,7 +81,7 @@ for symbol in symbols:
     prices = mine["price"].to_pylist()
     quantities = mine["quantity"].to_pylist()
     # Timestamps as integer microseconds since the epoch, whatever pyarrow's unit.
-    micros = pc.cast(pc.cast(mine["timestamp"], "timestamp[us, tz=UTC]"), "int64").to_pylist()
+    micros = pc.cast(pc.cast(mine["timestamp"], pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
     sides = mine["side"].to_pylist()
     for seq, price, qty, ts, side in zip(seqs, prices, quantities, micros, sides):
         stored_notional += price * qty
