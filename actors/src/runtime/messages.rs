@@ -30,4 +30,8 @@ pub enum Fault {
     Panic,
     /// Stop the actor as if it had finished.
     Stop,
+    /// Panic inside the handler of the next batch, as a bug would: the batch
+    /// goes to the dead letters (`/v1/dead-letters`).
+    #[serde(rename = "panic_on_batch")]
+    PanicOnBatch,
 }

@@ -18,6 +18,7 @@ use crate::sinks::Sink;
 use crate::sinks::actor::{self as sink_actor, SinkActor};
 use crate::sources::binance::connection::ConnectionActor;
 use crate::sources::gap_recovery::{self, GapRecoveryActor};
+use crate::state::dead_letters::DeadLetters;
 use crate::state::marks::{GivenUp, OpenGaps, SequenceMarks};
 use crate::state::shared::SharedState;
 use crate::transforms::Entrance;
@@ -45,6 +46,8 @@ pub struct Pipeline {
     shed: ShedLedger,
     /// Gap recovery, when it runs.
     gaps_to: Option<Recipient<GapDetected>>,
+    /// Where failed batches and refused frames are kept.
+    dead_letters: Option<DeadLetters>,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -58,9 +61,17 @@ pub struct PipelineBuilder<'a> {
     restore: SequenceMarks,
     shed: ShedLedger,
     given_up: GivenUp,
+    dead_letters: Option<DeadLetters>,
 }
 
 impl<'a> PipelineBuilder<'a> {
+    /// Where a batch a stage fails on, and a frame a source refuses, are
+    /// kept (default: nowhere; they are only counted and logged).
+    pub fn dead_letters(mut self, store: DeadLetters) -> Self {
+        self.dead_letters = Some(store);
+        self
+    }
+
     /// Where gap recovery records ranges the exchange no longer has (the
     /// service shares the tails', so the tables close those gaps).
     pub fn given_up(mut self, given_up: GivenUp) -> Self {
@@ -110,7 +121,7 @@ impl<'a> PipelineBuilder<'a> {
     pub fn start(self) -> Pipeline {
         // Metrics emitted before the recorder exists would be lost.
         crate::runtime::telemetry::prometheus();
-        let Self { config, sink, store, shared, level, registry, restore, shed, given_up } = self;
+        let Self { config, sink, store, shared, level, registry, restore, shed, given_up, dead_letters } = self;
         let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let policies = Policies::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
@@ -132,9 +143,14 @@ impl<'a> PipelineBuilder<'a> {
         let dedup_link = sup.probe().clone();
         let duplicates = Arc::new(AtomicU64::new(0));
         let counted = duplicates.clone();
+        let letters = dead_letters.clone();
         let dedup_addr = Supervisor::start(move |ctx: &mut Context<DedupActor>| {
             ctx.set_mailbox_capacity(capacity);
-            DedupActor::new(store, sink_link, sup).with_shared(shared).counting(counted)
+            let dedup = DedupActor::new(store, sink_link, sup).with_shared(shared).counting(counted);
+            match letters {
+                Some(store) => dedup.with_dead_letters(store),
+                None => dedup,
+            }
         });
         let dedup_link = dedup_link.link(dedup_addr.clone());
 
@@ -159,11 +175,16 @@ impl<'a> PipelineBuilder<'a> {
         let shedding = Shedding::new(level.clone(), &config.degradation.critical_symbols, shed.clone());
         let reader = shed.clone();
         registry.report_shed(Box::new(move || reader.totals()));
+        let letters = dead_letters.clone();
         let seq_addr = Supervisor::start(move |ctx: &mut Context<SequenceActor>| {
             ctx.set_mailbox_capacity(capacity);
-            SequenceActor::new(seq_config, dedup_link, gaps_for_sequencer, sup)
+            let sequencer = SequenceActor::new(seq_config, dedup_link, gaps_for_sequencer, sup)
                 .restored(&restore)
-                .with_shedding(shedding)
+                .with_shedding(shedding);
+            match letters {
+                Some(store) => sequencer.with_dead_letters(store),
+                None => sequencer,
+            }
         });
 
         faults.insert(sequencer::NAME, seq_addr.clone().recipient());
@@ -181,6 +202,7 @@ impl<'a> PipelineBuilder<'a> {
             duplicates,
             shed,
             gaps_to,
+            dead_letters,
         }
     }
 }
@@ -198,6 +220,7 @@ impl Pipeline {
             restore: SequenceMarks::default(),
             shed: ShedLedger::default(),
             given_up: GivenUp::default(),
+            dead_letters: None,
         }
     }
 
@@ -228,8 +251,9 @@ impl Pipeline {
             let sup = self.supervision(name);
             let (binance, batch, next) =
                 (config.binance.clone(), self.entrance.batch_size(), self.entrance.link().clone());
+            let letters = self.dead_letters.clone();
             let addr = Supervisor::start(move |_: &mut Context<ConnectionActor>| {
-                ConnectionActor::new(name, streams, binance, batch, next, sup)
+                ConnectionActor::new(name, streams, binance, batch, next, sup).with_dead_letters(letters)
             });
             self.faults.insert(name, addr.clone().recipient());
             if let Ok(mut sources) = self.sources.lock() {

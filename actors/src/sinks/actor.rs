@@ -69,13 +69,13 @@ impl Handler<EventBatch> for SinkActor {
         let trades = batch.events.iter().filter(|e| matches!(e, MarketEvent::Trade(_))).count();
         let settlement = self.settle.as_ref().map(|s| (s.clone(), Settlement::of(&batch.events)));
         let pending = match guarded(self, ctx, |act| Ok(act.sink.write(batch.events)?)) {
-            Some(pending) => {
+            Ok(pending) => {
                 if let Some((shared, settlement)) = settlement {
                     shared.settle(settlement);
                 }
                 pending
             }
-            None => None,
+            Err(_) => None,
         };
         metrics::counter!("k2_sink_events_total", "kind" => "trade").increment(trades as u64);
         metrics::counter!("k2_sink_events_total", "kind" => "quote").increment((n - trades) as u64);

@@ -14,6 +14,7 @@ use crate::runtime::health::{Link, forward};
 use crate::runtime::messages::{Drain, EventBatch};
 use crate::runtime::supervision::{Supervise, Supervision, guarded, supervised};
 use crate::sinks::actor::SinkActor;
+use crate::state::dead_letters::DeadLetters;
 use crate::state::shared::{Claim, SharedState};
 
 pub const NAME: &str = "dedup";
@@ -96,6 +97,8 @@ pub struct DedupActor {
     rechecking: bool,
     /// Every duplicate dropped here, for a batch load's report.
     duplicates: Arc<AtomicU64>,
+    /// Where a batch this stage fails on is kept (none in unit tests).
+    dead_letters: Option<DeadLetters>,
 }
 
 impl DedupActor {
@@ -110,7 +113,13 @@ impl DedupActor {
             deferred: Vec::new(),
             rechecking: false,
             duplicates,
+            dead_letters: None,
         }
+    }
+
+    pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 
     /// Counts every duplicate dropped into `duplicates` as well.
@@ -124,8 +133,9 @@ impl DedupActor {
         self
     }
 
-    fn process(&mut self, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
-        self.store.check(&events, &mut self.keep);
+    /// Splits `events` by the store's verdict (see [`DedupStore::check`],
+    /// which must already have filled `self.keep`).
+    fn split(&mut self, events: Vec<MarketEvent>) -> Vec<MarketEvent> {
         let mut kept = Vec::with_capacity(events.len());
         // Duplicates per exchange in this batch; an intentional drop, so it is
         // counted, not logged per event.
@@ -277,11 +287,19 @@ impl Handler<EventBatch> for DedupActor {
 
     fn handle(&mut self, batch: EventBatch, ctx: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(batch.events.len());
-        let n = batch.events.len();
-        let Some(kept) = guarded(self, ctx, |act| Ok(act.process(batch.events))) else {
-            metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(n as u64);
+        // The check is the part that can fail; the batch stays here meanwhile,
+        // so a failure keeps it whole for the dead letters.
+        if let Err(reason) = guarded(self, ctx, |act| {
+            act.store.check(&batch.events, &mut act.keep);
+            Ok(())
+        }) {
+            metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
+            if let Some(store) = &self.dead_letters {
+                store.store_events(NAME, &reason, &batch.events);
+            }
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
-        };
+        }
+        let kept = self.split(batch.events);
         if kept.is_empty() {
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }

@@ -12,6 +12,7 @@ use crate::runtime::degradation::{Level, LevelHandle, Shed, ShedLedger};
 use crate::runtime::health::{Link, forward};
 use crate::runtime::messages::{Drain, EventBatch};
 use crate::runtime::supervision::{Supervise, Supervision, guarded, supervised};
+use crate::state::dead_letters::DeadLetters;
 use crate::state::marks::SequenceMarks;
 use crate::transforms::dedup::DedupActor;
 
@@ -86,6 +87,8 @@ pub struct SequenceActor {
     supervision: Supervision,
     gaps: Vec<Gap>,
     shedding: Shedding,
+    /// Where a batch this stage fails on is kept (none in unit tests).
+    dead_letters: Option<DeadLetters>,
 }
 
 impl SequenceActor {
@@ -103,7 +106,13 @@ impl SequenceActor {
             supervision,
             gaps: Vec::new(),
             shedding: Shedding::default(),
+            dead_letters: None,
         }
+    }
+
+    pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 
     pub fn with_shedding(mut self, shedding: Shedding) -> Self {
@@ -227,8 +236,13 @@ impl Handler<EventBatch> for SequenceActor {
             act.process(&mut batch.events);
             Ok(())
         });
-        if processed.is_none() {
+        if let Err(reason) = processed {
             metrics::counter!("k2_dead_letter_events_total", "actor" => NAME).increment(batch.events.len() as u64);
+            // The events are kept whole (the tracker may have seen some: they
+            // will not show as a gap), so a replay can bring them back.
+            if let Some(store) = &self.dead_letters {
+                store.store_events(NAME, &reason, &batch.events);
+            }
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
         forward(self, &self.next, batch)

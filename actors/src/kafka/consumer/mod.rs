@@ -173,7 +173,7 @@ impl Handler<Fault> for ConsumerActor {
     fn handle(&mut self, fault: Fault, ctx: &mut Context<Self>) {
         tracing::warn!(actor = NAME, ?fault, "injecting fault");
         match fault {
-            Fault::Panic => self.inject.notify_one(),
+            Fault::Panic | Fault::PanicOnBatch => self.inject.notify_one(),
             Fault::Stop => ctx.stop(),
         }
     }

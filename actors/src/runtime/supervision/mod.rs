@@ -101,11 +101,13 @@ pub struct Supervision {
     /// Set while a restart is held for its backoff or parked after escalation,
     /// so that `started` does not report the actor running too early.
     held: bool,
+    /// An injected fault armed for the next batch ([`Fault::PanicOnBatch`]).
+    panic_on_batch: bool,
 }
 
 impl Supervision {
     pub fn new(policy: RestartPolicy, probe: Probe, guardian: Recipient<Escalate>) -> Self {
-        Self { policy, probe, recent: VecDeque::new(), failure: None, guardian, held: false }
+        Self { policy, probe, recent: VecDeque::new(), failure: None, guardian, held: false, panic_on_batch: false }
     }
 
     /// To be called from `Actor::started`: reports the actor running unless a
@@ -216,31 +218,45 @@ pub fn on_restarting<A: Supervise>(act: &mut A, ctx: &mut Context<A>) {
 }
 
 /// Runs a handler's work, turning an error or a panic into a recorded
-/// failure and a stop (which the supervisor turns into a restart).
-pub fn guarded<A, R>(act: &mut A, ctx: &mut Context<A>, work: impl FnOnce(&mut A) -> Result<R, StageError>) -> Option<R>
+/// failure and a stop (which the supervisor turns into a restart); the
+/// failure's reason comes back, for the dead letters.
+pub fn guarded<A, R>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    work: impl FnOnce(&mut A) -> Result<R, StageError>,
+) -> Result<R, String>
 where
     A: Supervise,
 {
-    let outcome = catch_unwind(AssertUnwindSafe(|| work(act)));
+    let armed = std::mem::take(&mut act.supervision().panic_on_batch);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if armed {
+            panic!("injected panic on a batch");
+        }
+        work(act)
+    }));
     let error = match outcome {
-        Ok(Ok(r)) => return Some(r),
+        Ok(Ok(r)) => return Ok(r),
         Ok(Err(error)) => error,
         Err(panic) => StageError::Panicked(panic_message(panic.as_ref())),
     };
-    act.supervision().fail(error.to_string());
+    let reason = error.to_string();
+    act.supervision().fail(reason.clone());
     ctx.stop();
-    None
+    Err(reason)
 }
 
 /// Applies an injected fault: a panic goes through [`guarded`] exactly as a
-/// real one would; a stop is a plain stop.
+/// real one would; a stop is a plain stop; a panic on a batch is armed for
+/// the next batch the stage handles through [`guarded`].
 pub fn inject<A: Supervise>(act: &mut A, ctx: &mut Context<A>, fault: crate::runtime::messages::Fault) {
     use crate::runtime::messages::Fault;
     tracing::warn!(actor = act.supervision().probe().actor(), ?fault, "injecting fault");
     match fault {
         Fault::Panic => {
-            guarded(act, ctx, |_| -> Result<(), StageError> { panic!("injected panic") });
+            let _ = guarded(act, ctx, |_| -> Result<(), StageError> { panic!("injected panic") });
         }
+        Fault::PanicOnBatch => act.supervision().panic_on_batch = true,
         Fault::Stop => ctx.stop(),
     }
 }

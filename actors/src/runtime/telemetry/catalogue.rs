@@ -98,9 +98,20 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     counter(
         "k2_dead_letter_events_total",
-        "Events of batches whose processing panicked; counted, not retried.",
+        "Events of batches whose processing failed; kept in the dead letters (/v1/dead-letters).",
         &[("actor", RUNTIME)],
     ),
+    counter(
+        "k2_dead_letters_stored_total",
+        "Dead letters stored: failed batches (kind events) and refused frames (kind frame).",
+        &[("stage", RUNTIME), ("kind", &["events", "frame"])],
+    ),
+    counter(
+        "k2_dead_letters_store_errors_total",
+        "Dead letters that could not be written to disk (their input is lost; the log says what).",
+        &[],
+    ),
+    gauge("k2_dead_letters_pending", "Dead letters not yet replayed (k2 dead-letters replay).", &[]),
     counter(
         "k2_supervision_escalations_total",
         "Actors that exhausted their restarts; the service stops (exit 70).",

@@ -17,6 +17,7 @@ use crate::runtime::config::BinanceConfig;
 use crate::runtime::degradation::PauseSource;
 use crate::runtime::health::Link;
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
+use crate::state::dead_letters::DeadLetters;
 use crate::transforms::sequencer::SequenceActor;
 
 /// Rotate now (timer, or an operator).
@@ -67,6 +68,8 @@ pub struct ConnectionActor {
     rotate_timer: Option<SpawnHandle>,
     /// The current socket has delivered data.
     live: bool,
+    /// Where refused frames are kept.
+    dead_letters: Option<DeadLetters>,
 }
 
 impl ConnectionActor {
@@ -100,7 +103,13 @@ impl ConnectionActor {
             paused: false,
             rotate_timer: None,
             live: false,
+            dead_letters: None,
         }
+    }
+
+    pub fn with_dead_letters(mut self, dead_letters: Option<DeadLetters>) -> Self {
+        self.dead_letters = dead_letters;
+        self
     }
 
     fn endpoint(&self) -> &str {
@@ -119,6 +128,8 @@ impl ConnectionActor {
             retire: retire_rx,
             hold: hold_rx,
             held: Vec::new(),
+            dead_letters: self.dead_letters.clone(),
+            refused: Vec::new(),
             generation: self.generation,
             url: super::stream_url(self.endpoint(), &self.streams),
             parser: BinanceParser::default().sample_data(self.config.sample_data),

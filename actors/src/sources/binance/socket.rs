@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::runtime::health::Link;
 use crate::runtime::messages::EventBatch;
+use crate::state::dead_letters::DeadLetters;
 use crate::transforms::sequencer::SequenceActor;
 
 /// What happened to a socket, as its task reports it.
@@ -132,6 +133,10 @@ pub(super) struct SocketTask {
     pub hold: tokio::sync::watch::Receiver<bool>,
     /// Events read while held.
     pub held: Vec<MarketEvent>,
+    /// Where refused frames are kept, with their reasons.
+    pub dead_letters: Option<DeadLetters>,
+    /// Frames refused since the last batch went out.
+    pub refused: Vec<(Vec<u8>, String)>,
 }
 
 /// A held socket stops reading beyond this many events (TCP then pushes back).
@@ -201,6 +206,7 @@ impl SocketTask {
                     Message::Binary(bytes) => self.frame(&bytes, received, &mut batch, &mut stats),
                     Message::Close(frame) => {
                         stats.flush(self.connection);
+                        self.keep_refused().await;
                         let reason = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
                         if !batch.is_empty() {
                             let mut pending = Coverage::default();
@@ -224,6 +230,7 @@ impl SocketTask {
                 };
             }
             stats.flush(self.connection);
+            self.keep_refused().await;
             if batch.is_empty() {
                 continue;
             }
@@ -251,6 +258,20 @@ impl SocketTask {
                 return SocketEnd::Closed("pipeline closed".into());
             }
             self.coverage.merge(&mut pending);
+        }
+    }
+
+    /// Stores the frames refused so far in the dead letters, durably, before
+    /// the events read after them go on.
+    async fn keep_refused(&mut self) {
+        let Some(store) = self.dead_letters.clone() else { return };
+        if self.refused.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.refused);
+        let stage = self.connection;
+        if let Err(e) = tokio::task::spawn_blocking(move || store.store_frames(stage, frames)).await {
+            tracing::error!(connection = stage, error = %e, "storing refused frames failed");
         }
     }
 
@@ -290,6 +311,9 @@ impl SocketTask {
                 metrics::counter!("k2_binance_rejected_total", "reason" => kind).increment(1);
                 // Reasons are logged at debug: a bad feed must not flood the log.
                 tracing::debug!(connection = self.connection, reason = %e, "frame rejected");
+                if self.dead_letters.is_some() {
+                    self.refused.push((bytes.to_vec(), format!("{kind}: {e}")));
+                }
             }
         }
     }
