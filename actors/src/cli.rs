@@ -39,6 +39,10 @@ pub enum Command {
     /// Load Binance JSON lines or ASX CSV files through the sequence tracker
     /// and deduplicator, and report what was accepted, dropped and rejected.
     Load(LoadArgs),
+    /// List or replay dead letters: batches a stage failed on and frames a
+    /// source refused, kept with their reasons.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
     /// Print an embedded v2 Avro schema.
     Schema(SchemaArgs),
     /// Estimate the monthly AWS cost of running K2 (Kafka mode) at a
@@ -82,6 +86,54 @@ pub struct ParseCheckArgs {
     /// How many rejected lines to list.
     #[arg(long, default_value_t = 20)]
     pub max_errors: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, oldest first (pending ones by default).
+    List(DeadLettersListArgs),
+    /// Send pending dead letters through the pipeline again, leaving out
+    /// events the tables already hold; each is marked replayed once what it
+    /// sent is committed. Needs the data directory: stop `k2 run` first.
+    Replay(DeadLettersReplayArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LetterStatus {
+    Pending,
+    Replayed,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersListArgs {
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LetterStatus::Pending)]
+    pub status: LetterStatus,
+    /// One JSON object per letter, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersReplayArgs {
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Replay only these letters (repeatable); all pending ones by default.
+    #[arg(long = "id")]
+    pub ids: Vec<u64>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

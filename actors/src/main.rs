@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ParseCheck(args) => commands::parse_check::run(args),
         Command::Load(args) => commands::load::run(args),
+        Command::DeadLetters(command) => commands::dead_letters::run(command),
         Command::Run(args) => commands::run::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::ExchangeSim(args) => commands::exchange_sim::run(args),

@@ -88,7 +88,7 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CommandError> {
         let unaccounted = report.read.saturating_sub(trades + quotes + stopped.duplicates);
         if unaccounted > 0 || trades + quotes + stopped.duplicates > report.read {
             return Err(format!(
-                "{unaccounted} of {} rows read were neither accepted nor dropped as duplicates ({trades} trades and {quotes} quotes accepted, {} duplicates); a stage failed on them (k2_dead_letter_events_total, the log)",
+                "{unaccounted} of {} rows read were neither accepted nor dropped as duplicates ({trades} trades and {quotes} quotes accepted, {} duplicates); a stage failed on them: they are in the dead letters (`k2 dead-letters list`), to replay once the cause is fixed",
                 report.read, stopped.duplicates
             ));
         }

@@ -1,6 +1,7 @@
 //! The subcommands, and how their failures map to exit codes.
 
 pub mod cost_model;
+pub mod dead_letters;
 pub mod demo;
 pub mod exchange_sim;
 pub mod healthcheck;

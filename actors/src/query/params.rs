@@ -338,6 +338,19 @@ pub struct SnapshotsQuery {
     pub table: Option<String>,
 }
 
+/// Query string of `/v1/dead-letters`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLettersQuery {
+    /// `pending` (default: not replayed yet), `replayed` or `all`.
+    pub status: Option<String>,
+    /// Only letters with a higher id (for paging: the last id seen).
+    pub after: Option<u64>,
+    /// At most this many letters, 1 to 1000 (default 100).
+    pub limit: Option<u64>,
+}
+
 /// Query string of `/v1/symbols`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -12,9 +12,10 @@ use futures_util::future::{Ready, ready};
 
 use super::engine::{QueryEngine, Rows};
 use super::format::{self, Format};
-use super::params::{BarsQuery, ReadQuery, SnapshotsQuery, SummaryQuery, SymbolsQuery, pin};
+use super::params::{BarsQuery, DeadLettersQuery, ReadQuery, SnapshotsQuery, SummaryQuery, SymbolsQuery, pin};
 use super::{Answer, Query, QueryActor, QueryError, RunQuery};
 use crate::lake::TableKind;
+use crate::state::dead_letters::{DeadLetters, Status};
 
 /// What the `/v1` handlers need.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct Api {
     pub keys: Arc<Vec<String>>,
     /// The built-in schema registry, served at the root like Confluent's.
     pub registry: Arc<crate::registry::Registry>,
+    /// Input a stage failed on or a source refused, kept to be replayed.
+    pub dead_letters: DeadLetters,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -45,7 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .route("/summary/{symbol}/{date}", web::get().to(summary))
                 .route("/bars", web::get().to(bars))
                 .route("/symbols", web::get().to(symbols))
-                .route("/snapshots", web::get().to(snapshots)),
+                .route("/snapshots", web::get().to(snapshots))
+                .route("/dead-letters", web::get().to(dead_letters)),
         );
 }
 
@@ -255,4 +259,50 @@ pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<Snapsho
         }
     };
     HttpResponse::Ok().json(serde_json::json!({"table": kind.name(), "data": api.engine.snapshots(kind)}))
+}
+
+/// Dead letters, oldest first: batches a stage failed on and frames a
+/// source refused, each with its reason, its raw input (events or the
+/// frame) and whether it has been replayed (`k2 dead-letters replay`).
+#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLettersQuery),
+    responses((status = 200, description = "{data: [letter], status, pending}"),
+              (status = 400, description = "a parameter is out of range; the body names it"),
+              (status = 401, description = "API key missing or wrong")))]
+pub async fn dead_letters(_: Authorized, api: web::Data<Api>, q: web::Query<DeadLettersQuery>) -> HttpResponse {
+    let status = match q.status.as_deref() {
+        None | Some("pending") => Status::Pending,
+        Some("replayed") => Status::Replayed,
+        Some("all") => Status::All,
+        Some(other) => {
+            return error_response(QueryError::BadParameter {
+                parameter: "status",
+                reason: format!("must be pending, replayed or all, got {other:?}"),
+            });
+        }
+    };
+    let limit = match q.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n as usize,
+        Some(n) => {
+            return error_response(QueryError::BadParameter {
+                parameter: "limit",
+                reason: format!("must be 1 to 1000, got {n}"),
+            });
+        }
+    };
+    let (store, after) = (api.dead_letters.clone(), q.after.unwrap_or(0));
+    let listed = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let letters = store.list(status, after, limit).map_err(|e| e.to_string())?;
+        Ok((letters, store.pending_count().map_err(|e| e.to_string())?))
+    })
+    .await;
+    match listed {
+        Ok(Ok((letters, pending))) => HttpResponse::Ok().json(serde_json::json!({
+            "status": match status { Status::Pending => "pending", Status::Replayed => "replayed", Status::All => "all" },
+            "pending": pending,
+            "data": letters,
+        })),
+        Ok(Err(e)) => error_response(QueryError::Internal(e)),
+        Err(e) => error_response(QueryError::Internal(e.to_string())),
+    }
 }

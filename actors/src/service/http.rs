@@ -196,6 +196,7 @@ async fn apply_pressure(
         routes::bars,
         routes::symbols,
         routes::snapshots,
+        routes::dead_letters,
         health,
         metrics
     )

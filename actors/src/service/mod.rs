@@ -19,6 +19,7 @@
 //! - [`http`]: the HTTP server (`/health`, `/metrics`, `/openapi.json`,
 //!   `/admin/*`, and the query and registry routes).
 
+mod dead_letters;
 pub mod http;
 pub mod pipeline;
 mod start;
@@ -50,11 +51,13 @@ use crate::sinks::spill::{self, Spill};
 use crate::sinks::spill_replay::{self, SpillReplayActor};
 use crate::sinks::tails::TailSink;
 use crate::sources::binance::connection::{ConnectionActor, StopSource};
+use crate::state::dead_letters::DeadLetters;
 use crate::state::marks::SequenceMarks;
 use crate::state::shared::SharedState;
 use crate::transforms::dedup::{DedupStore, MemoryStore};
 use k2_core::MarketEvent;
 
+pub use dead_letters::{ReplayError, ReplayReport};
 pub use http::HttpHandle;
 pub use pipeline::Pipeline;
 pub use start::ServiceBuilder;

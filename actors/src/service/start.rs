@@ -70,6 +70,7 @@ struct Restored {
     shared: Option<Arc<SharedState>>,
     spill: Arc<Spill>,
     schema_registry: Arc<Registry>,
+    dead_letters: DeadLetters,
 }
 
 /// Phase 1: the tables and everything that continues from them.
@@ -152,7 +153,9 @@ async fn restore(
             tracing::info!(rows = replayed, "spill left by an earlier run replayed");
         }
     }
-    Ok(Restored { lake, tails, engine, store, marks, shared, spill, schema_registry })
+    let dead_letters = DeadLetters::open(&lake.dir().join("dead-letters"))
+        .map_err(|e| StartError::Restore { what: "the dead letters", reason: e.to_string() })?;
+    Ok(Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters })
 }
 
 /// K2's own registry, or the one named by URL.
@@ -210,7 +213,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
 
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
-    let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry } = r;
+    let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
     let Sinks { sink, full, level, stages_level, in_flight, delivered } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
@@ -220,6 +223,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .restored(marks)
         .shed_ledger(tails.shed.clone())
         .given_up(tails.given_up.clone())
+        .dead_letters(dead_letters.clone())
         .start();
     // Gaps that were being recovered when the last process stopped: the
     // tables recorded them with the rows, so none is forgotten.
@@ -290,8 +294,13 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     });
     pipeline.add_fault_target(degradation::NAME, degradation.clone().recipient());
 
-    let api =
-        Api { query: query_addr, engine, keys: Arc::new(config.http.api_keys.clone()), registry: schema_registry };
+    let api = Api {
+        query: query_addr,
+        engine,
+        keys: Arc::new(config.http.api_keys.clone()),
+        registry: schema_registry,
+        dead_letters,
+    };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {
         pipeline,

@@ -2,6 +2,10 @@
 //! ingested since a time (the dedup window's restore), the snapshots, and
 //! which snapshot a pin reads.
 
+use std::collections::HashSet;
+
+use k2_core::MarketEvent;
+
 use super::*;
 
 impl QueryEngine {
@@ -98,6 +102,53 @@ impl QueryEngine {
         }
         out.sort_unstable();
         Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Which of `events` the tables (or the rows on their way in) already
+    /// hold, by message id: a dead-letter replay sends only the others. The
+    /// events' time span bounds the scan, so partitions outside it are
+    /// skipped.
+    pub async fn stored(&self, events: &[MarketEvent]) -> Result<HashSet<uuid::Uuid>, QueryError> {
+        let mut found = HashSet::new();
+        for kind in TableKind::ALL {
+            let of_kind: Vec<&MarketEvent> = events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        (kind, e),
+                        (TableKind::Trades, MarketEvent::Trade(_)) | (TableKind::Quotes, MarketEvent::Quote(_))
+                    )
+                })
+                .collect();
+            let (Some(from), Some(to)) = (
+                of_kind.iter().map(|e| e.timestamp().as_micros()).min(),
+                of_kind.iter().map(|e| e.timestamp().as_micros()).max(),
+            ) else {
+                continue;
+            };
+            for chunk in of_kind.chunks(1000) {
+                let ctx = Self::context();
+                let pin = Pin { source: Source::Hybrid, as_of: None };
+                let (df, _) = self.frame(&ctx, kind, pin).await?;
+                let tz = timestamp_tz(df.schema().as_arrow());
+                let at = |micros: i64| lit(ScalarValue::TimestampMicrosecond(Some(micros), tz.clone()));
+                let ids = chunk.iter().map(|e| lit(e.message_id().to_string())).collect();
+                let df = df
+                    .filter(ident("timestamp").gt_eq(at(from)).and(ident("timestamp").lt_eq(at(to))))
+                    .and_then(|d| d.filter(ident("message_id").in_list(ids, false)))
+                    .and_then(|d| d.select_columns(&["message_id"]))
+                    .map_err(internal)?;
+                let mut stream = df.execute_stream().await.map_err(internal)?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(internal)?;
+                    let ids = column::<Strings>(&batch, "message_id").map_err(internal)?;
+                    for i in 0..batch.num_rows() {
+                        found.insert(uuid::Uuid::parse_str(ids.value(i)).map_err(internal)?);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// `/v1/snapshots`: the table's snapshots, oldest first.
