@@ -17,7 +17,7 @@ use crate::runtime::supervision::{Escalate, Guardian, Policies, Supervision};
 use crate::sinks::Sink;
 use crate::sinks::actor::{self as sink_actor, SinkActor};
 use crate::sources::binance::connection::ConnectionActor;
-use crate::sources::gap_recovery::{self, GapRecoveryActor};
+use crate::sources::gap_recovery::{self, GapRecoveryActor, TableGaps};
 use crate::state::marks::{GivenUp, OpenGaps, SequenceMarks};
 use crate::state::shared::SharedState;
 use crate::transforms::Entrance;
@@ -58,9 +58,17 @@ pub struct PipelineBuilder<'a> {
     restore: SequenceMarks,
     shed: ShedLedger,
     given_up: GivenUp,
+    table_gaps: Option<TableGaps>,
 }
 
 impl<'a> PipelineBuilder<'a> {
+    /// Where gap recovery reads the open gaps the tables record, to fetch
+    /// those nobody is fetching (default: it fetches only the sequencer's).
+    pub fn table_gaps(mut self, read: TableGaps) -> Self {
+        self.table_gaps = Some(read);
+        self
+    }
+
     /// Where gap recovery records ranges the exchange no longer has (the
     /// service shares the tails', so the tables close those gaps).
     pub fn given_up(mut self, given_up: GivenUp) -> Self {
@@ -110,7 +118,7 @@ impl<'a> PipelineBuilder<'a> {
     pub fn start(self) -> Pipeline {
         // Metrics emitted before the recorder exists would be lost.
         crate::runtime::telemetry::prometheus();
-        let Self { config, sink, store, shared, level, registry, restore, shed, given_up } = self;
+        let Self { config, sink, store, shared, level, registry, restore, shed, given_up, table_gaps } = self;
         let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let policies = Policies::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
@@ -144,7 +152,12 @@ impl<'a> PipelineBuilder<'a> {
             let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
             let breaker = registry.breaker("exchange-rest", &config.breakers);
             let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
-                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker).with_given_up(given_up)
+                let actor =
+                    GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker).with_given_up(given_up);
+                match table_gaps {
+                    Some(read) => actor.with_tables(read),
+                    None => actor,
+                }
             });
             faults.insert(gap_recovery::NAME, addr.clone().recipient());
             Some(addr.recipient())
@@ -198,6 +211,7 @@ impl Pipeline {
             restore: SequenceMarks::default(),
             shed: ShedLedger::default(),
             given_up: GivenUp::default(),
+            table_gaps: None,
         }
     }
 
