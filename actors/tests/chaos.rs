@@ -457,8 +457,8 @@ fn produced(http: &str, prefix: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Kafka mode's "SIGKILL while a gap is open" (one process, producer and
-/// consumer), deterministic: run one has gap recovery off, so every gap
+/// Kafka mode's "SIGKILL while a gap is open" (producer and consumer in one
+/// process), deterministic: run one has gap recovery off, so every gap
 /// stays open; it takes the whole market into Kafka, its consumer commits
 /// part of it (gaps open in the table below later trades) and the rest is
 /// only in the topic (more gaps) when it is killed. Run two, recovery on,
@@ -467,8 +467,21 @@ fn produced(http: &str, prefix: &str) -> u64 {
 /// start and those its consumer finds in the topic's records.
 #[test]
 fn kafka_gaps_open_at_a_kill_are_recovered_after_the_restart() {
+    gaps_open_at_a_kill(Chaos::new("kafka-gap-at-kill"), false);
+}
+
+/// The same with a producer-only and a consumer-only `k2 run`, both killed
+/// in run one. In run two the producer learns of the gaps that were only in
+/// the topic from the flusher's commits (it reloads the table), and the
+/// flusher, which has no exchange source (its REST endpoint refuses), must
+/// leave every gap to the producer instead of counting it unrecoverable.
+#[test]
+fn kafka_gaps_open_at_a_producer_kill_are_recovered_by_the_next_producer() {
+    gaps_open_at_a_kill(Chaos::new("kafka-gap-at-kill-two-processes"), true);
+}
+
+fn gaps_open_at_a_kill(chaos: Chaos, two_processes: bool) {
     const TRADES: u64 = 3_010;
-    let chaos = Chaos::new("kafka-gap-at-kill");
     let (_sim, addrs) = start_sim_with(
         "1000",
         &["--gap-every", "150", "--gap-size", "2", "--trades", &TRADES.to_string(), "--first-trade-id", "1"],
@@ -476,32 +489,44 @@ fn kafka_gaps_open_at_a_kill_are_recovered_after_the_restart() {
     let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
     let data = chaos.path("data");
     let prefix = format!("c{}.", uuid::Uuid::new_v4().simple());
-    let config = |name: &str, sections: &str| {
-        chaos.write(
-            name,
-            &format!(
-                "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n{}{sections}{}",
-                common::sim_binance(&addrs),
-                kafka(&prefix, true)
-            ),
-        )
+    let head = "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\nadmin = true\n";
+    // A producer (or both in one), and a flusher with no exchange source.
+    let producing = |name: &str, sections: &str| {
+        let consume = !two_processes;
+        chaos.write(name, &format!("{head}{}{sections}{}", common::sim_binance(&addrs), kafka(&prefix, consume)))
+    };
+    let flushing = |name: &str, sections: &str| {
+        let binance = "[binance]\nenabled = false\nrest_endpoint = \"http://127.0.0.1:1\"\n";
+        chaos.write(name, &format!("{head}{binance}{sections}{}", kafka(&prefix, true)))
     };
     let total = TRADES * SYMBOL_COUNT;
+    let group = |n: usize| group_env(&prefix, n);
+    let start = |config: &Path, log: &str, n: usize| {
+        Run::start_with_env(config, &data, "info", chaos.path(log), &[("K2__KAFKA__GROUP", &group(n))])
+    };
 
     // Run one: commits come only every 3,000 rows (of about 8,900), so the
     // last part of the market stays in Kafka alone.
-    let off = config("off.toml", "[gap_recovery]\nenabled = false\n[flush]\nmax_age = \"1h\"\nmax_rows = 3000\n");
-    let group = group_env(&prefix, 1);
-    let k2 = Run::start_with_env(&off, &data, "info", chaos.path("k2-1.log"), &[("K2__KAFKA__GROUP", &group)]);
-    let http = k2.http.clone();
+    let lagging = "[flush]\nmax_age = \"1h\"\nmax_rows = 3000\n";
+    let off = "[gap_recovery]\nenabled = false\n";
+    let (producer, flusher) = if two_processes {
+        let p = start(&producing("producer-1.toml", off), "producer-1.log", 0);
+        (p, Some(start(&flushing("flusher-1.toml", lagging), "flusher-1.log", 1)))
+    } else {
+        (start(&producing("k2-1.toml", &format!("{off}{lagging}")), "k2-1.log", 1), None)
+    };
+    let consuming = flusher.as_ref().unwrap_or(&producer).http.clone();
     wait_until("run one did not take the whole market into Kafka", 120, || {
         let sent = sim_stats(&rest)["trades_sent"].as_u64().unwrap_or(0);
         market_done(&rest, total)
-            && produced(&http, &prefix) == sent
-            && metric(&http, "k2_lake_commits_total{table=\"trades\"}").unwrap_or(0.0) >= 2.0
+            && produced(&producer.http, &prefix) == sent
+            && metric(&consuming, "k2_lake_commits_total{table=\"trades\"}").unwrap_or(0.0) >= 2.0
     });
-    let in_kafka = produced(&http, &prefix);
-    k2.kill9();
+    let in_kafka = produced(&producer.http, &prefix);
+    producer.kill9();
+    if let Some(f) = flusher {
+        f.kill9();
+    }
     let before = read_iceberg(&data);
     let (rows, open) = (before["trades"]["rows"].as_u64().unwrap(), before["trades"]["open_gaps"].as_u64().unwrap());
     chaos.say(&format!(
@@ -511,13 +536,31 @@ fn kafka_gaps_open_at_a_kill_are_recovered_after_the_restart() {
     assert!(rows < in_kafka, "part of the market is only in Kafka: {before}");
 
     // Run two: recovery on; no new trade will come.
-    let on = config("on.toml", "[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n");
-    let group = group_env(&prefix, 2);
-    let k2 = Run::start_with_env(&on, &data, "info", chaos.path("k2-2.log"), &[("K2__KAFKA__GROUP", &group)]);
-    let all = seen_all(&k2.http, total, 120);
-    let log = k2.stop();
+    let on = "[gap_recovery]\nrequests_per_second = 50\n";
+    let quick = "[flush]\nmax_age = \"200ms\"\n";
+    let (producer, flusher) = if two_processes {
+        let p = start(&producing("producer-2.toml", on), "producer-2.log", 0);
+        (p, Some(start(&flushing("flusher-2.toml", quick), "flusher-2.log", 2)))
+    } else {
+        (start(&producing("k2-2.toml", &format!("{on}{quick}")), "k2-2.log", 2), None)
+    };
+    let consuming = flusher.as_ref().unwrap_or(&producer).http.clone();
+    let all = seen_all(&consuming, total, 120);
+    // What the flusher asked an exchange for, and gave up on.
+    let (asked, gave_up) = flusher.as_ref().map_or((0.0, 0.0), |f| {
+        let m = |series: &str| metric(&f.http, series).unwrap_or(0.0);
+        (
+            m("k2_gap_recovery_requests_total{result=\"ok\"}") + m("k2_gap_recovery_requests_total{result=\"error\"}"),
+            m("k2_gap_recovery_trades_total{result=\"unrecoverable\"}"),
+        )
+    });
+    let log = producer.stop();
+    if let Some(f) = flusher {
+        f.stop();
+    }
     let v = chaos.judge_final(&data, &rest, TRADES);
     chaos.say(&format!("run two (recovery on, all seen: {all}): {v}"));
+    assert_eq!((asked, gave_up), (0.0, 0.0), "the flusher, which has no exchange source, asked an exchange");
     assert!(log.contains("open gaps from the tables queued for recovery"), "{log}");
     // The gaps that were only in the topic at the kill: found in the
     // table once the consumer committed them.
