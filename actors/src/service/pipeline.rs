@@ -147,7 +147,12 @@ impl<'a> PipelineBuilder<'a> {
         let dedup_link = dedup_link.link(dedup_addr.clone());
 
         let mut faults = BTreeMap::new();
-        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled {
+        // Gap recovery asks the exchange this process streams from. A
+        // process without the Binance source (a Kafka flusher that only
+        // consumes, a reader) has no business asking it, and one that
+        // cannot reach it would count the tables' open gaps unrecoverable
+        // and close them for good; the producers fetch them instead.
+        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled && config.binance.enabled {
             let sup = supervision(gap_recovery::NAME);
             let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
             let breaker = registry.breaker("exchange-rest", &config.breakers);
