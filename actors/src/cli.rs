@@ -278,6 +278,11 @@ pub struct ExchangeSimArgs {
     /// Exit once a bounded market (--trades) has sent everything.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// Trade only while a client is connected (the market waits while
+    /// nobody is subscribed), so a bounded market ends while a client is
+    /// there to see its last trades.
+    #[arg(long)]
+    pub hold_while_idle: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ pub fn run(args: ExchangeSimArgs) -> Result<ExitCode, CommandError> {
         first_trade_id: args.first_trade_id,
         seed: args.seed,
         replay: args.replay.clone(),
+        hold_while_idle: args.hold_while_idle,
         faults: FaultPlan {
             gap_every: args.gap_every,
             gap_size: args.gap_size,

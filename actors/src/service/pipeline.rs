@@ -17,7 +17,7 @@ use crate::runtime::supervision::{Escalate, Guardian, Policies, Supervision};
 use crate::sinks::Sink;
 use crate::sinks::actor::{self as sink_actor, SinkActor};
 use crate::sources::binance::connection::ConnectionActor;
-use crate::sources::gap_recovery::{self, GapRecoveryActor};
+use crate::sources::gap_recovery::{self, GapRecoveryActor, TableGaps};
 use crate::state::dead_letters::DeadLetters;
 use crate::state::marks::{GivenUp, OpenGaps, SequenceMarks};
 use crate::state::shared::SharedState;
@@ -62,6 +62,7 @@ pub struct PipelineBuilder<'a> {
     shed: ShedLedger,
     given_up: GivenUp,
     dead_letters: Option<DeadLetters>,
+    table_gaps: Option<TableGaps>,
 }
 
 impl<'a> PipelineBuilder<'a> {
@@ -69,6 +70,13 @@ impl<'a> PipelineBuilder<'a> {
     /// kept (default: nowhere; they are only counted and logged).
     pub fn dead_letters(mut self, store: DeadLetters) -> Self {
         self.dead_letters = Some(store);
+        self
+    }
+
+    /// Where gap recovery reads the open gaps the tables record, to fetch
+    /// those nobody is fetching (default: it fetches only the sequencer's).
+    pub fn table_gaps(mut self, read: TableGaps) -> Self {
+        self.table_gaps = Some(read);
         self
     }
 
@@ -121,7 +129,8 @@ impl<'a> PipelineBuilder<'a> {
     pub fn start(self) -> Pipeline {
         // Metrics emitted before the recorder exists would be lost.
         crate::runtime::telemetry::prometheus();
-        let Self { config, sink, store, shared, level, registry, restore, shed, given_up, dead_letters } = self;
+        let Self { config, sink, store, shared, level, registry, restore, shed, given_up, dead_letters, table_gaps } =
+            self;
         let store = store.unwrap_or_else(|| Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)));
         let policies = Policies::from(&config.supervision);
         let capacity = config.pipeline.mailbox_capacity;
@@ -155,12 +164,22 @@ impl<'a> PipelineBuilder<'a> {
         let dedup_link = dedup_link.link(dedup_addr.clone());
 
         let mut faults = BTreeMap::new();
-        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled {
+        // Gap recovery asks the exchange this process streams from. A
+        // process without the Binance source (a Kafka flusher that only
+        // consumes, a reader) has no business asking it, and one that
+        // cannot reach it would count the tables' open gaps unrecoverable
+        // and close them for good; the producers fetch them instead.
+        let gaps_to: Option<Recipient<GapDetected>> = if config.gap_recovery.enabled && config.binance.enabled {
             let sup = supervision(gap_recovery::NAME);
             let (binance, gaps, link) = (config.binance.clone(), config.gap_recovery.clone(), dedup_link.clone());
             let breaker = registry.breaker("exchange-rest", &config.breakers);
             let addr = Supervisor::start(move |_: &mut Context<GapRecoveryActor>| {
-                GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker).with_given_up(given_up)
+                let actor =
+                    GapRecoveryActor::new(&binance, gaps, link, sup).with_breaker(breaker).with_given_up(given_up);
+                match table_gaps {
+                    Some(read) => actor.with_tables(read),
+                    None => actor,
+                }
             });
             faults.insert(gap_recovery::NAME, addr.clone().recipient());
             Some(addr.recipient())
@@ -221,6 +240,7 @@ impl Pipeline {
             shed: ShedLedger::default(),
             given_up: GivenUp::default(),
             dead_letters: None,
+            table_gaps: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The builder's phases: restore, sinks, actors.
 
 use super::*;
+use crate::lake::TableKind;
+use crate::lake::writer::latest_covered;
+use crate::sources::gap_recovery::TableGaps;
 
 /// The least the degradation ladder's age unit (`flush.max_age`) counts as.
 const MIN_AGE_UNIT: Duration = Duration::from_secs(10);
@@ -211,6 +214,31 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
     })
 }
 
+/// Where gap recovery reads the open gaps the tables record now. A process
+/// that commits the trades table (embedded mode, or a Kafka consumer) has
+/// them in its tails after each commit; a Kafka producer that does not
+/// consume loads the table's latest snapshot from the catalog each time, as
+/// the flushers' commits never reach its tails.
+fn table_gaps(config: &Config, lake: &Lake, tails: &Tails) -> TableGaps {
+    if config.mode == Mode::Kafka && !config.kafka.consume {
+        let lake = lake.clone();
+        Arc::new(move || {
+            let lake = lake.clone();
+            Box::pin(async move {
+                let table = lake.table(TableKind::Trades).await.map_err(|e| e.to_string())?;
+                let covered = latest_covered(&table).map_err(|e| e.to_string())?;
+                Ok((covered.marks, covered.open))
+            })
+        })
+    } else {
+        let tails = tails.clone();
+        Arc::new(move || {
+            let covered = tails.trades.committed_covered();
+            Box::pin(async move { Ok((covered.marks, covered.open)) })
+        })
+    }
+}
+
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
@@ -224,6 +252,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .shed_ledger(tails.shed.clone())
         .given_up(tails.given_up.clone())
         .dead_letters(dead_letters.clone())
+        .table_gaps(table_gaps(config, &lake, &tails))
         .start();
     // Gaps that were being recovered when the last process stopped: the
     // tables recorded them with the rows, so none is forgotten.

@@ -68,6 +68,8 @@ pub struct Market {
     history: Mutex<HashMap<String, History>>,
     stats: Arc<SimStats>,
     done: AtomicBool,
+    /// See [`SimConfig::hold_while_idle`].
+    hold_while_idle: bool,
 }
 
 impl Market {
@@ -81,7 +83,14 @@ impl Market {
             })
             .collect();
         let (tx, _) = broadcast::channel(4096);
-        Ok(Self { streams, tx, history: Mutex::new(HashMap::new()), stats, done: AtomicBool::new(false) })
+        Ok(Self {
+            streams,
+            tx,
+            history: Mutex::new(HashMap::new()),
+            stats,
+            done: AtomicBool::new(false),
+            hold_while_idle: config.hold_while_idle,
+        })
     }
 
     /// The index of a stream name such as `btcusdt@trade`.
@@ -149,15 +158,22 @@ impl Market {
         self.wait_for_listener().await;
     }
 
-    async fn send(&self, chunk: Vec<Item>) {
+    /// Broadcasts a chunk; true when it first waited for a client
+    /// ([`SimConfig::hold_while_idle`]).
+    async fn send(&self, chunk: Vec<Item>) -> bool {
         if chunk.is_empty() {
-            return;
+            return false;
+        }
+        let held = self.hold_while_idle && self.tx.receiver_count() == 0;
+        if held {
+            self.wait_for_listener().await;
         }
         let disconnect = chunk.iter().any(|i| matches!(i, Item::Disconnect));
         let _ = self.tx.send(Arc::new(chunk));
         if disconnect {
             self.wait_for_reconnect().await;
         }
+        held
     }
 
     async fn generate(&self, config: &SimConfig) {
@@ -244,7 +260,10 @@ impl Market {
                 }
                 chunk
             };
-            self.send(chunk).await;
+            if self.send(chunk).await {
+                // Time spent waiting for a client is not owed as a burst.
+                last = Instant::now();
+            }
         }
     }
 

@@ -63,6 +63,12 @@ pub struct SimConfig {
     pub faults: FaultPlan,
     /// Replay this JSON-lines recording instead of generating.
     pub replay: Option<PathBuf>,
+    /// Trade only while a client is connected: with nobody subscribed the
+    /// market waits instead of sending frames to nobody. A bounded market
+    /// then ends only while a client watches, so a test that kills its
+    /// client many times still has the market's last trades arrive live
+    /// (a client cannot learn of trades after the last one it sees).
+    pub hold_while_idle: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +85,7 @@ impl Default for SimConfig {
             seed: 7,
             faults: FaultPlan { shutdown_grace: Duration::from_secs(2), ..FaultPlan::default() },
             replay: None,
+            hold_while_idle: false,
         }
     }
 }

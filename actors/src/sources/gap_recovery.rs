@@ -3,8 +3,13 @@
 //! that did arrive after all is a duplicate there, not a twin). Requests are
 //! bounded in rate and retried a bounded number of times; every trade of a gap
 //! ends up counted as recovered or unrecoverable.
+//!
+//! Besides the gaps the sequencer reports, it looks every few seconds at the
+//! open gaps the tables record ([`TableGaps`]) and fetches those nobody is
+//! fetching: in Kafka mode a producer killed with gaps pending leaves them in
+//! records the table takes only later, after the next producer has started.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +25,89 @@ use crate::runtime::config::{BinanceConfig, GapRecoveryConfig};
 use crate::runtime::health::Link;
 use crate::runtime::messages::EventBatch;
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
-use crate::state::marks::{GivenUp, Ranges};
+use crate::state::marks::{GivenUp, OpenGaps, Ranges, SequenceMarks, StreamKey};
 use crate::transforms::dedup::DedupActor;
 use crate::transforms::sequencer::GapDetected;
 
 pub const NAME: &str = "gap_recovery";
+
+/// How often the open gaps the tables record are looked at.
+const REVISIT: Duration = Duration::from_secs(5);
+
+/// Which of the tables' open gaps somebody is fetching.
+#[derive(Debug, Default)]
+struct Claims {
+    /// Per stream, every number gap recovery was asked to fetch since it
+    /// started and the tables do not hold yet.
+    asked: BTreeMap<StreamKey, Ranges>,
+    /// Open in the tables and not asked for at the last look.
+    unclaimed: BTreeMap<StreamKey, Ranges>,
+}
+
+impl Claims {
+    fn asked(&mut self, stream: &StreamKey, from: i64, to: i64) {
+        self.asked.entry(stream.clone()).or_default().union(&Ranges(vec![(from, to)]));
+    }
+
+    /// The open gaps the tables record (`marks`, `open`) that gap recovery
+    /// was never asked for and that were already open and unasked at the
+    /// last look: the orphans to queue (counted as asked from now on).
+    ///
+    /// Such a gap was seen by another process, or by this one before a
+    /// crash: in Kafka mode a producer killed with gaps pending leaves them
+    /// in records the table takes only after the next producer has started
+    /// (its start re-queues only what the table held then), and if no new
+    /// trade comes on that stream nothing else would ever fetch them.
+    /// Waiting for a second look leaves alone the gaps that close by
+    /// themselves: reordered trades, and gaps the sequencer has not
+    /// confirmed yet. A range fetched twice is harmless: dedup drops the
+    /// second copy.
+    fn look(&mut self, marks: &SequenceMarks, open: &OpenGaps) -> BTreeMap<StreamKey, Ranges> {
+        // What the tables hold (at or below the mark, not open) needs no
+        // remembering: `asked` stays as small as the open gaps.
+        for (stream, asked) in self.asked.iter_mut() {
+            if let Some(high) = marks.0.get(stream).and_then(|m| m.source_sequence) {
+                let mut held = Ranges(vec![(i64::MIN, high)]);
+                if let Some(o) = open.0.get(stream) {
+                    held.subtract(o);
+                }
+                asked.subtract(&held);
+            }
+        }
+        self.asked.retain(|_, r| !r.is_empty());
+        let mut unclaimed = BTreeMap::new();
+        let mut orphans = BTreeMap::new();
+        for (stream, ranges) in &open.0 {
+            if stream.0 != binance::EXCHANGE {
+                continue;
+            }
+            let mut nobody = ranges.clone();
+            if let Some(asked) = self.asked.get(stream) {
+                nobody.subtract(asked);
+            }
+            let mut fresh = nobody.clone();
+            if let Some(before) = self.unclaimed.get(stream) {
+                fresh.subtract(before);
+            }
+            let mut again = nobody;
+            again.subtract(&fresh);
+            if !fresh.is_empty() {
+                unclaimed.insert(stream.clone(), fresh);
+            }
+            if !again.is_empty() {
+                self.asked.entry(stream.clone()).or_default().union(&again);
+                orphans.insert(stream.clone(), again);
+            }
+        }
+        self.unclaimed = unclaimed;
+        orphans
+    }
+}
+
+/// Reads what the tables hold now: the marks and the open gaps of their
+/// latest K2 snapshot.
+pub type TableGaps =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(SequenceMarks, OpenGaps), String>> + Send + Sync>;
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -56,6 +139,13 @@ pub struct GapRecoveryActor {
     /// Where ranges the exchange no longer has are recorded, so that the
     /// tables stop counting them as open gaps.
     given_up: GivenUp,
+    /// Where the tables' open gaps are read (none: only the sequencer's
+    /// gaps are fetched).
+    tables: Option<TableGaps>,
+    /// What was asked for, and the tables' gaps nobody asked for.
+    claims: Claims,
+    /// A look at the tables is under way.
+    looking: bool,
 }
 
 impl GapRecoveryActor {
@@ -81,7 +171,17 @@ impl GapRecoveryActor {
             busy: false,
             breaker: None,
             given_up: GivenUp::default(),
+            tables: None,
+            claims: Claims::default(),
+            looking: false,
         }
+    }
+
+    /// Also fetches the open gaps the tables record that nobody is fetching
+    /// (see [`GapRecoveryActor::revisit`]).
+    pub fn with_tables(mut self, tables: TableGaps) -> Self {
+        self.tables = Some(tables);
+        self
     }
 
     pub fn with_given_up(mut self, given_up: GivenUp) -> Self {
@@ -106,6 +206,40 @@ impl GapRecoveryActor {
         for &(from, to) in &missing.0 {
             self.given_up.record(binance::EXCHANGE, symbol, from, to);
         }
+    }
+
+    /// Queues a range of a Binance stream and remembers it was asked for.
+    fn ask(&mut self, symbol: CompactString, from: i64, to: i64) {
+        self.claims.asked(&(binance::EXCHANGE.into(), symbol.clone()), from, to);
+        self.queue.push_back(Job { symbol, from, to, attempts: 0 });
+    }
+
+    /// Reads the tables' open gaps, then [`GapRecoveryActor::claim_orphans`].
+    fn revisit(&mut self, ctx: &mut Context<Self>) {
+        let Some(read) = &self.tables else { return };
+        if self.looking {
+            return;
+        }
+        self.looking = true;
+        ctx.spawn(wrap_future::<_, Self>(read()).map(|result, act, _| {
+            act.looking = false;
+            match result {
+                Ok((marks, open)) => act.claim_orphans(&marks, &open),
+                Err(e) => tracing::warn!(error = %e, "open gaps not read from the tables; looking again later"),
+            }
+        }));
+    }
+
+    /// Queues the orphaned open gaps of the tables (see [`Claims::look`]).
+    fn claim_orphans(&mut self, marks: &SequenceMarks, open: &OpenGaps) {
+        let orphans = self.claims.look(marks, open);
+        for ((_, symbol), ranges) in orphans {
+            tracing::info!(%symbol, ranges = ?ranges.0, "open gaps in the tables nobody was fetching queued for recovery");
+            for &(from, to) in &ranges.0 {
+                self.ask(symbol.clone(), from, to);
+            }
+        }
+        metrics::gauge!("k2_gap_recovery_queue").set(self.queue.len() as f64);
     }
 
     /// Starts the next request if none is running.
@@ -222,6 +356,9 @@ impl Actor for GapRecoveryActor {
         self.supervision.started();
         let every = Duration::from_secs_f64(1.0 / f64::from(self.config.requests_per_second));
         ctx.run_interval(every, |act, ctx| act.pump(ctx));
+        if self.tables.is_some() {
+            ctx.run_interval(REVISIT, |act, ctx| act.revisit(ctx));
+        }
     }
 }
 
@@ -244,8 +381,8 @@ impl Handler<GapDetected> for GapRecoveryActor {
 
     fn handle(&mut self, GapDetected(gap): GapDetected, _: &mut Context<Self>) {
         self.supervision.probe().handled(0);
-        let job = Job { symbol: gap.symbol.clone(), from: gap.from, to: gap.to, attempts: 0 };
         if gap.exchange != binance::EXCHANGE {
+            let job = Job { symbol: gap.symbol.clone(), from: gap.from, to: gap.to, attempts: 0 };
             // Only Binance has a recovery endpoint so far (and only its
             // numbers are tracked as open gaps in the tables).
             let n = job.size();
@@ -254,6 +391,50 @@ impl Handler<GapDetected> for GapRecoveryActor {
             return;
         }
         // Started by the rate-limited interval, not here.
-        self.queue.push_back(job);
+        self.ask(gap.symbol, gap.from, gap.to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(high: i64, open: &[(i64, i64)]) -> (SequenceMarks, OpenGaps) {
+        let mut marks = SequenceMarks::default();
+        marks.raise(binance::EXCHANGE, "BTCUSDT", Some(high), None);
+        let mut gaps = OpenGaps::default();
+        if !open.is_empty() {
+            gaps.0.insert(key(), Ranges(open.to_vec()));
+        }
+        (marks, gaps)
+    }
+
+    fn key() -> StreamKey {
+        (binance::EXCHANGE.into(), "BTCUSDT".into())
+    }
+
+    #[test]
+    fn an_open_gap_nobody_asked_for_is_claimed_at_the_second_look() {
+        let mut claims = Claims::default();
+        // Asked for by the sequencer: never an orphan.
+        claims.asked(&key(), 10, 11);
+        let (marks, open) = state(100, &[(10, 11), (40, 42)]);
+        assert!(claims.look(&marks, &open).is_empty(), "the first look only notes 40-42");
+        // 40-42 still open and unasked: claimed. 60 is new: noted.
+        let (marks, open) = state(200, &[(10, 11), (40, 42), (60, 60)]);
+        let orphans = claims.look(&marks, &open);
+        assert_eq!(orphans[&key()].0, vec![(40, 42)]);
+        // Claimed once: asked from now on. 60 closed by itself meanwhile.
+        let (marks, open) = state(200, &[(10, 11), (40, 42)]);
+        assert!(claims.look(&marks, &open).is_empty());
+        // What the tables hold is forgotten; what is still open is kept.
+        let (marks, open) = state(300, &[(41, 41)]);
+        assert!(claims.look(&marks, &open).is_empty());
+        assert_eq!(claims.asked[&key()].0, vec![(41, 41)]);
+        // Numbers above the mark stay asked until the tables reach them.
+        claims.asked(&key(), 310, 312);
+        let (marks, open) = state(305, &[]);
+        assert!(claims.look(&marks, &open).is_empty());
+        assert_eq!(claims.asked[&key()].0, vec![(310, 312)]);
     }
 }
