@@ -327,6 +327,29 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
         {
             assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI description");
         }
+        // The schema registry: reads open, writes need a key like /v1.
+        let schema = serde_json::json!({"schema": "{\"type\":\"string\"}"}).to_string();
+        let write = |method: reqwest::Method, path: &str, body: String, key: Option<&str>| {
+            let mut req = api.http.request(method, format!("{}{path}", api.base)).body(body);
+            if let Some(k) = key {
+                req = req.header("X-API-Key", k);
+            }
+            req.header("Content-Type", "application/vnd.schemaregistry.v1+json").send()
+        };
+        for (method, path, body) in [
+            (reqwest::Method::POST, "/subjects/squat-value/versions", schema.clone()),
+            (reqwest::Method::PUT, "/config/squat-value", r#"{"compatibility":"FULL"}"#.to_owned()),
+            (reqwest::Method::PUT, "/config", r#"{"compatibility":"FULL"}"#.to_owned()),
+        ] {
+            for key in [None, Some("wrong")] {
+                let resp = write(method.clone(), path, body.clone(), key).await.unwrap();
+                assert_eq!(resp.status().as_u16(), 401, "{method} {path} with {key:?}");
+            }
+        }
+        assert_eq!(api.get("/subjects").await, (200, serde_json::json!([])), "nothing was registered without a key");
+        assert_eq!(api.get("/config").await.1["compatibilityLevel"], "BACKWARD");
+        let resp = write(reqwest::Method::POST, "/subjects/ok-value/versions", schema, Some("s3cret")).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
         api.key = Some("s3cret");
 
         // Pagination covers every row once, in order.

@@ -5,16 +5,23 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::store::{Compatibility, Registry, RegistryError};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// Registers the registry's routes.
-pub fn configure(cfg: &mut web::ServiceConfig, registry: Arc<Registry>) {
+/// The keys a write needs (`http.api_keys`; none: writes are open).
+struct WriteKeys(Arc<Vec<String>>);
+
+/// Registers the registry's routes. Reads are open; writes (registering a
+/// schema, setting a compatibility level) need an API key whenever keys
+/// are configured: an outsider could otherwise register a schema under a
+/// topic's subject first, or set a level that refuses K2's own schema.
+pub fn configure(cfg: &mut web::ServiceConfig, registry: Arc<Registry>, keys: Arc<Vec<String>>) {
     cfg.app_data(web::Data::from(registry))
+        .app_data(web::Data::new(WriteKeys(keys)))
         .route("/subjects", web::get().to(subjects))
         .route("/subjects/{subject}", web::post().to(lookup))
         .route("/subjects/{subject}/versions", web::get().to(versions))
@@ -28,6 +35,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, registry: Arc<Registry>) {
         .route("/config", web::put().to(put_config))
         .route("/config/{subject}", web::get().to(get_subject_config))
         .route("/config/{subject}", web::put().to(put_subject_config));
+}
+
+/// A 401 in Confluent's error shape, unless the request carries an
+/// accepted key (or none is needed).
+fn refused(req: &HttpRequest) -> Option<HttpResponse> {
+    let keys = req.app_data::<web::Data<WriteKeys>>()?;
+    let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    let why = crate::runtime::auth::check(&keys.0, given).err()?;
+    Some(
+        HttpResponse::Unauthorized()
+            .content_type(CONTENT_TYPE)
+            .body(serde_json::json!({"error_code": 40101, "message": why}).to_string()),
+    )
 }
 
 fn ok(body: serde_json::Value) -> HttpResponse {
@@ -83,7 +103,15 @@ async fn versions(registry: web::Data<Registry>, subject: web::Path<String>) -> 
     reply(registry.versions(&subject).await, |v| serde_json::json!(v))
 }
 
-async fn register(registry: web::Data<Registry>, subject: web::Path<String>, body: web::Bytes) -> HttpResponse {
+async fn register(
+    req: HttpRequest,
+    registry: web::Data<Registry>,
+    subject: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refused) = refused(&req) {
+        return refused;
+    }
     let result = match schema_body(&body) {
         Ok(schema) => registry.register(&subject, &schema).await,
         Err(e) => Err(e),
@@ -164,7 +192,10 @@ async fn get_config(registry: web::Data<Registry>) -> HttpResponse {
     reply(registry.compatibility(None).await, |c| serde_json::json!({"compatibilityLevel": c.as_str()}))
 }
 
-async fn put_config(registry: web::Data<Registry>, body: web::Bytes) -> HttpResponse {
+async fn put_config(req: HttpRequest, registry: web::Data<Registry>, body: web::Bytes) -> HttpResponse {
+    if let Some(refused) = refused(&req) {
+        return refused;
+    }
     let result = match config_body(&body) {
         Ok(level) => registry.set_compatibility(None, level).await.map(|()| level),
         Err(e) => Err(e),
@@ -177,10 +208,14 @@ async fn get_subject_config(registry: web::Data<Registry>, subject: web::Path<St
 }
 
 async fn put_subject_config(
+    req: HttpRequest,
     registry: web::Data<Registry>,
     subject: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
+    if let Some(refused) = refused(&req) {
+        return refused;
+    }
     let result = match config_body(&body) {
         Ok(level) => registry.set_compatibility(Some(&subject), level).await.map(|()| level),
         Err(e) => Err(e),

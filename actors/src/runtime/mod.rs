@@ -3,6 +3,7 @@
 //! degradation ladder, telemetry, the messages every stage understands and
 //! the error model. Nothing here knows about a source, a sink or a table.
 
+pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod degradation;
