@@ -221,8 +221,14 @@ pub struct SummaryParams {
 
 impl SummaryQuery {
     pub fn check(self, symbol: String, date: &str) -> Result<SummaryParams, QueryError> {
+        // chrono's %Y takes a sign and more than four digits; the API's
+        // dates are exactly YYYY-MM-DD, as `start` requires.
+        let shaped = date.len() == 10
+            && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
         let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-            .map_err(|_| bad("date", format!("must be a date as YYYY-MM-DD, got {date:?}")))?;
+            .ok()
+            .filter(|_| shaped)
+            .ok_or_else(|| bad("date", format!("must be a date as YYYY-MM-DD, got {date:?}")))?;
         Ok(SummaryParams {
             symbol: non_empty("symbol", Some(symbol))?.unwrap_or_default(),
             date,
@@ -449,5 +455,9 @@ mod tests {
         // AEDT (+11:00) in March 2014: 2014-03-09T13:00:00Z.
         assert_eq!(local_midnight(chrono_tz::Australia::Sydney, d), 1_394_370_000_000_000);
         assert_eq!(param(SummaryQuery::default().check("BHP".into(), "2014-13-01").unwrap_err()), "date");
+        for signed_or_long in ["+2014-01-01", "-2014-01-01", "12014-01-01", "2014-1-01"] {
+            assert_eq!(param(SummaryQuery::default().check("BHP".into(), signed_or_long).unwrap_err()), "date");
+        }
+        assert!(SummaryQuery::default().check("BHP".into(), "2014-01-02").is_ok());
     }
 }
