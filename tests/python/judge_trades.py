@@ -22,6 +22,7 @@ import urllib.request
 from collections import Counter
 from decimal import Decimal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -79,7 +80,7 @@ for symbol in symbols:
     prices = mine["price"].to_pylist()
     quantities = mine["quantity"].to_pylist()
     # Timestamps as integer microseconds since the epoch, whatever pyarrow's unit.
-    micros = pc.cast(pc.cast(mine["timestamp"], "timestamp[us, tz=UTC]"), "int64").to_pylist()
+    micros = pc.cast(pc.cast(mine["timestamp"], pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
     sides = mine["side"].to_pylist()
     for seq, price, qty, ts, side in zip(seqs, prices, quantities, micros, sides):
         stored_notional += price * qty
