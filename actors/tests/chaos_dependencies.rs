@@ -169,6 +169,18 @@ fn judge(scenario: &str, seed: u64, market: &Market, data: &Path, extra: &[&str]
     );
 }
 
+/// After the judge (which names any trade lost or doubled): K2 must also
+/// have held every published trade while it ran, not only after its
+/// shutdown's final replay and flush.
+fn assert_caught_up(scenario: &str, seed: u64, caught_up: bool, logs: &Path) {
+    assert!(
+        caught_up,
+        "[{scenario}] seed {seed}: K2 stopped making progress before it held every published trade (a minute \
+         without a new one); the table was complete only after the shutdown; logs in {}",
+        logs.display()
+    );
+}
+
 /// Writes `name` in `dir` and returns its path.
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -262,7 +274,7 @@ fn redis_killed_and_restarted_under_two_instances_loses_and_doubles_nothing() {
     let kept = Kept::new(NAME);
     let dir = kept.0.clone();
     let mut redis = OwnRedis::start();
-    let market = Market::start(seed, 600, 4000);
+    let market = Market::start(seed, 600, 6000);
     let data = dir.join("data");
     let prefix = format!("cr{}.", uuid::Uuid::new_v4().simple());
     let kafka = format!(
@@ -308,8 +320,17 @@ fn redis_killed_and_restarted_under_two_instances_loses_and_doubles_nothing() {
     eprintln!("[{NAME}] injected: redis-server restarted empty after {down} ms down");
 
     let caught_up = wait_caught_up(&market, &f.http, &[&a.http, &b.http]);
-    let fallbacks: Vec<Option<f64>> =
-        [&a.http, &b.http].iter().map(|h| metric(h, "k2_state_fallback_batches_total{")).collect();
+    // Every series of the counter (one per state), summed per instance.
+    let fallbacks: Vec<f64> = [&a.http, &b.http]
+        .iter()
+        .map(|h| {
+            common::get(h, "/metrics")
+                .lines()
+                .filter(|l| l.starts_with("k2_state_fallback_batches_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .collect();
     a.stop();
     b.stop();
     // Whatever the producers took is in the topic now; the flusher lands it.
@@ -320,10 +341,11 @@ fn redis_killed_and_restarted_under_two_instances_loses_and_doubles_nothing() {
     );
     f.stop();
     eprintln!(
-        "[{NAME}] batches on memory per instance {fallbacks:?}; second copies the flusher dropped {}; caught up: {caught_up}",
+        "[{NAME}] state calls that fell back to memory, per instance: {fallbacks:?}; second copies the flusher dropped {}; caught up: {caught_up}",
         dropped.unwrap_or(0.0)
     );
     judge(NAME, seed, &market, &data, &[], &dir);
+    assert_caught_up(NAME, seed, caught_up, &dir);
     kept.pass();
 }
 
@@ -382,7 +404,7 @@ fn the_broker_killed_and_restarted_loses_and_doubles_nothing() {
     let kept = Kept::new(NAME);
     let dir = kept.0.clone();
     let mut broker = OwnBroker::start(&dir);
-    let market = Market::start(seed, 600, 4000);
+    let market = Market::start(seed, 600, 6000);
     let data = dir.join("data");
     let config = write(
         &dir,
@@ -416,6 +438,7 @@ fn the_broker_killed_and_restarted_loses_and_doubles_nothing() {
     k2.stop();
     eprintln!("[{NAME}] caught up: {caught_up}");
     judge(NAME, seed, &market, &data, &[], &dir);
+    assert_caught_up(NAME, seed, caught_up, &dir);
     kept.pass();
 }
 
@@ -572,6 +595,7 @@ fn the_object_store_failing_for_30_s_loses_and_doubles_nothing() {
         "--s3-secret=k2-test-secret",
     ];
     judge(NAME, seed, &market, &data, &options, &dir);
+    assert_caught_up(NAME, seed, caught_up, &dir);
     kept.pass();
 }
 
@@ -619,7 +643,7 @@ fn the_spill_directory_full_loses_and_doubles_nothing() {
     let (seed, mut rng) = seed(NAME);
     let kept = Kept::new(NAME);
     let dir = kept.0.clone();
-    let market = Market::start(seed, 1500, 12000);
+    let market = Market::start(seed, 1500, 24000);
     let data = dir.join("data");
     // Rows not yet durable drive the ladder; the age trigger is out of reach
     // so that the cause is the rows (as in tests/degradation.rs).
@@ -637,8 +661,8 @@ fn the_spill_directory_full_loses_and_doubles_nothing() {
     let http = k2.http.clone();
     wait_for("no trades", 60, || trades_seen(&http, "hybrid") > 1000);
 
-    let after = rng.random_range(0..2_000);
-    let full_for = rng.random_range(3_000..7_000);
+    let after = rng.random_range(0..1_000);
+    let full_for = rng.random_range(2_000..5_000);
     let room_for = rng.random_range(2_000..4_000);
     std::thread::sleep(Duration::from_millis(after));
     let spill = data.join("spill");
@@ -684,5 +708,6 @@ fn the_spill_directory_full_loses_and_doubles_nothing() {
         replayed.unwrap_or(0.0)
     );
     judge(NAME, seed, &market, &data, &[], &dir);
+    assert_caught_up(NAME, seed, caught_up, &dir);
     kept.pass();
 }
