@@ -140,7 +140,17 @@ impl Spill {
             let _ = open.file.set_len(before);
             let _ = open.file.sync_data();
             if let Some(done) = s.current.take() {
-                s.sealed.push_back(done.seq);
+                if before == 0 {
+                    // Nothing in it. Sealing it would leave one empty
+                    // segment per refused batch (a full disk refuses every
+                    // one), each costing the replayer a look before the
+                    // rows spilled after them, and making the spill look
+                    // non-empty, which sends every later batch to it.
+                    drop(done);
+                    let _ = std::fs::remove_file(&path);
+                } else {
+                    s.sealed.push_back(done.seq);
+                }
             }
             return Err(SpillError::Io { path, source: e });
         }
@@ -152,31 +162,43 @@ impl Spill {
 
     /// Takes the oldest segment for replay (sealing the open one when it is
     /// the only one): its sequence number and events. Blocking.
+    /// Segments that hold no record (left by a crash before the first write,
+    /// or by an earlier version after a refused write) are deleted on the
+    /// way: each would otherwise cost the replayer a look of its own.
     pub fn take_oldest(&self) -> Result<Option<(u64, Vec<MarketEvent>)>, SpillError> {
-        let seq = {
-            let mut s = self.lock();
-            if s.sealed.is_empty()
-                && let Some(open) = s.current.take()
-            {
-                s.sealed.push_back(open.seq);
+        loop {
+            let seq = {
+                let mut s = self.lock();
+                if s.sealed.is_empty()
+                    && let Some(open) = s.current.take()
+                {
+                    s.sealed.push_back(open.seq);
+                }
+                match s.sealed.pop_front() {
+                    Some(seq) => seq,
+                    None => return Ok(None),
+                }
+            };
+            let events = match self.read(seq) {
+                Ok(events) => events,
+                Err(e) => {
+                    // Kept first in line for the next attempt.
+                    self.lock().sealed.push_front(seq);
+                    return Err(e);
+                }
+            };
+            if events.is_empty() {
+                let path = self.path(seq);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "empty spill segment not removed");
+                }
+                continue;
             }
-            match s.sealed.pop_front() {
-                Some(seq) => seq,
-                None => return Ok(None),
-            }
-        };
-        let events = match self.read(seq) {
-            Ok(events) => events,
-            Err(e) => {
-                // Kept first in line for the next attempt.
-                self.lock().sealed.push_front(seq);
-                return Err(e);
-            }
-        };
-        let n = events.len() as u64;
-        let _ = self.rows.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(n)));
-        metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
-        Ok(Some((seq, events)))
+            let n = events.len() as u64;
+            let _ = self.rows.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(n)));
+            metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
+            return Ok(Some((seq, events)));
+        }
     }
 
     /// Reads a segment's records, stopping at (and cutting off) a torn one.
@@ -332,5 +354,33 @@ mod tests {
         // New segments continue the numbering.
         spill.append(&trades(21..=21)).unwrap();
         assert!(spill.path(1).exists());
+    }
+
+    /// A full disk refuses every batch: no refused write leaves a segment
+    /// behind (the sink keeps those rows itself), the spill stays empty, and
+    /// once there is room it takes batches again; an empty segment on disk
+    /// is skipped and deleted rather than replayed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn refused_writes_leave_no_segments_and_empty_ones_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::open(dir.path()).unwrap();
+        // Writes to /dev/full fail with ENOSPC, as on a full file system.
+        for seq in 0..3 {
+            std::os::unix::fs::symlink("/dev/full", spill.path(seq)).unwrap();
+            assert!(spill.append(&trades(1..=5)).is_err());
+            assert!(std::fs::symlink_metadata(spill.path(seq)).is_err(), "segment {seq} left behind");
+            assert!(spill.is_empty());
+        }
+        assert_eq!(spill.rows(), 0);
+        spill.append(&trades(6..=10)).unwrap();
+        // An empty segment (a crash before its first record) after it.
+        drop(spill);
+        std::fs::write(dir.path().join(format!("{:012}.k2s", 4)), b"").unwrap();
+        let spill = Spill::open(dir.path()).unwrap();
+        let (seq, events) = spill.take_oldest().unwrap().unwrap();
+        assert_eq!((seq, events.len()), (3, 5));
+        assert!(spill.take_oldest().unwrap().is_none(), "the empty segment is not replayed");
+        assert!(!spill.path(4).exists(), "the empty segment is deleted");
     }
 }

@@ -4,6 +4,7 @@
 //! to the spill on disk instead (order kept).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use k2_core::{MarketEvent, QuoteV2, TradeV2};
 use tokio::sync::Notify;
@@ -26,6 +27,10 @@ pub struct TailSink {
     /// From degradation level 3, and until what was spilled is replayed,
     /// batches go to disk instead of the tails (order kept).
     spill: Option<(Arc<Spill>, LevelHandle)>,
+    /// The spill's disk refused the last batch sent to it: logged once per
+    /// outage (a full disk refuses every batch, hundreds a second, and the
+    /// log may be on the same disk); each refusal is still counted.
+    refusing: Arc<AtomicBool>,
     /// A batch source (a file load): past this many rows not yet committed
     /// the sink waits for a commit instead (the source waits with it).
     wait_above: Option<usize>,
@@ -33,7 +38,16 @@ pub struct TailSink {
 
 impl TailSink {
     pub fn new(tails: Tails, max_rows: usize, full: Arc<Notify>) -> Self {
-        Self { tails, max_rows, full, trades: Vec::new(), quotes: Vec::new(), spill: None, wait_above: None }
+        Self {
+            tails,
+            max_rows,
+            full,
+            trades: Vec::new(),
+            quotes: Vec::new(),
+            spill: None,
+            refusing: Arc::default(),
+            wait_above: None,
+        }
     }
 
     /// For a batch source: never spills; holds the pipeline while two
@@ -66,15 +80,25 @@ impl Sink for TailSink {
         if let Some((spill, level)) = &self.spill
             && (level.get() >= Level::Aggressive || !spill.is_empty())
         {
-            let (spill, tails) = (spill.clone(), self.tails.clone());
+            let (spill, tails, refusing) = (spill.clone(), self.tails.clone(), self.refusing.clone());
             return Ok(Some(Box::pin(async move {
                 let events = Arc::new(events);
                 let (s, e) = (spill.clone(), events.clone());
                 let written = tokio::task::spawn_blocking(move || s.append(&e)).await;
-                if !matches!(written, Ok(Ok(()))) {
+                if matches!(written, Ok(Ok(()))) {
+                    if refusing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("the spill takes batches again");
+                    }
+                } else {
                     // The disk refused: hold the batch in memory rather than
                     // lose it.
-                    tracing::error!(result = ?written.map(|r| r.err()), "spill write failed; rows kept in the tails");
+                    if !refusing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            result = ?written.map(|r| r.err()),
+                            "spill write failed; rows kept in the tails (until it takes batches again, further \
+                             failures are only counted in k2_spill_write_failures_total)"
+                        );
+                    }
                     metrics::counter!("k2_spill_write_failures_total").increment(1);
                     tails.append(Arc::unwrap_or_clone(events));
                 }
