@@ -37,8 +37,25 @@ pub enum RegistryError {
     Incompatible { subject: String, reason: String },
     #[error("Only AVRO schemas are supported, not {0}")]
     UnsupportedType(String),
+    #[error("Invalid subject {0:?}: 1 to 255 bytes of letters, digits and . _ - + % :")]
+    InvalidSubject(String),
+    #[error("The registry holds as many subjects as its limit allows; {0:?} would be one more")]
+    TooManySubjects(String),
     #[error("registry storage: {0}")]
     Storage(#[from] sqlx::Error),
+}
+
+/// Subjects one registry holds at most: K2 needs a few per topic, and an
+/// unbounded count would let any writer fill the catalog.
+pub const MAX_SUBJECTS: i64 = 10_000;
+
+/// Subject names are bounded in length and character set (those of topic
+/// names, plus `:` for Confluent's contexts and `+ %`), so none can carry
+/// control characters or path tricks into logs, URLs or the catalog.
+fn check_subject(subject: &str) -> Result<(), RegistryError> {
+    let ok = (1..=255).contains(&subject.len())
+        && subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+%:".contains(&b));
+    if ok { Ok(()) } else { Err(RegistryError::InvalidSubject(subject.chars().take(300).collect())) }
 }
 
 impl RegistryError {
@@ -52,6 +69,9 @@ impl RegistryError {
             RegistryError::InvalidSchema(_) | RegistryError::UnsupportedType(_) => 42201,
             RegistryError::InvalidVersion(_) => 42202,
             RegistryError::InvalidCompatibility(_) => 42203,
+            // K2's own codes, in Confluent's shape.
+            RegistryError::InvalidSubject(_) => 42208,
+            RegistryError::TooManySubjects(_) => 42209,
             RegistryError::Storage(_) => 50001,
         }
     }
@@ -183,6 +203,7 @@ pub struct Version {
 pub struct Registry {
     pool: SqlitePool,
     writes: Mutex<()>,
+    max_subjects: i64,
 }
 
 /// The global compatibility level's key in the config table.
@@ -207,7 +228,13 @@ impl Registry {
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
-        Ok(Self { pool, writes: Mutex::new(()) })
+        Ok(Self { pool, writes: Mutex::new(()), max_subjects: MAX_SUBJECTS })
+    }
+
+    /// Another limit than [`MAX_SUBJECTS`] (tests reach it quickly).
+    pub fn with_max_subjects(mut self, max: i64) -> Self {
+        self.max_subjects = max;
+        self
     }
 
     pub async fn subjects(&self) -> Result<Vec<String>, RegistryError> {
@@ -293,12 +320,14 @@ impl Registry {
     /// schema again returns the same id and adds no version; a schema the
     /// subject's compatibility level refuses is an error.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<i64, RegistryError> {
+        check_subject(subject)?;
         let parsed = parse(schema)?;
         let canonical = parsed.canonical_form();
         let _write = self.writes.lock().await;
         if let Ok(existing) = self.lookup(subject, schema).await {
             return Ok(existing.id);
         }
+        self.room_for(subject).await?;
         let level = self.compatibility(Some(subject)).await?;
         self.check(subject, schema, level).await?;
         let mut tx = self.pool.begin().await?;
@@ -371,6 +400,34 @@ impl Registry {
     }
 
     pub async fn set_compatibility(&self, subject: Option<&str>, level: Compatibility) -> Result<(), RegistryError> {
+        if let Some(subject) = subject {
+            check_subject(subject)?;
+            let _write = self.writes.lock().await;
+            self.room_for(subject).await?;
+            return self.store_compatibility(Some(subject), level).await;
+        }
+        self.store_compatibility(None, level).await
+    }
+
+    /// Refuses a subject the registry does not know yet once it holds
+    /// its limit (with versions or a level of their own). Call with
+    /// the write lock held.
+    async fn room_for(&self, subject: &str) -> Result<(), RegistryError> {
+        let (known, count): (i64, i64) = sqlx::query_as(
+            "WITH s AS (SELECT subject FROM k2_registry_versions UNION SELECT subject FROM k2_registry_config WHERE subject <> ?) \
+             SELECT COALESCE(SUM(subject = ?), 0), COUNT(*) FROM s",
+        )
+        .bind(GLOBAL)
+        .bind(subject)
+        .fetch_one(&self.pool)
+        .await?;
+        if known == 0 && count >= self.max_subjects {
+            return Err(RegistryError::TooManySubjects(subject.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn store_compatibility(&self, subject: Option<&str>, level: Compatibility) -> Result<(), RegistryError> {
         sqlx::query("INSERT INTO k2_registry_config (subject, compatibility) VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET compatibility = excluded.compatibility")
             .bind(subject.unwrap_or(GLOBAL))
             .bind(level.as_str())
@@ -388,6 +445,32 @@ mod tests {
         format!(
             r#"{{"type":"record","name":"T","fields":[{{"name":"price","type":{{"type":"bytes","logicalType":"decimal","precision":{precision},"scale":{scale}}}}}{extra}]}}"#
         )
+    }
+
+    #[tokio::test]
+    async fn subjects_are_bounded_in_name_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("catalog.db")).await.unwrap().with_max_subjects(20);
+        let schema = r#"{"type":"string"}"#;
+        for bad in ["", "a/../b", "with space", "ctl\u{7}", &"x".repeat(256)] {
+            let e = registry.register(bad, schema).await.unwrap_err();
+            assert_eq!(e.code(), 42208, "{bad:?}: {e}");
+            let e = registry.set_compatibility(Some(bad), Compatibility::Full).await.unwrap_err();
+            assert_eq!(e.code(), 42208, "{bad:?}: {e}");
+        }
+        assert!(registry.register("market.crypto.trades.binance-value", schema).await.is_ok());
+        assert!(registry.register(":.ctx:a_b-c+1%", schema).await.is_ok());
+        // Fill to the limit (levels count as subjects too), then one more is refused,
+        // while subjects already known still take new writes.
+        for i in 2..20 {
+            registry.set_compatibility(Some(&format!("s{i}")), Compatibility::None).await.unwrap();
+        }
+        let e = registry.register("one-more", schema).await.unwrap_err();
+        assert_eq!(e.code(), 42209, "{e}");
+        assert_eq!(registry.set_compatibility(Some("one-more"), Compatibility::Full).await.unwrap_err().code(), 42209);
+        assert!(registry.set_compatibility(Some("s2"), Compatibility::Full).await.is_ok());
+        assert!(registry.register("s3", schema).await.is_ok());
+        assert!(registry.set_compatibility(None, Compatibility::Full).await.is_ok(), "the global level is no subject");
     }
 
     #[test]
