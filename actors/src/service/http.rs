@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use actix::Recipient;
 use actix_web::dev::ServerHandle;
+use actix_web::dev::Service as _;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -16,6 +17,7 @@ use crate::lake::pressure::{Effect, Pressure};
 use crate::query::routes::{self, Api};
 use crate::runtime::health::{ActorReport, HealthRegistry};
 use crate::runtime::messages::Fault;
+use crate::service::limits::{InFlight, Limits, within};
 
 #[derive(Clone)]
 pub(crate) struct State {
@@ -51,8 +53,9 @@ pub struct HttpHandle {
     pub handle: ServerHandle,
 }
 
-/// Binds and starts the server on the current actix system. With `api`, the
-/// `/v1` query API and `/openapi.json` are served too.
+/// Binds and starts the server on the current actix system, with the
+/// default [`Limits`]. With `api`, the `/v1` query API and `/openapi.json`
+/// are served too.
 pub fn start(
     bind: SocketAddr,
     registry: HealthRegistry,
@@ -61,13 +64,39 @@ pub fn start(
     api: Option<Api>,
     pressure: Option<Arc<Pressure>>,
 ) -> std::io::Result<HttpHandle> {
+    start_with(bind, registry, faults, admin, api, pressure, Limits::default())
+}
+
+/// As [`start`], with these limits.
+pub fn start_with(
+    bind: SocketAddr,
+    registry: HealthRegistry,
+    faults: BTreeMap<&'static str, Recipient<Fault>>,
+    admin: bool,
+    api: Option<Api>,
+    pressure: Option<Arc<Pressure>>,
+    limits: Limits,
+) -> std::io::Result<HttpHandle> {
     crate::runtime::telemetry::prometheus();
     let state = State { registry, faults, admin, pressure };
+    let in_flight = InFlight::default();
     // Queries run on the runtime's worker threads, not on these: two HTTP
     // workers keep parsing and answering while scans run.
     let workers = if api.is_some() { 2 } else { 1 };
     let server = HttpServer::new(move || {
+        let in_flight = in_flight.clone();
         let app = App::new()
+            .wrap_fn(move |req, srv| {
+                let admitted = in_flight.enter(req.peer_addr(), limits.per_client);
+                let call = admitted.is_ok().then(|| srv.call(req));
+                async move {
+                    let _slot = admitted?;
+                    match call {
+                        Some(call) => within(limits.request_timeout, call).await,
+                        None => Err(actix_web::error::ErrorTooManyRequests("refused")),
+                    }
+                }
+            })
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))

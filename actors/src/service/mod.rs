@@ -21,6 +21,7 @@
 
 mod dead_letters;
 pub mod http;
+pub mod limits;
 pub mod pipeline;
 mod start;
 
@@ -187,13 +188,18 @@ impl Service {
     /// by [`Service::shutdown`].
     pub fn serve(&self) -> Result<HttpHandle, StartError> {
         let bind = self.config.http.bind;
-        let handle = http::start(
+        let limits = limits::Limits {
+            request_timeout: self.config.http.request_timeout,
+            per_client: self.config.http.max_requests_per_client,
+        };
+        let handle = http::start_with(
             bind,
             self.pipeline.registry().clone(),
             self.pipeline.faults().clone(),
             self.config.http.admin,
             Some(self.api.clone()),
             Some(self.tails.pressure.clone()),
+            limits,
         )
         .map_err(|source| StartError::Http { bind, source })?;
         self.http.lock().unwrap_or_else(PoisonError::into_inner).push(handle.handle.clone());

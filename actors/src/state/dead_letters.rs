@@ -162,6 +162,14 @@ impl DeadLetters {
         Ok(store)
     }
 
+    /// Shows `stage`'s series of `k2_dead_letters_stored_total` at 0 before
+    /// its first letter (dashboards and alerts see a stage that never
+    /// failed, not a missing series).
+    pub fn announce(&self, stage: &str, kind: Kind) {
+        metrics::counter!("k2_dead_letters_stored_total", "stage" => stage.to_owned(), "kind" => kind_label(kind))
+            .increment(0);
+    }
+
     pub fn dir(&self) -> &Path {
         &self.0.dir
     }

@@ -14,7 +14,7 @@ use crate::runtime::health::{Link, forward};
 use crate::runtime::messages::{Drain, EventBatch};
 use crate::runtime::supervision::{Supervise, Supervision, guarded, supervised};
 use crate::sinks::actor::SinkActor;
-use crate::state::dead_letters::DeadLetters;
+use crate::state::dead_letters::{DeadLetters, Kind};
 use crate::state::shared::{Claim, SharedState};
 
 pub const NAME: &str = "dedup";
@@ -118,6 +118,7 @@ impl DedupActor {
     }
 
     pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        dead_letters.announce(NAME, Kind::Events);
         self.dead_letters = Some(dead_letters);
         self
     }

@@ -12,7 +12,7 @@ use crate::runtime::degradation::{Level, LevelHandle, Shed, ShedLedger};
 use crate::runtime::health::{Link, forward};
 use crate::runtime::messages::{Drain, EventBatch};
 use crate::runtime::supervision::{Supervise, Supervision, guarded, supervised};
-use crate::state::dead_letters::DeadLetters;
+use crate::state::dead_letters::{DeadLetters, Kind};
 use crate::state::marks::SequenceMarks;
 use crate::transforms::dedup::DedupActor;
 
@@ -111,6 +111,7 @@ impl SequenceActor {
     }
 
     pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        dead_letters.announce(NAME, Kind::Events);
         self.dead_letters = Some(dead_letters);
         self
     }

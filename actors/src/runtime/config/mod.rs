@@ -76,6 +76,11 @@ impl Config {
             }
         };
         need(self.pipeline.batch_size > 0, "pipeline.batch_size must be at least 1");
+        need(
+            self.http.request_timeout > self.query.timeout,
+            "http.request_timeout must be longer than query.timeout (a query would be cut off with 408 before its own 503)",
+        );
+        need(self.http.max_requests_per_client > 0, "http.max_requests_per_client must be at least 1");
         need(self.pipeline.mailbox_capacity > 0, "pipeline.mailbox_capacity must be at least 1");
         need(self.supervision.max_restarts > 0, "supervision.max_restarts must be at least 1");
         need(!self.supervision.window.is_zero(), "supervision.window must be longer than 0");

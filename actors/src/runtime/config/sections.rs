@@ -165,9 +165,24 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// Serve /admin/* fault injection (refused unless bound to loopback).
     pub admin: bool,
-    /// When not empty, `/v1/*` requires one of these in `X-API-Key`.
+    /// When not empty, `/v1/*` and the registry's writes require one of
+    /// these in `X-API-Key`.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// A request's body must arrive and its answer start within this (408).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests in flight from one client address at most (429 past it).
+    #[serde(default = "default_requests_per_client")]
+    pub max_requests_per_client: usize,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_requests_per_client() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -327,6 +327,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
     // Queries (query/).
     counter("k2_queries_total", "Queries by kind and outcome.", &[("query", QUERIES), ("status", QUERY_STATUSES)]),
     histogram("k2_query_seconds", "Query time, waiting included.", &[("query", QUERIES)]),
+    counter(
+        "k2_http_refused_total",
+        "HTTP requests refused: too many in flight from one address (429) or not received and answered in time (408).",
+        &[("reason", &["per_client", "timeout"])],
+    ),
     counter("k2_query_page_cache_total", "Lookups of the snapshot page cache.", &[("result", &["hit", "miss"])]),
 ];
 

@@ -17,7 +17,7 @@ use crate::runtime::config::BinanceConfig;
 use crate::runtime::degradation::PauseSource;
 use crate::runtime::health::Link;
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
-use crate::state::dead_letters::DeadLetters;
+use crate::state::dead_letters::{DeadLetters, Kind};
 use crate::transforms::sequencer::SequenceActor;
 
 /// Rotate now (timer, or an operator).
@@ -108,6 +108,9 @@ impl ConnectionActor {
     }
 
     pub fn with_dead_letters(mut self, dead_letters: Option<DeadLetters>) -> Self {
+        if let Some(store) = &dead_letters {
+            store.announce(self.name, Kind::Frame);
+        }
         self.dead_letters = dead_letters;
         self
     }

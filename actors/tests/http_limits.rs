@@ -1,0 +1,92 @@
+//! One client cannot hold the HTTP server: bodies that trickle in are cut
+//! off with 408 once `http.request_timeout` has passed, and past
+//! `http.max_requests_per_client` requests in flight from one address the
+//! next gets 429, while another address (a health probe) is still served.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use figment::providers::Env;
+use k2::runtime::config::Config;
+use k2::service::Service;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A connection from `source` (any 127.0.0.0/8 address is loopback).
+async fn connect(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// The status of the answer on `stream`, read to its end.
+async fn status(stream: &mut TcpStream) -> u16 {
+    let mut text = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut text)).await;
+    let text = String::from_utf8_lossy(&text);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+async fn get(source: &str, to: SocketAddr, path: &str) -> u16 {
+    let mut s = connect(source, to).await;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: k2\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    status(&mut s).await
+}
+
+#[test]
+fn a_trickling_client_is_cut_off_and_cannot_take_every_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k2.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = \"2s\"\nmax_requests_per_client = 3\n[query]\ntimeout = \"1s\"\n[binance]\nenabled = false\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    k2::runtime::run(|| async move {
+        let k2 = Service::builder(&config).start().await.unwrap();
+        let http = k2.serve().unwrap();
+        let addr = http.addr;
+
+        // Three registry writes whose bodies never finish arriving.
+        let mut slow = Vec::new();
+        for _ in 0..3 {
+            let mut s = connect("127.0.0.2", addr).await;
+            s.write_all(
+                b"POST /subjects/x-value/versions HTTP/1.1\r\nHost: k2\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+            slow.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get("127.0.0.2", addr, "/health").await, 429, "a fourth request from that address waits for none of them");
+        assert_eq!(get("127.0.0.3", addr, "/health").await, 200, "another address is served");
+
+        // Each is answered 408 once its time is up, however slowly it sends.
+        let started = Instant::now();
+        for s in &mut slow {
+            assert_eq!(status(s).await, 408);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_eq!(get("127.0.0.2", addr, "/health").await, 200, "its slots are back");
+        let metrics = {
+            let mut s = connect("127.0.0.3", addr).await;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: k2\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        let value = |series: &str| {
+            metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        assert!(value("k2_http_refused_total{reason=\"per_client\"}").unwrap_or(0.0) >= 1.0, "{metrics}");
+        assert!(value("k2_http_refused_total{reason=\"timeout\"}").unwrap_or(0.0) >= 3.0, "{metrics}");
+        http.handle.stop(true).await;
+        k2.shutdown(k2::service::Stop::Graceful).await;
+    })
+    .unwrap();
+}
