@@ -352,6 +352,26 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
         assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
         api.key = Some("s3cret");
 
+        // Methods: another one is 405 with Allow, HEAD is GET without a body,
+        // an unknown path is 404.
+        let with_key = |method: reqwest::Method, path: &str| {
+            api.http.request(method, format!("{}{path}", api.base)).header("X-API-Key", "s3cret").send()
+        };
+        for (method, path, allow) in [
+            (reqwest::Method::POST, "/v1/trades", "GET, HEAD"),
+            (reqwest::Method::DELETE, "/health", "GET, HEAD"),
+            (reqwest::Method::DELETE, "/config", "GET, HEAD, PUT"),
+            (reqwest::Method::GET, "/subjects/x-value", "POST"),
+        ] {
+            let resp = with_key(method.clone(), path).await.unwrap();
+            assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+            assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        }
+        let head = with_key(reqwest::Method::HEAD, "/v1/symbols").await.unwrap();
+        assert_eq!(head.status().as_u16(), 200);
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD answers without a body");
+        assert_eq!(with_key(reqwest::Method::GET, "/v1/nothing-here").await.unwrap().status().as_u16(), 404);
+
         // Pagination covers every row once, in order.
         let rows = api.all("/v1/trades?symbol=BTCUSDT", 7).await;
         let seqs: Vec<i64> = rows.iter().map(|r| r["source_sequence"].as_i64().unwrap()).collect();

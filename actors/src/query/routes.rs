@@ -15,6 +15,9 @@ use super::format::{self, Format};
 use super::params::{BarsQuery, DeadLettersQuery, ReadQuery, SnapshotsQuery, SummaryQuery, SymbolsQuery, pin};
 use super::{Answer, Query, QueryActor, QueryError, RunQuery};
 use crate::lake::TableKind;
+use crate::runtime::resource::{get, resource};
+
+const GET: &str = "GET, HEAD";
 use crate::state::dead_letters::{DeadLetters, Status};
 
 /// What the `/v1` handlers need.
@@ -43,13 +46,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
         }))
         .service(
             web::scope("/v1")
-                .route("/trades", web::get().to(trades))
-                .route("/quotes", web::get().to(quotes))
-                .route("/summary/{symbol}/{date}", web::get().to(summary))
-                .route("/bars", web::get().to(bars))
-                .route("/symbols", web::get().to(symbols))
-                .route("/snapshots", web::get().to(snapshots))
-                .route("/dead-letters", web::get().to(dead_letters)),
+                .service(get(resource("/trades", GET), trades))
+                .service(get(resource("/quotes", GET), quotes))
+                .service(get(resource("/summary/{symbol}/{date}", GET), summary))
+                .service(get(resource("/bars", GET), bars))
+                .service(get(resource("/symbols", GET), symbols))
+                .service(get(resource("/snapshots", GET), snapshots))
+                .service(get(resource("/dead-letters", GET), dead_letters)),
         );
 }
 

@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use super::store::{Compatibility, Registry, RegistryError};
 
+use crate::runtime::resource::{get, resource};
+
+const GET: &str = "GET, HEAD";
+const GET_POST: &str = "GET, HEAD, POST";
+const GET_PUT: &str = "GET, HEAD, PUT";
+
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// The keys a write needs (`http.api_keys`; none: writes are open).
@@ -22,19 +28,21 @@ struct WriteKeys(Arc<Vec<String>>);
 pub fn configure(cfg: &mut web::ServiceConfig, registry: Arc<Registry>, keys: Arc<Vec<String>>) {
     cfg.app_data(web::Data::from(registry))
         .app_data(web::Data::new(WriteKeys(keys)))
-        .route("/subjects", web::get().to(subjects))
-        .route("/subjects/{subject}", web::post().to(lookup))
-        .route("/subjects/{subject}/versions", web::get().to(versions))
-        .route("/subjects/{subject}/versions", web::post().to(register))
-        .route("/subjects/{subject}/versions/{version}", web::get().to(version))
-        .route("/subjects/{subject}/versions/{version}/schema", web::get().to(version_schema))
-        .route("/schemas/ids/{id}", web::get().to(schema_by_id))
-        .route("/schemas/ids/{id}/versions", web::get().to(schema_uses))
-        .route("/compatibility/subjects/{subject}/versions/{version}", web::post().to(compatibility))
-        .route("/config", web::get().to(get_config))
-        .route("/config", web::put().to(put_config))
-        .route("/config/{subject}", web::get().to(get_subject_config))
-        .route("/config/{subject}", web::put().to(put_subject_config));
+        .service(get(resource("/subjects", GET), subjects))
+        .service(resource("/subjects/{subject}", "POST").route(web::post().to(lookup)))
+        .service(get(resource("/subjects/{subject}/versions", GET_POST), versions).route(web::post().to(register)))
+        .service(get(resource("/subjects/{subject}/versions/{version}", GET), version))
+        .service(get(resource("/subjects/{subject}/versions/{version}/schema", GET), version_schema))
+        .service(get(resource("/schemas/ids/{id}", GET), schema_by_id))
+        .service(get(resource("/schemas/ids/{id}/versions", GET), schema_uses))
+        .service(
+            resource("/compatibility/subjects/{subject}/versions/{version}", "POST")
+                .route(web::post().to(compatibility)),
+        )
+        .service(get(resource("/config", GET_PUT), get_config).route(web::put().to(put_config)))
+        .service(
+            get(resource("/config/{subject}", GET_PUT), get_subject_config).route(web::put().to(put_subject_config)),
+        );
 }
 
 /// A 401 in Confluent's error shape, unless the request carries an

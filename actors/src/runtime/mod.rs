@@ -10,6 +10,7 @@ pub mod degradation;
 pub mod errors;
 pub mod health;
 pub mod messages;
+pub mod resource;
 pub mod supervision;
 pub mod system;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use crate::lake::pressure::{Effect, Pressure};
 use crate::query::routes::{self, Api};
 use crate::runtime::health::{ActorReport, HealthRegistry};
 use crate::runtime::messages::Fault;
+use crate::runtime::resource::{get, resource};
 use crate::service::limits::{InFlight, Limits, within};
 
 #[derive(Clone)]
@@ -98,13 +99,13 @@ pub fn start_with(
                 }
             })
             .app_data(web::Data::new(state.clone()))
-            .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics))
-            .route("/admin/faults", web::post().to(inject_fault))
-            .route("/admin/pressure", web::post().to(apply_pressure));
+            .service(get(resource("/health", "GET, HEAD"), health))
+            .service(get(resource("/metrics", "GET, HEAD"), metrics))
+            .service(resource("/admin/faults", "POST").route(web::post().to(inject_fault)))
+            .service(resource("/admin/pressure", "POST").route(web::post().to(apply_pressure)));
         match api.clone() {
             Some(api) => app
-                .route("/openapi.json", web::get().to(openapi))
+                .service(get(resource("/openapi.json", "GET, HEAD"), openapi))
                 .configure(|cfg| crate::query::routes::configure(cfg, api)),
             None => app,
         }
