@@ -18,7 +18,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Kill, Run, get_json, metric, read_iceberg, start_sim_with, trades_seen, wait_until};
@@ -170,21 +169,9 @@ impl std::fmt::Display for Verdict {
 /// Runs `judge_trades.py` on the table under `data` against the trades the
 /// simulator at `rest` published with ids up to `upto`.
 fn judge(data: &Path, rest: &str, upto: u64, partial: bool) -> Verdict {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/judge_trades.py");
-    let mut command = Command::new("python3");
-    command.arg(script).arg(data).arg(rest).arg(SYMBOLS).arg(format!("--upto={upto}"));
-    if partial {
-        command.arg("--partial");
-    }
-    let out = command.output().expect("python3 runs the judge");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the judge printed no report ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let mut v = Verdict { ok: report["ok"] == true && out.status.success(), ..Verdict::default() };
+    let options: &[&str] = if partial { &["--partial"] } else { &[] };
+    let (report, exact) = common::judge_trades(data, rest, SYMBOLS, upto, options);
+    let mut v = Verdict { ok: report["ok"] == true && exact, ..Verdict::default() };
     for s in report["symbols"].as_object().expect("per symbol").values() {
         let n = |k: &str| s[k].as_u64().unwrap_or(0);
         v.published += n("published");

@@ -140,27 +140,14 @@ fn wait_caught_up(market: &Market, http: &str, recovering: &[&str]) -> bool {
 /// exactly once, exact notional. Prints what was verified, and on failure
 /// the judge's JSON.
 fn judge(scenario: &str, seed: u64, market: &Market, data: &Path, extra: &[&str], logs: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/judge_trades.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(data)
-        .arg(market.rest())
-        .arg(SYMBOLS)
-        .arg(format!("--upto={}", market.per_symbol))
-        .args(extra)
-        .output()
-        .expect("python3 runs the judge");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let verdict: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!("[{scenario}] the judge printed no verdict ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr))
-    });
+    let (verdict, exact) = common::judge_trades(data, &market.rest(), SYMBOLS, market.per_symbol, extra);
     let sum = |field: &str| -> u64 {
         verdict["symbols"].as_object().map_or(0, |s| s.values().filter_map(|v| v[field].as_u64()).sum())
     };
     let (published, stored, missing, doubled) = (sum("published"), sum("stored"), sum("missing"), sum("doubled"));
     let sane = published == market.total();
     assert!(
-        out.status.success() && verdict["ok"] == true && sane,
+        exact && verdict["ok"] == true && sane,
         "[{scenario}] seed {seed}: {missing} trades lost, {doubled} doubled ({published} published, {stored} stored); logs in {}\njudge: {verdict}",
         logs.display()
     );

@@ -15,20 +15,11 @@ use common::{Run, get_json, metric, post, start_sim_with, wait_until};
 const TRADES: u64 = 2_000;
 const SYMBOLS: &str = "BTCUSDT,ETHUSDT,BNBUSDT";
 
-/// The chaos judge (tests/python/judge_trades.py): its JSON and whether the
-/// table is exact.
+/// The chaos judge (tests/python/judge_trades.py), listing every missing
+/// id: its JSON and whether the table is exact.
 fn judge(data: &Path, rest: &str, partial: bool) -> (serde_json::Value, bool) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/judge_trades.py");
-    let upto = format!("--upto={TRADES}");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(data).arg(rest).arg(SYMBOLS).arg(&upto).arg("--all-ids");
-    if partial {
-        cmd.arg("--partial");
-    }
-    let out = cmd.output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("judge: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (v, out.status.success())
+    let options: &[&str] = if partial { &["--all-ids", "--partial"] } else { &["--all-ids"] };
+    common::judge_trades(data, rest, SYMBOLS, TRADES, options)
 }
 
 fn k2(args: &[&str]) -> (bool, String, String) {

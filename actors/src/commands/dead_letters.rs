@@ -22,7 +22,7 @@ pub fn run(command: DeadLettersCommand) -> Result<ExitCode, CommandError> {
                 LetterStatus::Replayed => Status::Replayed,
                 LetterStatus::All => Status::All,
             };
-            let letters = store.list(status, 0, usize::MAX).map_err(|e| CommandError::Pipeline(e.to_string()))?;
+            let (letters, _) = store.list(status, 0, usize::MAX).map_err(|e| CommandError::Pipeline(e.to_string()))?;
             let mut out = std::io::stdout().lock();
             for l in &letters {
                 if args.json {

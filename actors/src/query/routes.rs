@@ -285,18 +285,14 @@ pub async fn dead_letters(_: Authorized, api: web::Data<Api>, q: web::Query<Dead
         }
     };
     let (store, after) = (api.dead_letters.clone(), q.after.unwrap_or(0));
-    let listed = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let letters = store.list(status, after, limit).map_err(|e| e.to_string())?;
-        Ok((letters, store.pending_count().map_err(|e| e.to_string())?))
-    })
-    .await;
+    let listed = tokio::task::spawn_blocking(move || store.list(status, after, limit)).await;
     match listed {
         Ok(Ok((letters, pending))) => HttpResponse::Ok().json(serde_json::json!({
             "status": match status { Status::Pending => "pending", Status::Replayed => "replayed", Status::All => "all" },
             "pending": pending,
             "data": letters,
         })),
-        Ok(Err(e)) => error_response(QueryError::Internal(e)),
+        Ok(Err(e)) => error_response(QueryError::Internal(e.to_string())),
         Err(e) => error_response(QueryError::Internal(e.to_string())),
     }
 }

@@ -54,7 +54,7 @@ impl Service {
     /// Replays the pending dead letters (all, or those in `only`).
     pub async fn replay_dead_letters(&self, only: &[u64]) -> Result<ReplayReport, ReplayError> {
         let store = self.api.dead_letters.clone();
-        let listed = tokio::task::spawn_blocking(move || store.list(Status::Pending, 0, usize::MAX))
+        let (listed, _) = tokio::task::spawn_blocking(move || store.list(Status::Pending, 0, usize::MAX))
             .await
             .map_err(|e| ReplayError::Task(e.to_string()))??;
         let mut report = ReplayReport::default();

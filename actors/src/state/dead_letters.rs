@@ -141,23 +141,17 @@ impl DeadLetters {
     pub fn open(dir: &Path) -> Result<Self, DeadLetterError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let segments = segments(dir)?;
-        // Ids rise across segments: the newest segment with a readable letter
-        // holds the highest.
-        let mut next_id = 1;
-        for path in segments.iter().rev() {
-            let (letters, _) = read_segment(path)?;
-            if let Some(last) = letters.iter().map(|l| l.id).max() {
-                next_id = last + 1;
-                break;
-            }
-        }
         let seq = segments.last().and_then(|p| segment_seq(p)).map_or(0, |s| s + 1);
         let store = Self(Arc::new(Inner {
             dir: dir.to_owned(),
             writer: Mutex::new(Writer { seq, file: None, bytes: 0 }),
-            next_id: AtomicU64::new(next_id),
+            next_id: AtomicU64::new(1),
         }));
-        metrics::gauge!("k2_dead_letters_pending").set(store.pending_count()? as f64);
+        let (letters, _) = store.letters()?;
+        let replayed = store.replayed()?;
+        store.0.next_id.store(letters.iter().map(|l| l.id).max().map_or(1, |last| last + 1), Ordering::Relaxed);
+        let pending = letters.iter().filter(|l| !replayed.contains_key(&l.id)).count();
+        metrics::gauge!("k2_dead_letters_pending").set(pending as f64);
         metrics::counter!("k2_dead_letters_store_errors_total").increment(0);
         Ok(store)
     }
@@ -308,11 +302,13 @@ impl DeadLetters {
     }
 
     /// Letters with their status, oldest first: `status` filters, `after`
-    /// skips ids up to it, at most `limit`. Blocking.
-    pub fn list(&self, status: Status, after: u64, limit: usize) -> Result<Vec<Listed>, DeadLetterError> {
+    /// skips ids up to it, at most `limit`; and how many letters are
+    /// pending in all. Blocking.
+    pub fn list(&self, status: Status, after: u64, limit: usize) -> Result<(Vec<Listed>, usize), DeadLetterError> {
         let (letters, _) = self.letters()?;
         let mut replayed = self.replayed()?;
-        Ok(letters
+        let pending = letters.iter().filter(|l| !replayed.contains_key(&l.id)).count();
+        let listed = letters
             .into_iter()
             .filter(|l| l.id > after)
             .map(|letter| {
@@ -326,14 +322,8 @@ impl DeadLetters {
                 Status::All => true,
             })
             .take(limit)
-            .collect())
-    }
-
-    /// Letters not yet replayed. Blocking.
-    pub fn pending_count(&self) -> Result<usize, DeadLetterError> {
-        let (letters, _) = self.letters()?;
-        let replayed = self.replayed()?;
-        Ok(letters.iter().filter(|l| !replayed.contains_key(&l.id)).count())
+            .collect();
+        Ok((listed, pending))
     }
 
     /// Records letters as replayed (after what they sent is durable).
@@ -454,11 +444,15 @@ mod tests {
         assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 
         store.mark_replayed(&[Replayed { id: 1, at: 5, sent: 2, already_stored: 0 }]).unwrap();
-        assert_eq!(store.list(Status::Pending, 0, 100).unwrap().len(), 3);
-        let replayed = store.list(Status::Replayed, 0, 100).unwrap();
+        let (pending, count) = store.list(Status::Pending, 0, 100).unwrap();
+        assert_eq!((pending.len(), count), (3, 3));
+        let (replayed, _) = store.list(Status::Replayed, 0, 100).unwrap();
         assert_eq!(replayed.len(), 1);
         assert_eq!(replayed[0].letter.id, 1);
-        assert_eq!(store.list(Status::All, 2, 1).unwrap()[0].letter.id, 3, "after and limit page");
-        assert_eq!(DeadLetters::open(dir.path()).unwrap().pending_count().unwrap(), 3);
+        assert_eq!(store.list(Status::All, 2, 1).unwrap().0[0].letter.id, 3, "after and limit page");
+        let reopened = DeadLetters::open(dir.path()).unwrap();
+        assert_eq!(reopened.list(Status::Pending, 0, 0).unwrap().1, 3);
+        reopened.store_events("dedup", "again", &[trade(4)]);
+        assert_eq!(reopened.letters().unwrap().0.last().unwrap().id, 5, "ids go on after a reopen");
     }
 }

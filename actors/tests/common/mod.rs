@@ -315,3 +315,25 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     xml.split(&open).skip(1).filter_map(|part| part.split_once(&close).map(|(v, _)| v.to_owned())).collect()
 }
+
+/// Runs the chaos judge (`tests/python/judge_trades.py`) on the tables
+/// under `data` against the simulator at `rest` for `symbols`, trade ids up
+/// to `upto`, with `options` (`--partial`, `--all-ids`, the warehouse and S3
+/// keys): its JSON report, and whether its exit status said exact.
+pub fn judge_trades(data: &Path, rest: &str, symbols: &str, upto: u64, options: &[&str]) -> (serde_json::Value, bool) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/judge_trades.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(data)
+        .arg(rest)
+        .arg(symbols)
+        .arg(format!("--upto={upto}"))
+        .args(options)
+        .output()
+        .expect("python3 runs the judge");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("the judge printed no report ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    (report, out.status.success())
+}
