@@ -90,3 +90,70 @@ fn a_trickling_client_is_cut_off_and_cannot_take_every_slot() {
     })
     .unwrap();
 }
+
+/// Forty clients (one address each) send a body a byte a second: every one
+/// is answered 408 within the request timeout (plus a margin), and `/health`
+/// answers throughout. A forty-first connection from an address already at
+/// its connection limit is answered 429 and closed.
+#[test]
+fn forty_trickling_bodies_are_cut_off_while_health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k2.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = \"3s\"\nmax_requests_per_client = 2\nmax_connections_per_client = 2\n[query]\ntimeout = \"1s\"\n[binance]\nenabled = false\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    k2::runtime::run(|| async move {
+        let k2 = Service::builder(&config).start().await.unwrap();
+        let http = k2.serve().unwrap();
+        let addr = http.addr;
+        let started = Instant::now();
+        let mut trickling = Vec::new();
+        for i in 0..40 {
+            let source = format!("127.0.1.{}", i + 1);
+            trickling.push(tokio::spawn(async move {
+                let mut s = connect(&source, addr).await;
+                s.write_all(b"PUT /config HTTP/1.1\r\nHost: k2\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                    .await
+                    .unwrap();
+                // A byte a second until the server answers or closes.
+                let mut answer = Vec::new();
+                loop {
+                    tokio::select! {
+                        read = s.read_to_end(&mut answer) => { let _ = read; break; }
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if s.write_all(b" ").await.is_err() {
+                                let _ = s.read_to_end(&mut answer).await;
+                                break;
+                            }
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&answer);
+                (text.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0), started.elapsed())
+            }));
+        }
+        // /health keeps answering while the forty hold their requests open.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(get("127.0.0.3", addr, "/health").await, 200, "health while bodies trickle");
+        }
+        // An address at its connection limit: the third connection's request is refused.
+        let _held = (connect("127.0.0.4", addr).await, connect("127.0.0.4", addr).await);
+        assert_eq!(get("127.0.0.4", addr, "/health").await, 429, "a third connection from one address");
+        for t in trickling {
+            let (code, at) = t.await.unwrap();
+            assert_eq!(code, 408, "a trickling body is answered 408");
+            assert!(at < Duration::from_secs(8), "cut off {at:?} after it began (request_timeout 3 s)");
+        }
+        assert_eq!(get("127.0.0.3", addr, "/health").await, 200);
+        http.handle.stop(true).await;
+        k2.shutdown(k2::service::Stop::Graceful).await;
+    })
+    .unwrap();
+}

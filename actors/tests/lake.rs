@@ -322,11 +322,24 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
         assert_eq!(api.get("/health").await.0, 200);
         assert_eq!(api.get("/metrics").await.0, 200);
         let doc = api.ok("/openapi.json").await;
-        for path in
-            ["/v1/trades", "/v1/quotes", "/v1/summary/{symbol}/{date}", "/v1/bars", "/v1/symbols", "/v1/snapshots"]
-        {
+        for path in [
+            "/v1/trades",
+            "/v1/quotes",
+            "/v1/summary/{symbol}/{date}",
+            "/v1/bars",
+            "/v1/symbols",
+            "/v1/snapshots",
+            "/v1/dead-letters",
+            "/subjects/{subject}/versions",
+            "/config/{subject}",
+            "/admin/faults",
+            "/health",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI description");
         }
+        let bars = doc["paths"]["/v1/bars"]["get"]["parameters"].as_array().unwrap();
+        let symbol = bars.iter().find(|p| p["name"] == "symbol").unwrap();
+        assert_eq!(symbol["required"], true, "required parameters are declared so");
         // The schema registry: reads open, writes need a key like /v1.
         let schema = serde_json::json!({"schema": "{\"type\":\"string\"}"}).to_string();
         let write = |method: reqwest::Method, path: &str, body: String, key: Option<&str>| {
@@ -371,6 +384,30 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
         assert_eq!(head.status().as_u16(), 200);
         assert!(head.bytes().await.unwrap().is_empty(), "HEAD answers without a body");
         assert_eq!(with_key(reqwest::Method::GET, "/v1/nothing-here").await.unwrap().status().as_u16(), 404);
+
+        // A request target over http.max_uri_length (8 KiB) is 414, with a
+        // JSON body like every refusal.
+        let long = with_key(reqwest::Method::GET, &format!("/v1/trades?symbol={}", "A".repeat(9000))).await.unwrap();
+        assert_eq!(long.status().as_u16(), 414);
+        assert!(long.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().contains("max_uri_length"));
+        // Accept is read with its q-values; one accepting nothing served is 406.
+        let accept = |value: &'static str| {
+            api.http
+                .get(format!("{}/v1/trades?limit=1", api.base))
+                .header("X-API-Key", "s3cret")
+                .header("Accept", value)
+                .send()
+        };
+        for (value, served) in [
+            ("text/csv;q=0.5, application/json", "application/json"),
+            ("application/json;q=0, */*", "text/csv"),
+            ("text/csv;q=0.8, application/vnd.apache.arrow.stream;q=0.9", "application/vnd.apache.arrow.stream"),
+        ] {
+            let resp = accept(value).await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "{value}");
+            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(served), "{value}");
+        }
+        assert_eq!(accept("text/html").await.unwrap().status().as_u16(), 406);
 
         // Pagination covers every row once, in order.
         let rows = api.all("/v1/trades?symbol=BTCUSDT", 7).await;
@@ -429,8 +466,6 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
             ("/v1/trades?start=10&end=5", "end"),
             ("/v1/trades?cursor=nope", "cursor"),
             ("/v1/trades?source=lake", "source"),
-            ("/v1/trades?as_of_snapshot=12345", "as_of_snapshot"),
-            ("/v1/trades?as_of=2000-01-01T00:00:00Z", "as_of"),
             ("/v1/trades?as_of=1&source=hybrid", "source"),
             ("/v1/trades?symbl=BTCUSDT", "symbl"),
             ("/v1/quotes?limit=-1", "limit"),
@@ -446,6 +481,13 @@ fn every_endpoint_answers_and_every_bad_parameter_is_named() {
             assert_eq!(status, 400, "{path}: {body}");
             assert_eq!(body["parameter"], parameter, "{path}: {body}");
             assert!(body["error"].as_str().unwrap().len() > 10, "{path}: {body}");
+        }
+        // Time travel to a snapshot the table does not have: 404, named.
+        for (path, parameter) in
+            [("/v1/trades?as_of_snapshot=12345", "as_of_snapshot"), ("/v1/trades?as_of=2000-01-01T00:00:00Z", "as_of")]
+        {
+            let (status, body) = api.get(path).await;
+            assert_eq!((status, body["parameter"].as_str()), (404, Some(parameter)), "{path}: {body}");
         }
 
         // CSV and Arrow.

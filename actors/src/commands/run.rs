@@ -17,7 +17,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         config.storage.data_dir = dir;
     }
     if args.check_config {
-        println!("configuration is valid");
+        // Secrets show as <redacted>, and so does a password in a URL.
+        println!("configuration is valid:\n{}", k2::runtime::config::mask_url_passwords(&format!("{config:#?}")));
         return Ok(ExitCode::SUCCESS);
     }
     k2::runtime::run(|| async move {

@@ -22,19 +22,58 @@ pub enum Format {
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 impl Format {
-    /// The first acceptable type K2 serves; JSON when none is named.
-    pub fn from_accept(accept: Option<&str>) -> Self {
-        let Some(accept) = accept else { return Format::Json };
-        for part in accept.split(',') {
-            let media = part.split(';').next().unwrap_or("").trim();
-            match media {
-                "text/csv" => return Format::Csv,
-                ARROW_STREAM => return Format::Arrow,
-                "application/json" | "*/*" | "application/*" => return Format::Json,
-                _ => {}
+    /// The served type the client prefers, by `Accept` and its q-values
+    /// (RFC 9110 §12.5.1): the highest q wins, a more specific range
+    /// outranks a wildcard at the same q, ties go to the order written, and
+    /// q=0 refuses a type. JSON when there is no header; `None` when the
+    /// header accepts nothing served (406).
+    pub fn from_accept(accept: Option<&str>) -> Option<Self> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Some(Format::Json) };
+        // (q in thousandths, specificity, position) of each served type's
+        // best-matching range.
+        let mut best: [Option<(u16, u8, usize)>; 3] = [None; 3];
+        for (position, part) in accept.split(',').enumerate() {
+            let mut params = part.split(';');
+            let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1000), |(_, v)| qvalue(v.trim()));
+            let Some(q) = q else { continue };
+            for (i, format) in [Format::Json, Format::Csv, Format::Arrow].into_iter().enumerate() {
+                let Some(specificity) = format.matches(&media) else { continue };
+                // The most specific range that names a type sets its q.
+                if best[i].is_none_or(|(_, s, _)| specificity > s) {
+                    best[i] = Some((q, specificity, position));
+                }
             }
         }
-        Format::Json
+        let rank = |(q, specificity, position): (u16, u8, usize)| (q, specificity, std::cmp::Reverse(position));
+        let mut chosen: Option<(Format, (u16, u8, usize))> = None;
+        for (i, format) in [Format::Json, Format::Csv, Format::Arrow].into_iter().enumerate() {
+            if let Some(b) = best[i].filter(|(q, _, _)| *q > 0)
+                && chosen.is_none_or(|(_, c)| rank(b) > rank(c))
+            {
+                chosen = Some((format, b));
+            }
+        }
+        chosen.map(|(f, _)| f)
+    }
+
+    /// How specifically `range` names this type: 2 exactly, 1 by `type/*`,
+    /// 0 by `*/*`.
+    fn matches(self, range: &str) -> Option<u8> {
+        let (kind, sub) = match self {
+            Format::Json => ("application", "json"),
+            Format::Csv => ("text", "csv"),
+            Format::Arrow => ("application", "vnd.apache.arrow.stream"),
+        };
+        match range.split_once('/')? {
+            ("*", "*") => Some(0),
+            (k, "*") if k == kind => Some(1),
+            (k, s) if k == kind && s == sub => Some(2),
+            _ => None,
+        }
     }
 
     pub fn content_type(self) -> &'static str {
@@ -43,6 +82,22 @@ impl Format {
             Format::Csv => "text/csv; charset=utf-8",
             Format::Arrow => ARROW_STREAM,
         }
+    }
+}
+
+/// A qvalue ("0", "0.5", "1.000") in thousandths; `None` when malformed
+/// (the range is then ignored, as if not written).
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths =
+        frac.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
     }
 }
 
@@ -209,11 +264,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accept_picks_the_first_served_type() {
-        assert_eq!(Format::from_accept(None), Format::Json);
-        assert_eq!(Format::from_accept(Some("text/csv")), Format::Csv);
-        assert_eq!(Format::from_accept(Some("text/html, application/vnd.apache.arrow.stream;q=0.9")), Format::Arrow);
-        assert_eq!(Format::from_accept(Some("*/*")), Format::Json);
+    fn accept_honours_q_values() {
+        let f = |a: &str| Format::from_accept(Some(a));
+        assert_eq!(Format::from_accept(None), Some(Format::Json));
+        assert_eq!(f(""), Some(Format::Json));
+        assert_eq!(f("text/csv"), Some(Format::Csv));
+        assert_eq!(f("text/html, application/vnd.apache.arrow.stream;q=0.9"), Some(Format::Arrow));
+        assert_eq!(f("*/*"), Some(Format::Json));
+        assert_eq!(f("text/csv;q=0.5, application/json"), Some(Format::Json), "the higher q wins, not the first");
+        assert_eq!(f("text/csv;q=0, */*"), Some(Format::Json), "q=0 refuses a type a wildcard would allow");
+        assert_eq!(f("*/*;q=0.1, text/*"), Some(Format::Csv));
+        assert_eq!(f("text/csv;q=0.8, application/json;q=0.8"), Some(Format::Csv), "a tie goes to the order written");
+        assert_eq!(f("TEXT/CSV; Q=1"), Some(Format::Csv), "names and parameters are case-insensitive");
+        assert_eq!(f("text/html"), None, "nothing served: 406");
+        assert_eq!(f("application/json;q=0"), None);
+        assert_eq!(f("application/json;q=2, text/csv"), Some(Format::Csv), "a malformed q drops its range");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub const NAME: &str = "query-handler";
 pub enum QueryError {
     #[error("{parameter}: {reason}")]
     BadParameter { parameter: &'static str, reason: String },
+    /// A well-formed time-travel parameter naming a snapshot the table does
+    /// not have (404: the request was right, the data is not there).
+    #[error("{parameter}: {reason}")]
+    NoSnapshot { parameter: &'static str, reason: String },
     #[error("the query ran over its time budget of {0:?} and was cancelled")]
     Timeout(Duration),
     #[error("the query handler is not available")]
@@ -133,7 +137,7 @@ impl Handler<RunQuery> for QueryActor {
             };
             let status = match &outcome {
                 Ok(_) => "ok",
-                Err(QueryError::BadParameter { .. }) => "bad_request",
+                Err(QueryError::BadParameter { .. } | QueryError::NoSnapshot { .. }) => "bad_request",
                 Err(QueryError::Timeout(_)) => "timeout",
                 Err(_) => "error",
             };

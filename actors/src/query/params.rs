@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
-use utoipa::IntoParams;
 
 use super::QueryError;
 
@@ -44,9 +43,8 @@ pub enum AsOf {
 }
 
 /// The query string of the read endpoints, as received.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// Symbol, exact (e.g. BTCUSDT, BHP).
     pub symbol: Option<String>,
@@ -132,9 +130,16 @@ impl ReadQuery {
     }
 }
 
+/// Longest symbol or exchange code a query may name: no venue's is near
+/// it, and a bound keeps an outsider's megabyte out of plans and logs.
+pub const MAX_NAME_CHARS: usize = 64;
+
 fn non_empty(parameter: &'static str, value: Option<String>) -> Result<Option<String>, QueryError> {
     match value {
         Some(v) if v.trim().is_empty() => Err(bad(parameter, "must not be empty")),
+        Some(v) if v.chars().count() > MAX_NAME_CHARS => {
+            Err(bad(parameter, format!("must be at most {MAX_NAME_CHARS} characters")))
+        }
         other => Ok(other),
     }
 }
@@ -195,9 +200,8 @@ pub fn parse_time(parameter: &'static str, text: &str) -> Result<i64, QueryError
 }
 
 /// Query string of `/v1/summary/{symbol}/{date}`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     /// Exchange code; needed when the symbol trades on several.
     pub exchange: Option<String>,
@@ -270,9 +274,8 @@ impl Interval {
 pub const MAX_BARS: i64 = 100_000;
 
 /// Query string of `/v1/bars`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct BarsQuery {
     /// Symbol (required).
     pub symbol: Option<String>,
@@ -336,18 +339,16 @@ impl BarsQuery {
 }
 
 /// Query string of `/v1/snapshots`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct SnapshotsQuery {
     /// `trades` (default) or `quotes`.
     pub table: Option<String>,
 }
 
 /// Query string of `/v1/dead-letters`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct DeadLettersQuery {
     /// `pending` (default: not replayed yet), `replayed` or `all`.
     pub status: Option<String>,
@@ -358,9 +359,8 @@ pub struct DeadLettersQuery {
 }
 
 /// Query string of `/v1/symbols`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct SymbolsQuery {
     pub source: Option<String>,
     pub as_of_snapshot: Option<String>,
@@ -415,6 +415,7 @@ mod tests {
             (ReadQuery { as_of_snapshot: Some("x".into()), ..Default::default() }, "as_of_snapshot"),
             (ReadQuery { as_of: Some("x".into()), ..Default::default() }, "as_of"),
             (ReadQuery { symbol: Some(" ".into()), ..Default::default() }, "symbol"),
+            (ReadQuery { exchange: Some("X".repeat(65)), ..Default::default() }, "exchange"),
             (ReadQuery { as_of: Some("1".into()), source: Some("realtime".into()), ..Default::default() }, "source"),
         ];
         for (q, want) in cases {

@@ -79,6 +79,7 @@ impl FromRequest for Authorized {
 fn error_response(e: QueryError) -> HttpResponse {
     let (status, parameter) = match &e {
         QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, Some(*parameter)),
+        QueryError::NoSnapshot { parameter, .. } => (StatusCode::NOT_FOUND, Some(*parameter)),
         QueryError::Timeout(_) | QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
         QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
     };
@@ -96,12 +97,23 @@ async fn run(api: &Api, query: Query) -> Result<Answer, QueryError> {
     api.query.send(RunQuery(query)).await.map_err(|_| QueryError::Unavailable)?
 }
 
-fn accept(req: &HttpRequest) -> Format {
-    Format::from_accept(req.headers().get("accept").and_then(|v| v.to_str().ok()))
+/// The format `Accept` asks for; `None` when it accepts none that rows
+/// are served in (a header that is not text accepts nothing).
+fn accept(req: &HttpRequest) -> Option<Format> {
+    match req.headers().get("accept").map(|v| v.to_str()) {
+        Some(Err(_)) => None,
+        Some(Ok(text)) => Format::from_accept(Some(text)),
+        None => Format::from_accept(None),
+    }
 }
 
-fn rows_response(req: &HttpRequest, rows: Rows) -> HttpResponse {
-    let format = accept(req);
+fn not_acceptable() -> HttpResponse {
+    HttpResponse::NotAcceptable().json(serde_json::json!({
+        "error": "Accept names no type served here: application/json, text/csv or application/vnd.apache.arrow.stream",
+    }))
+}
+
+fn rows_response(format: Format, rows: Rows) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
     resp.content_type(format.content_type()).insert_header(("X-K2-Source", rows.source.as_str()));
     if let Some(id) = rows.snapshot_id {
@@ -134,45 +146,30 @@ fn rows_response(req: &HttpRequest, rows: Rows) -> HttpResponse {
 }
 
 async fn read(req: HttpRequest, api: web::Data<Api>, kind: TableKind, q: ReadQuery) -> HttpResponse {
+    let Some(format) = accept(&req) else { return not_acceptable() };
     let params = match q.check() {
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
     match run(&api, Query::Read(kind, params)).await {
-        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(Answer::Rows(rows)) => rows_response(format, rows),
         Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
         Err(e) => error_response(e),
     }
 }
 
 /// Trades, ordered by (timestamp, message_id), one page.
-#[utoipa::path(get, path = "/v1/trades", params(ReadQuery),
-    responses((status = 200, description = "Trades as JSON ({data, count, next_cursor, source, snapshot_id}), CSV or Arrow IPC stream by Accept"),
-              (status = 400, description = "A parameter is invalid; the body names it"),
-              (status = 401, description = "API keys are configured and X-API-Key is missing or wrong"),
-              (status = 503, description = "The query ran over its time budget")))]
 pub async fn trades(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<ReadQuery>) -> HttpResponse {
     read(req, api, TableKind::Trades, q.into_inner()).await
 }
 
 /// Quotes (best bid and ask), ordered by (timestamp, message_id), one page.
-#[utoipa::path(get, path = "/v1/quotes", params(ReadQuery),
-    responses((status = 200, description = "Quotes as JSON, CSV or Arrow IPC stream by Accept"),
-              (status = 400, description = "A parameter is invalid; the body names it"),
-              (status = 401, description = "API key missing or wrong"),
-              (status = 503, description = "The query ran over its time budget")))]
 pub async fn quotes(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<ReadQuery>) -> HttpResponse {
     read(req, api, TableKind::Quotes, q.into_inner()).await
 }
 
 /// Open, high, low, close, volume, VWAP and trade count of one trading date
 /// in the exchange's time zone.
-#[utoipa::path(get, path = "/v1/summary/{symbol}/{date}",
-    params(("symbol" = String, Path, description = "Symbol"), ("date" = String, Path, description = "Trading date, YYYY-MM-DD"), SummaryQuery),
-    responses((status = 200, description = "{data: summary or null, source, snapshot_id}; decimals are exact strings"),
-              (status = 400, description = "A parameter is invalid; the body names it"),
-              (status = 401, description = "API key missing or wrong"),
-              (status = 503, description = "The query ran over its time budget")))]
 pub async fn summary(
     _: Authorized,
     api: web::Data<Api>,
@@ -195,41 +192,34 @@ pub async fn summary(
 }
 
 /// OHLCV bars.
-#[utoipa::path(get, path = "/v1/bars", params(BarsQuery),
-    responses((status = 200, description = "Bars as JSON, CSV or Arrow IPC stream by Accept"),
-              (status = 400, description = "A parameter is invalid; the body names it"),
-              (status = 401, description = "API key missing or wrong"),
-              (status = 503, description = "The query ran over its time budget")))]
 pub async fn bars(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::Query<BarsQuery>) -> HttpResponse {
+    let Some(format) = accept(&req) else { return not_acceptable() };
     let params = match q.into_inner().check() {
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
     match run(&api, Query::Bars(params)).await {
-        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(Answer::Rows(rows)) => rows_response(format, rows),
         Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
         Err(e) => error_response(e),
     }
 }
 
 /// Every (exchange, symbol) with its trade and quote counts and time range.
-#[utoipa::path(get, path = "/v1/symbols", params(SymbolsQuery),
-    responses((status = 200, description = "Symbols as JSON, CSV or Arrow IPC stream by Accept"),
-              (status = 400, description = "A parameter is invalid; the body names it"),
-              (status = 401, description = "API key missing or wrong")))]
 pub async fn symbols(
     req: HttpRequest,
     _: Authorized,
     api: web::Data<Api>,
     q: web::Query<SymbolsQuery>,
 ) -> HttpResponse {
+    let Some(format) = accept(&req) else { return not_acceptable() };
     let q = q.into_inner();
     let pin = match pin(q.source.as_deref(), q.as_of_snapshot.as_deref(), q.as_of.as_deref()) {
         Ok(p) => p,
         Err(e) => return error_response(e),
     };
     match run(&api, Query::Symbols(pin)).await {
-        Ok(Answer::Rows(rows)) => rows_response(&req, rows),
+        Ok(Answer::Rows(rows)) => rows_response(format, rows),
         Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
         Err(e) => error_response(e),
     }
@@ -237,10 +227,6 @@ pub async fn symbols(
 
 /// A table's snapshots: id, time, rows added and the summary (flush
 /// generation and source sequence marks included).
-#[utoipa::path(get, path = "/v1/snapshots", params(SnapshotsQuery),
-    responses((status = 200, description = "{data: [snapshot], table}"),
-              (status = 400, description = "table is not trades or quotes"),
-              (status = 401, description = "API key missing or wrong")))]
 pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<SnapshotsQuery>) -> HttpResponse {
     let kind = match q.table.as_deref() {
         None | Some("trades") => TableKind::Trades,
@@ -258,10 +244,6 @@ pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<Snapsho
 /// Dead letters, oldest first: batches a stage failed on and frames a
 /// source refused, each with its reason, its raw input (events or the
 /// frame) and whether it has been replayed (`k2 dead-letters replay`).
-#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLettersQuery),
-    responses((status = 200, description = "{data: [letter], status, pending}"),
-              (status = 400, description = "a parameter is out of range; the body names it"),
-              (status = 401, description = "API key missing or wrong")))]
 pub async fn dead_letters(_: Authorized, api: web::Data<Api>, q: web::Query<DeadLettersQuery>) -> HttpResponse {
     let status = match q.status.as_deref() {
         None | Some("pending") => Status::Pending,

@@ -37,7 +37,7 @@ pub enum RegistryError {
     Incompatible { subject: String, reason: String },
     #[error("Only AVRO schemas are supported, not {0}")]
     UnsupportedType(String),
-    #[error("Invalid subject {0:?}: 1 to 255 bytes of letters, digits and . _ - + % :")]
+    #[error("Invalid subject {0:?}: 1 to 255 bytes of letters, digits and . _ - + :")]
     InvalidSubject(String),
     #[error("The registry holds as many subjects as its limit allows; {0:?} would be one more")]
     TooManySubjects(String),
@@ -50,11 +50,14 @@ pub enum RegistryError {
 pub const MAX_SUBJECTS: i64 = 10_000;
 
 /// Subject names are bounded in length and character set (those of topic
-/// names, plus `:` for Confluent's contexts and `+ %`), so none can carry
-/// control characters or path tricks into logs, URLs or the catalog.
+/// names, plus `:` for Confluent's contexts and `+`), so none can carry
+/// control characters or path tricks into logs, URLs or the catalog. `%`
+/// is refused too: in a URL path it reads as an escape, so a name holding
+/// one means different things to different clients. Reads check too: a
+/// name no subject can have is a 422, not a 404 or the global level.
 fn check_subject(subject: &str) -> Result<(), RegistryError> {
     let ok = (1..=255).contains(&subject.len())
-        && subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+%:".contains(&b));
+        && subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+:".contains(&b));
     if ok { Ok(()) } else { Err(RegistryError::InvalidSubject(subject.chars().take(300).collect())) }
 }
 
@@ -245,6 +248,7 @@ impl Registry {
     }
 
     pub async fn versions(&self, subject: &str) -> Result<Vec<i64>, RegistryError> {
+        check_subject(subject)?;
         let rows = sqlx::query("SELECT version FROM k2_registry_versions WHERE subject = ? ORDER BY version")
             .bind(subject)
             .fetch_all(&self.pool)
@@ -257,6 +261,7 @@ impl Registry {
 
     /// A version by number, or the latest for `"latest"` (or -1).
     pub async fn version(&self, subject: &str, version: &str) -> Result<Version, RegistryError> {
+        check_subject(subject)?;
         let wanted = match version {
             "latest" | "-1" => None,
             v => match v.parse::<i64>() {
@@ -303,6 +308,7 @@ impl Registry {
 
     /// The version of `subject` holding `schema`, if registered.
     pub async fn lookup(&self, subject: &str, schema: &str) -> Result<Version, RegistryError> {
+        check_subject(subject)?;
         let canonical = parse(schema)?.canonical_form();
         self.versions(subject).await?;
         let row = sqlx::query(
@@ -387,6 +393,9 @@ impl Registry {
     /// The level for `subject` (its own, else the global one), or the global
     /// level; BACKWARD unless set.
     pub async fn compatibility(&self, subject: Option<&str>) -> Result<Compatibility, RegistryError> {
+        if let Some(subject) = subject {
+            check_subject(subject)?;
+        }
         for key in subject.into_iter().chain([GLOBAL]) {
             let row = sqlx::query("SELECT compatibility FROM k2_registry_config WHERE subject = ?")
                 .bind(key)
@@ -452,14 +461,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&dir.path().join("catalog.db")).await.unwrap().with_max_subjects(20);
         let schema = r#"{"type":"string"}"#;
-        for bad in ["", "a/../b", "with space", "ctl\u{7}", &"x".repeat(256)] {
+        for bad in ["", "a/../b", "with space", "ctl\u{7}", "50%25", &"x".repeat(256)] {
             let e = registry.register(bad, schema).await.unwrap_err();
             assert_eq!(e.code(), 42208, "{bad:?}: {e}");
             let e = registry.set_compatibility(Some(bad), Compatibility::Full).await.unwrap_err();
             assert_eq!(e.code(), 42208, "{bad:?}: {e}");
+            // Reads refuse such a name too, rather than answer for it.
+            assert_eq!(registry.compatibility(Some(bad)).await.unwrap_err().code(), 42208, "{bad:?}");
+            assert_eq!(registry.versions(bad).await.unwrap_err().code(), 42208, "{bad:?}");
         }
         assert!(registry.register("market.crypto.trades.binance-value", schema).await.is_ok());
-        assert!(registry.register(":.ctx:a_b-c+1%", schema).await.is_ok());
+        assert!(registry.register(":.ctx:a_b-c+1", schema).await.is_ok());
         // Fill to the limit (levels count as subjects too), then one more is refused,
         // while subjects already known still take new writes.
         for i in 2..20 {

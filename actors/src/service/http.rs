@@ -11,14 +11,13 @@ use actix_web::dev::ServerHandle;
 use actix_web::dev::Service as _;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
-use utoipa::OpenApi;
 
 use crate::lake::pressure::{Effect, Pressure};
-use crate::query::routes::{self, Api};
+use crate::query::routes::Api;
 use crate::runtime::health::{ActorReport, HealthRegistry};
 use crate::runtime::messages::Fault;
 use crate::runtime::resource::{get, resource};
-use crate::service::limits::{InFlight, Limits, within};
+use crate::service::limits::{Connection, Connections, InFlight, Limits, check_connection, check_uri, within};
 
 #[derive(Clone)]
 pub(crate) struct State {
@@ -81,6 +80,7 @@ pub fn start_with(
     crate::runtime::telemetry::prometheus();
     let state = State { registry, faults, admin, pressure };
     let in_flight = InFlight::default();
+    let connections = Connections::default();
     // Queries run on the runtime's worker threads, not on these: two HTTP
     // workers keep parsing and answering while scans run.
     let workers = if api.is_some() { 2 } else { 1 };
@@ -88,7 +88,9 @@ pub fn start_with(
         let in_flight = in_flight.clone();
         let app = App::new()
             .wrap_fn(move |req, srv| {
-                let admitted = in_flight.enter(req.peer_addr(), limits.per_client);
+                let admitted = check_uri(req.uri(), limits.max_uri)
+                    .and_then(|()| check_connection(req.conn_data::<Connection>(), limits.connections_per_client))
+                    .and_then(|()| in_flight.enter(req.peer_addr(), limits.per_client));
                 let call = admitted.is_ok().then(|| srv.call(req));
                 async move {
                     let _slot = admitted?;
@@ -110,6 +112,10 @@ pub fn start_with(
             None => app,
         }
     })
+    .on_connect(move |conn, extensions| {
+        let peer = conn.downcast_ref::<actix_web::rt::net::TcpStream>().and_then(|tcp| tcp.peer_addr().ok());
+        extensions.insert(connections.open(peer, limits.connections_per_client));
+    })
     .workers(workers)
     .disable_signals()
     .bind(bind)?;
@@ -126,7 +132,6 @@ pub fn start_with(
 
 /// Every actor's state, restarts, mailbox depth and last error, and every
 /// dependency's circuit breaker ("degraded" while one is not closed).
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "ok or degraded"), (status = 503, description = "an actor has failed for good")))]
 pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
     let actors = state.registry.report();
     let breakers = state.registry.breakers();
@@ -149,7 +154,6 @@ pub(crate) async fn health(state: web::Data<State>) -> HttpResponse {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn metrics() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::runtime::telemetry::render())
 }
@@ -213,26 +217,6 @@ async fn apply_pressure(
     HttpResponse::Accepted().json(serde_json::json!({"effect": effect, "seconds": query.seconds}))
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "K2 market data API",
-        description = "Trades and quotes from Iceberg tables plus rows not yet committed (source=hybrid). Decimals are exact strings. When API keys are configured, /v1/* needs X-API-Key."
-    ),
-    paths(
-        routes::trades,
-        routes::quotes,
-        routes::summary,
-        routes::bars,
-        routes::symbols,
-        routes::snapshots,
-        routes::dead_letters,
-        health,
-        metrics
-    )
-)]
-pub struct ApiDoc;
-
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().content_type("application/json").body(super::openapi::document())
 }

@@ -1,10 +1,13 @@
 //! What one client can hold of the HTTP server: a request's whole life
 //! (its body arriving, the answer starting) is bounded in time, and the
-//! requests in flight from one client address are bounded in number. A
-//! body that trickles in a byte a second is cut off with 408 instead of
-//! holding a connection (and a file descriptor) for good, and one address
-//! cannot take every connection the process may open: others, and
-//! `/health`, still get through.
+//! requests in flight and the connections open from one client address are
+//! bounded in number. A body that trickles in a byte a second is cut off
+//! with 408 instead of holding a connection (and a file descriptor) for
+//! good, and one address cannot take every connection the process may
+//! open: others, and `/health`, still get through. A URI longer than any
+//! request K2 serves needs is refused with 414 before it is routed.
+//! Every refusal is JSON (`{"error": ...}`) and counted in
+//! `k2_http_refused_total{reason}`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,16 +15,102 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// The server's limits (`http.request_timeout`, `http.max_requests_per_client`).
+use actix_web::HttpResponse;
+use actix_web::error::InternalError;
+use actix_web::http::StatusCode;
+
+/// The server's limits (`http.request_timeout`, `http.max_requests_per_client`,
+/// `http.max_connections_per_client`, `http.max_uri_length`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub request_timeout: Duration,
     pub per_client: usize,
+    pub connections_per_client: usize,
+    pub max_uri: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), per_client: 64 }
+        Self { request_timeout: Duration::from_secs(30), per_client: 64, connections_per_client: 256, max_uri: 8192 }
+    }
+}
+
+/// A refusal as JSON, counted under `reason`.
+pub fn refusal(status: StatusCode, reason: &'static str, message: String) -> actix_web::Error {
+    metrics::counter!("k2_http_refused_total", "reason" => reason).increment(1);
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // A client over its share is not kept talking on this connection.
+        response.force_close();
+    }
+    let body = response.json(serde_json::json!({"error": message}));
+    InternalError::from_response(message, body).into()
+}
+
+/// Refuses a URI longer than `max` bytes (414).
+pub fn check_uri(uri: &actix_web::http::Uri, max: usize) -> Result<(), actix_web::Error> {
+    let len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if len > max {
+        return Err(refusal(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the URI is {len} bytes, more than {max} (http.max_uri_length)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Connections open per client address, shared by the server's workers.
+/// Actix cannot refuse a connection as it accepts it, so one past the
+/// limit is answered 429 on its first request and closed; one that never
+/// sends a request is closed by the server's header time-out.
+#[derive(Clone, Default)]
+pub struct Connections(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One open connection, kept in its extensions until it closes.
+pub struct Connection {
+    table: Connections,
+    ip: Option<IpAddr>,
+    /// Whether it was within its address's share when it opened.
+    pub admitted: bool,
+}
+
+impl Connections {
+    /// Counts a new connection from `peer`; it is admitted while at most
+    /// `max` from its address are open.
+    pub fn open(&self, peer: Option<SocketAddr>, max: usize) -> Connection {
+        let Some(ip) = peer.map(|p| p.ip()) else {
+            return Connection { table: self.clone(), ip: None, admitted: true };
+        };
+        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = table.entry(ip).or_insert(0);
+        *n += 1;
+        Connection { table: self.clone(), ip: Some(ip), admitted: *n <= max }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut table = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = table.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Refuses a request on a connection past its address's share (429).
+pub fn check_connection(connection: Option<&Connection>, max: usize) -> Result<(), actix_web::Error> {
+    match connection {
+        Some(c) if !c.admitted => Err(refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "connections_per_client",
+            format!("more than {max} connections open from this address (http.max_connections_per_client)"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -43,10 +132,11 @@ impl InFlight {
         let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let n = table.entry(ip).or_insert(0);
         if *n >= max {
-            metrics::counter!("k2_http_refused_total", "reason" => "per_client").increment(1);
-            return Err(actix_web::error::ErrorTooManyRequests(format!(
-                "more than {max} requests in flight from this address (http.max_requests_per_client)"
-            )));
+            return Err(refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_client",
+                format!("more than {max} requests in flight from this address (http.max_requests_per_client)"),
+            ));
         }
         *n += 1;
         Ok(Slot { table: self.clone(), ip: Some(ip) })
@@ -79,12 +169,11 @@ pub async fn within<T>(
 ) -> Result<T, actix_web::Error> {
     match tokio::time::timeout(timeout, call).await {
         Ok(done) => done,
-        Err(_) => {
-            metrics::counter!("k2_http_refused_total", "reason" => "timeout").increment(1);
-            Err(actix_web::error::ErrorRequestTimeout(format!(
-                "the request was not received and answered within {timeout:?} (http.request_timeout)"
-            )))
-        }
+        Err(_) => Err(refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request was not received and answered within {timeout:?} (http.request_timeout)"),
+        )),
     }
 }
 
@@ -105,6 +194,26 @@ mod tests {
         drop(first);
         assert_eq!(table.count(a.ip()), 1);
         assert!(table.enter(Some(a), 2).is_ok(), "a finished request frees its slot");
+    }
+
+    #[test]
+    fn connections_past_an_addresses_share_are_marked_and_counted_down() {
+        let table = Connections::default();
+        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let first = table.open(Some(a), 1);
+        let second = table.open(Some(a), 1);
+        assert!(first.admitted && !second.admitted);
+        assert_eq!(check_connection(Some(&second), 1).unwrap_err().as_response_error().status_code(), 429);
+        assert!(table.open(Some("10.0.0.2:1".parse().unwrap()), 1).admitted, "another address is not affected");
+        drop((first, second));
+        assert!(table.open(Some(a), 1).admitted, "closed connections are counted down");
+    }
+
+    #[test]
+    fn a_uri_longer_than_the_limit_is_414() {
+        let long: actix_web::http::Uri = format!("/v1/trades?symbol={}", "A".repeat(9000)).parse().unwrap();
+        assert_eq!(check_uri(&long, 8192).unwrap_err().as_response_error().status_code(), 414);
+        assert!(check_uri(&"/v1/trades?symbol=BTCUSDT".parse().unwrap(), 8192).is_ok());
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@
 mod dead_letters;
 pub mod http;
 pub mod limits;
+pub mod openapi;
 pub mod pipeline;
 mod start;
 
@@ -191,6 +192,8 @@ impl Service {
         let limits = limits::Limits {
             request_timeout: self.config.http.request_timeout,
             per_client: self.config.http.max_requests_per_client,
+            connections_per_client: self.config.http.max_connections_per_client,
+            max_uri: self.config.http.max_uri_length,
         };
         let handle = http::start_with(
             bind,

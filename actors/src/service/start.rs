@@ -326,7 +326,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     let api = Api {
         query: query_addr,
         engine,
-        keys: Arc::new(config.http.api_keys.clone()),
+        keys: Arc::new(config.http.api_keys.iter().map(|k| k.expose().to_owned()).collect()),
         registry: schema_registry,
         dead_letters,
     };

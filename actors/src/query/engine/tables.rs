@@ -191,15 +191,18 @@ pub(super) fn resolve(view: &TailView, kind: TableKind, pin: Pin) -> Result<(Opt
 pub(super) fn pinned_snapshot(table: &Table, kind: TableKind, as_of: AsOf) -> Result<i64, QueryError> {
     let md = table.metadata();
     match as_of {
-        AsOf::Snapshot(id) => md
-            .snapshot_by_id(id)
-            .map(|s| s.snapshot_id())
-            .ok_or_else(|| bad("as_of_snapshot", format!("table {} has no snapshot {id}", kind.name()))),
+        AsOf::Snapshot(id) => md.snapshot_by_id(id).map(|s| s.snapshot_id()).ok_or_else(|| QueryError::NoSnapshot {
+            parameter: "as_of_snapshot",
+            reason: format!("table {} has no snapshot {id}", kind.name()),
+        }),
         AsOf::Time(micros) => md
             .snapshots()
             .filter(|s| s.timestamp_ms().saturating_mul(1000) <= micros)
             .max_by_key(|s| (s.timestamp_ms(), s.sequence_number()))
             .map(|s| s.snapshot_id())
-            .ok_or_else(|| bad("as_of", format!("is before the first snapshot of table {}", kind.name()))),
+            .ok_or_else(|| QueryError::NoSnapshot {
+                parameter: "as_of",
+                reason: format!("is before the first snapshot of table {}", kind.name()),
+            }),
     }
 }

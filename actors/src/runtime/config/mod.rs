@@ -44,9 +44,11 @@ pub struct Config {
     pub degradation: DegradationConfig,
 }
 
+mod secret;
 mod sections;
 mod storage;
 
+pub use secret::{Secret, mask_url_passwords};
 pub use sections::*;
 pub use storage::*;
 
@@ -81,6 +83,11 @@ impl Config {
             "http.request_timeout must be longer than query.timeout (a query would be cut off with 408 before its own 503)",
         );
         need(self.http.max_requests_per_client > 0, "http.max_requests_per_client must be at least 1");
+        need(
+            self.http.max_connections_per_client >= self.http.max_requests_per_client,
+            "http.max_connections_per_client must be at least http.max_requests_per_client",
+        );
+        need(self.http.max_uri_length >= 256, "http.max_uri_length must be at least 256 bytes");
         need(self.pipeline.mailbox_capacity > 0, "pipeline.mailbox_capacity must be at least 1");
         need(self.supervision.max_restarts > 0, "supervision.max_restarts must be at least 1");
         need(!self.supervision.window.is_zero(), "supervision.window must be longer than 0");

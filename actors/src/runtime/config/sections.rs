@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::Secret;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DegradationConfig {
@@ -166,15 +168,30 @@ pub struct HttpConfig {
     /// Serve /admin/* fault injection (refused unless bound to loopback).
     pub admin: bool,
     /// When not empty, `/v1/*` and the registry's writes require one of
-    /// these in `X-API-Key`.
+    /// these in `X-API-Key`; each as text or `{ file = "path" }`.
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// A request's body must arrive and its answer start within this (408).
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Requests in flight from one client address at most (429 past it).
     #[serde(default = "default_requests_per_client")]
     pub max_requests_per_client: usize,
+    /// Connections open from one client address at most: a request on one
+    /// past it is answered 429 and the connection closed.
+    #[serde(default = "default_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Longest request target (path and query) in bytes (414 past it).
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
+}
+
+fn default_connections_per_client() -> usize {
+    256
+}
+
+fn default_max_uri_length() -> usize {
+    8192
 }
 
 fn default_request_timeout() -> Duration {

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::Secret;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -139,43 +141,5 @@ fn http_url(text: &str) -> Result<(), String> {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
         Ok(_) => Err(format!("must be an http:// or https:// URL, not {text:?}")),
         Err(e) => Err(format!("is not a URL ({e}): {text:?}")),
-    }
-}
-
-/// A credential: never shown by `Debug`. Text only: figment reads an
-/// unquoted environment value that looks like a number as one, which would
-/// lose leading zeros, so such a value is refused with the fix named.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = Secret;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string (in an environment variable, quote one that looks like a number: '\"0123\"')")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret(v.to_owned()))
-            }
-        }
-        d.deserialize_str(Text)
     }
 }

@@ -329,8 +329,8 @@ pub const CATALOGUE: &[MetricSpec] = &[
     histogram("k2_query_seconds", "Query time, waiting included.", &[("query", QUERIES)]),
     counter(
         "k2_http_refused_total",
-        "HTTP requests refused: too many in flight from one address (429) or not received and answered in time (408).",
-        &[("reason", &["per_client", "timeout"])],
+        "HTTP requests refused: too many in flight (429) or connections open (429) from one address, not received and answered in time (408), or a URI too long (414).",
+        &[("reason", &["per_client", "connections_per_client", "timeout", "uri_too_long"])],
     ),
     counter("k2_query_page_cache_total", "Lookups of the snapshot page cache.", &[("result", &["hit", "miss"])]),
 ];
