@@ -221,6 +221,98 @@ async fn trades_in(api: &str, source: &str) -> u64 {
     v["data"].as_array().unwrap().iter().map(|r| r["trades"].as_u64().unwrap()).sum()
 }
 
+/// Records no K2 producer wrote, between good ones in the same partition:
+/// one that is not Avro at all, one naming a schema id the registry does not
+/// hold, and one four times `kafka.max_record_bytes`. Each goes to the
+/// dead-letter topic with its reason (the big one as its first 64 KiB and
+/// its size), and every good record around them lands. (Tansu 0.6.0, the
+/// test broker, delivers no record over about 5 MB to any consumer,
+/// confluent-kafka's included, so a 100 MB record cannot be tried here.)
+#[test]
+fn hostile_records_go_to_the_dlq_and_their_partition_goes_on() {
+    const BIG: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("h{}.", uuid::Uuid::new_v4().simple());
+    let topic = format!("{prefix}market.crypto.trades.binance");
+    let config = config(dir.path(), &prefix);
+    let sent = events();
+    let trades_sent = sent.iter().filter(|e| e.is_trade()).count() as u64;
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        let server = k2.serve().unwrap();
+        let api = format!("http://{}", server.addr);
+        k2.pipeline.send(sent[..20].to_vec()).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        let raw: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("message.max.bytes", (BIG + (1 << 20)).to_string())
+            .create()
+            .unwrap();
+        let mut big = vec![0u8; BIG];
+        big[..5].copy_from_slice(&[0, 0, 0, 0, 1]);
+        let hostile: [(&str, Vec<u8>); 3] = [
+            ("not avro", b"{\"e\":\"trade\",\"s\":\"BTCUSDT\"}".to_vec()),
+            ("unknown schema id", vec![0, 0x7f, 0xff, 0xff, 0x00, 2, 4, 6]),
+            ("4 MiB", big),
+        ];
+        for (what, payload) in &hostile {
+            let record = rdkafka::producer::FutureRecord::to(&topic).key("BTCUSDT").payload(payload);
+            raw.send(record, Duration::from_secs(60)).await.unwrap_or_else(|(e, _)| panic!("{what}: {e}"));
+        }
+        k2.pipeline.send(sent[20..].to_vec()).await.unwrap();
+        k2.pipeline.drain().await.unwrap();
+        let start = std::time::Instant::now();
+        while trades_in(&api, "hybrid").await < trades_sent {
+            assert!(start.elapsed() < Duration::from_secs(60), "good records after the hostile ones did not land");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        k2.flush().await.unwrap();
+        assert_eq!(trades_in(&api, "historical").await, trades_sent, "each good trade once");
+
+        let dlq: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", format!("{prefix}dlq-check"))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+        let mut letters = Vec::new();
+        while letters.len() < hostile.len() {
+            let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.expect("a dead letter").unwrap();
+            use rdkafka::message::Headers;
+            let headers = m.headers().unwrap();
+            let header = |k: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == k)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            letters.push((
+                header("k2.reason").unwrap(),
+                header("k2.source.bytes").unwrap(),
+                m.payload().map_or(0, <[u8]>::len),
+            ));
+        }
+        letters.sort_by_key(|(_, bytes, _)| bytes.parse::<usize>().unwrap());
+        let (reason, bytes, kept) = &letters[0];
+        assert!(reason.contains("not in the registry"), "{reason}");
+        assert_eq!((bytes.as_str(), *kept), ("8", 8));
+        let (reason, bytes, kept) = &letters[1];
+        assert!(!reason.is_empty() && *kept == bytes.parse::<usize>().unwrap(), "{reason}");
+        let (reason, bytes, kept) = &letters[2];
+        assert!(reason.contains("max_record_bytes"), "{reason}");
+        assert_eq!(
+            (bytes.parse::<usize>().unwrap(), *kept),
+            (BIG, 64 << 10),
+            "the big one's letter is its first 64 KiB"
+        );
+        server.handle.stop(true).await;
+    })
+    .unwrap();
+}
+
 /// Kafka mode end to end in one process: pipeline → Kafka → consumer →
 /// Iceberg → `/v1`. The snapshot records the offsets it covers; a restart
 /// continues from them, so nothing is read twice; a poison record goes to

@@ -29,6 +29,11 @@ pub enum KafkaError {
     CreateTopic { topic: String, reason: String },
     #[error("schema registry: {0}")]
     Registry(String),
+    /// The registry answered and holds no schema with this id: a record
+    /// naming it can never be decoded (unlike one met while the registry
+    /// is unreachable, which waits for it).
+    #[error("schema registry: no schema with id {0}")]
+    UnknownSchema(u32),
     #[error("encoding: {0}")]
     Encode(String),
 }
@@ -38,7 +43,7 @@ impl Retryable for KafkaError {
         match self {
             // A bad client setting stays bad; the broker comes back.
             KafkaError::Client(rdkafka::error::KafkaError::ClientCreation(_)) => Retry::Permanent,
-            KafkaError::Encode(_) => Retry::Permanent,
+            KafkaError::Encode(_) | KafkaError::UnknownSchema(_) => Retry::Permanent,
             _ => Retry::Transient,
         }
     }

@@ -17,15 +17,19 @@ impl SchemaSource {
     /// The schema text registered under `id`.
     pub async fn schema(&self, id: u32) -> Result<String, KafkaError> {
         match self {
-            SchemaSource::BuiltIn(registry) => {
-                registry.schema_by_id(i64::from(id)).await.map_err(|e| KafkaError::Registry(e.to_string()))
-            }
+            SchemaSource::BuiltIn(registry) => registry.schema_by_id(i64::from(id)).await.map_err(|e| match e {
+                crate::registry::RegistryError::SchemaNotFound(_) => KafkaError::UnknownSchema(id),
+                other => KafkaError::Registry(other.to_string()),
+            }),
             SchemaSource::Remote { url, http } => {
                 let resp = http
                     .get(format!("{}/schemas/ids/{id}", url.trim_end_matches('/')))
                     .send()
                     .await
                     .map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(KafkaError::UnknownSchema(id));
+                }
                 let body: serde_json::Value =
                     resp.json().await.map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
                 body["schema"]

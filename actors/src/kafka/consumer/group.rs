@@ -31,6 +31,10 @@ pub(super) fn start(
         .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
         // New market topics join the subscription within seconds.
         .set("topic.metadata.refresh.interval.ms", "3000")
+        // A record over librdkafka's default response cap (100 MB) would
+        // stop its partition for good, fetched and refused again and again;
+        // records up to this size reach the size check (and the DLQ).
+        .set("receive.message.max.bytes", (256 << 20).to_string())
         .create_with_context(context)?;
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)

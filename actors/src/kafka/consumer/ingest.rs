@@ -14,12 +14,15 @@ impl Decoders {
         Self { schemas, kinds: HashMap::new() }
     }
 
+    /// The record's event, or why it can never be one (a dead letter). A
+    /// registry that cannot be reached is waited for, not taken for an
+    /// answer: a record read during the outage is as good as any.
     async fn decode(&mut self, payload: &[u8]) -> Result<MarketEvent, String> {
         let (id, _) = split_frame(payload).map_err(|e| e.to_string())?;
         let trade = match self.kinds.get(&id) {
             Some(t) => *t,
             None => {
-                let schema = self.schemas.schema(id).await.map_err(|e| format!("schema id {id}: {e}"))?;
+                let schema = self.schema(id).await?;
                 let name: serde_json::Value = serde_json::from_str(&schema).map_err(|e| e.to_string())?;
                 let trade = match name["name"].as_str() {
                     Some("TradeV2") => true,
@@ -32,7 +35,41 @@ impl Decoders {
         };
         let ids =
             if trade { SchemaIds { trade: id, quote: u32::MAX } } else { SchemaIds { trade: u32::MAX, quote: id } };
-        WireCodec::new(ids).decode(payload).map_err(|e| e.to_string())
+        // A decoder bug must cost one record (a dead letter), not the
+        // partition: a panic here would restart the consumer onto the same
+        // record again and again.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| WireCodec::new(ids).decode(payload))) {
+            Ok(decoded) => decoded.map_err(|e| e.to_string()),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!("the decoder panicked on this record: {what}"))
+            }
+        }
+    }
+
+    async fn schema(&mut self, id: u32) -> Result<String, String> {
+        let mut wait = Duration::from_millis(200);
+        let mut attempts = 0u32;
+        loop {
+            match self.schemas.schema(id).await {
+                Ok(schema) => return Ok(schema),
+                Err(KafkaError::UnknownSchema(_)) => return Err(format!("schema id {id} is not in the registry")),
+                Err(e) => {
+                    // Holding the partition is what keeps the record: its
+                    // lag grows (and alerts) while the registry is away.
+                    if attempts.is_multiple_of(20) {
+                        tracing::warn!(schema_id = id, error = %e, "schema registry unreachable; the consumer waits for it");
+                    }
+                    attempts += 1;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
 
@@ -124,7 +161,17 @@ pub(super) async fn ingest(
         let Some(is_trades) = is_market_topic(&config.topic_prefix, topic) else { continue };
         let offsets = if is_trades { &mut trade_offsets } else { &mut quote_offsets };
         offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
-        let decoded = decoders.decode(m.payload().unwrap_or_default()).await;
+        let payload = m.payload().unwrap_or_default();
+        if payload.len() > config.max_record_bytes {
+            let reason = format!(
+                "record of {} bytes is over kafka.max_record_bytes ({})",
+                payload.len(),
+                config.max_record_bytes
+            );
+            dead_letter(dlq, admin, config, m, &reason).await;
+            continue;
+        }
+        let decoded = decoders.decode(payload).await;
         if let Ok(event) = &decoded
             && recent.note(*epoch, m, event)
         {
@@ -151,6 +198,11 @@ pub(super) async fn ingest(
     }
 }
 
+/// How much of a record its dead letter keeps (`k2.source.bytes` says how
+/// long it was; its source offset finds the rest while the topic keeps
+/// it), so that any record's letter fits the producer's message size.
+const TRUNCATED_TO: usize = 64 << 10;
+
 /// Sends a record that cannot be decoded or validated to `{topic}.dlq` with
 /// the reason and where it came from; the rest of the batch goes on.
 pub(super) async fn dead_letter(
@@ -167,16 +219,82 @@ pub(super) async fn dead_letter(
         tracing::error!(%topic, error = %e, "cannot create the dead-letter topic");
     }
     let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+    let payload = m.payload().unwrap_or_default();
+    let size = payload.len().to_string();
     let headers = OwnedHeaders::new()
         .insert(Header { key: "k2.reason", value: Some(reason) })
         .insert(Header { key: "k2.source.topic", value: Some(m.topic()) })
         .insert(Header { key: "k2.source.partition", value: Some(&partition) })
-        .insert(Header { key: "k2.source.offset", value: Some(&offset) });
-    let mut record = FutureRecord::to(&topic).payload(m.payload().unwrap_or_default()).headers(headers);
+        .insert(Header { key: "k2.source.offset", value: Some(&offset) })
+        .insert(Header { key: "k2.source.bytes", value: Some(&size) });
+    let kept = &payload[..payload.len().min(TRUNCATED_TO)];
+    let mut record = FutureRecord::to(&topic).payload(kept).headers(headers);
     if let Some(key) = m.key() {
         record = record.key(key);
     }
     if let Err((e, _)) = dlq.send(record, Duration::from_secs(30)).await {
         tracing::error!(%topic, error = %e, "dead letter not delivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry at `listener` that answers every request with `status`
+    /// and `body`.
+    fn serve(listener: tokio::net::TcpListener, status: &'static str, body: String) {
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+    }
+
+    fn frame(id: u32) -> Vec<u8> {
+        let text =
+            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"60610.5","q":"0.25","T":1722766102789,"m":true,"M":true}"#;
+        let mut parser = k2_core::source::binance::BinanceParser::default();
+        let k2_core::source::binance::Frame::Event(trade) =
+            parser.parse(text.as_bytes(), k2_core::Timestamp::now()).unwrap()
+        else {
+            panic!("not a trade")
+        };
+        WireCodec::new(SchemaIds { trade: id, quote: id + 1 }).encode(&trade).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_registry_out_of_reach_is_waited_for_and_an_unknown_id_is_a_dead_letter() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Nothing listens yet: the decode waits instead of failing the record.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut decoders = Decoders::new(SchemaSource::Remote { url: url.clone(), http: reqwest::Client::new() });
+        let payload = frame(7);
+        let waiting = tokio::spawn(async move { decoders.decode(&payload).await });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!waiting.is_finished(), "a record read while the registry is away is held, not dead-lettered");
+        let body = serde_json::json!({ "schema": k2_core::schema::TRADE_V2_AVSC }).to_string();
+        serve(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap(), "200 OK", body);
+        let decoded = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+        assert!(matches!(decoded, Ok(MarketEvent::Trade(_))), "{decoded:?}");
+
+        // A registry that answers 404 for the id: the record can never be read.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        serve(listener, "404 Not Found", r#"{"error_code":40403,"message":"Schema 9 not found"}"#.to_owned());
+        let mut decoders = Decoders::new(SchemaSource::Remote { url, http: reqwest::Client::new() });
+        let refused = decoders.decode(&frame(9)).await.unwrap_err();
+        assert!(refused.contains("not in the registry"), "{refused}");
     }
 }

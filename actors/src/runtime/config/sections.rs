@@ -97,6 +97,14 @@ pub struct KafkaConfig {
     /// A consumed record whose message id appeared within this many offsets
     /// before it in its partition is dropped; 0 turns the check off.
     pub duplicate_span: i64,
+    /// A consumed record larger than this goes to the dead-letter topic
+    /// (its first 64 KiB, with its size) instead of being decoded.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_max_record_bytes() -> usize {
+    1 << 20
 }
 
 #[derive(Debug, Clone, Deserialize)]
