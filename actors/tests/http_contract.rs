@@ -94,6 +94,7 @@ fn check_config_masks_secrets_given_in_files_text_or_urls() {
         assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} shown:\n{stdout}\n{stderr}");
     }
     assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(stdout.contains("max_connections: 2048"), "the HTTP limits are shown: {stdout}");
 
     // A secret file that is missing is named; nothing starts.
     std::fs::remove_file(dir.path().join("api-key")).unwrap();

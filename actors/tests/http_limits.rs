@@ -144,8 +144,18 @@ fn forty_trickling_bodies_are_cut_off_while_health_answers() {
             assert_eq!(get("127.0.0.3", addr, "/health").await, 200, "health while bodies trickle");
         }
         // An address at its connection limit: the third connection's request is refused.
-        let _held = (connect("127.0.0.4", addr).await, connect("127.0.0.4", addr).await);
+        // Two kept alive after an answer each (so both are surely counted).
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = connect("127.0.0.4", addr).await;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: k2\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf[9..12], b"200");
+            held.push(s);
+        }
         assert_eq!(get("127.0.0.4", addr, "/health").await, 429, "a third connection from one address");
+        drop(held);
         for t in trickling {
             let (code, at) = t.await.unwrap();
             assert_eq!(code, 408, "a trickling body is answered 408");

@@ -275,7 +275,8 @@ fn production_toml_is_accepted_by_k2() {
     }
     let out = check.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "configuration is valid");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.starts_with("configuration is valid"), "{shown}");
     // And the check is not vacuous: the same file with one key misspelt is
     // refused, naming it.
     let bad = dir.path().join("bad.toml");

@@ -78,6 +78,7 @@ pub fn start_with(
     limits: Limits,
 ) -> std::io::Result<HttpHandle> {
     crate::runtime::telemetry::prometheus();
+    crate::service::limits::make_room_for(limits.connections);
     let state = State { registry, faults, admin, pressure };
     let in_flight = InFlight::default();
     let connections = Connections::default();
@@ -117,6 +118,7 @@ pub fn start_with(
         extensions.insert(connections.open(peer, limits.connections_per_client));
     })
     .workers(workers)
+    .max_connections(limits.connections.div_ceil(workers))
     .disable_signals()
     .bind(bind)?;
     let addr = server.addrs().first().copied().unwrap_or(bind);

@@ -26,12 +26,40 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub per_client: usize,
     pub connections_per_client: usize,
+    pub connections: usize,
     pub max_uri: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(30), per_client: 64, connections_per_client: 256, max_uri: 8192 }
+        Self {
+            request_timeout: Duration::from_secs(30),
+            per_client: 64,
+            connections_per_client: 256,
+            connections: 2048,
+            max_uri: 8192,
+        }
+    }
+}
+
+/// File descriptors kept for everything but the HTTP server's connections
+/// (table files, Kafka, Redis, the catalog, logs).
+const FILES_BESIDES_HTTP: u64 = 1024;
+
+/// Raises the process's open-file limit (soft, up to the hard one) so that
+/// `connections` HTTP connections and the rest fit; warns when they cannot,
+/// since a process out of descriptors fails everywhere at once (`/health`
+/// included) rather than at its HTTP port.
+pub fn make_room_for(connections: usize) {
+    let wanted = connections as u64 + FILES_BESIDES_HTTP;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit >= wanted => tracing::debug!(limit, "open-file limit"),
+        Ok(limit) => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below http.max_connections plus 1024: raise the hard limit (LimitNOFILE) or lower http.max_connections"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-file limit"),
     }
 }
 

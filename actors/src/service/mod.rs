@@ -193,6 +193,7 @@ impl Service {
             request_timeout: self.config.http.request_timeout,
             per_client: self.config.http.max_requests_per_client,
             connections_per_client: self.config.http.max_connections_per_client,
+            connections: self.config.http.max_connections,
             max_uri: self.config.http.max_uri_length,
         };
         let handle = http::start_with(

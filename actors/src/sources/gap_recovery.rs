@@ -162,7 +162,7 @@ impl GapRecoveryActor {
         Self {
             client,
             rest: binance.rest_endpoint.trim_end_matches('/').to_owned(),
-            api_key: binance.api_key.clone(),
+            api_key: binance.api_key.expose().to_owned(),
             config,
             parser: BinanceParser::default().sample_data(binance.sample_data),
             next,

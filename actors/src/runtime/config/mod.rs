@@ -88,6 +88,10 @@ impl Config {
             "http.max_connections_per_client must be at least http.max_requests_per_client",
         );
         need(self.http.max_uri_length >= 256, "http.max_uri_length must be at least 256 bytes");
+        need(
+            self.http.max_connections >= self.http.max_connections_per_client,
+            "http.max_connections must be at least http.max_connections_per_client",
+        );
         need(self.pipeline.mailbox_capacity > 0, "pipeline.mailbox_capacity must be at least 1");
         need(self.supervision.max_restarts > 0, "supervision.max_restarts must be at least 1");
         need(!self.supervision.window.is_zero(), "supervision.window must be longer than 0");

@@ -143,7 +143,8 @@ pub struct BinanceConfig {
     pub alternate_endpoint: String,
     /// REST base URL for gap recovery.
     pub rest_endpoint: String,
-    pub api_key: String,
+    /// Sent as X-MBX-APIKEY by gap recovery; text or `{ file = "path" }`.
+    pub api_key: Secret,
     /// Symbols, any case.
     pub symbols: Vec<String>,
     pub book_ticker: bool,
@@ -189,6 +190,11 @@ pub struct HttpConfig {
     /// past it is answered 429 and the connection closed.
     #[serde(default = "default_connections_per_client")]
     pub max_connections_per_client: usize,
+    /// Connections the server holds open at most, from all clients: past
+    /// it, new ones wait in the listen backlog. Keeps the HTTP port from
+    /// taking the file descriptors the tables, Kafka and Redis need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Longest request target (path and query) in bytes (414 past it).
     #[serde(default = "default_max_uri_length")]
     pub max_uri_length: usize,
@@ -196,6 +202,10 @@ pub struct HttpConfig {
 
 fn default_connections_per_client() -> usize {
     256
+}
+
+fn default_max_connections() -> usize {
+    2048
 }
 
 fn default_max_uri_length() -> usize {
