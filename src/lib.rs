@@ -11,9 +11,12 @@
 //!   and apache-avro's generic path as the reference it is tested against.
 //! - [`source`]: parsers for what venues send: Binance WebSocket JSON, ASX CSV
 //!   files, and input-file discovery.
+//! - [`query_params`]: the query API's parameters, checked (each problem
+//!   names its parameter).
 
 pub mod codec;
 pub mod model;
+pub mod query_params;
 pub mod schema;
 pub mod source;
 pub mod transform;

@@ -43,6 +43,12 @@ pub enum QueryError {
     Internal(String),
 }
 
+impl From<params::ParamError> for QueryError {
+    fn from(e: params::ParamError) -> Self {
+        QueryError::BadParameter { parameter: e.parameter, reason: e.reason }
+    }
+}
+
 /// One query.
 #[derive(Debug)]
 pub enum Query {

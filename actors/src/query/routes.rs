@@ -149,7 +149,7 @@ async fn read(req: HttpRequest, api: web::Data<Api>, kind: TableKind, q: ReadQue
     let Some(format) = accept(&req) else { return not_acceptable() };
     let params = match q.check() {
         Ok(p) => p,
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(e.into()),
     };
     match run(&api, Query::Read(kind, params)).await {
         Ok(Answer::Rows(rows)) => rows_response(format, rows),
@@ -179,7 +179,7 @@ pub async fn summary(
     let (symbol, date) = path.into_inner();
     let params = match q.into_inner().check(symbol, &date) {
         Ok(p) => p,
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(e.into()),
     };
     let source = params.pin.source;
     match run(&api, Query::Summary(params)).await {
@@ -196,7 +196,7 @@ pub async fn bars(req: HttpRequest, _: Authorized, api: web::Data<Api>, q: web::
     let Some(format) = accept(&req) else { return not_acceptable() };
     let params = match q.into_inner().check() {
         Ok(p) => p,
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(e.into()),
     };
     match run(&api, Query::Bars(params)).await {
         Ok(Answer::Rows(rows)) => rows_response(format, rows),
@@ -216,7 +216,7 @@ pub async fn symbols(
     let q = q.into_inner();
     let pin = match pin(q.source.as_deref(), q.as_of_snapshot.as_deref(), q.as_of.as_deref()) {
         Ok(p) => p,
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(e.into()),
     };
     match run(&api, Query::Symbols(pin)).await {
         Ok(Answer::Rows(rows)) => rows_response(format, rows),
