@@ -11,9 +11,12 @@
 //!   and apache-avro's generic path as the reference it is tested against.
 //! - [`source`]: parsers for what venues send: Binance WebSocket JSON, ASX CSV
 //!   files, and input-file discovery.
+//! - [`registry_wire`]: what the Confluent schema registry's API carries:
+//!   request bodies, subject names, compatibility rules.
 
 pub mod codec;
 pub mod model;
+pub mod registry_wire;
 pub mod schema;
 pub mod source;
 pub mod transform;
