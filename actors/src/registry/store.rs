@@ -257,7 +257,7 @@ impl Registry {
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(r) = row {
-                return Ok(Compatibility::parse(&r.get::<String, _>(0))?);
+                return Compatibility::parse(&r.get::<String, _>(0)).map_err(RegistryError::from);
             }
         }
         Ok(Compatibility::Backward)
