@@ -1,12 +1,18 @@
-//! Avro names checked against the specification before apache-avro reads a
-//! schema: apache-avro 0.21 panics (an `unwrap` on its own name check) on a
-//! named type, a type reference or an alias that is not a valid name, where
-//! it should return an error. A panic on a server thread would drop the
-//! request's connection, so such a schema is refused here first.
+//! A schema's JSON checked, before apache-avro reads it, for what apache-avro
+//! 0.21 panics on where it should return an error (a panic on a server
+//! thread would drop the request's connection). Both were found by the
+//! registry_body fuzz target:
 //!
-//! Only the places where the schema itself holds names are walked (types,
-//! fields, items, values, union branches, names, namespaces, aliases);
-//! defaults and other attributes are data and may hold any text.
+//! - a named type, a type reference or an alias that is not an Avro name
+//!   (it unwraps its own name check);
+//! - a `size`, `precision` or `scale` that is not an integer within 64 bits
+//!   (`-0`, which JSON parsers read as a float, `1.5`, `2^63`): a decimal it
+//!   does not accept stays an attribute of the underlying type, and the
+//!   canonical form then unwraps it as an integer.
+//!
+//! Only the places where the schema itself holds these are walked (types,
+//! fields, items, values, union branches); defaults and other attributes
+//! are data and may hold anything.
 
 use serde_json::{Map, Value};
 
@@ -30,7 +36,8 @@ fn is_fullname(s: &str) -> bool {
     }
 }
 
-/// Refuses the first name in `schema` that the specification does not allow.
+/// Refuses the first name the specification does not allow, or size,
+/// precision or scale that is not a 64-bit integer, in `schema`.
 pub(super) fn check(schema: &Value) -> Result<(), String> {
     match schema {
         // A primitive or a reference to a named type.
@@ -53,6 +60,12 @@ fn object(o: &Map<String, Value>) -> Result<(), String> {
         return Err(format!("namespace {namespace:?} is not an Avro namespace"));
     }
     aliases(o)?;
+    for key in ["size", "precision", "scale"] {
+        match o.get(key) {
+            Some(v) if v.as_i64().is_none() => return Err(format!("{key} {v} is not an integer")),
+            _ => {}
+        }
+    }
     for key in ["type", "items", "values"] {
         if let Some(inner) = o.get(key) {
             check(inner)?;
@@ -112,6 +125,25 @@ mod tests {
         ] {
             assert!(check_text(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the registry_body fuzz target: `"precision":-0` made the
+    /// decimal an attribute of its fixed type, and apache-avro's canonical
+    /// form panicked on it.
+    #[test]
+    fn sizes_precisions_and_scales_are_64_bit_integers() {
+        let fixed = |attrs: &str| format!(r#"{{"type":"fixed","name":"F","size":16,"logicalType":"decimal",{attrs}}}"#);
+        for bad in [
+            r#""precision":-0"#,
+            r#""precision":1.5,"scale":2"#,
+            r#""precision":9,"scale":"2""#,
+            r#""precision":9223372036854775808"#,
+        ] {
+            assert!(check_text(&fixed(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(check_text(&fixed(r#""precision":38,"scale":2"#)), Ok(()));
+        let field = r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","scale":0.5}]}"#;
+        assert!(check_text(field).is_err());
     }
 
     #[test]
