@@ -13,10 +13,13 @@
 //!   files, and input-file discovery.
 //! - [`query_params`]: the query API's parameters, checked (each problem
 //!   names its parameter).
+//! - [`registry_wire`]: what the Confluent schema registry's API carries:
+//!   request bodies, subject names, compatibility rules.
 
 pub mod codec;
 pub mod model;
 pub mod query_params;
+pub mod registry_wire;
 pub mod schema;
 pub mod source;
 pub mod transform;

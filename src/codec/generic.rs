@@ -5,6 +5,8 @@
 //! the reference the fast codec is tested against, and what a caller uses to
 //! resolve data written with another version of the schema.
 
+mod bounds;
+
 use std::collections::HashMap;
 
 use apache_avro::types::Value;
@@ -27,6 +29,8 @@ pub enum ValueError {
     Decimal(#[from] DecimalError),
     #[error(transparent)]
     Avro(#[from] Box<apache_avro::Error>),
+    #[error("datum refused before decoding: {0}")]
+    Implausible(&'static str),
 }
 
 /// apache-avro's encoding of a trade over schemas/trade_v2.avsc.
@@ -41,16 +45,20 @@ pub fn encode_quote(q: &QuoteV2) -> Result<Vec<u8>, ValueError> {
     apache_avro::to_avro_datum(crate::schema::quote_schema(), value).map_err(|e| Box::new(e).into())
 }
 
-/// apache-avro's decoding of a trade datum written with schemas/trade_v2.avsc.
+/// apache-avro's decoding of a trade datum written with schemas/trade_v2.avsc,
+/// once [`bounds`] has found its block counts plausible.
 pub fn decode_trade(mut datum: &[u8]) -> Result<TradeV2, ValueError> {
     let schema = crate::schema::trade_schema();
+    bounds::check(schema, datum).map_err(ValueError::Implausible)?;
     let value = apache_avro::from_avro_datum(schema, &mut datum, None).map_err(Box::new)?;
     value_to_trade(value)
 }
 
-/// apache-avro's decoding of a quote datum written with schemas/quote_v2.avsc.
+/// apache-avro's decoding of a quote datum written with schemas/quote_v2.avsc,
+/// once [`bounds`] has found its block counts plausible.
 pub fn decode_quote(mut datum: &[u8]) -> Result<QuoteV2, ValueError> {
     let schema = crate::schema::quote_schema();
+    bounds::check(schema, datum).map_err(ValueError::Implausible)?;
     let value = apache_avro::from_avro_datum(schema, &mut datum, None).map_err(Box::new)?;
     value_to_quote(value)
 }

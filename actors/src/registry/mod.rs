@@ -4,10 +4,13 @@
 //! `k2_registry_*`), so they survive restarts with the tables they describe.
 //!
 //! - [`store`]: subjects, versions, ids and compatibility levels.
+//! - `k2_core::registry_wire`: what requests carry (bodies, subject names)
+//!   and the compatibility rules, pure and fuzzed (tests/fuzz).
 //! - [`routes`]: the HTTP API (`/subjects`, `/schemas/ids`, `/config`,
 //!   `/compatibility`), with Confluent's error codes.
 
 pub mod routes;
 pub mod store;
 
-pub use store::{Compatibility, Registry, RegistryError};
+pub use k2_core::registry_wire::Compatibility;
+pub use store::{Registry, RegistryError};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use k2_core::registry_wire::{config_body, schema_body, schema_id};
 
-use super::store::{Compatibility, Registry, RegistryError};
+use super::store::{Registry, RegistryError};
 
 use crate::runtime::resource::{get, resource};
 
@@ -81,28 +81,6 @@ fn reply<T>(result: Result<T, RegistryError>, body: impl FnOnce(T) -> serde_json
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SchemaBody {
-    schema: String,
-    schema_type: Option<String>,
-    #[serde(default)]
-    references: Vec<serde_json::Value>,
-}
-
-fn schema_body(bytes: &[u8]) -> Result<String, RegistryError> {
-    let body: SchemaBody =
-        serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidSchema(format!("request body: {e}")))?;
-    match body.schema_type.as_deref() {
-        None | Some("AVRO") => {}
-        Some(other) => return Err(RegistryError::UnsupportedType(other.to_owned())),
-    }
-    if !body.references.is_empty() {
-        return Err(RegistryError::InvalidSchema("schema references are not supported".into()));
-    }
-    Ok(body.schema)
-}
-
 async fn subjects(registry: web::Data<Registry>) -> HttpResponse {
     reply(registry.subjects().await, |s| serde_json::json!(s))
 }
@@ -122,7 +100,7 @@ async fn register(
     }
     let result = match schema_body(&body) {
         Ok(schema) => registry.register(&subject, &schema).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |id| serde_json::json!({"id": id}))
 }
@@ -130,7 +108,7 @@ async fn register(
 async fn lookup(registry: web::Data<Registry>, subject: web::Path<String>, body: web::Bytes) -> HttpResponse {
     let result = match schema_body(&body) {
         Ok(schema) => registry.lookup(&subject, &schema).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |v| serde_json::json!(v))
 }
@@ -148,14 +126,10 @@ async fn version_schema(registry: web::Data<Registry>, path: web::Path<(String, 
     }
 }
 
-fn schema_id(text: &str) -> Result<i64, RegistryError> {
-    text.parse().map_err(|_| RegistryError::SchemaNotFound(text.to_owned()))
-}
-
 async fn schema_by_id(registry: web::Data<Registry>, id: web::Path<String>) -> HttpResponse {
     let result = match schema_id(&id) {
         Ok(id) => registry.schema_by_id(id).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |schema| serde_json::json!({"schema": schema}))
 }
@@ -163,7 +137,7 @@ async fn schema_by_id(registry: web::Data<Registry>, id: web::Path<String>) -> H
 async fn schema_uses(registry: web::Data<Registry>, id: web::Path<String>) -> HttpResponse {
     let result = match schema_id(&id) {
         Ok(id) => registry.uses_of(id).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |uses| {
         serde_json::json!(
@@ -180,20 +154,9 @@ async fn compatibility(
     let (subject, version) = path.into_inner();
     let result = match schema_body(&body) {
         Ok(schema) => registry.is_compatible(&subject, &version, &schema).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |ok| serde_json::json!({"is_compatible": ok}))
-}
-
-#[derive(Deserialize)]
-struct ConfigBody {
-    compatibility: String,
-}
-
-fn config_body(bytes: &[u8]) -> Result<Compatibility, RegistryError> {
-    let body: ConfigBody =
-        serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidCompatibility(format!("request body: {e}")))?;
-    Compatibility::parse(&body.compatibility)
 }
 
 async fn get_config(registry: web::Data<Registry>) -> HttpResponse {
@@ -206,7 +169,7 @@ async fn put_config(req: HttpRequest, registry: web::Data<Registry>, body: web::
     }
     let result = match config_body(&body) {
         Ok(level) => registry.set_compatibility(None, level).await.map(|()| level),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |c| serde_json::json!({"compatibility": c.as_str()}))
 }
@@ -226,7 +189,7 @@ async fn put_subject_config(
     }
     let result = match config_body(&body) {
         Ok(level) => registry.set_compatibility(Some(&subject), level).await.map(|()| level),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     reply(result, |c| serde_json::json!({"compatibility": c.as_str()}))
 }

@@ -7,9 +7,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
-use serde::{Deserialize, Serialize};
+use k2_core::registry_wire::{Compatibility, Incompatibility, RequestError, check_subject, parse_schema};
+use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use thiserror::Error;
@@ -23,22 +22,15 @@ pub enum RegistryError {
     VersionNotFound { subject: String, version: i64 },
     #[error("Schema {0} not found")]
     SchemaNotFound(String),
-    #[error("Invalid schema: {0}")]
-    InvalidSchema(String),
+    /// A body, subject name, level or schema refused for what it says.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     #[error(
         "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
     )]
     InvalidVersion(String),
-    #[error(
-        "Invalid compatibility level {0:?}: one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE"
-    )]
-    InvalidCompatibility(String),
     #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {reason}")]
-    Incompatible { subject: String, reason: String },
-    #[error("Only AVRO schemas are supported, not {0}")]
-    UnsupportedType(String),
-    #[error("Invalid subject {0:?}: 1 to 255 bytes of letters, digits and . _ - + :")]
-    InvalidSubject(String),
+    Incompatible { subject: String, reason: Incompatibility },
     #[error("The registry holds as many subjects as its limit allows; {0:?} would be one more")]
     TooManySubjects(String),
     #[error("registry storage: {0}")]
@@ -49,18 +41,6 @@ pub enum RegistryError {
 /// unbounded count would let any writer fill the catalog.
 pub const MAX_SUBJECTS: i64 = 10_000;
 
-/// Subject names are bounded in length and character set (those of topic
-/// names, plus `:` for Confluent's contexts and `+`), so none can carry
-/// control characters or path tricks into logs, URLs or the catalog. `%`
-/// is refused too: in a URL path it reads as an escape, so a name holding
-/// one means different things to different clients. Reads check too: a
-/// name no subject can have is a 422, not a 404 or the global level.
-fn check_subject(subject: &str) -> Result<(), RegistryError> {
-    let ok = (1..=255).contains(&subject.len())
-        && subject.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+:".contains(&b));
-    if ok { Ok(()) } else { Err(RegistryError::InvalidSubject(subject.chars().take(300).collect())) }
-}
-
 impl RegistryError {
     /// Confluent's error code (the HTTP status is its first three digits).
     pub fn code(&self) -> u32 {
@@ -68,129 +48,14 @@ impl RegistryError {
             RegistryError::SubjectNotFound(_) => 40401,
             RegistryError::VersionNotFound { .. } => 40402,
             RegistryError::SchemaNotFound(_) => 40403,
+            RegistryError::Request(e) => e.code(),
             RegistryError::Incompatible { .. } => 409,
-            RegistryError::InvalidSchema(_) | RegistryError::UnsupportedType(_) => 42201,
             RegistryError::InvalidVersion(_) => 42202,
-            RegistryError::InvalidCompatibility(_) => 42203,
-            // K2's own codes, in Confluent's shape.
-            RegistryError::InvalidSubject(_) => 42208,
+            // K2's own code, in Confluent's shape.
             RegistryError::TooManySubjects(_) => 42209,
             RegistryError::Storage(_) => 50001,
         }
     }
-}
-
-/// Which earlier versions a new schema must be compatible with, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Compatibility {
-    None,
-    Backward,
-    BackwardTransitive,
-    Forward,
-    ForwardTransitive,
-    Full,
-    FullTransitive,
-}
-
-impl Compatibility {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compatibility::None => "NONE",
-            Compatibility::Backward => "BACKWARD",
-            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            Compatibility::Forward => "FORWARD",
-            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
-            Compatibility::Full => "FULL",
-            Compatibility::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, RegistryError> {
-        serde_json::from_value(serde_json::Value::String(text.to_owned()))
-            .map_err(|_| RegistryError::InvalidCompatibility(text.to_owned()))
-    }
-
-    fn transitive(self) -> bool {
-        matches!(
-            self,
-            Compatibility::BackwardTransitive | Compatibility::ForwardTransitive | Compatibility::FullTransitive
-        )
-    }
-
-    /// Whether `new` may follow `old` under this level.
-    fn check(self, old: &str, new: &str) -> Result<(), String> {
-        if self == Compatibility::None {
-            return Ok(());
-        }
-        // apache-avro's checker does not know the decimal logical type (it
-        // finds a decimal field incompatible with itself), so it checks the
-        // physical schemas and the decimals' precision and scale are compared
-        // here, field by field.
-        let (old_physical, old_decimals) = physical(old)?;
-        let (new_physical, new_decimals) = physical(new)?;
-        for (path, annotation) in &new_decimals {
-            if let Some(before) = old_decimals.get(path)
-                && before != annotation
-            {
-                return Err(format!("decimal {path} changes from {before:?} to {annotation:?} (precision, scale)"));
-            }
-        }
-        let backward = || {
-            SchemaCompatibility::can_read(&old_physical, &new_physical)
-                .map_err(|e| format!("the new schema cannot read data written with an earlier one: {e}"))
-        };
-        let forward = || {
-            SchemaCompatibility::can_read(&new_physical, &old_physical)
-                .map_err(|e| format!("an earlier schema cannot read data written with the new one: {e}"))
-        };
-        match self {
-            Compatibility::None => Ok(()),
-            Compatibility::Backward | Compatibility::BackwardTransitive => backward(),
-            Compatibility::Forward | Compatibility::ForwardTransitive => forward(),
-            Compatibility::Full | Compatibility::FullTransitive => backward().and_then(|()| forward()),
-        }
-    }
-}
-
-/// Each decimal's (precision, scale), by field path.
-type Decimals = std::collections::BTreeMap<String, (u64, u64)>;
-
-/// The schema with decimal logical types replaced by their underlying type,
-/// and its decimals.
-fn physical(schema: &str) -> Result<(Schema, Decimals), String> {
-    fn walk(v: &serde_json::Value, path: &str, out: &mut Decimals) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            Value::Object(o) if o.get("logicalType").and_then(Value::as_str) == Some("decimal") => {
-                let p = o.get("precision").and_then(Value::as_u64).unwrap_or(0);
-                let s = o.get("scale").and_then(Value::as_u64).unwrap_or(0);
-                out.insert(path.to_owned(), (p, s));
-                let mut plain = o.clone();
-                for k in ["logicalType", "precision", "scale"] {
-                    plain.remove(k);
-                }
-                Value::Object(plain)
-            }
-            Value::Object(o) => {
-                let mut copy = serde_json::Map::new();
-                for (k, child) in o {
-                    let next = match (k.as_str(), o.get("name").and_then(Value::as_str)) {
-                        ("type", Some(name)) => format!("{path}.{name}"),
-                        _ => path.to_owned(),
-                    };
-                    copy.insert(k.clone(), walk(child, &next, out));
-                }
-                Value::Object(copy)
-            }
-            Value::Array(items) => Value::Array(items.iter().map(|i| walk(i, path, out)).collect()),
-            other => other.clone(),
-        }
-    }
-    let json: serde_json::Value = serde_json::from_str(schema).map_err(|e| e.to_string())?;
-    let mut decimals = Decimals::new();
-    let plain = walk(&json, "", &mut decimals);
-    Ok((Schema::parse(&plain).map_err(|e| e.to_string())?, decimals))
 }
 
 /// One registered version of a subject.
@@ -211,10 +76,6 @@ pub struct Registry {
 
 /// The global compatibility level's key in the config table.
 const GLOBAL: &str = "";
-
-fn parse(schema: &str) -> Result<Schema, RegistryError> {
-    Schema::parse_str(schema).map_err(|e| RegistryError::InvalidSchema(e.to_string()))
-}
 
 impl Registry {
     /// Opens (creating) the registry tables in the SQLite database at `path`.
@@ -309,7 +170,7 @@ impl Registry {
     /// The version of `subject` holding `schema`, if registered.
     pub async fn lookup(&self, subject: &str, schema: &str) -> Result<Version, RegistryError> {
         check_subject(subject)?;
-        let canonical = parse(schema)?.canonical_form();
+        let canonical = parse_schema(schema)?.canonical_form();
         self.versions(subject).await?;
         let row = sqlx::query(
             "SELECT v.version, s.id, s.schema FROM k2_registry_versions v JOIN k2_registry_schemas s ON s.id = v.schema_id WHERE v.subject = ? AND s.canonical = ? ORDER BY v.version LIMIT 1",
@@ -327,7 +188,7 @@ impl Registry {
     /// subject's compatibility level refuses is an error.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<i64, RegistryError> {
         check_subject(subject)?;
-        let parsed = parse(schema)?;
+        let parsed = parse_schema(schema)?;
         let canonical = parsed.canonical_form();
         let _write = self.writes.lock().await;
         if let Ok(existing) = self.lookup(subject, schema).await {
@@ -384,7 +245,7 @@ impl Registry {
 
     /// Whether `schema` may be registered under `subject` after `version`.
     pub async fn is_compatible(&self, subject: &str, version: &str, schema: &str) -> Result<bool, RegistryError> {
-        parse(schema)?;
+        parse_schema(schema)?;
         let old = self.version(subject, version).await?.schema;
         let level = self.compatibility(Some(subject)).await?;
         Ok(level.check(&old, schema).is_ok())
@@ -402,7 +263,7 @@ impl Registry {
                 .fetch_optional(&self.pool)
                 .await?;
             if let Some(r) = row {
-                return Compatibility::parse(&r.get::<String, _>(0));
+                return Compatibility::parse(&r.get::<String, _>(0)).map_err(RegistryError::from);
             }
         }
         Ok(Compatibility::Backward)
@@ -450,12 +311,6 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn with_price(precision: u32, scale: u32, extra: &str) -> String {
-        format!(
-            r#"{{"type":"record","name":"T","fields":[{{"name":"price","type":{{"type":"bytes","logicalType":"decimal","precision":{precision},"scale":{scale}}}}}{extra}]}}"#
-        )
-    }
-
     #[tokio::test]
     async fn subjects_are_bounded_in_name_and_number() {
         let dir = tempfile::tempdir().unwrap();
@@ -483,19 +338,5 @@ mod tests {
         assert!(registry.set_compatibility(Some("s2"), Compatibility::Full).await.is_ok());
         assert!(registry.register("s3", schema).await.is_ok());
         assert!(registry.set_compatibility(None, Compatibility::Full).await.is_ok(), "the global level is no subject");
-    }
-
-    #[test]
-    fn decimals_are_compared_by_precision_and_scale() {
-        let base = with_price(18, 8, "");
-        assert!(Compatibility::Full.check(&base, &base).is_ok());
-        let err = Compatibility::Backward.check(&base, &with_price(18, 6, "")).unwrap_err();
-        assert!(err.contains("price"), "{err}");
-        let added = with_price(18, 8, r#",{"name":"venue","type":["null","string"],"default":null}"#);
-        assert!(Compatibility::Full.check(&base, &added).is_ok());
-        let required = with_price(18, 8, r#",{"name":"venue","type":"string"}"#);
-        assert!(Compatibility::Backward.check(&base, &required).is_err());
-        assert!(Compatibility::Forward.check(&base, &required).is_ok());
-        assert!(Compatibility::None.check(&base, &with_price(10, 2, "")).is_ok());
     }
 }

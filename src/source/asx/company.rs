@@ -1,6 +1,8 @@
 //! reference-data/company_info.csv: which symbol each company id trades under.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use compact_str::CompactString;
@@ -25,11 +27,13 @@ pub struct CompanyInfo {
 impl CompanyInfo {
     /// Reads `company_id,symbol,company_name,ISIN,...` with a header line.
     pub fn load(path: &Path) -> Result<Self, AsxError> {
-        let io = |source| AsxError::Io { path: path.to_owned(), source };
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(|e| match e.into_kind() {
-            csv::ErrorKind::Io(err) => io(err),
-            other => AsxError::BadReference { path: path.to_owned(), reason: format!("{other:?}") },
-        })?;
+        let file = File::open(path).map_err(|source| AsxError::Io { path: path.to_owned(), source })?;
+        Self::read_from(file, path)
+    }
+
+    /// [`Self::load`] from `input`; `path` names the input in errors.
+    pub fn read_from(input: impl Read, path: &Path) -> Result<Self, AsxError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let mut by_id = HashMap::new();
         for (i, record) in reader.records().enumerate() {
             let line = i + 2;

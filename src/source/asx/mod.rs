@@ -14,7 +14,7 @@ pub mod sample;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,10 +67,16 @@ impl AsxFileKind {
     /// Tells a file's layout from its first line and, for the headerless sample
     /// format, its name (`<company_id>.csv`) and field count.
     pub fn detect(path: &Path) -> Result<Self, AsxError> {
-        let unrecognised = |reason: &str| AsxError::Unrecognised { path: path.to_owned(), reason: reason.to_owned() };
         let file = File::open(path).map_err(|source| AsxError::Io { path: path.to_owned(), source })?;
         let mut first = String::new();
         BufReader::new(file).read_line(&mut first).map_err(|source| AsxError::Io { path: path.to_owned(), source })?;
+        Self::from_first_line(path, &first)
+    }
+
+    /// [`Self::detect`] on a first line already read; `path` gives only the
+    /// file's name and folder.
+    pub fn from_first_line(path: &Path, first: &str) -> Result<Self, AsxError> {
+        let unrecognised = |reason: &str| AsxError::Unrecognised { path: path.to_owned(), reason: reason.to_owned() };
         let first = first.trim_end();
         if first.to_ascii_lowercase().starts_with("symbol,") {
             return Ok(Self::Header);
@@ -120,6 +126,13 @@ pub struct AsxReader {
     companies: HashMap<PathBuf, Arc<CompanyInfo>>,
 }
 
+/// Which records a headerless sample file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    Trades,
+    Quotes,
+}
+
 impl AsxReader {
     pub fn new(options: AsxOptions) -> Self {
         Self { options, companies: HashMap::new() }
@@ -132,22 +145,35 @@ impl AsxReader {
         kind: &AsxFileKind,
         on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
     ) -> Result<FileStats, AsxError> {
+        let io = |source| AsxError::Io { path: path.to_owned(), source };
+        let (company_id, sample) = match kind {
+            AsxFileKind::SampleTrades { company_id } => (company_id, SampleKind::Trades),
+            AsxFileKind::SampleQuotes { company_id } => (company_id, SampleKind::Quotes),
+            AsxFileKind::Header => return self.read_header_from(File::open(path).map_err(io)?, path, on),
+        };
+        let symbol = self.symbol_of(path, company_id)?;
+        let input = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
+        self.read_sample_from(input, path, company_id, &symbol, sample, on)
+    }
+
+    /// The lines of a headerless sample file of `company_id`, which trades as
+    /// `symbol`, read from `input`; `path` names the input in rejections and
+    /// errors. [`Self::read_file`] without the disk.
+    pub fn read_sample_from(
+        &self,
+        input: impl BufRead,
+        path: &Path,
+        company_id: &str,
+        symbol: &str,
+        kind: SampleKind,
+        on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
+    ) -> Result<FileStats, AsxError> {
         let clock = LocalClock::new(self.options.timezone);
-        match kind {
-            AsxFileKind::SampleTrades { company_id } | AsxFileKind::SampleQuotes { company_id } => {
-                let symbol = self.symbol_of(path, company_id)?;
-                let mut parser = SampleParser::new(company_id, &symbol, clock, self.options.is_sample_data);
-                let trades = matches!(kind, AsxFileKind::SampleTrades { .. });
-                read_lines(path, on, |line, no, now| {
-                    if trades {
-                        parser.trade(line, no, now).map(MarketEvent::Trade)
-                    } else {
-                        parser.quote(line, no, now).map(MarketEvent::Quote)
-                    }
-                })
-            }
-            AsxFileKind::Header => self.read_header_file(path, clock, on),
-        }
+        let mut parser = SampleParser::new(company_id, symbol, clock, self.options.is_sample_data);
+        read_lines(input, path, on, |line, no, now| match kind {
+            SampleKind::Trades => parser.trade(line, no, now).map(MarketEvent::Trade),
+            SampleKind::Quotes => parser.quote(line, no, now).map(MarketEvent::Quote),
+        })
     }
 
     fn symbol_of(&mut self, path: &Path, company_id: &str) -> Result<String, AsxError> {
@@ -170,17 +196,20 @@ impl AsxReader {
         })
     }
 
-    fn read_header_file(
-        &mut self,
+    /// A CSV file with a header line, read from `input`; `path` names the
+    /// input in rejections and errors. [`Self::read_file`] without the disk.
+    pub fn read_header_from(
+        &self,
+        input: impl Read,
         path: &Path,
-        clock: LocalClock,
         on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
     ) -> Result<FileStats, AsxError> {
         let io = |source| AsxError::Io { path: path.to_owned(), source };
-        let file = File::open(path).map_err(io)?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(BufReader::new(file));
+        // The csv reader buffers its input itself.
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let header =
             reader.headers().map_err(|e| AsxError::Unrecognised { path: path.to_owned(), reason: e.to_string() })?;
+        let clock = LocalClock::new(self.options.timezone);
         let mut parser = HeaderParser::from_header(header, clock, self.options.is_sample_data)
             .map_err(|reason| AsxError::Unrecognised { path: path.to_owned(), reason })?;
         let mut stats = FileStats::default();
@@ -211,21 +240,21 @@ impl AsxReader {
     }
 }
 
-/// Reads a text file line by line (numbered from 1, blank lines skipped) and
-/// hands each line to `parse`.
+/// Reads text line by line (numbered from 1, blank lines skipped) and hands
+/// each line to `parse`; `path` names the input in rejections.
 fn read_lines(
+    mut input: impl BufRead,
     path: &Path,
     on: &mut dyn FnMut(Result<MarketEvent, Rejected>),
     mut parse: impl FnMut(&str, u64, Timestamp) -> Result<MarketEvent, String>,
 ) -> Result<FileStats, AsxError> {
     let io = |source| AsxError::Io { path: path.to_owned(), source };
-    let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
     let mut buf = Vec::with_capacity(256);
     let mut stats = FileStats::default();
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+        if input.read_until(b'\n', &mut buf).map_err(io)? == 0 {
             return Ok(stats);
         }
         line_no += 1;
@@ -250,5 +279,45 @@ fn read_lines(
                 on(Err(Rejected::at_line(path, line_no, reason)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(
+        f: impl FnOnce(&AsxReader, &mut dyn FnMut(Result<MarketEvent, Rejected>)) -> Result<FileStats, AsxError>,
+    ) -> (FileStats, Vec<Result<MarketEvent, Rejected>>) {
+        let mut seen = Vec::new();
+        let stats = f(&AsxReader::default(), &mut |r| seen.push(r)).unwrap();
+        (stats, seen)
+    }
+
+    #[test]
+    fn content_in_memory_reads_as_a_file_would() {
+        let lines = "03/10/2014,10:00:00.001,36.667,20000,3,X,\n\n03/10/2014,10:00:01,x,1,0,X,\n";
+        let (stats, seen) = read(|r, on| {
+            r.read_sample_from(lines.as_bytes(), Path::new("t/7078.csv"), "7078", "BHP", SampleKind::Trades, on)
+        });
+        assert_eq!(stats, FileStats { events: 1, rejected: 1 });
+        let Ok(MarketEvent::Trade(t)) = &seen[0] else { panic!("{seen:?}") };
+        assert_eq!((t.symbol.as_str(), t.trade_id.as_str()), ("BHP", "ASX-7078-20140310-1"));
+        assert_eq!(seen[1].as_ref().unwrap_err().location, "t/7078.csv:3");
+
+        let csv = "symbol,exchange_timestamp,bid_price,ask_price,bid_size,ask_size,sequence_number\nBHP,2014-03-10 10:00:00,1,2,3,4,5\nBHP,x\n";
+        let (stats, seen) = read(|r, on| r.read_header_from(csv.as_bytes(), Path::new("q.csv"), on));
+        assert_eq!(stats, FileStats { events: 1, rejected: 1 });
+        assert!(matches!(seen[0], Ok(MarketEvent::Quote(_))));
+        assert_eq!(seen[1].as_ref().unwrap_err().location, "q.csv:3");
+    }
+
+    #[test]
+    fn the_first_line_tells_the_layout() {
+        let kind = |path: &str, first: &str| AsxFileKind::from_first_line(Path::new(path), first).ok();
+        assert_eq!(kind("x/a.csv", "Symbol,exchange_timestamp\r\n"), Some(AsxFileKind::Header));
+        assert_eq!(kind("trades/7078.csv", "a"), Some(AsxFileKind::SampleTrades { company_id: "7078".into() }));
+        assert_eq!(kind("x/7078.csv", "1,2,3,4,5,6"), Some(AsxFileKind::SampleQuotes { company_id: "7078".into() }));
+        assert_eq!(kind("x/data.csv", "1,2,3,4,5,6"), None);
     }
 }

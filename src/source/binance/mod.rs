@@ -247,6 +247,25 @@ impl BinanceParser {
     }
 }
 
+/// For the fuzz targets (tests/fuzz): whether the fast scanner reads `frame`
+/// exactly as serde does. A disagreement would never show as an error, only
+/// as a frame read differently, so the fuzzer has to be told to look.
+#[cfg(fuzzing)]
+pub fn fast_path_agrees(frame: &[u8]) -> Result<(), String> {
+    let (mut top, mut inner) = (Payload::empty(), None);
+    if !scan::scan(frame, &mut top, &mut inner) {
+        return Ok(());
+    }
+    let slow = decode_with_serde(frame).map_err(|e| format!("the scanner accepted what serde refuses: {e}"))?;
+    let received = Timestamp::from_micros(7);
+    let fast = BinanceParser::default().payload(inner.unwrap_or(top), received);
+    let slow = match slow.data {
+        Some(data) => BinanceParser::default().payload(data, received),
+        None => BinanceParser::default().payload(slow.with_data(None), received),
+    };
+    if fast == slow { Ok(()) } else { Err(format!("scanner read {fast:?}, serde {slow:?}")) }
+}
+
 fn decode_with_serde(frame: &[u8]) -> Result<Envelope<'_>, BinanceError> {
     serde_json::from_slice(frame).map_err(|e| BinanceError::Json(e.to_string()))
 }

@@ -219,7 +219,10 @@ impl<'a> Scanner<'a> {
         }
         let n = self.i - digits;
         let leading_zero = n > 1 && self.b[digits] == b'0';
-        if n == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+        // serde_json reads `-0` as the float -0.0 (to keep its sign), which
+        // no integer field accepts.
+        let negative_zero = digits > start && n == 1 && self.b[digits] == b'0';
+        if n == 0 || leading_zero || negative_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
         self.text.get(start..self.i)
@@ -448,5 +451,17 @@ mod tests {
         for f in [r#"{"s":"A\"B"}"#, r#"{"e":"trade","e":"trade"}"#, r#"{"result":[]}"#, r#"{"t":1.0}"#, "{} x"] {
             assert!(!scan(f.as_bytes(), &mut Raw::empty(), &mut None), "{f}");
         }
+    }
+
+    /// Found by the binance_frame fuzz target: the scanner read `-0` as the
+    /// integer 0 where serde_json reads a float and refuses the frame.
+    #[test]
+    fn negative_zero_is_left_to_serde() {
+        for f in [r#"{"result":null,"id":-0}"#, r#"{"e":"trade","T":-0}"#, r#"{"code":-0,"msg":"x"}"#] {
+            assert!(!scan(f.as_bytes(), &mut Raw::empty(), &mut None), "{f}");
+            let parsed = BinanceParser::default().parse(f.as_bytes(), Timestamp::from_micros(7));
+            assert!(matches!(parsed, Err(crate::source::binance::BinanceError::Json(_))), "{f}: {parsed:?}");
+        }
+        assert!(scan(br#"{"result":null,"id":-1}"#, &mut Raw::empty(), &mut None));
     }
 }
