@@ -5,14 +5,17 @@
 //!
 //! - a named type, a type reference or an alias that is not an Avro name
 //!   (it unwraps its own name check);
-//! - a `size`, `precision` or `scale` that is not an integer within 64 bits
-//!   (`-0`, which JSON parsers read as a float, `1.5`, `2^63`): a decimal it
-//!   does not accept stays an attribute of the underlying type, and the
-//!   canonical form then unwraps it as an integer.
+//! - in the parts of a schema its Parsing Canonical Form keeps (`name`,
+//!   `type`, `fields`, `symbols`, `items`, `values`, `order`, and `size`,
+//!   `precision`, `scale` as integers), a number, boolean or null, or a
+//!   `size`, `precision` or `scale` that is not an integer within 64 bits
+//!   (`-0`, which JSON parsers read as a float). apache-avro keeps what it
+//!   does not understand as attributes (a decimal it refuses, `"fields"` on
+//!   a field), and its canonical form then unwraps them.
 //!
-//! Only the places where the schema itself holds these are walked (types,
-//! fields, items, values, union branches); defaults and other attributes
-//! are data and may hold anything.
+//! Names are looked for only where the schema holds them (types, fields,
+//! items, values, union branches); defaults, docs and other attributes are
+//! data and may hold anything.
 
 use serde_json::{Map, Value};
 
@@ -36,14 +39,43 @@ fn is_fullname(s: &str) -> bool {
     }
 }
 
-/// Refuses the first name the specification does not allow, or size,
-/// precision or scale that is not a 64-bit integer, in `schema`.
+/// Refuses the first name the specification does not allow, or value the
+/// canonical form cannot take, in `schema`.
 pub(super) fn check(schema: &Value) -> Result<(), String> {
+    names(schema)?;
+    canonical(schema)
+}
+
+/// The keys apache-avro's canonical form keeps and reads as schemas.
+const CANONICAL_KEYS: [&str; 7] = ["name", "type", "fields", "symbols", "items", "values", "order"];
+/// The keys it keeps and reads as integers.
+const INTEGER_KEYS: [&str; 3] = ["size", "precision", "scale"];
+
+/// What the canonical form walks: strings, and arrays and objects of them;
+/// in objects only the keys it keeps.
+fn canonical(v: &Value) -> Result<(), String> {
+    match v {
+        Value::String(_) => Ok(()),
+        Value::Array(items) => items.iter().try_for_each(canonical),
+        Value::Object(o) => o.iter().try_for_each(|(key, v)| {
+            if CANONICAL_KEYS.contains(&key.as_str()) {
+                canonical(v)
+            } else if INTEGER_KEYS.contains(&key.as_str()) && v.as_i64().is_none() {
+                Err(format!("{key} {v} is not an integer"))
+            } else {
+                Ok(())
+            }
+        }),
+        other => Err(format!("{other} stands where a schema or a name is expected")),
+    }
+}
+
+fn names(schema: &Value) -> Result<(), String> {
     match schema {
         // A primitive or a reference to a named type.
         Value::String(name) => fullname("type", name),
         // A union.
-        Value::Array(branches) => branches.iter().try_for_each(check),
+        Value::Array(branches) => branches.iter().try_for_each(names),
         Value::Object(o) => object(o),
         // Not a schema at all: apache-avro says so without panicking.
         _ => Ok(()),
@@ -60,15 +92,9 @@ fn object(o: &Map<String, Value>) -> Result<(), String> {
         return Err(format!("namespace {namespace:?} is not an Avro namespace"));
     }
     aliases(o)?;
-    for key in ["size", "precision", "scale"] {
-        match o.get(key) {
-            Some(v) if v.as_i64().is_none() => return Err(format!("{key} {v} is not an integer")),
-            _ => {}
-        }
-    }
     for key in ["type", "items", "values"] {
         if let Some(inner) = o.get(key) {
-            check(inner)?;
+            names(inner)?;
         }
     }
     // apache-avro parses each field as a schema of its own (a field may even
@@ -144,6 +170,22 @@ mod tests {
         assert_eq!(check_text(&fixed(r#""precision":38,"scale":2"#)), Ok(()));
         let field = r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","scale":0.5}]}"#;
         assert!(check_text(field).is_err());
+    }
+
+    /// Found by the registry_body fuzz target: `"fields": [2]` on a field
+    /// became an attribute of it, and the canonical form panicked on the 2.
+    #[test]
+    fn what_the_canonical_form_keeps_holds_no_bare_values() {
+        for bad in [
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","fields":[2]}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","order":5}]}"#,
+            r#"{"type":"array","items":"int","values":null}"#,
+            r#"{"type":"enum","name":"E","symbols":["A",true]}"#,
+        ] {
+            assert!(check_text(bad).is_err(), "{bad}");
+        }
+        let ok = r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","order":"descending","default":2,"x":[null]}]}"#;
+        assert_eq!(check_text(ok), Ok(()));
     }
 
     #[test]

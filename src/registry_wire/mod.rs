@@ -152,6 +152,16 @@ mod tests {
         assert_eq!(e, RequestError::InvalidSchema("precision -0.0 is not an integer".into()));
     }
 
+    /// Found by the registry_body fuzz target: a field carrying
+    /// `"fields": [2]` kept it as an attribute, and the canonical form
+    /// panicked on the number.
+    #[test]
+    fn a_bare_number_where_the_canonical_form_wants_a_schema_is_refused_not_a_panic() {
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"f","type":"string","fields":[2]}]}"#;
+        let e = parse_schema(schema).map(|s| s.canonical_form()).unwrap_err();
+        assert_eq!(e, RequestError::InvalidSchema("2 stands where a schema or a name is expected".into()));
+    }
+
     #[test]
     fn subjects_are_bounded_in_length_and_characters() {
         for bad in ["", "a/../b", "with space", "ctl\u{7}", &"x".repeat(256)] {

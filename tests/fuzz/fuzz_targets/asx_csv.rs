@@ -33,9 +33,7 @@ fuzz_target!(|data: &[u8]| {
         0 => reader.read_sample_from(file, Path::new("trades/7078.csv"), "7078", "BHP", SampleKind::Trades, &mut on),
         1 => reader.read_sample_from(file, Path::new("quotes/7078.csv"), "7078", "BHP", SampleKind::Quotes, &mut on),
         2 => {
-            if let Ok(info) = CompanyInfo::read_from(file, Path::new("company_info.csv")) {
-                assert_eq!(info.is_empty(), info.len() == 0);
-            }
+            let _ = CompanyInfo::read_from(file, Path::new("company_info.csv"));
             return;
         }
         _ => {

@@ -31,8 +31,8 @@ pub const WORKER_STACK: usize = 2 << 20;
 pub fn on_worker_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         let worker = std::thread::Builder::new().stack_size(WORKER_STACK).spawn_scoped(s, f);
-        // A panic on the worker has already aborted the process (cargo-fuzz
-        // builds with panic=abort), so join only fails if spawning did.
+        // libfuzzer-sys's panic hook aborts the process before a panic on
+        // the worker unwinds, so join only fails if spawning did.
         worker.expect("spawn a fuzz worker thread").join().expect("fuzz worker finished")
     })
 }
