@@ -290,3 +290,26 @@ fn cost_model_refuses_nonsense_inputs_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage_gb_month_usd_typo"));
 }
+
+/// A write past the file-size limit (`ulimit -f`) raises SIGXFSZ, whose
+/// default action kills the process mid-write. K2 catches it: the write
+/// fails with EFBIG, and the load ends with an error and the cause logged,
+/// not by the signal.
+#[test]
+fn a_file_size_limit_fails_a_write_instead_of_killing_k2() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    asx_fixture(dir.path());
+    let (p, data) = (dir.path().to_str().unwrap(), dir.path().join("data"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -f 8 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_k2"))
+        .args(["load", "--json", "--data-dir", data.to_str().unwrap(), p])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), None, "k2 was killed by a signal:\n{stderr}");
+    assert_ne!(out.status.code(), Some(0), "a write past 8 KiB must fail:\n{stderr}");
+    assert!(stderr.contains("file-size limit (SIGXFSZ)"), "the cause is named:\n{stderr}");
+}

@@ -23,7 +23,31 @@ where
             // is nothing to run without one.
             .expect("tokio runtime")
     });
-    Ok(system.block_on(f()))
+    Ok(system.block_on(async move {
+        catch_file_size_signal();
+        f().await
+    }))
+}
+
+/// A write past the file-size limit (`RLIMIT_FSIZE`, `ulimit -f`) raises
+/// SIGXFSZ, whose default action kills the process in the middle of the
+/// write, taking every row not yet durable with it. With a handler in place
+/// the signal is caught and the write fails with EFBIG instead, which the
+/// flusher, the spill and the loaders handle as any failed write (retried,
+/// counted, reported). Tokio keeps a signal's handler for the life of the
+/// process, so registering once is enough.
+fn catch_file_size_signal() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    tracing::error!("a write went past the file-size limit (SIGXFSZ): it fails with EFBIG");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ; a write past the file-size limit would kill K2"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
