@@ -88,36 +88,38 @@ pub fn check_uri(uri: &actix_web::http::Uri, max: usize) -> Result<(), actix_web
     Ok(())
 }
 
-/// Connections open per client address, shared by the server's workers.
-/// Actix cannot refuse a connection as it accepts it, so one past the
-/// limit is answered 429 on its first request and closed; one that never
-/// sends a request is closed by the server's header time-out.
+/// A count per client address, shared by the server's workers: what both
+/// the connection and the request limits keep.
 #[derive(Clone, Default)]
-pub struct Connections(Arc<Mutex<HashMap<IpAddr, usize>>>);
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
-/// One open connection, kept in its extensions until it closes.
-pub struct Connection {
-    table: Connections,
+/// One counted connection or request; its address's count goes down when
+/// it is dropped.
+pub struct Counted {
+    table: PerAddress,
     ip: Option<IpAddr>,
-    /// Whether it was within its address's share when it opened.
-    pub admitted: bool,
 }
 
-impl Connections {
-    /// Counts a new connection from `peer`; it is admitted while at most
-    /// `max` from its address are open.
-    pub fn open(&self, peer: Option<SocketAddr>, max: usize) -> Connection {
-        let Some(ip) = peer.map(|p| p.ip()) else {
-            return Connection { table: self.clone(), ip: None, admitted: true };
-        };
+impl PerAddress {
+    /// Counts one more from `peer` and returns the address's count with it
+    /// (0 without a peer address: not over TCP, never limited).
+    fn add(&self, peer: Option<SocketAddr>) -> (Counted, usize) {
+        let Some(ip) = peer.map(|p| p.ip()) else { return (Counted { table: self.clone(), ip: None }, 0) };
         let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let n = table.entry(ip).or_insert(0);
         *n += 1;
-        Connection { table: self.clone(), ip: Some(ip), admitted: *n <= max }
+        let n = *n;
+        drop(table);
+        (Counted { table: self.clone(), ip: Some(ip) }, n)
+    }
+
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&ip).copied().unwrap_or(0)
     }
 }
 
-impl Drop for Connection {
+impl Drop for Counted {
     fn drop(&mut self) {
         let Some(ip) = self.ip else { return };
         let mut table = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -127,6 +129,29 @@ impl Drop for Connection {
                 table.remove(&ip);
             }
         }
+    }
+}
+
+/// Connections open per client address. Actix cannot refuse a connection
+/// as it accepts it, so one past the limit is answered 429 on its first
+/// request and closed; one that never sends a request is closed by the
+/// server's header time-out.
+#[derive(Clone, Default)]
+pub struct Connections(PerAddress);
+
+/// One open connection, kept in its extensions until it closes.
+pub struct Connection {
+    _counted: Counted,
+    /// Whether it was within its address's share when it opened.
+    pub admitted: bool,
+}
+
+impl Connections {
+    /// Counts a new connection from `peer`; it is admitted while at most
+    /// `max` from its address are open.
+    pub fn open(&self, peer: Option<SocketAddr>, max: usize) -> Connection {
+        let (counted, n) = self.0.add(peer);
+        Connection { _counted: counted, admitted: n <= max }
     }
 }
 
@@ -142,50 +167,29 @@ pub fn check_connection(connection: Option<&Connection>, max: usize) -> Result<(
     }
 }
 
-/// Requests in flight per client address, shared by the server's workers.
+/// Requests in flight per client address.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One admitted request; its address's count goes down when it is dropped.
-pub struct Slot {
-    table: InFlight,
-    ip: Option<IpAddr>,
-}
+pub struct InFlight(PerAddress);
 
 impl InFlight {
     /// Admits a request from `peer` unless `max` from its address are in
-    /// flight. A request without a peer address (not over TCP) is admitted.
-    pub fn enter(&self, peer: Option<SocketAddr>, max: usize) -> Result<Slot, actix_web::Error> {
-        let Some(ip) = peer.map(|p| p.ip()) else { return Ok(Slot { table: self.clone(), ip: None }) };
-        let mut table = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = table.entry(ip).or_insert(0);
-        if *n >= max {
+    /// flight; the admitted request is counted until its slot is dropped.
+    pub fn enter(&self, peer: Option<SocketAddr>, max: usize) -> Result<Counted, actix_web::Error> {
+        let (counted, n) = self.0.add(peer);
+        if n > max {
+            // Dropping `counted` takes the refused request back off the count.
             return Err(refusal(
                 StatusCode::TOO_MANY_REQUESTS,
                 "per_client",
                 format!("more than {max} requests in flight from this address (http.max_requests_per_client)"),
             ));
         }
-        *n += 1;
-        Ok(Slot { table: self.clone(), ip: Some(ip) })
+        Ok(counted)
     }
 
     #[cfg(test)]
     fn count(&self, ip: IpAddr) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&ip).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
-        let mut table = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = table.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                table.remove(&ip);
-            }
-        }
+        self.0.count(ip)
     }
 }
 
