@@ -33,19 +33,22 @@ async fn get(source: &str, to: SocketAddr, path: &str) -> u16 {
     status(&mut s).await
 }
 
+/// A service without sources on a loopback port, its query time budget 1 s,
+/// with `http` (lines of `[http]` keys) for the limits under test.
+fn config(dir: &std::path::Path, http: &str) -> Config {
+    let file = dir.join("k2.toml");
+    let text = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n{http}[query]\ntimeout = \"1s\"\n[binance]\nenabled = false\n[storage]\ndata_dir = \"{}\"\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap()
+}
+
 #[test]
 fn a_trickling_client_is_cut_off_and_cannot_take_every_slot() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("k2.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = \"2s\"\nmax_requests_per_client = 3\n[query]\ntimeout = \"1s\"\n[binance]\nenabled = false\n[storage]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let config = config(dir.path(), "request_timeout = \"2s\"\nmax_requests_per_client = 3\n");
     k2::runtime::run(|| async move {
         let k2 = Service::builder(&config).start().await.unwrap();
         let http = k2.serve().unwrap();
@@ -98,16 +101,8 @@ fn a_trickling_client_is_cut_off_and_cannot_take_every_slot() {
 #[test]
 fn forty_trickling_bodies_are_cut_off_while_health_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("k2.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = \"3s\"\nmax_requests_per_client = 2\nmax_connections_per_client = 2\n[query]\ntimeout = \"1s\"\n[binance]\nenabled = false\n[storage]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let config = Config::load_from(Some(&file), Env::prefixed("K2_TEST_UNSET__")).unwrap();
+    let config =
+        config(dir.path(), "request_timeout = \"3s\"\nmax_requests_per_client = 2\nmax_connections_per_client = 2\n");
     k2::runtime::run(|| async move {
         let k2 = Service::builder(&config).start().await.unwrap();
         let http = k2.serve().unwrap();

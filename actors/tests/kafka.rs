@@ -221,6 +221,32 @@ async fn trades_in(api: &str, source: &str) -> u64 {
     v["data"].as_array().unwrap().iter().map(|r| r["trades"].as_u64().unwrap()).sum()
 }
 
+/// The first `n` letters of `{topic}.dlq`: their headers as text, and payloads.
+async fn dead_letters(topic: &str, prefix: &str, n: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{prefix}dlq-check"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let mut letters = Vec::with_capacity(n);
+    while letters.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.expect("a dead letter").unwrap();
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .filter_map(|h| Some((h.key.to_owned(), String::from_utf8_lossy(h.value?).into_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push((headers, m.payload().unwrap_or_default().to_vec()));
+    }
+    letters
+}
+
 /// Records no K2 producer wrote, between good ones in the same partition:
 /// one that is not Avro at all, one naming a schema id the registry does not
 /// hold, and one four times `kafka.max_record_bytes`. Each goes to the
@@ -270,31 +296,11 @@ fn hostile_records_go_to_the_dlq_and_their_partition_goes_on() {
         k2.flush().await.unwrap();
         assert_eq!(trades_in(&api, "historical").await, trades_sent, "each good trade once");
 
-        let dlq: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", format!("{prefix}dlq-check"))
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
-        dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
-        let mut letters = Vec::new();
-        while letters.len() < hostile.len() {
-            let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.expect("a dead letter").unwrap();
-            use rdkafka::message::Headers;
-            let headers = m.headers().unwrap();
-            let header = |k: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == k)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            letters.push((
-                header("k2.reason").unwrap(),
-                header("k2.source.bytes").unwrap(),
-                m.payload().map_or(0, <[u8]>::len),
-            ));
-        }
+        let mut letters: Vec<(String, String, usize)> = dead_letters(&topic, &prefix, hostile.len())
+            .await
+            .into_iter()
+            .map(|(headers, payload)| (headers["k2.reason"].clone(), headers["k2.source.bytes"].clone(), payload.len()))
+            .collect();
         letters.sort_by_key(|(_, bytes, _)| bytes.parse::<usize>().unwrap());
         let (reason, bytes, kept) = &letters[0];
         assert!(reason.contains("not in the registry"), "{reason}");
@@ -361,26 +367,11 @@ fn kafka_mode_lands_every_record_once_and_poison_goes_to_the_dlq() {
             assert_eq!(next as u64, trades_sent + 1, "the snapshot covers every trade record and the poison one");
 
             // The poison record is in the DLQ with its reason and origin.
-            let dlq: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", bootstrap())
-                .set("group.id", format!("{prefix}dlq-check"))
-                .set("auto.offset.reset", "earliest")
-                .create()
-                .unwrap();
-            dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
-            let m = tokio::time::timeout(Duration::from_secs(30), dlq.recv()).await.expect("a dead letter").unwrap();
-            use rdkafka::message::Headers;
-            let headers = m.headers().unwrap();
-            let header = |k: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == k)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
+            let (headers, payload) = dead_letters(&topic, &prefix, 1).await.remove(0);
+            let header = |k: &str| headers.get(k).cloned();
             assert_eq!(header("k2.source.topic").as_deref(), Some(topic.as_str()));
             assert!(header("k2.reason").is_some_and(|r| !r.is_empty()));
-            assert_eq!(m.payload(), Some(&b"\x00\x00\x00\x00\x07junk"[..]));
+            assert_eq!(payload, b"\x00\x00\x00\x00\x07junk");
             // Lag is reported per partition and reaches 0 once all is read.
             let start = std::time::Instant::now();
             loop {
