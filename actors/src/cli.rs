@@ -43,6 +43,11 @@ pub enum Command {
     /// source refused, kept with their reasons.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Maintain the tables once: drop partitions past their retention,
+    /// compact small files, expire old snapshots, delete orphan files.
+    /// Prints what it would do, then (unless --dry-run) what it did. `k2 run`
+    /// does the same every maintenance.interval.
+    Maintain(MaintainArgs),
     /// Print an embedded v2 Avro schema.
     Schema(SchemaArgs),
     /// Estimate the monthly AWS cost of running K2 (Kafka mode) at a
@@ -96,6 +101,31 @@ pub enum DeadLettersCommand {
     /// events the tables already hold; each is marked replayed once what it
     /// sent is committed. Needs the data directory: stop `k2 run` first.
     Replay(DeadLettersReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Configuration file layered over the embedded profile.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Only this table (repeatable); both when absent.
+    #[arg(long, value_enum)]
+    pub table: Vec<TableArg>,
+    /// Say what would be done and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The reports as JSON: one object with `planned` and `done`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableArg {
+    Trades,
+    Quotes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::ExchangeSim(args) => commands::exchange_sim::run(args),
+        Command::Maintain(args) => commands::maintain::run(args),
         Command::Schema(args) => commands::schema::run(args),
         Command::CostModel(args) => commands::cost_model::run(args),
         Command::Healthcheck(args) => Ok(commands::healthcheck::run(args)),

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod exchange_sim;
 pub mod healthcheck;
 pub mod load;
+pub mod maintain;
 pub mod parse_check;
 pub mod run;
 pub mod schema;

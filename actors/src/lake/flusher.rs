@@ -19,6 +19,7 @@ use tokio::sync::{Notify, oneshot};
 use super::batch::{LakeRow, sort_for_files};
 use super::tail::{FlushWork, Tail};
 use super::writer::{self, CommitRequest, unique_prefix};
+use super::writing::WritingScope;
 use super::{Lake, LakeError, TableKind, Tails};
 use crate::runtime::breaker::CircuitBreaker;
 use crate::runtime::config::FlushConfig;
@@ -212,9 +213,12 @@ async fn flush_until_committed<R: LakeRow>(
     let table = work.kind.name();
     let mut delay = initial;
     let mut files = None;
+    // Until this flush commits or gives up, however long that takes, the
+    // orphan sweep leaves its files alone.
+    let writing = tails.writing.scope();
     loop {
         let started = Instant::now();
-        match flush_once(lake, tails, tail, &work, &mut files).await {
+        match flush_once(lake, tails, tail, &work, &mut files, &writing).await {
             Ok((committed, bytes, file_count)) => {
                 breaker.storage.success();
                 breaker.catalog.success();
@@ -323,6 +327,7 @@ async fn flush_once<R: LakeRow>(
     tail: &Tail<R>,
     work: &FlushWork,
     files: &mut Option<Vec<iceberg::spec::DataFile>>,
+    writing: &WritingScope,
 ) -> Result<(bool, u64, usize), LakeError> {
     let ident = lake.ident(work.kind);
     if files.is_none() {
@@ -335,7 +340,9 @@ async fn flush_once<R: LakeRow>(
             tokio::task::spawn_blocking(move || concat_batches(&schema, &batches).and_then(|b| sort_for_files(&b)))
                 .await
                 .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
-        *files = Some(writer::write_data_files(&table, sorted, &unique_prefix(work.generation)).await?);
+        let written = writer::write_data_files(&table, sorted, &unique_prefix(work.generation)).await?;
+        writing.add(written.iter().map(|f| f.file_path()));
+        *files = Some(written);
     }
     let data_files = files.clone().unwrap_or_default();
     let bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
@@ -350,6 +357,7 @@ async fn flush_once<R: LakeRow>(
         writer: lake.writer(),
         shed: &work.shed,
     };
+    let _commit = tails.commit_lock.lock().await;
     let done = writer::commit(lake.catalog(), &ident, request).await?;
     tail.committed(done.covered, done.table);
     Ok((done.appended, bytes, count))

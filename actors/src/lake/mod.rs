@@ -7,26 +7,32 @@
 //! - [`schema`]: table schemas derived from the v2 Avro definition.
 //! - [`batch`]: v2 events → Arrow batches.
 //! - [`summary`]: what a snapshot covers (flush generation, source marks).
-//! - [`writer`]: Parquet data files and `fast_append` commits.
+//! - [`writer`]: Parquet data files and `fast_append` commits;
+//!   [`writing`]: the files written and not committed yet.
 //! - [`tail`]: one table's rows accepted but not yet committed, queryable;
 //!   [`tails`]: both tables' together, as the sinks, the consumer, the
 //!   flusher and the queries share them.
 //! - [`flusher`]: the actor that commits the tails.
 //! - [`claims`]: Kafka mode's partitions this process may commit.
 //! - [`pinned`]: commits that fail rather than land on a newer table.
+//! - [`maintenance`]: compaction, snapshot expiry, orphan files, retention;
+//!   [`pins`]: the snapshots queries read, which expiry keeps.
 //! - [`pressure`]: injected commit delays and failures (drills).
 
 pub mod batch;
 pub mod catalog;
 pub mod claims;
 pub mod flusher;
+pub mod maintenance;
 pub mod pinned;
+pub mod pins;
 pub mod pressure;
 pub mod schema;
 pub mod summary;
 pub mod tail;
 pub mod tails;
 pub mod writer;
+pub mod writing;
 
 pub use tails::Tails;
 
@@ -166,6 +172,9 @@ pub struct Lake {
     /// Where the tables are, for people.
     describe: Arc<str>,
     catalog_name: String,
+    /// How the catalog was opened: maintenance commits snapshots
+    /// iceberg-rust cannot make yet straight to it.
+    plan: Arc<catalog::Plan>,
     /// This process's writer id in snapshot summaries.
     writer: Arc<str>,
     /// Held while the lake is open (exclusively in embedded mode).
@@ -214,8 +223,9 @@ impl Lake {
             catalog,
             namespace,
             dir,
-            describe: plan.describe.into(),
+            describe: plan.describe.clone().into(),
             catalog_name: config.catalog_name.clone(),
+            plan: Arc::new(plan),
             writer,
             _lock: Arc::new(lock),
         };
@@ -289,6 +299,10 @@ impl Lake {
 
     pub fn catalog_name(&self) -> &str {
         &self.catalog_name
+    }
+
+    pub fn plan(&self) -> &catalog::Plan {
+        &self.plan
     }
 }
 

@@ -336,6 +336,18 @@ impl<R: LakeRow> Tail<R> {
         self.commits.notify_waiters();
     }
 
+    /// A maintenance snapshot (compaction, retention) landed on the
+    /// committed one: queries read it from now on. It covers what its parent
+    /// did, so nothing else changes; taken only while its parent is still
+    /// the committed snapshot (a flush committing meanwhile is newer).
+    pub fn maintained(&self, table: Table) {
+        let mut s = self.lock();
+        let parent = table.metadata().current_snapshot().and_then(|c| c.parent_snapshot_id());
+        if parent.is_some() && parent == s.committed_table.metadata().current_snapshot_id() {
+            s.committed_table = table;
+        }
+    }
+
     /// Resolves at this table's next commit.
     pub async fn next_commit(&self) {
         self.commits.notified().await;

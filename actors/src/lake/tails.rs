@@ -7,9 +7,11 @@ use std::sync::{Arc, OnceLock};
 use k2_core::{MarketEvent, QuoteV2, TradeV2};
 
 use super::claims::Claims;
+use super::pins::Pins;
 use super::pressure::Pressure;
 use super::summary::{Offsets, merge_offsets};
 use super::tail::Tail;
+use super::writing::WritingFiles;
 use super::{Lake, LakeError, TableKind};
 use crate::runtime::degradation::ShedLedger;
 use crate::state::marks::{GivenUp, SequenceMarks};
@@ -32,6 +34,15 @@ pub struct Tails {
     pub shed: ShedLedger,
     /// Ranges gap recovery gave up on: the next trades flush closes them.
     pub given_up: GivenUp,
+    /// The snapshots queries read: expiry keeps them.
+    pub pins: Pins,
+    /// Data files written and not committed yet: the orphan sweep leaves
+    /// them.
+    pub writing: WritingFiles,
+    /// Held by each commit of this process (flushes, maintenance): a
+    /// maintenance snapshot takes far longer to stage than a flush, and would
+    /// lose every race to flushes committing every few milliseconds.
+    pub commit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Tails {
@@ -45,6 +56,9 @@ impl Tails {
             settle: Arc::new(OnceLock::new()),
             shed: ShedLedger::default(),
             given_up: GivenUp::default(),
+            pins: Pins::default(),
+            writing: WritingFiles::default(),
+            commit_lock: Arc::default(),
         })
     }
 

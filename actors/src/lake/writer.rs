@@ -41,7 +41,7 @@ pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -
     let writers = (batch.num_rows() / ROWS_PER_WRITER)
         .clamp(1, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if writers == 1 {
-        return write_run(table.clone(), batch, prefix.to_owned()).await;
+        return write_run(table.clone(), batch, prefix.to_owned(), None).await;
     }
     let per = batch.num_rows().div_ceil(writers);
     let mut tasks = Vec::with_capacity(writers);
@@ -49,7 +49,7 @@ pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -
         let offset = i * per;
         let len = per.min(batch.num_rows() - offset);
         let run = batch.slice(offset, len);
-        tasks.push(tokio::spawn(write_run(table.clone(), run, format!("{prefix}-w{i}"))));
+        tasks.push(tokio::spawn(write_run(table.clone(), run, format!("{prefix}-w{i}"), None)));
     }
     let mut files = Vec::new();
     for task in tasks {
@@ -59,7 +59,14 @@ pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -
     Ok(files)
 }
 
-async fn write_run(table: Table, batch: RecordBatch, prefix: String) -> Result<Vec<DataFile>, LakeError> {
+/// Writes `batch` (sorted) as one file per partition, rolled over at
+/// `target_size` bytes (the table's default, 512 MiB, when `None`).
+pub async fn write_run(
+    table: Table,
+    batch: RecordBatch,
+    prefix: String,
+    target_size: Option<usize>,
+) -> Result<Vec<DataFile>, LakeError> {
     let metadata = table.metadata();
     let schema = metadata.current_schema().clone();
     let spec = metadata.default_partition_spec().clone();
@@ -70,12 +77,12 @@ async fn write_run(table: Table, batch: RecordBatch, prefix: String) -> Result<V
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let parquet = ParquetWriterBuilder::new(props, schema.clone());
-    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-        parquet,
-        table.file_io().clone(),
-        DefaultLocationGenerator::new(metadata)?,
-        DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet),
-    );
+    let (io, locations) = (table.file_io().clone(), DefaultLocationGenerator::new(metadata)?);
+    let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
+    let rolling = match target_size {
+        Some(size) => RollingFileWriterBuilder::new(parquet, size, io, locations, names),
+        None => RollingFileWriterBuilder::new_with_default_file_size(parquet, io, locations, names),
+    };
     let mut fanout = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
     let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
     for (key, part) in splitter.split(&batch)? {

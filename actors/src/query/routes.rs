@@ -31,6 +31,8 @@ pub struct Api {
     pub registry: Arc<crate::registry::Registry>,
     /// Input a stage failed on or a source refused, kept to be replayed.
     pub dead_letters: DeadLetters,
+    /// The maintenance actor, for `POST /admin/maintain`.
+    pub maintenance: Option<actix::Recipient<crate::lake::maintenance::actor::RunNow>>,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.

@@ -1,6 +1,7 @@
 //! The HTTP server: `/health`, `/metrics`, the `/v1` query API with
 //! `/openapi.json` (see [`crate::query::routes`]), and (when enabled, loopback
-//! only) `/admin/faults` for fault-injection drills.
+//! only) `/admin/faults` for fault-injection drills and `/admin/maintain`
+//! for a maintenance round now.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -109,6 +110,7 @@ pub fn start_with(
         match api.clone() {
             Some(api) => app
                 .service(get(resource("/openapi.json", "GET, HEAD"), openapi))
+                .service(resource("/admin/maintain", "POST").route(web::post().to(run_maintenance)))
                 .configure(|cfg| crate::query::routes::configure(cfg, api)),
             None => app,
         }
@@ -217,6 +219,26 @@ async fn apply_pressure(
     };
     pressure.apply(effect, std::time::Duration::from_secs(query.seconds));
     HttpResponse::Accepted().json(serde_json::json!({"effect": effect, "seconds": query.seconds}))
+}
+
+/// Runs a maintenance round now and answers with what it did.
+async fn run_maintenance(state: web::Data<State>, api: web::Data<Api>, req: actix_web::HttpRequest) -> HttpResponse {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let Some(maintenance) = api.maintenance.as_ref().filter(|_| state.admin && loopback) else {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"error": "admin endpoints are off (http.admin, loopback only)"}));
+    };
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let unavailable =
+        || HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": "the maintenance actor is restarting"}));
+    if maintenance.send(crate::lake::maintenance::actor::RunNow { done }).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(reports)) => HttpResponse::Ok().json(serde_json::json!({ "tables": reports })),
+        Ok(Err(error)) => HttpResponse::Conflict().json(serde_json::json!({ "error": error })),
+        Err(_) => unavailable(),
+    }
 }
 
 async fn openapi() -> HttpResponse {

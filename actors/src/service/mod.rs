@@ -6,8 +6,8 @@
 //!    the tables and of Redis, replay a spill an earlier process left;
 //! 2. **sinks**: the tails (embedded mode, with the spill) or Kafka;
 //! 3. **actors**: the pipeline's stages, the flusher, the query handler,
-//!    the Kafka consumer, the spill replayer and the degradation
-//!    controller, all supervised;
+//!    the Kafka consumer, the spill replayer, the table maintenance and the
+//!    degradation controller, all supervised;
 //! 4. **HTTP** ([`Service::serve`]) and **sources**
 //!    ([`Service::start_sources`]), when the command wants them.
 //!
@@ -37,6 +37,8 @@ use tokio::sync::{Notify, oneshot};
 use crate::kafka::consumer::{self, ConsumerActor};
 use crate::kafka::schemas::SchemaSource;
 use crate::lake::flusher::{self, Blocked, FlushAll, FlusherActor, LakeBreakers};
+use crate::lake::maintenance::Maintainer;
+use crate::lake::maintenance::actor::{self as maintenance, MaintenanceActor};
 use crate::lake::{Access, Lake, Tails};
 use crate::query::engine::QueryEngine;
 use crate::query::routes::Api;

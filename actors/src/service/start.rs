@@ -294,6 +294,14 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         pipeline.add_fault_target(spill_replay::NAME, addr.recipient());
     }
 
+    let sup = pipeline.supervision(maintenance::NAME);
+    let maintainer =
+        Maintainer::new(lake.clone(), config.maintenance.clone(), config.http.request_timeout, Some(tails.clone()));
+    let ladder = level.clone();
+    let maintenance =
+        Supervisor::start(move |_: &mut Context<MaintenanceActor>| MaintenanceActor::new(maintainer, ladder, sup));
+    pipeline.add_fault_target(maintenance::NAME, maintenance.clone().recipient());
+
     let sup = pipeline.supervision(query::NAME);
     let (e, timeout, max) = (engine.clone(), config.query.timeout, config.query.max_concurrent);
     let query_addr = Supervisor::start(move |_: &mut Context<QueryActor>| QueryActor::new(e, timeout, max, sup));
@@ -329,6 +337,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         keys: Arc::new(config.http.api_keys.iter().map(|k| k.expose().to_owned()).collect()),
         registry: schema_registry,
         dead_letters,
+        maintenance: Some(maintenance.recipient()),
     };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {

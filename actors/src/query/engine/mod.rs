@@ -104,7 +104,7 @@ impl QueryEngine {
             let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
             ctx.read_table(Arc::new(t)).map_err(internal)
         };
-        let (snapshot, with_tail) = resolve(&view, kind, pin)?;
+        let (snapshot, with_tail) = resolve(&view, kind, pin, &self.tails.pins)?;
         let hist = match snapshot {
             Some(id) => Some(historical(ctx, &view.table, id).await?),
             None => None,

@@ -14,7 +14,7 @@ impl QueryEngine {
     /// every time, so the page is exact while rows arrive.
     pub async fn read(&self, kind: TableKind, p: ReadParams) -> Result<Rows, QueryError> {
         let view = self.view(kind)?;
-        let (snapshot_id, with_tail) = resolve(&view, kind, p.pin)?;
+        let (snapshot_id, with_tail) = resolve(&view, kind, p.pin, &self.tails.pins)?;
         let schema = view.schema.clone();
         let mut parts: Vec<RecordBatch> = Vec::new();
         if let Some(id) = snapshot_id {

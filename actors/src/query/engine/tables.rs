@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use k2_core::MarketEvent;
 
+use crate::lake::pins::Pins;
+
 use super::*;
 
 impl QueryEngine {
@@ -178,14 +180,29 @@ impl QueryEngine {
     }
 }
 
-/// What a pin reads: the snapshot (if any) and whether the tail too.
-pub(super) fn resolve(view: &TailView, kind: TableKind, pin: Pin) -> Result<(Option<i64>, bool), QueryError> {
-    Ok(match (pin.as_of, pin.source) {
-        (Some(as_of), _) => (Some(pinned_snapshot(&view.table, kind, as_of)?), false),
+/// What a pin reads: the snapshot (if any) and whether the tail too. The
+/// snapshot is noted in `pins`, so that expiry leaves it to the query (and,
+/// asked for by time travel, to the next ones).
+pub(super) fn resolve(
+    view: &TailView,
+    kind: TableKind,
+    pin: Pin,
+    pins: &Pins,
+) -> Result<(Option<i64>, bool), QueryError> {
+    let resolved = match (pin.as_of, pin.source) {
+        (Some(as_of), _) => {
+            let id = pinned_snapshot(&view.table, kind, as_of)?;
+            pins.asked(kind, id);
+            (Some(id), false)
+        }
         (None, Source::Realtime) => (None, true),
         (None, Source::Historical) => (view.snapshot_id, false),
         (None, Source::Hybrid) => (view.snapshot_id, true),
-    })
+    };
+    if let (Some(id), None) = (resolved.0, pin.as_of) {
+        pins.read(kind, id);
+    }
+    Ok(resolved)
 }
 
 pub(super) fn pinned_snapshot(table: &Table, kind: TableKind, as_of: AsOf) -> Result<i64, QueryError> {

@@ -4,6 +4,7 @@
 //! at once.
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -37,6 +38,7 @@ pub struct Config {
     pub gap_recovery: GapRecoveryConfig,
     pub storage: StorageConfig,
     pub flush: FlushConfig,
+    pub maintenance: MaintenanceConfig,
     pub query: QueryConfig,
     pub kafka: KafkaConfig,
     pub breakers: BreakerConfig,
@@ -147,6 +149,21 @@ impl Config {
         need(self.flush.max_rows > 0, "flush.max_rows must be at least 1");
         need(!self.flush.max_age.is_zero(), "flush.max_age must be longer than 0");
         need(self.flush.retry_initial <= self.flush.retry_max, "flush.retry_initial must not exceed flush.retry_max");
+        let m = &self.maintenance;
+        need(!m.interval.is_zero(), "maintenance.interval must be longer than 0");
+        need(m.target_file_size_mb > 0, "maintenance.target_file_size_mb must be at least 1");
+        need(m.min_files >= 2, "maintenance.min_files must be at least 2 (one file has nothing to merge with)");
+        need(m.keep_last_snapshots >= 1, "maintenance.keep_last_snapshots must be at least 1");
+        for (table, keep) in &m.retention {
+            need(
+                ["trades", "quotes"].contains(&table.as_str()),
+                &format!("maintenance.retention.{table}: no such table (trades or quotes)"),
+            );
+            need(
+                *keep >= Duration::from_secs(86_400),
+                &format!("maintenance.retention.{table} must be at least 1 day (whole days are dropped)"),
+            );
+        }
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
         need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
         need(self.breakers.failures > 0, "breakers.failures must be at least 1");

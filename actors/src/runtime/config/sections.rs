@@ -122,6 +122,58 @@ pub struct FlushConfig {
     pub retry_max: Duration,
 }
 
+/// Table maintenance: compaction, snapshot expiry, orphan files and
+/// retention, run by the maintenance actor and `k2 maintain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Whether `k2 run` maintains the tables on a schedule.
+    pub enabled: bool,
+    /// How often a round runs (the first one this long after start).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Compacted data files are written up to about this size (MiB).
+    pub target_file_size_mb: u64,
+    /// A day partition is compacted when it holds at least this many files
+    /// smaller than three quarters of the target.
+    pub min_files: usize,
+    /// Snapshots younger than this are kept...
+    #[serde(with = "humantime_serde")]
+    pub keep_snapshots_for: Duration,
+    /// ...and always at least this many of the newest.
+    pub keep_last_snapshots: usize,
+    /// Files under a table's location that no snapshot references are
+    /// deleted once they are this old: younger ones may belong to a flush or
+    /// a compaction still under way.
+    #[serde(with = "humantime_serde")]
+    pub orphan_age: Duration,
+    /// Per table (`trades`, `quotes`): day partitions whose day ended longer
+    /// ago than this are dropped. A table not named keeps everything.
+    #[serde(default, with = "retention_serde")]
+    pub retention: std::collections::BTreeMap<String, Duration>,
+    /// The file count per partition above which
+    /// `k2_maintenance_files_per_partition_max` fires its alert.
+    pub alert_files_per_partition: u64,
+}
+
+mod retention_serde {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(table, text)| {
+                humantime::parse_duration(&text)
+                    .map(|d| (table.clone(), d))
+                    .map_err(|e| serde::de::Error::custom(format!("maintenance.retention.{table}: {e}")))
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
@@ -260,13 +312,14 @@ pub struct PolicyOverride {
 }
 
 /// Every actor kind a `[supervision.kinds.*]` section may name.
-pub const ACTOR_KINDS: [&str; 10] = [
+pub const ACTOR_KINDS: [&str; 11] = [
     "binance",
     "dedup",
     "degradation",
     "gap_recovery",
     "iceberg-flusher",
     "kafka-consumer",
+    "maintenance",
     "query-handler",
     "sequencer",
     "sink",
