@@ -10,6 +10,8 @@ writing to the table would.
 --warehouse: K2's storage.warehouse when it is not DATA_DIR/warehouse; the
 --s3-* options are its storage.s3_* keys (path-style addressing, as
 pyarrow does with an endpoint).
+--snapshot=ID: read market.trades as of that snapshot (time travel) instead
+of the current one.
 """
 import json
 import sys
@@ -54,8 +56,21 @@ def latest_k2(table):
 out = {}
 for table_name in ("trades", "quotes"):
     table = catalog.load_table(f"market.{table_name}")
-    rows = table.scan().to_arrow()
+    snapshot_id = int(options["snapshot"]) if "snapshot" in options and table_name == "trades" else None
+    scan = table.scan(snapshot_id=snapshot_id)
+    rows = scan.to_arrow()
+    files = [task.file for task in scan.plan_files()]
+    per_partition = {}
+    for f in files:
+        key = str(f.partition)
+        per_partition[key] = per_partition.get(key, 0) + 1
+    current = table.current_snapshot()
     entry = {
+        "data_files": len(files),
+        "files_per_partition_max": max(per_partition.values(), default=0),
+        "partitions": len(per_partition),
+        "operation": current.summary.operation.value if current is not None else None,
+        "total_records": int(current.summary.additional_properties.get("total-records", 0)) if current is not None else 0,
         "rows": rows.num_rows,
         "distinct_message_ids": len(pc.unique(rows["message_id"])) if rows.num_rows else 0,
         # Rows whose optional enrichment was stripped (or never had any).
