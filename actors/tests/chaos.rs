@@ -358,6 +358,97 @@ fn kafka_one_process_killed_at_random_moments_lands_every_trade_once() {
     chaos.passed();
 }
 
+/// Kafka mode with compaction racing the consumer's commits: a consumer
+/// group of two flusher processes commits every 200 ms while a `k2 maintain`
+/// process compacts the same tables again and again, and is itself killed
+/// with SIGKILL now and then mid-round. Every trade lands exactly once.
+#[test]
+fn kafka_compaction_racing_the_consumers_lands_every_trade_once() {
+    const TRADES: u64 = 9_000;
+    const RATE: u64 = 600;
+    let mut chaos = Chaos::new("kafka-compaction");
+    let (_sim, addrs, rest) = chaos_sim(RATE, TRADES);
+    let data = chaos.path("data");
+    let prefix = format!("c{}.", uuid::Uuid::new_v4().simple());
+    let maintenance = "[maintenance]\nenabled = false\nmin_files = 2\norphan_age = \"2m\"\n";
+    let producer = chaos.write(
+        "producer.toml",
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n{}{maintenance}{}",
+            binance(&addrs),
+            kafka(&prefix, false)
+        ),
+    );
+    let flusher = chaos.write(
+        "flusher.toml",
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n[flush]\nmax_age = \"200ms\"\n{maintenance}{}",
+            kafka(&prefix, true)
+        ),
+    );
+    // `k2 maintain` reads the storage section (and the mode) only.
+    let maintain = chaos.write(
+        "maintain.toml",
+        &format!("mode = \"kafka\"\n[storage]\ndata_dir = \"{}\"\n{maintenance}", data.display()),
+    );
+    let total = TRADES * SYMBOL_COUNT;
+    let group = group_env(&prefix, 1);
+    let env = [("K2__KAFKA__GROUP", group.as_str())];
+    let p = Run::start(&producer, &data, "info", chaos.path("producer.log"));
+    let f1 = Run::start_with_env(&flusher, &data, "info", chaos.path("flusher-1.log"), &env);
+    let f2 = Run::start_with_env(&flusher, &data, "info", chaos.path("flusher-2.log"), &env);
+    let (mut rounds, mut killed, mut failed, mut compacted) = (0, 0, 0, 0u64);
+    while !market_done(&rest, total) && rounds < 60 {
+        rounds += 1;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_k2"))
+            .args(["maintain", "--json", "--config"])
+            .arg(&maintain)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if chaos.millis(0..4) == 0 {
+            std::thread::sleep(Duration::from_millis(chaos.millis(50..600)));
+            let _ = child.kill();
+            let _ = child.wait();
+            killed += 1;
+            chaos.judge_partial(&data, &rest, TRADES, rounds);
+        } else {
+            let out = child.wait_with_output().unwrap();
+            if !out.status.success() {
+                // A round that loses every race to the consumers' commits
+                // fails and changes nothing; the next one tries again.
+                failed += 1;
+                chaos.say(&format!(
+                    "round {rounds}: k2 maintain failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+                continue;
+            }
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            compacted += report["done"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|t| t["compaction"].as_array().unwrap().iter())
+                .filter(|c| !c["snapshot_id"].is_null())
+                .count() as u64;
+        }
+        std::thread::sleep(Duration::from_millis(chaos.millis(100..500)));
+    }
+    let done = caught_up(&rest, total, &f1.http, &p.http, 300);
+    p.stop();
+    let settled = done && (seen_all(&f1.http, total, 60) || seen_all(&f2.http, total, 60));
+    f1.stop();
+    f2.stop();
+    let v = chaos.judge_final(&data, &rest, TRADES);
+    chaos.say(&format!(
+        "final (caught up: {settled}): {rounds} maintenance runs ({killed} killed with SIGKILL, {failed} failed), {compacted} partitions compacted during ingest; {v}"
+    ));
+    assert!(compacted >= 1, "no compaction committed while the consumers committed");
+    chaos.passed();
+}
+
 /// Which process a round of the two-process scenario kills.
 #[derive(Debug, Clone, Copy)]
 enum Victim {
