@@ -281,6 +281,50 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Rows that could not become Arrow and were dropped (a bug).",
         &[("table", TABLES)],
     ),
+    // Table maintenance (lake/maintenance/).
+    counter(
+        "k2_maintenance_rounds_total",
+        "Maintenance rounds by outcome (skipped: the ladder was above NORMAL).",
+        &[("result", &["ok", "failed", "skipped"])],
+    ),
+    histogram(
+        "k2_maintenance_seconds",
+        "Time each maintenance step took per table.",
+        &[("table", TABLES), ("step", &["retention", "compaction", "expiry", "orphans"])],
+    ),
+    counter("k2_maintenance_files_rewritten_total", "Small data files compaction replaced.", &[("table", TABLES)]),
+    counter("k2_maintenance_files_written_total", "Data files compaction wrote.", &[("table", TABLES)]),
+    counter("k2_maintenance_rows_rewritten_total", "Rows compaction rewrote.", &[("table", TABLES)]),
+    counter("k2_maintenance_bytes_rewritten_total", "Bytes of data files compaction read.", &[("table", TABLES)]),
+    counter(
+        "k2_maintenance_commit_conflicts_total",
+        "Maintenance commits another writer got in first (retried on the new state).",
+        &[("table", TABLES)],
+    ),
+    counter("k2_maintenance_snapshots_expired_total", "Snapshots expired.", &[("table", TABLES)]),
+    counter(
+        "k2_maintenance_files_deleted_total",
+        "Files deleted: reached only by expired snapshots, or orphans no snapshot names.",
+        &[("table", TABLES), ("reason", &["expired", "orphan"])],
+    ),
+    counter("k2_maintenance_partitions_dropped_total", "Day partitions retention dropped.", &[("table", TABLES)]),
+    counter("k2_maintenance_rows_dropped_total", "Rows in the partitions retention dropped.", &[("table", TABLES)]),
+    gauge(
+        "k2_table_files_per_partition_max",
+        "The most live data files in one day partition, after the last maintenance round.",
+        &[("table", TABLES)],
+    ),
+    gauge(
+        "k2_table_files_per_partition_limit",
+        "maintenance.alert_files_per_partition: above it K2TableFilesPerPartition fires.",
+        &[],
+    ),
+    gauge("k2_table_data_files", "Live data files, after the last maintenance round.", &[("table", TABLES)]),
+    gauge(
+        "k2_table_snapshots",
+        "Snapshots in the table's metadata, after the last maintenance round.",
+        &[("table", TABLES)],
+    ),
     // Spill (sinks/spill.rs, sinks/spill_replay.rs).
     gauge("k2_spill_rows", "Rows in the disk spill, waiting for replay.", &[]),
     counter("k2_spill_rows_written_total", "Rows spilled to disk at degradation level 3 and above.", &[]),
