@@ -40,12 +40,7 @@ fn main() {
         };
         let breaker = Arc::new(CircuitBreaker::new(
             "redis",
-            BreakerConfig {
-                failures: 5,
-                window: Duration::from_secs(30),
-                cool_down: Duration::from_secs(10),
-                successes: 2,
-            },
+            BreakerConfig::new(5, Duration::from_secs(30), Duration::from_secs(10), 2),
         ));
         let shared = SharedState::new(&config, window, breaker).expect("redis client");
         let batches: Vec<Vec<(&str, uuid::Uuid)>> =

@@ -235,6 +235,11 @@ pub struct RunArgs {
     /// storage.data_dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// What this process does; overrides `role`: `producer` (Kafka mode,
+    /// no consumer), `flusher` (Kafka mode, no sources), `query` (no
+    /// sources, no consumer: serves /v1 from the tables' latest snapshots).
+    #[arg(long, value_enum)]
+    pub role: Option<k2::runtime::config::Role>,
 }
 
 #[derive(Debug, Args)]

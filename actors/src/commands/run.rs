@@ -16,6 +16,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     if let Some(dir) = args.data_dir {
         config.storage.data_dir = dir;
     }
+    if let Some(role) = args.role {
+        config.role = role;
+        config.apply_role();
+        config.validate()?;
+    }
     if args.check_config {
         // Secrets show as <redacted>, and so does a password in a URL.
         println!("configuration is valid:\n{}", k2::runtime::config::mask_url_passwords(&format!("{config:#?}")));

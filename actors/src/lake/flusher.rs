@@ -266,8 +266,13 @@ async fn flush_until_committed<R: LakeRow>(
                 if !e.is_permanent() {
                     failed.failure();
                     probe.error(&error);
-                    tracing::warn!(table, generation = work.generation, error = %e, ?delay, "flush failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    // An open breaker (this failure was one too many, or
+                    // the other table's flushes failed too) holds the retry
+                    // until its cool-down lets a probe through: the rows wait
+                    // in the tail, still queryable.
+                    let wait = delay.max(failed.open_for());
+                    tracing::warn!(table, generation = work.generation, error = %e, ?wait, "flush failed; retrying");
+                    tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(max);
                     continue;
                 }

@@ -180,15 +180,7 @@ mod tests {
     use super::*;
 
     fn breaker() -> CircuitBreaker {
-        CircuitBreaker::new(
-            "test",
-            BreakerConfig {
-                failures: 3,
-                window: Duration::from_secs(10),
-                cool_down: Duration::from_secs(5),
-                successes: 2,
-            },
-        )
+        CircuitBreaker::new("test", BreakerConfig::new(3, Duration::from_secs(10), Duration::from_secs(5), 2))
     }
 
     #[test]

@@ -117,7 +117,8 @@ impl HealthRegistry {
     }
 
     /// Every actor's report, by name.
-    /// The circuit breaker of `dependency`, created on first use.
+    /// The circuit breaker of `dependency`, created on first use with its
+    /// thresholds from `policy` (its own subsection's where it has one).
     pub fn breaker(
         &self,
         dependency: &'static str,
@@ -126,7 +127,9 @@ impl HealthRegistry {
         let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
         breakers
             .entry(dependency)
-            .or_insert_with(|| Arc::new(crate::runtime::breaker::CircuitBreaker::new(dependency, policy.clone())))
+            .or_insert_with(|| {
+                Arc::new(crate::runtime::breaker::CircuitBreaker::new(dependency, policy.of(dependency)))
+            })
             .clone()
     }
 

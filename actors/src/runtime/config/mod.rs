@@ -11,6 +11,10 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 use thiserror::Error;
 
+/// The consumer accepts responses up to 256 MiB (`receive.message.max.bytes`),
+/// which librdkafka wants 512 bytes above the largest fetch.
+const MAX_FETCH: usize = (256 << 20) - 512;
+
 /// The embedded profile, compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../../../../config/default.toml");
 
@@ -28,6 +32,8 @@ pub struct Config {
     /// `embedded` (the default: accepted rows go straight to the Iceberg
     /// tables) or `kafka` (they go to Kafka topics).
     pub mode: Mode,
+    /// `all`, `producer`, `flusher` or `query` (see [`Role`]).
+    pub role: Role,
     pub http: HttpConfig,
     pub pipeline: PipelineConfig,
     pub supervision: SupervisionConfig,
@@ -66,9 +72,43 @@ impl Config {
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let config: Self = figment.merge(env).extract().map_err(Box::new)?;
+        let mut config: Self = figment.merge(env).extract().map_err(Box::new)?;
+        config.apply_role();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Sets the keys `role` decides. A role named on the command line is
+    /// set, then applied, then validated again.
+    pub fn apply_role(&mut self) {
+        match self.role {
+            Role::All => {}
+            Role::Producer => self.kafka.consume = false,
+            Role::Flusher => {
+                self.binance.enabled = false;
+                self.gap_recovery.enabled = false;
+                self.kafka.consume = true;
+            }
+            Role::Query => {
+                self.binance.enabled = false;
+                self.gap_recovery.enabled = false;
+                self.kafka.consume = false;
+                // In embedded mode the one writer beside it maintains the
+                // tables; its flushes do not expect another process's
+                // commits.
+                if self.mode == Mode::Embedded {
+                    self.maintenance.enabled = false;
+                }
+            }
+        }
+    }
+
+    /// Whether this process commits no rows to the tables (a query node, or
+    /// a Kafka producer that does not consume): its queries then follow the
+    /// tables' latest snapshots in the catalog, where other processes'
+    /// commits show.
+    pub fn follows_catalog(&self) -> bool {
+        self.role == Role::Query || (self.mode == Mode::Kafka && !self.kafka.consume)
     }
 
     /// Every problem at once, each naming its key.
@@ -166,13 +206,36 @@ impl Config {
         }
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
         need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
-        need(self.breakers.failures > 0, "breakers.failures must be at least 1");
-        need(self.breakers.successes > 0, "breakers.successes must be at least 1");
+        for (dependency, b) in self.breakers.each() {
+            need(b.failures > 0, &format!("breakers.failures (or breakers.{dependency}.failures) must be at least 1"));
+            need(
+                b.successes > 0,
+                &format!("breakers.successes (or breakers.{dependency}.successes) must be at least 1"),
+            );
+        }
         need(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
         need(self.kafka.replication_factor > 0, "kafka.replication_factor must be at least 1");
         need(
+            (1024..=MAX_FETCH).contains(&self.kafka.fetch_partition_bytes),
+            "kafka.fetch_partition_bytes must be between 1024 and 268434944",
+        );
+        need(
+            (self.kafka.fetch_partition_bytes.max(1_000_000)..=MAX_FETCH).contains(&self.kafka.fetch_max_bytes),
+            "kafka.fetch_max_bytes must be at least kafka.fetch_partition_bytes and 1000000, and at most 268434944",
+        );
+        need(self.kafka.fetch_wait <= Duration::from_secs(30), "kafka.fetch_wait must be at most 30s");
+        need(
+            (1..=2_097_151).contains(&self.kafka.fetch_ahead_kb),
+            "kafka.fetch_ahead_kb must be between 1 and 2097151",
+        );
+        need((1..=1_000_000).contains(&self.kafka.consume_batch), "kafka.consume_batch must be between 1 and 1000000");
+        need(
             ["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()),
             "kafka.compression must be none, gzip, snappy, lz4 or zstd",
+        );
+        need(
+            self.mode == Mode::Kafka || !matches!(self.role, Role::Producer | Role::Flusher),
+            "role = \"producer\" and role = \"flusher\" need mode = \"kafka\"",
         );
         need(
             self.mode != Mode::Kafka || !self.kafka.bootstrap_servers.is_empty(),
@@ -252,6 +315,26 @@ mod tests {
         std::fs::write(&file, "[supervision.kinds.sink]\nbackoff_initial = \"1m\"\n").unwrap();
         let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
         assert!(err.contains("supervision.kinds.sink.backoff_initial"), "against the global backoff_max: {err}");
+    }
+
+    #[test]
+    fn a_dependency_s_breaker_takes_its_own_thresholds_and_the_shared_ones_for_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k2.toml");
+        std::fs::write(&file, "[breakers]\nfailures = 7\n[breakers.kafka]\ncool_down = \"45s\"\nsuccesses = 4\n")
+            .unwrap();
+        let c = Config::load_from(Some(&file), no_env()).unwrap();
+        let kafka = c.breakers.of("kafka");
+        assert_eq!((kafka.failures, kafka.cool_down, kafka.successes), (7, Duration::from_secs(45), 4));
+        let iceberg = c.breakers.of("iceberg");
+        assert_eq!((iceberg.failures, iceberg.cool_down, iceberg.successes), (7, Duration::from_secs(10), 2));
+
+        std::fs::write(&file, "[breakers.object-store]\nfailures = 0\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("breakers.object-store.failures"), "{err}");
+        std::fs::write(&file, "[breakers.kafak]\nfailures = 2\n").unwrap();
+        let err = Config::load_from(Some(&file), no_env()).unwrap_err().to_string();
+        assert!(err.contains("kafak"), "{err}");
     }
 
     #[test]

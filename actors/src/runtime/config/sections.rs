@@ -41,7 +41,8 @@ pub struct DegradationConfig {
     pub critical_symbols: Vec<String>,
 }
 
-/// Circuit breakers' thresholds (the same for every dependency).
+/// Circuit breakers' thresholds: these for every dependency, unless its
+/// own subsection (`[breakers.kafka]`, say) sets some of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -54,6 +55,71 @@ pub struct BreakerConfig {
     pub cool_down: Duration,
     /// Successes in a row, half-open, that close it.
     pub successes: u32,
+    #[serde(default)]
+    pub kafka: Option<BreakerOverride>,
+    #[serde(default)]
+    pub iceberg: Option<BreakerOverride>,
+    #[serde(default, rename = "object-store")]
+    pub object_store: Option<BreakerOverride>,
+    #[serde(default)]
+    pub redis: Option<BreakerOverride>,
+    #[serde(default, rename = "exchange-rest")]
+    pub exchange_rest: Option<BreakerOverride>,
+}
+
+/// One dependency's own thresholds; what it leaves out comes from
+/// `[breakers]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerOverride {
+    pub failures: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub cool_down: Option<Duration>,
+    pub successes: Option<u32>,
+}
+
+impl BreakerConfig {
+    /// Thresholds alone, the same for every dependency.
+    pub fn new(failures: u32, window: Duration, cool_down: Duration, successes: u32) -> Self {
+        Self {
+            failures,
+            window,
+            cool_down,
+            successes,
+            kafka: None,
+            iceberg: None,
+            object_store: None,
+            redis: None,
+            exchange_rest: None,
+        }
+    }
+
+    /// The thresholds of `dependency`'s breaker (`kafka`, `iceberg`,
+    /// `object-store`, `redis`, `exchange-rest`).
+    pub fn of(&self, dependency: &str) -> BreakerConfig {
+        let own = match dependency {
+            "kafka" => &self.kafka,
+            "iceberg" => &self.iceberg,
+            "object-store" => &self.object_store,
+            "redis" => &self.redis,
+            "exchange-rest" => &self.exchange_rest,
+            _ => &None,
+        };
+        let own = own.clone().unwrap_or_default();
+        Self::new(
+            own.failures.unwrap_or(self.failures),
+            own.window.unwrap_or(self.window),
+            own.cool_down.unwrap_or(self.cool_down),
+            own.successes.unwrap_or(self.successes),
+        )
+    }
+
+    /// Each dependency's thresholds, for validation.
+    pub fn each(&self) -> [(&'static str, BreakerConfig); 5] {
+        ["kafka", "iceberg", "object-store", "redis", "exchange-rest"].map(|d| (d, self.of(d)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,6 +127,23 @@ pub struct BreakerConfig {
 pub enum Mode {
     Embedded,
     Kafka,
+}
+
+/// What one process of a deployment does. Each role but `all` is a preset
+/// of other keys, applied over them when the configuration is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Whatever the other keys say (one process doing everything, by
+    /// default).
+    All,
+    /// Kafka mode: sources into Kafka, no consumer.
+    Producer,
+    /// Kafka mode: the consumer into the tables, no sources.
+    Flusher,
+    /// No sources, no consumer: serves queries from the tables' latest
+    /// snapshots, which it follows in the catalog.
+    Query,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +175,8 @@ pub struct KafkaConfig {
     /// A flusher silent this long leaves the group.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
-    /// Static group membership (`group.instance.id`); empty: dynamic.
+    /// Static group membership (`group.instance.id`): `auto` for an id
+    /// stable per data directory, empty for dynamic membership.
     pub instance_id: String,
     /// A consumed record whose message id appeared within this many offsets
     /// before it in its partition is dropped; 0 turns the check off.
@@ -101,6 +185,20 @@ pub struct KafkaConfig {
     /// (its first 64 KiB, with its size) instead of being decoded.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// The consumer's fetches: at most this many bytes per partition...
+    pub fetch_partition_bytes: usize,
+    /// ...and per response (librdkafka's `max.partition.fetch.bytes` and
+    /// `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
+    /// How long the broker may hold a fetch while it has less than a
+    /// batch to give (`fetch.wait.max.ms`).
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
+    /// How much librdkafka fetches ahead per partition while K2 is busy
+    /// (`queued.max.messages.kbytes`), in KiB.
+    pub fetch_ahead_kb: usize,
+    /// Most records the consumer decodes and takes into the tails at once.
+    pub consume_batch: usize,
 }
 
 fn default_max_record_bytes() -> usize {
