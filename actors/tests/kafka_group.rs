@@ -146,6 +146,120 @@ fn flushers_in_one_group_killed_at_random_land_every_trade_exactly_once() {
     let _ = std::fs::remove_dir_all(&kept);
 }
 
+/// One flusher, killed (SIGKILL) and restarted ten times while the
+/// producer keeps filling the topic: each incarnation owns the partitions
+/// again within the session timeout plus a few seconds (most restarts come
+/// while the dead member is still in the group, every fourth after its
+/// session expired), and in the end the table holds every record once.
+#[test]
+fn a_single_flusher_killed_and_restarted_owns_its_partitions_again_each_time() {
+    const SESSION_SECS: u64 = 6;
+    /// The bound the test holds each incarnation to.
+    const OWNED_WITHIN: Duration = Duration::from_secs(SESSION_SECS + 8);
+    let seed: u64 = std::env::var("K2_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("seed = {seed} (K2_TEST_SEED={seed} repeats this run)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let (_sim, addrs) = start_sim("1000");
+    let kept = tempfile::tempdir().unwrap().keep();
+    let dir = Dir(kept.clone());
+    let data = dir.path().join("data");
+    let prefix = format!("r{}.", uuid::Uuid::new_v4().simple());
+    let topic = format!("{prefix}market.crypto.trades.binance");
+    let kafka = format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\npartitions = 3\nsession_timeout = \"{SESSION_SECS}s\"\n",
+        bootstrap()
+    );
+    let producer = write(
+        &dir.path().join("producer.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\nbook_ticker = false\n[gap_recovery]\nrequests_per_second = 50\n{kafka}consume = false\n",
+            ws = addrs["ws"].as_str().unwrap(),
+            rest = addrs["rest"].as_str().unwrap()
+        ),
+    );
+    let flusher = write(
+        &dir.path().join("flusher.toml"),
+        &format!(
+            "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n[flush]\nmax_age = \"300ms\"\n{kafka}"
+        ),
+    );
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let producing = Run::start(&producer, &data, "warn", log("producer"));
+    common::wait_until("records in Kafka", 30, || records_in_topic_exists(&topic) > 0);
+
+    let owned = |run: &Run| metric(&run.http, "k2_kafka_partitions_owned ").unwrap_or(0.0) as i64;
+    let mut waits = Vec::new();
+    let mut killed_within_session = None;
+    for round in 1..=11 {
+        let flushing = Run::start(&flusher, &data, "info", log(&format!("flusher-{round}")));
+        let started = Instant::now();
+        while owned(&flushing) < 3 {
+            assert!(
+                started.elapsed() < OWNED_WITHIN,
+                "round {round}: the flusher owned {} of 3 partitions after {:?}; seed {seed}; logs in {}",
+                owned(&flushing),
+                started.elapsed(),
+                dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        waits.push(started.elapsed());
+        if let Some(down) = killed_within_session {
+            // It waited for the broker to expire its killed predecessor
+            // before joining, rather than join beside it.
+            let text = std::fs::read_to_string(log(&format!("flusher-{round}"))).unwrap();
+            assert!(
+                text.contains("previous flusher was killed"),
+                "round {round} (down {down} ms) did not wait:\n{text}"
+            );
+        }
+        if round == 11 {
+            // The last incarnation lands the rest.
+            producing.stop();
+            let total = records_in(&topic, 3);
+            assert!(total > 5_000, "only {total} records were produced");
+            let (start, mut last, mut progressed) = (Instant::now(), -1, Instant::now());
+            let v = loop {
+                let v = read_iceberg(&data);
+                let rows = v["trades"]["rows"].as_i64().unwrap();
+                assert!(rows <= total, "{rows} rows in the table, {total} records in Kafka: {v}");
+                if rows == total {
+                    break v;
+                }
+                if rows > last {
+                    (last, progressed) = (rows, Instant::now());
+                }
+                assert!(
+                    progressed.elapsed() < Duration::from_secs(120) && start.elapsed() < Duration::from_secs(600),
+                    "{rows} of {total} records in the table; seed {seed}; logs in {}",
+                    dir.path().display()
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            };
+            assert_contiguous_trades(&v);
+            flushing.stop();
+            eprintln!("every incarnation owned its partitions within {:?}: {waits:?}", waits.iter().max());
+            break;
+        }
+        let up = rng.random_range(300..3000);
+        std::thread::sleep(Duration::from_millis(up));
+        flushing.kill9();
+        // Most restarts come within the session (the member is still in the
+        // group); every fourth after it expired.
+        let down = if round % 4 == 0 { SESSION_SECS * 1000 + 1500 } else { rng.random_range(0..2000) };
+        eprintln!(
+            "round {round}: owned 3 partitions after {:?}, killed after {up} ms, down {down} ms",
+            waits[round - 1]
+        );
+        std::thread::sleep(Duration::from_millis(down));
+        killed_within_session = (down < SESSION_SECS * 1000).then_some(down);
+    }
+    let _ = std::fs::remove_dir_all(&kept);
+}
+
 /// A directory path.
 struct Dir(std::path::PathBuf);
 
@@ -363,6 +477,52 @@ fn records_the_producer_has_not_delivered_climb_the_ladder() {
             assert!(start.elapsed() < Duration::from_secs(60), "the ladder did not come down: {:?}", level());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let topic = format!("{prefix}market.crypto.trades.binance");
+        assert_eq!(records_in_at(&broker.bootstrap(), &topic, 1), 105, "every record in Kafka once");
+    })
+    .unwrap();
+}
+
+/// While the Kafka breaker is open the sink holds batches before
+/// librdkafka, where they would fail after `message_timeout`: a broker gone
+/// for longer than that loses nothing, and the held records show.
+#[test]
+fn an_open_kafka_breaker_holds_batches_instead_of_letting_them_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let prefix = format!("hold{}.", uuid::Uuid::new_v4().simple());
+    let breakers = "[breakers]\ncool_down = \"20s\"\n";
+    let config = producing_config(dir.path(), &broker, &prefix, breakers, "message_timeout = \"2s\"\n");
+    k2::runtime::run(|| async move {
+        let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
+        let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
+        k2.pipeline.send(common::trades("ADAUSDT", 1..=5)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
+
+        broker.kill();
+        let state = "k2_circuit_breaker_state{dependency=\"kafka\"}";
+        let start = Instant::now();
+        while common::metric_in(&k2::runtime::telemetry::render(), state) != Some(1.0) {
+            assert!(start.elapsed() < Duration::from_secs(30), "the Kafka breaker did not open with the broker gone");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        k2.pipeline.send(common::trades("ADAUSDT", 6..=105)).await.unwrap();
+        // Three message timeouts: queued in librdkafka they would have failed.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let held = "k2_kafka_producer_held_records";
+        assert_eq!(common::metric_in(&k2::runtime::telemetry::render(), held), Some(100.0));
+
+        broker.restart();
+        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
+        assert_eq!(common::metric_in(&k2::runtime::telemetry::render(), held), Some(0.0));
+        let failed = "k2_kafka_produce_errors_total";
+        let text = k2::runtime::telemetry::render();
+        let failures: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(failed))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(failures, 0.0, "no delivery failed");
         let topic = format!("{prefix}market.crypto.trades.binance");
         assert_eq!(records_in_at(&broker.bootstrap(), &topic, 1), 105, "every record in Kafka once");
     })

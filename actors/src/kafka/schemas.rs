@@ -40,6 +40,41 @@ impl SchemaSource {
         }
     }
 
+    /// Whether the registry holds any version under `subject`.
+    pub async fn knows_subject(&self, subject: &str) -> Result<bool, KafkaError> {
+        match self {
+            SchemaSource::BuiltIn(registry) => match registry.versions(subject).await {
+                Ok(versions) => Ok(!versions.is_empty()),
+                Err(crate::registry::RegistryError::SubjectNotFound(_)) => Ok(false),
+                Err(e) => Err(KafkaError::Registry(e.to_string())),
+            },
+            SchemaSource::Remote { url, http } => {
+                let resp = http
+                    .get(format!("{}/subjects/{subject}/versions", url.trim_end_matches('/')))
+                    .send()
+                    .await
+                    .map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                match resp.status() {
+                    reqwest::StatusCode::NOT_FOUND => Ok(false),
+                    s if s.is_success() => {
+                        let body: serde_json::Value =
+                            resp.json().await.map_err(|e| KafkaError::Registry(format!("{url}: {e}")))?;
+                        Ok(body.as_array().is_some_and(|v| !v.is_empty()))
+                    }
+                    s => Err(KafkaError::Registry(format!("{url} answered {s}"))),
+                }
+            }
+        }
+    }
+
+    /// Which registry this is, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            SchemaSource::BuiltIn(_) => "this process's own, in its catalog database".to_owned(),
+            SchemaSource::Remote { url, .. } => url.clone(),
+        }
+    }
+
     /// Registers `schema` under `subject` (or finds it) and returns its id.
     pub async fn id(&self, subject: &str, schema: &str) -> Result<u32, KafkaError> {
         let id = match self {

@@ -2,24 +2,38 @@
 //! takes records, reports lag and rejoins after a fenced commit.
 
 use super::ingest::{Decoders, Recent, ingest};
+use super::membership;
 use super::rebalance::{GroupConsumer, Rebalance};
 use super::*;
 
+/// What a group member is made of.
+pub(super) struct Member<'a> {
+    pub config: &'a KafkaConfig,
+    /// `group.instance.id`; `None`: dynamic membership.
+    pub instance_id: Option<&'a str>,
+    /// The slot file stamped while this member is alive.
+    pub alive: Option<std::path::PathBuf>,
+    /// Joins the group only after this long (a killed predecessor on this
+    /// data directory may still be a member).
+    pub join_after: Duration,
+    pub lake: Lake,
+    pub tails: Tails,
+    pub schemas: SchemaSource,
+    pub probe: Probe,
+    /// Drills: makes the loop panic.
+    pub inject: Arc<Notify>,
+    pub catalog: Arc<CircuitBreaker>,
+}
+
 /// Starts consuming into `tails` on the runtime as a member of the
-/// flushers' group; runs until the process ends.
-pub(super) fn start(
-    config: &KafkaConfig,
-    lake: Lake,
-    tails: Tails,
-    schemas: SchemaSource,
-    probe: Probe,
-    inject: Arc<Notify>,
-    catalog: Arc<CircuitBreaker>,
-) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+/// flushers' group; runs until the process ends or the client can no longer
+/// be used, and then says why.
+pub(super) fn start(member: Member<'_>) -> Result<tokio::task::JoinHandle<String>, KafkaError> {
+    let Member { config, instance_id, alive, join_after, lake, tails, schemas, probe, inject, catalog } = member;
     let context = Rebalance::new(lake, tails.clone(), config, catalog);
     let mut client = ClientConfig::new();
-    if !config.instance_id.is_empty() {
-        client.set("group.instance.id", &config.instance_id);
+    if let Some(id) = instance_id {
+        client.set("group.instance.id", id);
     }
     let consumer: GroupConsumer = client
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -35,6 +49,10 @@ pub(super) fn start(
         // stop its partition for good, fetched and refused again and again;
         // records up to this size reach the size check (and the DLQ).
         .set("receive.message.max.bytes", (256 << 20).to_string())
+        .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string())
+        .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
+        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
+        .set("queued.max.messages.kbytes", config.fetch_ahead_kb.to_string())
         .create_with_context(context)?;
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -44,12 +62,25 @@ pub(super) fn start(
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
     let subscription = pattern(&config.topic_prefix);
-    consumer.subscribe(&[&subscription])?;
+    if join_after.is_zero() {
+        consumer.subscribe(&[&subscription])?;
+    }
+    metrics::gauge!("k2_kafka_partitions_owned").set(0.0);
     let config = config.clone();
     Ok(tokio::spawn(async move {
         let consumer = Arc::new(consumer);
+        if !join_after.is_zero() {
+            tracing::info!(
+                secs = join_after.as_secs_f64(),
+                "this data directory's previous flusher was killed and may still be in the group: joining once its session is over"
+            );
+            tokio::time::sleep(join_after).await;
+            if let Err(e) = consumer.subscribe(&[&subscription]) {
+                return format!("subscribing to {subscription}: {e}");
+            }
+        }
         let claims = tails.claims.clone();
-        let mut decoders = Decoders::new(schemas);
+        let mut decoders = Decoders::new(schemas, Some(probe.clone()));
         let mut recent = Recent::new(config.duplicate_span);
         let mut look = tokio::time::interval(Duration::from_secs(3));
         let reporting = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -57,6 +88,9 @@ pub(super) fn start(
             tokio::select! {
                 () = inject.notified() => panic!("injected panic"),
                 _ = look.tick() => {
+                    if let Some(reason) = fatal(&consumer) {
+                        return reason;
+                    }
                     // Off this loop, one at a time: a broker slow to answer
                     // offset requests must not keep the consumer from
                     // polling (it starved consumption of a large backlog).
@@ -67,10 +101,14 @@ pub(super) fn start(
                             r.store(false, std::sync::atomic::Ordering::Release);
                         });
                     }
+                    if let Some(path) = &alive {
+                        membership::stamp(path);
+                    }
                     if claims.take_resync() {
                         // A commit was fenced: rejoin, so that the group
                         // assigns afresh and this flusher rereads the tables.
                         tracing::warn!("rejoining the consumer group after a fenced commit");
+                        metrics::counter!("k2_kafka_group_rejoins_total", "reason" => "fenced_commit").increment(1);
                         consumer.unsubscribe();
                         if let Err(e) = consumer.subscribe(&[&subscription]) {
                             tracing::error!(error = %e, "resubscribing failed; trying again");
@@ -81,17 +119,20 @@ pub(super) fn start(
                 first = consumer.recv() => {
                     // A rebalance runs inside recv(): each record is judged
                     // by the assignment it was received under.
-                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut batch = Vec::with_capacity(config.consume_batch);
                     match first {
                         Ok(m) => batch.push((claims.epoch(), m.detach())),
                         Err(e) => {
+                            if let Some(reason) = fatal(&consumer) {
+                                return reason;
+                            }
                             tracing::warn!(error = %e, "consume failed");
                             metrics::counter!("k2_kafka_consume_errors_total").increment(1);
                             continue;
                         }
                     }
                     // Take what else has arrived, without waiting.
-                    while batch.len() < BATCH {
+                    while batch.len() < config.consume_batch {
                         match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
                             Ok(Ok(m)) => batch.push((claims.epoch(), m.detach())),
                             _ => break,
@@ -104,6 +145,16 @@ pub(super) fn start(
             }
         }
     }))
+}
+
+/// librdkafka's fatal errors leave its client unusable for good; a static
+/// member fenced by the coordinator (after a broker restart, for one) is
+/// such a case. The actor then starts a new client, which presents the same
+/// instance id and is given the member's assignment back.
+fn fatal(consumer: &GroupConsumer) -> Option<String> {
+    let (code, reason) = consumer.client().fatal_error()?;
+    tracing::error!(?code, %reason, "the consumer's client failed for good; starting a new one");
+    Some(format!("the consumer's client failed for good ({code:?}): {reason}"))
 }
 
 /// Lag and the group's offsets, both for monitoring only (where to resume is

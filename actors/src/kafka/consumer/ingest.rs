@@ -7,22 +7,28 @@ pub(super) struct Decoders {
     schemas: SchemaSource,
     /// Schema id → whether it is the trade record.
     kinds: HashMap<u32, bool>,
+    /// The consumer's health entry: a registry that is not the producers'
+    /// shows there.
+    probe: Option<Probe>,
 }
 
 impl Decoders {
-    pub(super) fn new(schemas: SchemaSource) -> Self {
-        Self { schemas, kinds: HashMap::new() }
+    pub(super) fn new(schemas: SchemaSource, probe: Option<Probe>) -> Self {
+        Self { schemas, kinds: HashMap::new(), probe }
     }
 
     /// The record's event, or why it can never be one (a dead letter). A
     /// registry that cannot be reached is waited for, not taken for an
-    /// answer: a record read during the outage is as good as any.
-    async fn decode(&mut self, payload: &[u8]) -> Result<MarketEvent, String> {
+    /// answer: a record read during the outage is as good as any. So is a
+    /// registry that knows no schema at all for the record's topic: it is
+    /// not the one the producers registered with, and every record would
+    /// otherwise become a dead letter.
+    async fn decode(&mut self, topic: &str, payload: &[u8]) -> Result<MarketEvent, String> {
         let (id, _) = split_frame(payload).map_err(|e| e.to_string())?;
         let trade = match self.kinds.get(&id) {
             Some(t) => *t,
             None => {
-                let schema = self.schema(id).await?;
+                let schema = self.schema(topic, id).await?;
                 let name: serde_json::Value = serde_json::from_str(&schema).map_err(|e| e.to_string())?;
                 let trade = match name["name"].as_str() {
                     Some("TradeV2") => true,
@@ -51,24 +57,37 @@ impl Decoders {
         }
     }
 
-    async fn schema(&mut self, id: u32) -> Result<String, String> {
+    async fn schema(&mut self, topic: &str, id: u32) -> Result<String, String> {
         let mut wait = Duration::from_millis(200);
         let mut attempts = 0u32;
+        let subject = format!("{topic}-value");
         loop {
-            match self.schemas.schema(id).await {
+            let problem = match self.schemas.schema(id).await {
                 Ok(schema) => return Ok(schema),
-                Err(KafkaError::UnknownSchema(_)) => return Err(format!("schema id {id} is not in the registry")),
-                Err(e) => {
-                    // Holding the partition is what keeps the record: its
-                    // lag grows (and alerts) while the registry is away.
-                    if attempts.is_multiple_of(20) {
-                        tracing::warn!(schema_id = id, error = %e, "schema registry unreachable; the consumer waits for it");
-                    }
-                    attempts += 1;
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                Err(KafkaError::UnknownSchema(_)) => match self.schemas.knows_subject(&subject).await {
+                    // The producers' registry: this record's id is foreign.
+                    Ok(true) => return Err(format!("schema id {id} is not in the registry")),
+                    Ok(false) => format!(
+                        "the schema registry ({}) knows no schema for {subject}, yet {topic} holds records of schema id {id}: \
+                         this process does not share the producers' registry (set kafka.registry_url to it); \
+                         the consumer waits instead of dead-lettering every record",
+                        self.schemas.describe()
+                    ),
+                    Err(e) => format!("schema registry unreachable: {e}"),
+                },
+                Err(e) => format!("schema registry unreachable: {e}"),
+            };
+            // Holding the partition is what keeps the record: its lag grows
+            // (and alerts) while the registry is away or is the wrong one.
+            if attempts.is_multiple_of(20) {
+                tracing::error!(schema_id = id, topic, "{problem}; the consumer waits");
+                if let Some(probe) = &self.probe {
+                    probe.error(&problem);
                 }
             }
+            attempts += 1;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 }
@@ -139,7 +158,7 @@ pub(super) async fn ingest(
             Verdict::Recall => {
                 // Its fate was decided when it was first read (a dead
                 // letter then, or in the table): only its id counts now.
-                if let Ok(event) = decoders.decode(m.payload().unwrap_or_default()).await {
+                if let Ok(event) = decoders.decode(topic, m.payload().unwrap_or_default()).await {
                     recent.note(*epoch, m, &event);
                 }
                 continue;
@@ -160,7 +179,15 @@ pub(super) async fn ingest(
         taken += 1;
         let Some(is_trades) = is_market_topic(&config.topic_prefix, topic) else { continue };
         let offsets = if is_trades { &mut trade_offsets } else { &mut quote_offsets };
-        offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
+        // The topic's name is copied once per batch, not per record.
+        match offsets.get_mut(topic) {
+            Some(parts) => {
+                parts.insert(m.partition(), m.offset() + 1);
+            }
+            None => {
+                offsets.entry(topic.to_owned()).or_default().insert(m.partition(), m.offset() + 1);
+            }
+        }
         let payload = m.payload().unwrap_or_default();
         if payload.len() > config.max_record_bytes {
             let reason = format!(
@@ -171,7 +198,7 @@ pub(super) async fn ingest(
             dead_letter(dlq, admin, config, m, &reason).await;
             continue;
         }
-        let decoded = decoders.decode(payload).await;
+        let decoded = decoders.decode(topic, payload).await;
         if let Ok(event) = &decoded
             && recent.note(*epoch, m, event)
         {
@@ -245,10 +272,27 @@ mod tests {
     /// A registry at `listener` that answers every request with `status`
     /// and `body`.
     fn serve(listener: tokio::net::TcpListener, status: &'static str, body: String) {
+        serve_with(listener, status, body, None);
+    }
+
+    /// As [`serve`], except that a request whose path starts with
+    /// `versions.0` gets `versions.1` (200).
+    fn serve_with(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+        body: String,
+        versions: Option<(&'static str, &'static str)>,
+    ) {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split(' ').nth(1).unwrap_or("");
+                let (status, body) = match versions {
+                    Some((prefix, list)) if path.starts_with(prefix) => ("200 OK", list.to_owned()),
+                    _ => (status, body.clone()),
+                };
                 let reply = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -279,9 +323,9 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let mut decoders = Decoders::new(SchemaSource::Remote { url: url.clone(), http: reqwest::Client::new() });
+        let mut decoders = Decoders::new(SchemaSource::Remote { url: url.clone(), http: reqwest::Client::new() }, None);
         let payload = frame(7);
-        let waiting = tokio::spawn(async move { decoders.decode(&payload).await });
+        let waiting = tokio::spawn(async move { decoders.decode("market.crypto.trades.binance", &payload).await });
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert!(!waiting.is_finished(), "a record read while the registry is away is held, not dead-lettered");
         let body = serde_json::json!({ "schema": k2_core::schema::TRADE_V2_AVSC }).to_string();
@@ -289,12 +333,40 @@ mod tests {
         let decoded = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
         assert!(matches!(decoded, Ok(MarketEvent::Trade(_))), "{decoded:?}");
 
-        // A registry that answers 404 for the id: the record can never be read.
+        // The producers' registry (it knows the topic's subject) answers 404
+        // for the id: the record can never be read.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        serve(listener, "404 Not Found", r#"{"error_code":40403,"message":"Schema 9 not found"}"#.to_owned());
-        let mut decoders = Decoders::new(SchemaSource::Remote { url, http: reqwest::Client::new() });
-        let refused = decoders.decode(&frame(9)).await.unwrap_err();
+        let not_found = r#"{"error_code":40403,"message":"Schema 9 not found"}"#.to_owned();
+        serve_with(
+            listener,
+            "404 Not Found",
+            not_found,
+            Some(("/subjects/market.crypto.trades.binance-value/versions", "[1]")),
+        );
+        let mut decoders = Decoders::new(SchemaSource::Remote { url, http: reqwest::Client::new() }, None);
+        let refused = decoders.decode("market.crypto.trades.binance", &frame(9)).await.unwrap_err();
         assert!(refused.contains("not in the registry"), "{refused}");
+    }
+
+    /// A registry that knows no schema for the topic at all is not the one
+    /// the producers used: the record is held (every other record would be
+    /// a dead letter too) and the consumer's health says why.
+    #[tokio::test]
+    async fn a_registry_that_is_not_the_producers_holds_the_records_and_says_so() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        serve(listener, "404 Not Found", r#"{"error_code":40401,"message":"not found"}"#.to_owned());
+        let registry = crate::runtime::health::HealthRegistry::new();
+        let probe = registry.probe(super::super::NAME);
+        let mut decoders = Decoders::new(SchemaSource::Remote { url, http: reqwest::Client::new() }, Some(probe));
+        let payload = frame(9);
+        let waiting = tokio::spawn(async move { decoders.decode("market.crypto.trades.binance", &payload).await });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!waiting.is_finished(), "held, not dead-lettered");
+        let why = registry.report()[super::super::NAME].last_error.clone().unwrap_or_default();
+        assert!(why.contains("does not share the producers' registry") && why.contains("kafka.registry_url"), "{why}");
+        waiting.abort();
     }
 }

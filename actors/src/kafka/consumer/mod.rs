@@ -22,7 +22,10 @@
 
 mod group;
 mod ingest;
+mod membership;
 mod rebalance;
+
+pub use membership::Membership;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,9 +60,6 @@ use crate::runtime::messages::Fault;
 use crate::runtime::supervision::{Supervise, Supervision, restartable};
 use group::start;
 
-/// Most records taken into the tails at once.
-const BATCH: usize = 4096;
-
 /// How long an assignment waits for the catalog before giving the
 /// partitions back (the group then rebalances).
 const ASSIGN_PATIENCE: Duration = Duration::from_secs(60);
@@ -83,6 +83,9 @@ pub struct ConsumerActor {
     inject: Arc<Notify>,
     /// The Iceberg catalog's breaker, which the assignment hook feeds.
     catalog: Arc<CircuitBreaker>,
+    /// Claimed at the first join and kept across restarts: every member
+    /// this actor makes presents the same instance id.
+    membership: Option<Membership>,
     supervision: Supervision,
 }
 
@@ -95,7 +98,17 @@ impl ConsumerActor {
         catalog: Arc<CircuitBreaker>,
         supervision: Supervision,
     ) -> Self {
-        Self { config, lake, tails, schemas, task: None, inject: Arc::new(Notify::new()), catalog, supervision }
+        Self {
+            config,
+            lake,
+            tails,
+            schemas,
+            task: None,
+            inject: Arc::new(Notify::new()),
+            catalog,
+            membership: None,
+            supervision,
+        }
     }
 }
 
@@ -125,7 +138,43 @@ impl ConsumerActor {
         let probe = self.supervision.probe().clone();
         // A drill aimed at an earlier member must not kill this one.
         self.inject = Arc::new(Notify::new());
-        let task = match start(&self.config, lake, tails, schemas, probe, self.inject.clone(), self.catalog.clone()) {
+        if self.membership.is_none() {
+            match Membership::claim(&self.config, self.lake.dir()) {
+                Ok(m) => {
+                    match &m.instance_id {
+                        Some(id) => tracing::info!(instance_id = %id, "joining the flushers' group as a static member"),
+                        None => tracing::info!("joining the flushers' group as a dynamic member"),
+                    }
+                    self.membership = Some(m);
+                }
+                Err(e) => {
+                    self.supervision.fail(format!(
+                        "claiming a group member id in {}: {e}",
+                        self.lake.dir().join("kafka-members").display()
+                    ));
+                    ctx.stop();
+                    return;
+                }
+            }
+        }
+        let instance_id = self.membership.as_ref().and_then(|m| m.instance_id.clone());
+        let alive = self.membership.as_ref().and_then(|m| m.slot.clone());
+        // Only the first member waits: a restart within this process drops
+        // the old client, which leaves the group.
+        let join_after = self.membership.as_mut().map(|m| std::mem::take(&mut m.join_after)).unwrap_or_default();
+        let member = group::Member {
+            config: &self.config,
+            instance_id: instance_id.as_deref(),
+            alive,
+            join_after,
+            lake,
+            tails,
+            schemas,
+            probe,
+            inject: self.inject.clone(),
+            catalog: self.catalog.clone(),
+        };
+        let task = match start(member) {
             Ok(task) => task,
             Err(e) => {
                 self.supervision.fail(format!("starting the consumer: {e}"));
@@ -137,7 +186,7 @@ impl ConsumerActor {
         // The actor learns when the task ends; it never waits on it.
         ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
             let reason = match ended {
-                Ok(()) => "the consumer loop ended".to_owned(),
+                Ok(reason) => reason,
                 Err(e) if e.is_panic() => {
                     let panic = e.into_panic();
                     format!("the consumer panicked: {}", crate::runtime::supervision::panic_message(panic.as_ref()))

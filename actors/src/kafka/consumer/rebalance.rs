@@ -146,6 +146,7 @@ impl Rebalance {
         tracing::info!(partitions = claimed.len(), "partitions assigned; continuing where the tables end");
         metrics::counter!("k2_kafka_rebalances_total", "kind" => "assign").increment(1);
         self.claims.assign(claimed);
+        metrics::gauge!("k2_kafka_partitions_owned").set(self.claims.owned().len() as f64);
         Ok(())
     }
 
@@ -171,6 +172,7 @@ impl Rebalance {
     fn revoked(&self) {
         blocking(|| self.claims.revoke_all());
         let dropped = self.tails.discard();
+        metrics::gauge!("k2_kafka_partitions_owned").set(0.0);
         metrics::counter!("k2_kafka_rebalances_total", "kind" => "revoke").increment(1);
         tracing::info!(dropped, "partitions revoked; uncommitted rows left to their next owner");
     }
