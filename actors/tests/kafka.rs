@@ -200,10 +200,24 @@ fn an_unreachable_broker_opens_the_kafka_breaker() {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
         let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.unwrap();
         let server = k2.serve().unwrap();
-        for chunk in events().chunks(10).take(3) {
-            k2.pipeline.send(chunk.to_vec()).await.unwrap();
+        // The breaker opens on the producer's failed connections; batches
+        // sent then are held, not handed to librdkafka to time out.
+        let state = "k2_circuit_breaker_state{dependency=\"kafka\"} 1";
+        let start = std::time::Instant::now();
+        while !k2::runtime::telemetry::render().lines().any(|l| l == state) {
+            assert!(start.elapsed() < Duration::from_secs(60), "the Kafka breaker did not open");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("drained").unwrap();
+        // One batch: the sink holds one at a time, the rest wait before it.
+        k2.pipeline.send(events().into_iter().take(30).collect()).await.unwrap();
+        let held = |text: &str| {
+            text.lines().find_map(|l| l.strip_prefix("k2_kafka_producer_held_records ")?.parse::<f64>().ok())
+        };
+        while held(&k2::runtime::telemetry::render()) != Some(30.0) {
+            let text = k2::runtime::telemetry::render();
+            assert!(start.elapsed() < Duration::from_secs(60), "the batch was not held: {:?}", held(&text));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let health: serde_json::Value =
             reqwest::get(format!("http://{}/health", server.addr)).await.unwrap().json().await.unwrap();
         server.handle.stop(true).await;

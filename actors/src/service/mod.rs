@@ -45,7 +45,7 @@ use crate::query::routes::Api;
 use crate::query::{self, QueryActor};
 use crate::registry::Registry;
 use crate::runtime::config::DegradationConfig;
-use crate::runtime::config::{Config, Mode};
+use crate::runtime::config::{Config, Mode, Role};
 use crate::runtime::degradation::{self, DegradationActor, Lag, LevelHandle};
 use crate::runtime::errors::{Retry, Retryable, io_retry, text_retry};
 use crate::runtime::health::HealthRegistry;
@@ -122,6 +122,8 @@ pub struct Service {
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
     /// Kafka mode: records the broker has not acknowledged yet.
     undelivered: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// Kafka mode: lets the producer's held batches go (see `shutdown`).
+    release_held: Option<Box<dyn Fn() + Send + Sync>>,
     /// Rows in the tails when the actors started (a spill an earlier
     /// process left, replayed at restore): not this run's to report.
     appended_at_start: (u64, u64),
@@ -239,6 +241,12 @@ impl Service {
     pub async fn shutdown(self, stop: Stop) -> ShutdownReport {
         for c in &self.connections {
             let _ = c.send(StopSource).await;
+        }
+        // Batches held while the Kafka breaker is open would hold the drain
+        // for as long as the broker is away: they go to librdkafka, which
+        // delivers them or fails them after kafka.message_timeout.
+        if let Some(release) = &self.release_held {
+            release();
         }
         let mut blocked = None;
         if matches!(stop, Stop::Graceful | Stop::GracefulUnlessBlocked) {

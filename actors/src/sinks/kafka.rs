@@ -3,9 +3,16 @@
 //! in librdkafka's queue (a full queue makes the sink stage wait: back-
 //! pressure); deliveries are awaited on a separate task that feeds metrics.
 //! Nothing here blocks an actor thread (no `flush()`).
+//!
+//! While the Kafka breaker is open the sink holds each batch before
+//! librdkafka: queued there, records would wait only until
+//! `message_timeout` and then fail. Held, they push back up the pipeline (a
+//! batch source waits, the ladder climbs and live sources pause at its top,
+//! or shed only where the config says so) and go out in order once the
+//! cool-down lets a probe through.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +64,11 @@ struct Shared {
     /// Topics created and their value schema's id.
     topics: Mutex<HashMap<String, u32>>,
     in_flight: AtomicUsize,
+    /// Records held back while the breaker is open.
+    held: AtomicUsize,
+    /// Set at shutdown: nothing is held any more.
+    releasing: AtomicBool,
+    released: Notify,
     /// Trades and quotes the broker acknowledged, for the shutdown report.
     delivered: [AtomicU64; 2],
     settled: Notify,
@@ -78,12 +90,25 @@ fn sink_error(reason: impl std::fmt::Display) -> SinkError {
 }
 
 impl KafkaSink {
-    /// A reading of the records handed to librdkafka and neither
-    /// acknowledged nor failed yet: in Kafka mode, what is accepted but not
-    /// durable (the degradation ladder's lag).
+    /// A reading of the records held back by an open breaker or handed to
+    /// librdkafka and neither acknowledged nor failed yet: in Kafka mode,
+    /// what is accepted but not durable (the degradation ladder's lag).
     pub fn in_flight(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let shared = self.shared.clone();
-        move || shared.in_flight.load(Ordering::Acquire) as u64
+        move || (shared.in_flight.load(Ordering::Acquire) + shared.held.load(Ordering::Acquire)) as u64
+    }
+
+    /// Lets every held batch go on to librdkafka, now and from now on: a
+    /// process shutting down with the broker away cannot wait for it. Those
+    /// records then fail after `message_timeout` like any undelivered one
+    /// (counted; their source's marks do not pass them, so the next process
+    /// fetches them as a gap).
+    pub fn release_held(&self) -> impl Fn() + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || {
+            shared.releasing.store(true, Ordering::Release);
+            shared.released.notify_waiters();
+        }
     }
 
     /// A reading of the trades and quotes the broker has acknowledged so far.
@@ -114,6 +139,9 @@ impl KafkaSink {
                 schemas,
                 topics: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
+                releasing: AtomicBool::new(false),
+                released: Notify::new(),
                 delivered: [AtomicU64::new(0), AtomicU64::new(0)],
                 settled: Notify::new(),
                 breaker,
@@ -138,7 +166,31 @@ impl Shared {
         Ok(id)
     }
 
+    /// Waits while the breaker is open, counting the batch as held.
+    async fn hold(&self, records: usize) {
+        if self.breaker.open_for().is_zero() || self.releasing.load(Ordering::Acquire) {
+            return;
+        }
+        let held = self.held.fetch_add(records, Ordering::AcqRel) + records;
+        metrics::gauge!("k2_kafka_producer_held_records").set(held as f64);
+        tracing::warn!(records, cause = ?self.breaker.cause(), "the Kafka breaker is open: holding the batch");
+        loop {
+            let left = self.breaker.open_for();
+            if left.is_zero() || self.releasing.load(Ordering::Acquire) {
+                break;
+            }
+            let released = self.released.notified();
+            tokio::select! {
+                () = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+                () = released => {}
+            }
+        }
+        let held = self.held.fetch_sub(records, Ordering::AcqRel) - records;
+        metrics::gauge!("k2_kafka_producer_held_records").set(held as f64);
+    }
+
     async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
+        self.hold(events.len()).await;
         let prefix = self.config.topic_prefix.clone();
         let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(events.len());
         // Which event each delivery carries, kept only when deliveries are
