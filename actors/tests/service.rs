@@ -6,7 +6,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Run, assert_contiguous_trades, get, post, read_iceberg, start_sim, trades_seen};
+use common::{
+    Run, assert_contiguous_trades, get, get_json, metric, post, read_iceberg, start_sim, start_sim_with, trades_seen,
+    wait_until, write_sim_config,
+};
 
 /// `k2 run` with `config`, its data directory beside it.
 fn start_run(config: &std::path::Path, log: &str) -> Run {
@@ -194,4 +197,91 @@ fn asx_summary_after_load_matches_the_csv() {
     assert_eq!(dec("vwap"), vwap);
     assert_eq!(v["source"], "hybrid");
     run.stop();
+}
+
+/// The latest snapshot id `/v1/snapshots` lists for trades.
+fn latest_snapshot(http: &str) -> Option<i64> {
+    get_json(http, "/v1/snapshots?table=trades")["data"].as_array()?.last()?["snapshot_id"].as_i64()
+}
+
+#[test]
+fn a_query_node_beside_a_writer_follows_its_commits_and_never_goes_back() {
+    // Three symbols of 2,000 trades.
+    let total = 6000;
+    let (_sim, addrs) = start_sim_with("400", &["--trades", "2000", "--first-trade-id", "1", "--hold-while-idle"]);
+    let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(dir.path(), &addrs, "[flush]\nmax_age = \"1s\"\n");
+    let data = dir.path().join("data");
+    let writer = Run::start(&config, &data, "warn", dir.path().join("writer.log"));
+    // The same file and directory: the role alone makes it a reader, and a
+    // reader takes no lock, so it starts beside the writer.
+    let reader = Run::start_with_env(&config, &data, "warn", dir.path().join("reader.log"), &[("K2__ROLE", "query")]);
+    let health = get_json(&reader.http, "/health");
+    let actors = health["actors"].as_object().expect("/health lists the actors");
+    assert!(
+        actors.contains_key("query-handler") && !actors.contains_key("binance-0"),
+        "a query node runs no source: {health}"
+    );
+
+    // While the writer commits, what the query node sees only grows.
+    let mut seen = Vec::new();
+    let mut last = 0;
+    wait_until("the market's trades were not all made", 60, || {
+        let now = trades_seen(&reader.http, "historical");
+        assert!(now >= last, "the query node went back from {last} to {now} trades");
+        if now != last {
+            seen.push(now);
+        }
+        last = now;
+        get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(total)
+    });
+
+    // Once the writer has committed every trade, the query node answers
+    // the same, from the same snapshot.
+    wait_until("the writer did not commit every trade", 60, || trades_seen(&writer.http, "historical") == total);
+    wait_until("the query node did not catch up with the writer", 30, || {
+        trades_seen(&reader.http, "historical") == total
+            && trades_seen(&reader.http, "hybrid") == total
+            && latest_snapshot(&reader.http) == latest_snapshot(&writer.http)
+    });
+    assert!(seen.len() >= 2, "the query node saw the tables grow in steps, not once: {seen:?}");
+    for table in ["trades", "quotes"] {
+        let failures = metric(&reader.http, &format!("k2_query_follow_failures_total{{table=\"{table}\"}}"));
+        assert_eq!(failures, Some(0.0), "the query node failed to load a snapshot of {table}");
+    }
+    reader.stop();
+    writer.stop();
+    assert_contiguous_trades(&read_iceberg(&data));
+}
+
+#[test]
+fn a_role_is_checked_against_the_mode_and_decides_the_sources() {
+    let check = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_k2"))
+            .args(["run", "--check-config"])
+            .args(args)
+            .env_remove("K2__ROLE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check(&["--role", "query"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("role: Query"), "{text}");
+    // The role turns the sources off, and (embedded mode) leaves the
+    // tables' maintenance to the writer.
+    for section in ["binance: BinanceConfig", "maintenance: MaintenanceConfig"] {
+        let rest = text.split(section).nth(1).unwrap_or_default();
+        assert!(rest.trim_start_matches([' ', '{', '\n']).starts_with("enabled: false"), "{section}: {text}");
+    }
+
+    let (ok, text) = check(&["--role", "flusher"]);
+    assert!(!ok, "a flusher needs Kafka mode: {text}");
+    assert!(text.contains("role = \"flusher\" need mode = \"kafka\""), "{text}");
+    let (ok, text) = check(&["--role", "reader"]);
+    assert!(!ok && text.contains("--role"), "an unknown role names the flag: {text}");
 }

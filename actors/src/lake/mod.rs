@@ -157,6 +157,10 @@ pub enum Access {
     /// consumer group may share the tables, each committing the partitions
     /// it owns.
     Shared,
+    /// A query node: commits no rows, so it takes no lock and may sit
+    /// beside any writer (maintenance commits, which it may run, are
+    /// retried on conflict like every commit).
+    Reader,
 }
 
 /// Iceberg table property of iceberg-rust's own commit retries: K2 retries
@@ -206,6 +210,7 @@ impl Lake {
         let locked = match access {
             Access::Exclusive => lock.try_lock(),
             Access::Shared => lock.try_lock_shared(),
+            Access::Reader => Ok(()),
         };
         if locked.is_err() {
             return Err(LakeError::InUse(dir));

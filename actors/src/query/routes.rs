@@ -240,7 +240,7 @@ pub async fn snapshots(_: Authorized, api: web::Data<Api>, q: web::Query<Snapsho
             });
         }
     };
-    HttpResponse::Ok().json(serde_json::json!({"table": kind.name(), "data": api.engine.snapshots(kind)}))
+    HttpResponse::Ok().json(serde_json::json!({"table": kind.name(), "data": api.engine.snapshots(kind).await}))
 }
 
 /// Dead letters, oldest first: batches a stage failed on and frames a

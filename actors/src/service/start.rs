@@ -84,13 +84,18 @@ async fn restore(
 ) -> Result<Restored, StartError> {
     // In Kafka mode the tables are written only by the consumer group's
     // flushers, which may share them.
-    let access = match config.mode {
-        Mode::Embedded => Access::Exclusive,
-        Mode::Kafka => Access::Shared,
+    let access = match (config.role, config.mode) {
+        (Role::Query, _) => Access::Reader,
+        (_, Mode::Embedded) => Access::Exclusive,
+        (_, Mode::Kafka) => Access::Shared,
     };
     let lake = Lake::open_with(&config.storage, access).await?;
     let tails = Tails::open(&lake).await?;
-    let engine = Arc::new(QueryEngine::new(tails.clone(), config.query.timezones.clone()));
+    let mut engine = QueryEngine::new(tails.clone(), config.query.timezones.clone());
+    if config.follows_catalog() {
+        engine = engine.following(lake.clone());
+    }
+    let engine = Arc::new(engine);
     // The dedup window outlives the process: ids already in the tables
     // within the window are remembered before the first event arrives.
     let window = i64::try_from(config.dedup.window.as_micros()).unwrap_or(i64::MAX);
@@ -131,7 +136,9 @@ async fn restore(
         spill::SpillError::Io { path, source } => StartError::Spill { path: path.display().to_string(), source },
         other => StartError::Restore { what: "the spill", reason: other.to_string() },
     })?);
-    if config.mode == Mode::Embedded {
+    // A query node writes no rows: a spill in the directory is its
+    // writer's, which replays it.
+    if config.mode == Mode::Embedded && config.role != Role::Query {
         // Rows spilled by an earlier process (level 3) that are not in the
         // tables yet: replayed first, through the restored dedup window,
         // which drops those the tables already hold.
@@ -184,6 +191,8 @@ struct Sinks {
     /// ladder and the shutdown report), and records in it.
     in_flight: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    /// Kafka mode: lets batches held by an open breaker go (shutdown).
+    release_held: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Phase 2: where the pipeline ends.
@@ -195,7 +204,15 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
         Mode::Embedded => {
             let sink = TailSink::new(r.tails.clone(), config.flush.max_rows, full.clone());
             let sink = if batch { sink.paced() } else { sink.with_spill(r.spill.clone(), level.clone()) };
-            Sinks { sink: Box::new(sink), full, level, stages_level, in_flight: None, delivered: None }
+            Sinks {
+                sink: Box::new(sink),
+                full,
+                level,
+                stages_level,
+                in_flight: None,
+                delivered: None,
+                release_held: None,
+            }
         }
         // Rows reach the tables through Kafka: the consumer. A full
         // librdkafka queue holds the sink, for batch and live sources alike.
@@ -205,6 +222,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
             Sinks {
                 in_flight: Some(Arc::new(sink.in_flight())),
                 delivered: Some(Box::new(sink.delivered())),
+                release_held: Some(Box::new(sink.release_held())),
                 sink: Box::new(sink),
                 full,
                 level,
@@ -242,7 +260,7 @@ fn table_gaps(config: &Config, lake: &Lake, tails: &Tails) -> TableGaps {
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
-    let Sinks { sink, full, level, stages_level, in_flight, delivered } = s;
+    let Sinks { sink, full, level, stages_level, in_flight, delivered, release_held } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
         .shared(shared.clone())
@@ -286,7 +304,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, wake, breakers, b, sup));
     pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
-    if config.mode == Mode::Embedded {
+    if config.mode == Mode::Embedded && config.role != Role::Query {
         let sup = pipeline.supervision(spill_replay::NAME);
         let (sp, t, lv) = (spill.clone(), tails.clone(), stages_level);
         let addr =
@@ -353,6 +371,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         blocked,
         config: config.clone(),
         delivered,
+        release_held,
         undelivered: in_flight,
         appended_at_start,
         connections: Vec::new(),

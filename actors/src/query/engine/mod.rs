@@ -4,6 +4,7 @@
 //! SQL text.
 
 mod daily;
+mod follow;
 mod pages;
 mod tables;
 
@@ -65,6 +66,9 @@ pub struct QueryEngine {
     timezones: BTreeMap<String, Tz>,
     time_index: TimeIndexCache,
     pages: PageCache,
+    /// Set where this process commits no rows: the tables' latest
+    /// snapshots are loaded from the catalog.
+    follow: Option<follow::Follow>,
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -77,10 +81,20 @@ fn bad(parameter: &'static str, reason: impl Into<String>) -> QueryError {
 
 impl QueryEngine {
     pub fn new(tails: Tails, timezones: BTreeMap<String, Tz>) -> Self {
-        Self { tails, timezones, time_index: TimeIndexCache::default(), pages: PageCache::default() }
+        Self { tails, timezones, time_index: TimeIndexCache::default(), pages: PageCache::default(), follow: None }
     }
 
-    fn view(&self, kind: TableKind) -> Result<TailView, QueryError> {
+    /// Queries read the tables' latest snapshots from the catalog (other
+    /// processes commit them), not only this process's own commits.
+    pub fn following(mut self, lake: crate::lake::Lake) -> Self {
+        self.follow = Some(follow::Follow::new(lake));
+        self
+    }
+
+    async fn view(&self, kind: TableKind) -> Result<TailView, QueryError> {
+        if let Some(follow) = &self.follow {
+            follow.catch_up(kind, &self.tails).await;
+        }
         match kind {
             TableKind::Trades => self.tails.trades.view(),
             TableKind::Quotes => self.tails.quotes.view(),
@@ -99,7 +113,7 @@ impl QueryEngine {
         kind: TableKind,
         pin: Pin,
     ) -> Result<(DataFrame, Option<i64>), QueryError> {
-        let view = self.view(kind)?;
+        let view = self.view(kind).await?;
         let empty = || -> Result<DataFrame, QueryError> {
             let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
             ctx.read_table(Arc::new(t)).map_err(internal)

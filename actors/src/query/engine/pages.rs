@@ -13,7 +13,7 @@ impl QueryEngine {
     /// with a commit and is cached per snapshot; the tail's part is computed
     /// every time, so the page is exact while rows arrive.
     pub async fn read(&self, kind: TableKind, p: ReadParams) -> Result<Rows, QueryError> {
-        let view = self.view(kind)?;
+        let view = self.view(kind).await?;
         let (snapshot_id, with_tail) = resolve(&view, kind, p.pin, &self.tails.pins)?;
         let schema = view.schema.clone();
         let mut parts: Vec<RecordBatch> = Vec::new();

@@ -154,7 +154,10 @@ impl QueryEngine {
     }
 
     /// `/v1/snapshots`: the table's snapshots, oldest first.
-    pub fn snapshots(&self, kind: TableKind) -> Vec<serde_json::Value> {
+    pub async fn snapshots(&self, kind: TableKind) -> Vec<serde_json::Value> {
+        if let Some(follow) = &self.follow {
+            follow.catch_up(kind, &self.tails).await;
+        }
         let table = match kind {
             TableKind::Trades => self.tails.trades.committed_table(),
             TableKind::Quotes => self.tails.quotes.committed_table(),
