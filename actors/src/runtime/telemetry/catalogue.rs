@@ -340,6 +340,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     histogram("k2_kafka_delivery_seconds", "From enqueueing a record to its delivery report.", &[("topic", RUNTIME)]),
     counter("k2_kafka_queue_full_total", "Sends that found librdkafka's queue full and waited.", &[]),
+    gauge(
+        "k2_kafka_producer_held_records",
+        "Records the Kafka sink holds back while the Kafka breaker is open (the pipeline waits behind them).",
+        &[],
+    ),
     counter("k2_kafka_messages_consumed_total", "Records taken from Kafka into the tails.", &[]),
     counter("k2_kafka_consume_errors_total", "Failed consumer polls.", &[]),
     gauge(
@@ -351,6 +356,16 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "k2_kafka_rebalances_total",
         "Partition assignments and revocations of the flushers' group.",
         &[("kind", &["assign", "revoke"])],
+    ),
+    counter(
+        "k2_kafka_group_rejoins_total",
+        "Times this flusher left and rejoined its consumer group (a commit of its was fenced off by another flusher's).",
+        &[("reason", &["fenced_commit"])],
+    ),
+    gauge(
+        "k2_kafka_partitions_owned",
+        "Partitions of the market topics this flusher owns in its consumer group (0 while it waits for an assignment).",
+        &[],
     ),
     counter(
         "k2_kafka_records_missing_total",
@@ -377,6 +392,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
         &[("reason", &["per_client", "connections_per_client", "timeout", "uri_too_long"])],
     ),
     counter("k2_query_page_cache_total", "Lookups of the snapshot page cache.", &[("result", &["hit", "miss"])]),
+    counter(
+        "k2_query_follow_failures_total",
+        "Loads of a table's latest snapshot that failed where queries follow the catalog (a query node or a producer): queries answer from the last snapshot seen.",
+        &[("table", TABLES)],
+    ),
 ];
 
 /// The catalogue entry of `name`.
