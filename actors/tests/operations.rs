@@ -32,16 +32,22 @@ fn read(path: &str) -> String {
 
 /// Runs a checker that tests/services.sh installs; a missing one fails the
 /// test with what to do, rather than skipping the check.
-fn tool(program: &str, args: &[&str]) -> Output {
+fn tool(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e} (tests/services.sh installs it)"))
 }
 
 fn succeeded(program: &str, args: &[&str]) -> String {
-    let out = tool(program, args);
+    succeeded_with(program, args, &[])
+}
+
+/// As [`succeeded`], with `env` set.
+fn succeeded_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tool(program, args, env);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{program} {}:\n{text}", args.join(" "));
     text
@@ -208,7 +214,8 @@ fn the_stack_runs_every_service_k2_needs_where_production_toml_looks_for_it() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|s| s["static_configs"].as_array().unwrap().iter())
+        .filter_map(|s| s["static_configs"].as_array())
+        .flatten()
         .flat_map(|s| s["targets"].as_array().unwrap().iter().filter_map(Value::as_str))
         .collect();
     assert!(targets.contains(&format!("k2:{}", bind.port()).as_str()), "{targets:?}");
@@ -228,6 +235,85 @@ fn the_stack_runs_every_service_k2_needs_where_production_toml_looks_for_it() {
     let datasources = yaml(&read("docker/grafana/provisioning/datasources/prometheus.yml"));
     assert_eq!(datasources["datasources"][0]["url"], "http://prometheus:9090", "Prometheus listens on 9090 by default");
     assert!(published(prometheus).contains(&9090));
+}
+
+/// The scale-out profile: two producers, three flushers in one group and a
+/// query node, each with its own data directory (so each flusher's static
+/// member id is its own), all on the `k2` service's schema registry (a
+/// process on its own registry would give the same schema other ids), and
+/// every one scraped by Prometheus.
+#[test]
+fn the_scale_out_profile_shares_one_registry_and_gives_each_process_its_own_directory() {
+    let compose = yaml(&succeeded("docker-compose", &["-f", "docker/compose.yml", "--profile", "scale-out", "config"]));
+    let services = &compose["services"];
+    let config = production();
+    let env = |service: &str, key: &str| text(&services[service]["environment"][key]);
+    let k2_port = published(&services["k2"])[0];
+    let (producers, flushers, queries): (Vec<&str>, Vec<&str>, Vec<&str>) =
+        (vec!["k2", "k2-producer-2"], vec!["k2-flusher-1", "k2-flusher-2", "k2-flusher-3"], vec!["k2-query"]);
+    let mut directories = BTreeSet::new();
+    for name in producers.iter().chain(&flushers).chain(&queries) {
+        let service = &services[*name];
+        assert!(service.is_object(), "no service {name}");
+        assert_eq!(mount(service, "config/production.toml"), Some("/etc/k2/production.toml"), "{name}");
+        let data_dir = config["storage"]["data_dir"].as_str().unwrap();
+        let volume = service["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|v| {
+                let mut parts = v.split(':');
+                let (from, to) = (parts.next()?, parts.next()?);
+                (to == data_dir).then(|| from.to_owned())
+            })
+            .unwrap_or_else(|| panic!("{name} keeps its data directory on a volume"));
+        assert!(!volume.starts_with('/'), "{name}: a named volume, not a host path: {volume}");
+        assert!(directories.insert(volume.clone()), "{name} shares a data directory: {volume}");
+        if *name != "k2" {
+            assert_eq!(env(name, "K2__KAFKA__REGISTRY_URL"), format!("http://k2:{k2_port}"), "{name}");
+        }
+    }
+    // The `k2` service is a producer when the profile's instructions say so.
+    assert_eq!(env("k2", "K2__ROLE"), "all");
+    let first = yaml(&succeeded_with(
+        "docker-compose",
+        &["-f", "docker/compose.yml", "--profile", "scale-out", "config"],
+        &[("K2_ROLE", "producer")],
+    ));
+    assert_eq!(text(&first["services"]["k2"]["environment"]["K2__ROLE"]), "producer");
+    assert_eq!(env("k2-producer-2", "K2__ROLE"), "producer");
+    for name in &flushers {
+        assert_eq!(env(name, "K2__ROLE"), "flusher", "{name}");
+        assert_eq!(env(name, "K2__KAFKA__INSTANCE_ID"), "auto", "{name}: an id kept in its own volume");
+    }
+    assert_eq!(env("k2-query", "K2__ROLE"), "query");
+    for name in producers.iter().chain(&flushers).chain(&queries) {
+        for key in ["K2__BINANCE__ENABLED", "K2__KAFKA__CONSUME"] {
+            assert!(services[*name]["environment"][key].is_null(), "{name}: the role decides {key}");
+        }
+    }
+    assert!(
+        config["kafka"]["partitions"].as_u64().unwrap() >= flushers.len() as u64,
+        "a flusher past the partition count would own none"
+    );
+
+    let prom_config = yaml(&read("docker/prometheus/prometheus.yml"));
+    let scraped: BTreeSet<String> = prom_config["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let fixed =
+                s["static_configs"].as_array().into_iter().flatten().flat_map(|c| c["targets"].as_array().unwrap());
+            let named =
+                s["dns_sd_configs"].as_array().into_iter().flatten().flat_map(|c| c["names"].as_array().unwrap());
+            fixed.chain(named).filter_map(Value::as_str).map(|t| t.split(':').next().unwrap().to_owned())
+        })
+        .collect();
+    for name in producers.iter().chain(&flushers).chain(&queries) {
+        assert!(scraped.contains(*name), "Prometheus does not scrape {name}: {scraped:?}");
+    }
 }
 
 /// K2's embedded profile lists every key (K2 refuses unknown ones); the
@@ -361,7 +447,7 @@ fn the_image_and_the_systemd_unit_run_k2_as_production_toml_says() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("k2.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/k2", env!("CARGO_BIN_EXE_k2"))).unwrap();
-    let out = tool("systemd-analyze", &["verify", copy.to_str().unwrap()]);
+    let out = tool("systemd-analyze", &["verify", copy.to_str().unwrap()], &[]);
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 }
