@@ -44,8 +44,9 @@ if [ -n "${K2_TEST_KAFKA:-}" ]; then
 fi
 listening() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
 if ! tansu --version 2>/dev/null | grep -q "0.6.0"; then
-  # About 15 minutes on 2 cores, once per machine.
-  CARGO_TARGET_DIR=/var/cache/tansu-build cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+  # About 15 minutes on 2 cores, once per machine. The postgres feature is
+  # for the consumer bench's second storage engine (actors/benches/kafka_consume.rs).
+  CARGO_TARGET_DIR=/var/cache/tansu-build cargo install tansu --version 0.6.0 --locked --features dynostore,libsql,postgres
   rm -rf /var/cache/tansu-build
 fi
 if ! listening; then

@@ -158,11 +158,17 @@ fn main() {
         let t = Instant::now();
         let per = rows.div_ceil(flushes);
         let mut k = 0;
+        let mut done = 0u64;
         while k < rows {
             let to = (k + per).min(rows);
             send(&k2, k, to, rows, 0).await;
             k2.flush().await.expect("flush");
             k = to;
+            done += 1;
+            // Each commit costs more as the table grows: show it.
+            if done.is_multiple_of((flushes / 10).max(1)) {
+                println!("  {done} flushes at {:.1} s", t.elapsed().as_secs_f64());
+            }
         }
         println!("small flushes: {rows} rows in {flushes} commits, {:.1} s", t.elapsed().as_secs_f64());
         let before = queries(&k2).await;
