@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) struct Decoders {
+pub(crate) struct Decoders {
     schemas: SchemaSource,
     /// Schema id → whether it is the trade record.
     kinds: HashMap<u32, bool>,
@@ -13,7 +13,7 @@ pub(super) struct Decoders {
 }
 
 impl Decoders {
-    pub(super) fn new(schemas: SchemaSource, probe: Option<Probe>) -> Self {
+    pub(crate) fn new(schemas: SchemaSource, probe: Option<Probe>) -> Self {
         Self { schemas, kinds: HashMap::new(), probe }
     }
 
@@ -23,7 +23,7 @@ impl Decoders {
     /// registry that knows no schema at all for the record's topic: it is
     /// not the one the producers registered with, and every record would
     /// otherwise become a dead letter.
-    async fn decode(&mut self, topic: &str, payload: &[u8]) -> Result<MarketEvent, String> {
+    pub(crate) async fn decode(&mut self, topic: &str, payload: &[u8]) -> Result<MarketEvent, String> {
         let (id, _) = split_frame(payload).map_err(|e| e.to_string())?;
         let trade = match self.kinds.get(&id) {
             Some(t) => *t,
@@ -128,6 +128,48 @@ impl Recent {
     }
 }
 
+/// What a record taken from a market topic becomes. The consumer and the
+/// log view of hybrid queries (`kafka/log_view.rs`) both apply this one rule,
+/// so a query counts exactly the rows the flushers will land.
+// Made and matched at once per record: boxing the row would allocate per
+// record on the consumer's hot path.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Fate {
+    /// A row of the topic's table.
+    Row(MarketEvent),
+    /// A second copy within the duplicate span: dropped.
+    Duplicate,
+    /// Never a row: sent to the dead-letter topic, for this reason.
+    DeadLetter(String),
+}
+
+/// Judges one record of `topic` (a trades topic when `is_trades`); `note`
+/// enters a decoded record in its partition's window and says whether it
+/// is a second copy. A record over `max_record_bytes` is not decoded (nor
+/// noted).
+pub(crate) async fn fate(
+    decoders: &mut Decoders,
+    topic: &str,
+    is_trades: bool,
+    payload: &[u8],
+    max_record_bytes: usize,
+    note: impl FnOnce(&MarketEvent) -> bool,
+) -> Fate {
+    if payload.len() > max_record_bytes {
+        return Fate::DeadLetter(format!(
+            "record of {} bytes is over kafka.max_record_bytes ({max_record_bytes})",
+            payload.len()
+        ));
+    }
+    match decoders.decode(topic, payload).await {
+        Ok(event) if note(&event) => Fate::Duplicate,
+        Ok(event @ MarketEvent::Trade(_)) if is_trades => Fate::Row(event),
+        Ok(event @ MarketEvent::Quote(_)) if !is_trades => Fate::Row(event),
+        Ok(_) => Fate::DeadLetter("record kind does not match its topic".to_owned()),
+        Err(reason) => Fate::DeadLetter(reason),
+    }
+}
+
 pub(super) async fn ingest(
     batch: Vec<(u64, OwnedMessage)>,
     tails: &Tails,
@@ -189,27 +231,12 @@ pub(super) async fn ingest(
             }
         }
         let payload = m.payload().unwrap_or_default();
-        if payload.len() > config.max_record_bytes {
-            let reason = format!(
-                "record of {} bytes is over kafka.max_record_bytes ({})",
-                payload.len(),
-                config.max_record_bytes
-            );
-            dead_letter(dlq, admin, config, m, &reason).await;
-            continue;
-        }
-        let decoded = decoders.decode(topic, payload).await;
-        if let Ok(event) = &decoded
-            && recent.note(*epoch, m, event)
-        {
-            *duplicates.entry(topic).or_default() += 1;
-            continue;
-        }
-        match decoded {
-            Ok(MarketEvent::Trade(t)) if is_trades => trades.push(t),
-            Ok(MarketEvent::Quote(q)) if !is_trades => quotes.push(q),
-            Ok(_) => dead_letter(dlq, admin, config, m, "record kind does not match its topic").await,
-            Err(reason) => dead_letter(dlq, admin, config, m, &reason).await,
+        let note = |event: &MarketEvent| recent.note(*epoch, m, event);
+        match fate(decoders, topic, is_trades, payload, config.max_record_bytes, note).await {
+            Fate::Row(MarketEvent::Trade(t)) => trades.push(t),
+            Fate::Row(MarketEvent::Quote(q)) => quotes.push(q),
+            Fate::Duplicate => *duplicates.entry(topic).or_default() += 1,
+            Fate::DeadLetter(reason) => dead_letter(dlq, admin, config, m, &reason).await,
         }
     }
     metrics::counter!("k2_kafka_messages_consumed_total").increment(taken);

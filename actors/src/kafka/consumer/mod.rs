@@ -25,6 +25,7 @@ mod ingest;
 mod membership;
 mod rebalance;
 
+pub(crate) use ingest::{Decoders, Fate, fate};
 pub use membership::Membership;
 
 use std::collections::HashMap;
