@@ -232,7 +232,8 @@ fn an_unreachable_broker_opens_the_kafka_breaker() {
 async fn trades_in(api: &str, source: &str) -> u64 {
     let v: serde_json::Value =
         reqwest::get(format!("{api}/v1/symbols?source={source}")).await.unwrap().json().await.unwrap();
-    v["data"].as_array().unwrap().iter().map(|r| r["trades"].as_u64().unwrap()).sum()
+    let rows = v["data"].as_array().unwrap_or_else(|| panic!("/v1/symbols?source={source}: {v}"));
+    rows.iter().map(|r| r["trades"].as_u64().unwrap()).sum()
 }
 
 /// The first `n` letters of `{topic}.dlq`: their headers as text, and payloads.

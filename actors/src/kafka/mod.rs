@@ -9,10 +9,13 @@
 //!   compatible one by URL.
 //! - [`consumer`]: the flushers' group, a supervised actor landing the
 //!   topics in the tables' tails.
+//! - [`log_view`]: the records past a table's snapshot, decoded and kept
+//!   for exact hybrid queries on any process.
 //! - [`recent_ids`]: the window that drops a record a second producer also
 //!   put in the log.
 
 pub mod consumer;
+pub mod log_view;
 pub mod recent_ids;
 pub mod schemas;
 pub mod topics;

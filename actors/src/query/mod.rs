@@ -39,6 +39,10 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("the query handler is not available")]
     Unavailable,
+    /// Kafka mode: the log past the snapshot could not be read, so a hybrid
+    /// answer would miss rows (`source=historical` still answers).
+    #[error("{0}; source=historical answers from the tables alone")]
+    LogUnavailable(String),
     #[error("query failed: {0}")]
     Internal(String),
 }

@@ -82,7 +82,9 @@ fn error_response(e: QueryError) -> HttpResponse {
     let (status, parameter) = match &e {
         QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, Some(*parameter)),
         QueryError::NoSnapshot { parameter, .. } => (StatusCode::NOT_FOUND, Some(*parameter)),
-        QueryError::Timeout(_) | QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+        QueryError::Timeout(_) | QueryError::Unavailable | QueryError::LogUnavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, None)
+        }
         QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -1,6 +1,7 @@
 //! The builder's phases: restore, sinks, actors.
 
 use super::*;
+use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
 use crate::lake::writer::latest_covered;
 use crate::sources::gap_recovery::TableGaps;
@@ -91,9 +92,22 @@ async fn restore(
     };
     let lake = Lake::open_with(&config.storage, access).await?;
     let tails = Tails::open(&lake).await?;
+    let path = lake.dir().join("catalog.db");
+    // Opened once: its writes are serialised in this process.
+    let schema_registry = Arc::new(
+        Registry::open(&path)
+            .await
+            .map_err(|source| StartError::Registry { path: path.display().to_string(), source })?,
+    );
     let mut engine = QueryEngine::new(tails.clone(), config.query.timezones.clone());
     if config.follows_catalog() {
         engine = engine.following(lake.clone());
+    }
+    if config.mode == Mode::Kafka {
+        let schemas = schema_source(config, &schema_registry);
+        let log = LogView::new(&config.kafka, schemas, config.query.log_cache_rows)
+            .map_err(|e| StartError::Restore { what: "the Kafka log reader of queries", reason: e.to_string() })?;
+        engine = engine.reading_log(log);
     }
     let engine = Arc::new(engine);
     // The dedup window outlives the process: ids already in the tables
@@ -124,18 +138,8 @@ async fn restore(
         }
         Some(shared)
     };
-    let path = lake.dir().join("catalog.db");
-    // Opened once: its writes are serialised in this process.
-    let schema_registry = Arc::new(
-        Registry::open(&path)
-            .await
-            .map_err(|source| StartError::Registry { path: path.display().to_string(), source })?,
-    );
     let spill_dir = lake.dir().join("spill");
-    let spill = Arc::new(Spill::open(&spill_dir).map_err(|e| match e {
-        spill::SpillError::Io { path, source } => StartError::Spill { path: path.display().to_string(), source },
-        other => StartError::Restore { what: "the spill", reason: other.to_string() },
-    })?);
+    let spill = Arc::new(Spill::open(&spill_dir).map_err(spill_error)?);
     // A query node writes no rows: a spill in the directory is its
     // writer's, which replays it.
     if config.mode == Mode::Embedded && config.role != Role::Query {
@@ -166,6 +170,13 @@ async fn restore(
     let dead_letters = DeadLetters::open(&lake.dir().join("dead-letters"))
         .map_err(|e| StartError::Restore { what: "the dead letters", reason: e.to_string() })?;
     Ok(Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters })
+}
+
+fn spill_error(e: spill::SpillError) -> StartError {
+    match e {
+        spill::SpillError::Io { path, source } => StartError::Spill { path: path.display().to_string(), source },
+        other => StartError::Restore { what: "the spill", reason: other.to_string() },
+    }
 }
 
 /// K2's own registry, or the one named by URL.

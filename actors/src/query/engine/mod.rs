@@ -1,5 +1,7 @@
 //! Plans and runs queries with DataFusion over a consistent view: the
-//! committed Iceberg snapshot (pinned) and the tail of rows after it. Every
+//! committed Iceberg snapshot (pinned) and the rows after it: this process's
+//! tail in embedded mode, the Kafka log past the snapshot's offsets in Kafka
+//! mode (`kafka/log_view.rs`: exact on any process). Every
 //! filter value is a typed literal in the plan; no value is ever put into
 //! SQL text.
 
@@ -27,6 +29,7 @@ use super::aggregate::{Ohlcv, decimal_string};
 use super::files::{PageCache, TimeIndexCache};
 use super::format::{Decimals, Longs, Strings, Timestamps, column};
 use super::params::{AsOf, BarsParams, Cursor, Interval, Pin, ReadParams, Source, SummaryParams, local_midnight};
+use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
 use crate::lake::Tails;
 use crate::lake::tail::TailView;
@@ -69,6 +72,14 @@ pub struct QueryEngine {
     /// Set where this process commits no rows: the tables' latest
     /// snapshots are loaded from the catalog.
     follow: Option<follow::Follow>,
+    /// Kafka mode: the rows after a snapshot are read from the log.
+    log: Option<LogView>,
+}
+
+/// Rows after a snapshot, each batch with its (lowest, highest) timestamp.
+struct After {
+    batches: Vec<RecordBatch>,
+    spans: Vec<(i64, i64)>,
 }
 
 fn internal(e: impl std::fmt::Display) -> QueryError {
@@ -81,7 +92,38 @@ fn bad(parameter: &'static str, reason: impl Into<String>) -> QueryError {
 
 impl QueryEngine {
     pub fn new(tails: Tails, timezones: BTreeMap<String, Tz>) -> Self {
-        Self { tails, timezones, time_index: TimeIndexCache::default(), pages: PageCache::default(), follow: None }
+        Self {
+            tails,
+            timezones,
+            time_index: TimeIndexCache::default(),
+            pages: PageCache::default(),
+            follow: None,
+            log: None,
+        }
+    }
+
+    /// Hybrid and realtime queries read the rows after the snapshot from
+    /// the Kafka log (every flusher's partitions), not from this process's
+    /// tail.
+    pub fn reading_log(mut self, log: LogView) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// The rows after `view`'s snapshot: from the log where there is one
+    /// (`local` asks for this process's tail regardless).
+    async fn after(&self, kind: TableKind, view: &TailView, local: bool) -> Result<After, QueryError> {
+        match &self.log {
+            Some(log) if !local => {
+                let covered = crate::lake::writer::latest_covered(&view.table).map_err(internal)?;
+                let rows = log
+                    .after(kind, &view.schema, &covered.offsets)
+                    .await
+                    .map_err(|e| QueryError::LogUnavailable(e.to_string()))?;
+                Ok(After { batches: rows.batches, spans: rows.spans })
+            }
+            _ => Ok(After { batches: view.batches.clone(), spans: view.spans.clone() }),
+        }
     }
 
     /// Queries read the tables' latest snapshots from the catalog (other
@@ -113,6 +155,19 @@ impl QueryEngine {
         kind: TableKind,
         pin: Pin,
     ) -> Result<(DataFrame, Option<i64>), QueryError> {
+        self.frame_from(ctx, kind, pin, false).await
+    }
+
+    /// As [`Self::frame`]; with `local`, the rows after the snapshot are this
+    /// process's tail even in Kafka mode (what the restore at start reads,
+    /// which must not wait for the broker).
+    async fn frame_from(
+        &self,
+        ctx: &SessionContext,
+        kind: TableKind,
+        pin: Pin,
+        local: bool,
+    ) -> Result<(DataFrame, Option<i64>), QueryError> {
         let view = self.view(kind).await?;
         let empty = || -> Result<DataFrame, QueryError> {
             let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
@@ -124,8 +179,9 @@ impl QueryEngine {
             None => None,
         };
         let tail = if with_tail {
+            let after = self.after(kind, &view, local).await?;
             // Two partitions: the two cores filter the tail in parallel.
-            let t = MemTable::try_new(view.schema.clone(), two_partitions(&view.batches)).map_err(internal)?;
+            let t = MemTable::try_new(view.schema.clone(), two_partitions(&after.batches)).map_err(internal)?;
             Some(ctx.read_table(Arc::new(t)).map_err(internal)?)
         } else {
             None

@@ -48,10 +48,12 @@ impl QueryEngine {
         } else {
             None
         };
-        let tail: Vec<RecordBatch> = view
+        let after =
+            if with_tail { self.after(kind, &view, false).await? } else { After { batches: vec![], spans: vec![] } };
+        let tail: Vec<RecordBatch> = after
             .batches
             .iter()
-            .zip(&view.spans)
+            .zip(&after.spans)
             .filter(|(b, (lo, hi))| {
                 b.num_rows() > 0 && *hi >= lower && *lo < upper && full_page_last.is_none_or(|last| *lo <= last)
             })

@@ -85,7 +85,7 @@ impl QueryEngine {
         for kind in TableKind::ALL {
             let ctx = Self::context();
             let pin = Pin { source: Source::Hybrid, as_of: None };
-            let (df, _) = self.frame(&ctx, kind, pin).await?;
+            let (df, _) = self.frame_from(&ctx, kind, pin, true).await?;
             let tz = timestamp_tz(df.schema().as_arrow());
             let df = df
                 .filter(ident("ingestion_timestamp").gt_eq(lit(ScalarValue::TimestampMicrosecond(Some(since), tz))))
@@ -131,7 +131,7 @@ impl QueryEngine {
             for chunk in of_kind.chunks(1000) {
                 let ctx = Self::context();
                 let pin = Pin { source: Source::Hybrid, as_of: None };
-                let (df, _) = self.frame(&ctx, kind, pin).await?;
+                let (df, _) = self.frame_from(&ctx, kind, pin, true).await?;
                 let tz = timestamp_tz(df.schema().as_arrow());
                 let at = |micros: i64| lit(ScalarValue::TimestampMicrosecond(Some(micros), tz.clone()));
                 let ids = chunk.iter().map(|e| lit(e.message_id().to_string())).collect();

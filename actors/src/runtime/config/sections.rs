@@ -282,6 +282,9 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// Time zone of each exchange's trading day (summaries, daily bars).
     pub timezones: std::collections::BTreeMap<String, chrono_tz::Tz>,
+    /// Kafka mode: rows of the log past the snapshots kept decoded between
+    /// queries, per table.
+    pub log_cache_rows: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -397,6 +397,16 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Loads of a table's latest snapshot that failed where queries follow the catalog (a query node or a producer): queries answer from the last snapshot seen.",
         &[("table", TABLES)],
     ),
+    counter(
+        "k2_query_log_records_read_total",
+        "Kafka mode: records read from the log past the tables' snapshots by hybrid queries (each once while cached).",
+        &[],
+    ),
+    gauge(
+        "k2_query_log_cache_rows",
+        "Kafka mode: rows of the log past the snapshot kept decoded for hybrid queries, per table (bounded by query.log_cache_rows).",
+        &[("table", TABLES)],
+    ),
 ];
 
 /// The catalogue entry of `name`.
