@@ -4,6 +4,8 @@ use super::*;
 use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
 use crate::lake::writer::latest_covered;
+use crate::sinks::kafka::KafkaReplay;
+use crate::sinks::spill_replay::Target;
 use crate::sources::gap_recovery::TableGaps;
 
 /// The least the degradation ladder's age unit (`flush.max_age`) counts as.
@@ -204,6 +206,8 @@ struct Sinks {
     delivered: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
     /// Kafka mode: lets batches held by an open breaker go (shutdown).
     release_held: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Kafka mode with a spill: replays it into Kafka.
+    kafka_replay: Option<KafkaReplay>,
 }
 
 /// Phase 2: where the pipeline ends.
@@ -223,6 +227,7 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
                 in_flight: None,
                 delivered: None,
                 release_held: None,
+                kafka_replay: None,
             }
         }
         // Rows reach the tables through Kafka: the consumer. A full
@@ -230,7 +235,16 @@ fn sinks(config: &Config, r: &Restored, registry: &HealthRegistry, batch: bool) 
         Mode::Kafka => {
             let breaker = registry.breaker("kafka", &config.breakers);
             let sink = KafkaSink::new(&config.kafka, schema_source(config, &r.schema_registry), breaker)?;
+            // Live sources spill what an open breaker holds too long; a
+            // batch source waits. A query node produces nothing.
+            let kafka_replay = if batch || config.role == Role::Query || config.kafka.spill_after.is_zero() {
+                None
+            } else {
+                let spill = Spill::open_slot(&r.lake.dir().join("spill-kafka")).map_err(spill_error)?;
+                Some(sink.spill_to(Arc::new(spill)))
+            };
             Sinks {
+                kafka_replay,
                 in_flight: Some(Arc::new(sink.in_flight())),
                 delivered: Some(Box::new(sink.delivered())),
                 release_held: Some(Box::new(sink.release_held())),
@@ -271,7 +285,7 @@ fn table_gaps(config: &Config, lake: &Lake, tails: &Tails) -> TableGaps {
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
     let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
-    let Sinks { sink, full, level, stages_level, in_flight, delivered, release_held } = s;
+    let Sinks { sink, full, level, stages_level, in_flight, delivered, release_held, kafka_replay } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
         .shared(shared.clone())
@@ -315,11 +329,16 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         Supervisor::start(move |_: &mut Context<FlusherActor>| FlusherActor::new(l, t, c, wake, breakers, b, sup));
     pipeline.add_fault_target(flusher::NAME, flusher.clone().recipient());
 
-    if config.mode == Mode::Embedded && config.role != Role::Query {
+    let replay = match (&kafka_replay, config.mode) {
+        (Some(kafka), _) => kafka.spill().map(|s| (s.clone(), Target::Kafka(kafka.clone()))),
+        (None, Mode::Embedded) if config.role != Role::Query => {
+            Some((spill.clone(), Target::Tails { tails: tails.clone(), level: stages_level, full }))
+        }
+        (None, _) => None,
+    };
+    if let Some((sp, target)) = replay {
         let sup = pipeline.supervision(spill_replay::NAME);
-        let (sp, t, lv) = (spill.clone(), tails.clone(), stages_level);
-        let addr =
-            Supervisor::start(move |_: &mut Context<SpillReplayActor>| SpillReplayActor::new(sp, t, lv, full, sup));
+        let addr = Supervisor::start(move |_: &mut Context<SpillReplayActor>| SpillReplayActor::new(sp, target, sup));
         pipeline.add_fault_target(spill_replay::NAME, addr.recipient());
     }
 

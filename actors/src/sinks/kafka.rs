@@ -9,7 +9,14 @@
 //! `message_timeout` and then fail. Held, they push back up the pipeline (a
 //! batch source waits, the ladder climbs and live sources pause at its top,
 //! or shed only where the config says so) and go out in order once the
-//! cool-down lets a probe through.
+//! cool-down lets a probe through. For live sources a batch held longer than
+//! `kafka.spill_after` goes to a spill on disk instead (and so does every
+//! batch after it, until the spill is replayed, which keeps the order); the
+//! spill replayer ([`KafkaReplay`], driven by the `spill-replay` actor)
+//! sends the segments into Kafka, oldest first, once the breaker closes,
+//! and deletes each when the broker has acknowledged every record of it. A
+//! process stopping while batches are held spills them too, for the next
+//! process on the data directory to replay.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +33,7 @@ use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::{Mutex, Notify};
 
+use super::spill::{Spill, SpillError};
 use super::{Pending, Sink, SinkError};
 use crate::kafka::KafkaError;
 use crate::kafka::schemas::SchemaSource;
@@ -77,6 +85,19 @@ struct Shared {
     /// Redis, told of each delivered batch: a record is durable once the
     /// broker has it.
     durable: OnceLock<Arc<SharedState>>,
+    /// Live sources: where batches held past `spill_after` go.
+    spill: OnceLock<Arc<Spill>>,
+    /// A spilled segment is being put into librdkafka: new batches go to
+    /// the spill behind it.
+    replaying: AtomicBool,
+}
+
+/// What a held batch does next.
+enum Held {
+    /// Into librdkafka.
+    Go,
+    /// To the spill.
+    Spill,
 }
 
 pub struct KafkaSink {
@@ -98,11 +119,12 @@ impl KafkaSink {
         move || (shared.in_flight.load(Ordering::Acquire) + shared.held.load(Ordering::Acquire)) as u64
     }
 
-    /// Lets every held batch go on to librdkafka, now and from now on: a
-    /// process shutting down with the broker away cannot wait for it. Those
-    /// records then fail after `message_timeout` like any undelivered one
-    /// (counted; their source's marks do not pass them, so the next process
-    /// fetches them as a gap).
+    /// Lets every held batch go, now and from now on: a process shutting
+    /// down with the broker away cannot wait for it. With a spill they go
+    /// to it (the next process on the data directory replays them);
+    /// without, to librdkafka, where they fail after `message_timeout` like
+    /// any undelivered record (counted; their source's marks do not pass
+    /// them, so the next process fetches them as a gap).
     pub fn release_held(&self) -> impl Fn() + Send + Sync + 'static {
         let shared = self.shared.clone();
         move || {
@@ -146,8 +168,112 @@ impl KafkaSink {
                 settled: Notify::new(),
                 breaker,
                 durable: OnceLock::new(),
+                spill: OnceLock::new(),
+                replaying: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Batches held past `kafka.spill_after` go to `spill` (live sources
+    /// only: a batch source waits). The handle replays it.
+    pub fn spill_to(&self, spill: Arc<Spill>) -> KafkaReplay {
+        let _ = self.shared.spill.set(spill);
+        KafkaReplay { shared: self.shared.clone() }
+    }
+}
+
+/// Puts spilled batches into Kafka, oldest first.
+#[derive(Clone)]
+pub struct KafkaReplay {
+    shared: Arc<Shared>,
+}
+
+/// Clears the flag it holds when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl KafkaReplay {
+    pub fn spill(&self) -> Option<&Arc<Spill>> {
+        self.shared.spill.get()
+    }
+
+    /// While the Kafka breaker is closed, puts the spilled segments into
+    /// librdkafka, oldest first, until none is left (batches arriving
+    /// meanwhile go to the spill behind them, and are taken in turn), then
+    /// waits for their deliveries and deletes each segment; records whose
+    /// delivery failed go back to the spill. The last segment's number and
+    /// how many records went, or `None` when there was nothing to do. A
+    /// crash before a deletion replays that segment again: the second
+    /// copies are dropped by the flushers (`kafka.duplicate_span`).
+    pub async fn replay(&self) -> Result<Option<(u64, usize)>, SpillError> {
+        let shared = &self.shared;
+        let Some(spill) = shared.spill.get() else { return Ok(None) };
+        if !shared.breaker.open_for().is_zero() || spill.is_empty() {
+            return Ok(None);
+        }
+        if shared.replaying.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        let replaying = ClearOnDrop(&shared.replaying);
+        let mut sent = Vec::new();
+        let mut problem = None;
+        while shared.breaker.open_for().is_zero() {
+            let s = spill.clone();
+            let taken = match tokio::task::spawn_blocking(move || s.take_oldest()).await {
+                Ok(taken) => taken,
+                Err(e) => Err(SpillError::Task(e.to_string())),
+            };
+            let (seq, events) = match taken {
+                Ok(Some(segment)) => segment,
+                Ok(None) => break,
+                Err(e) => {
+                    problem = Some(e);
+                    break;
+                }
+            };
+            let n = events.len();
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            if let Err(e) = shared.clone().enqueue(events, Some(done)).await {
+                spill.put_back(seq, n);
+                problem = Some(SpillError::Task(e.reason));
+                break;
+            }
+            sent.push((seq, n, outcome));
+        }
+        // Everything taken is in librdkafka's queue, in order: later
+        // batches may follow it there.
+        drop(replaying);
+        let mut last = None;
+        for (seq, n, outcome) in sent {
+            let failed = outcome.await.unwrap_or_default();
+            if !failed.is_empty() {
+                tracing::warn!(records = failed.len(), "replayed records not delivered: back to the spill");
+                let s = spill.clone();
+                let appended = tokio::task::spawn_blocking(move || s.append(&failed))
+                    .await
+                    .map_err(|e| SpillError::Task(e.to_string()))
+                    .and_then(|written| written);
+                if let Err(e) = appended {
+                    // The segment is replayed again: its delivered records
+                    // become second copies, which the flushers drop.
+                    spill.put_back(seq, n);
+                    problem.get_or_insert(e);
+                    continue;
+                }
+            }
+            spill.discard(seq);
+            metrics::counter!("k2_spill_rows_replayed_total").increment(n as u64);
+            last = Some((seq, last.map_or(0, |(_, total)| total) + n));
+        }
+        match problem {
+            Some(e) => Err(e),
+            None => Ok(last),
+        }
     }
 }
 
@@ -166,35 +292,115 @@ impl Shared {
         Ok(id)
     }
 
-    /// Waits while the breaker is open, counting the batch as held.
-    async fn hold(&self, records: usize) {
-        if self.breaker.open_for().is_zero() || self.releasing.load(Ordering::Acquire) {
-            return;
+    /// The spill, when batches go to it after `spill_after`.
+    fn spill(&self) -> Option<&Arc<Spill>> {
+        self.spill.get().filter(|_| !self.config.spill_after.is_zero())
+    }
+
+    /// Waits while the breaker is open, counting the batch as held: until
+    /// it closes (go), or with a spill (`may_spill`) until `spill_after` or
+    /// the shutdown (spill).
+    async fn hold(&self, records: usize, may_spill: bool) -> Held {
+        let spill = may_spill && self.spill().is_some();
+        let releasing = || self.releasing.load(Ordering::Acquire);
+        if self.breaker.open_for().is_zero() {
+            return Held::Go;
+        }
+        if releasing() {
+            return if spill { Held::Spill } else { Held::Go };
         }
         let held = self.held.fetch_add(records, Ordering::AcqRel) + records;
         metrics::gauge!("k2_kafka_producer_held_records").set(held as f64);
         tracing::warn!(records, cause = ?self.breaker.cause(), "the Kafka breaker is open: holding the batch");
-        loop {
+        let since = Instant::now();
+        let next = loop {
             let left = self.breaker.open_for();
-            if left.is_zero() || self.releasing.load(Ordering::Acquire) {
-                break;
+            if left.is_zero() {
+                break Held::Go;
+            }
+            if releasing() {
+                break if spill { Held::Spill } else { Held::Go };
+            }
+            let mut wait = left.min(Duration::from_secs(1));
+            if spill {
+                match self.config.spill_after.checked_sub(since.elapsed()) {
+                    Some(rest) if !rest.is_zero() => wait = wait.min(rest),
+                    _ => break Held::Spill,
+                }
             }
             let released = self.released.notified();
             tokio::select! {
-                () = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = released => {}
             }
-        }
+        };
         let held = self.held.fetch_sub(records, Ordering::AcqRel) - records;
         metrics::gauge!("k2_kafka_producer_held_records").set(held as f64);
+        next
+    }
+
+    /// Appends `events` to the spill (off the runtime's threads); gives
+    /// them back when the disk refuses them.
+    async fn spill_batch(&self, events: Vec<MarketEvent>) -> Result<(), Vec<MarketEvent>> {
+        let Some(spill) = self.spill().cloned() else { return Err(events) };
+        let written = tokio::task::spawn_blocking(move || {
+            let written = spill.append(&events);
+            (written, events)
+        })
+        .await;
+        match written {
+            Ok((Ok(()), events)) => {
+                tracing::info!(records = events.len(), "the Kafka breaker is open: batch spilled to disk");
+                Ok(())
+            }
+            Ok((Err(e), events)) => {
+                tracing::error!(error = %e, "spill write failed; holding the batch instead");
+                metrics::counter!("k2_spill_write_failures_total").increment(1);
+                Err(events)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spill write task failed");
+                Err(Vec::new())
+            }
+        }
     }
 
     async fn send(self: Arc<Self>, events: Vec<MarketEvent>) -> Result<(), SinkError> {
-        self.hold(events.len()).await;
+        // Behind batches already spilled (or being replayed): order kept.
+        let mut events = events;
+        let behind = self.spill().is_some_and(|s| !s.is_empty()) || self.replaying.load(Ordering::Acquire);
+        let mut may_spill = true;
+        if behind {
+            match self.spill_batch(events).await {
+                Ok(()) => return Ok(()),
+                Err(back) => (events, may_spill) = (back, false),
+            }
+        }
+        if let Held::Spill = self.hold(events.len(), may_spill).await {
+            match self.spill_batch(events).await {
+                Ok(()) => return Ok(()),
+                Err(back) => {
+                    events = back;
+                    self.hold(events.len(), false).await;
+                }
+            }
+        }
+        self.enqueue(events, None).await
+    }
+
+    /// Hands `events` to librdkafka in order; their deliveries are awaited
+    /// on a task of their own, which sends `failed` the events that were not
+    /// delivered.
+    async fn enqueue(
+        self: Arc<Self>,
+        events: Vec<MarketEvent>,
+        failed: Option<tokio::sync::oneshot::Sender<Vec<MarketEvent>>>,
+    ) -> Result<(), SinkError> {
         let prefix = self.config.topic_prefix.clone();
         let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(events.len());
         // Which event each delivery carries, kept only when deliveries are
-        // settled in Redis.
+        // settled in Redis or failures are asked for.
+        let track = self.durable.get().is_some() || failed.is_some();
         let mut sent: Vec<usize> = Vec::new();
         // Claims of records that will not be delivered, to release.
         let mut undelivered: Vec<(CompactString, uuid::Uuid)> = Vec::new();
@@ -245,7 +451,7 @@ impl Shared {
             let Some(delivery) = delivery else { continue };
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             deliveries.push((at, delivery));
-            if self.durable.get().is_some() {
+            if track {
                 sent.push(index);
             }
         }
@@ -259,10 +465,11 @@ impl Shared {
                 .iter()
                 .map(|t| metrics::counter!("k2_kafka_messages_produced_total", "topic" => t.clone()))
                 .collect();
-            let failed: Vec<_> = topics
+            let errors: Vec<_> = topics
                 .iter()
                 .map(|t| metrics::counter!("k2_kafka_produce_errors_total", "topic" => t.clone()))
                 .collect();
+            let mut not_delivered = Vec::new();
             let kind: Vec<usize> = topics
                 .iter()
                 .map(|t| usize::from(is_market_topic(&shared.config.topic_prefix, t) != Some(true)))
@@ -289,9 +496,14 @@ impl Shared {
                             tracing::error!(topic = %topics[at], error = %e, "delivery failed");
                         }
                         shared.breaker.failure();
-                        failed[at].increment(1);
+                        errors[at].increment(1);
                         if let Some(event) = sent.get(i).and_then(|&e| events.get(e)) {
-                            undelivered.push((event.exchange().into(), event.message_id()));
+                            if shared.durable.get().is_some() {
+                                undelivered.push((event.exchange().into(), event.message_id()));
+                            }
+                            if failed.is_some() {
+                                not_delivered.push(event.clone());
+                            }
                         }
                     }
                 }
@@ -301,6 +513,9 @@ impl Shared {
             if let Some((durable, settlement)) = delivered {
                 durable.settle(settlement);
                 durable.release(undelivered);
+            }
+            if let Some(failed) = failed {
+                let _ = failed.send(not_delivered);
             }
             if count > 0 && shared.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
                 shared.settled.notify_waiters();

@@ -71,7 +71,13 @@ pub struct Spill {
     state: Mutex<State>,
     /// Rows written and not yet replayed.
     rows: AtomicU64,
+    /// Kafka mode: the slot's lock, held while this process lives.
+    _slot: Option<File>,
 }
+
+/// Most Kafka-mode spills one data directory holds (one per producing
+/// process on it).
+const SLOTS: usize = 64;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpillError + '_ {
     move |source| SpillError::Io { path: path.to_owned(), source }
@@ -88,7 +94,50 @@ impl Spill {
             .collect();
         found.sort_unstable();
         let state = State { next_seq: found.last().map_or(0, |s| s + 1), sealed: found.into(), ..State::default() };
-        Ok(Self { dir: dir.to_owned(), codec: WireCodec::new(IDS), state: Mutex::new(state), rows: AtomicU64::new(0) })
+        Ok(Self {
+            dir: dir.to_owned(),
+            codec: WireCodec::new(IDS),
+            state: Mutex::new(state),
+            rows: AtomicU64::new(0),
+            _slot: None,
+        })
+    }
+
+    /// Kafka mode, where several producing processes may share a data
+    /// directory: opens the lowest slot under `root` (`slot-N`) that no live
+    /// process holds, by an advisory lock the kernel releases when its
+    /// holder dies (SIGKILL included). A restarted process takes its
+    /// predecessor's slot, or any other left by a dead one, and replays
+    /// what is in it.
+    pub fn open_slot(root: &Path) -> Result<Self, SpillError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        for slot in 0..SLOTS {
+            let path = root.join(format!("slot-{slot}.lock"));
+            let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+            if lock.try_lock().is_err() {
+                continue;
+            }
+            let mut spill = Self::open(&root.join(format!("slot-{slot}")))?;
+            spill._slot = Some(lock);
+            return Ok(spill);
+        }
+        Err(SpillError::Io {
+            path: root.to_owned(),
+            source: std::io::Error::other(format!("all {SLOTS} spill slots are held by live processes")),
+        })
+    }
+
+    /// Where the segments are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes segment `seq`, whose events are in Kafka.
+    pub fn discard(&self, seq: u64) {
+        let path = self.path(seq);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "spill segment not removed");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -199,6 +248,14 @@ impl Spill {
             metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
             return Ok(Some((seq, events)));
         }
+    }
+
+    /// Puts segment `seq`, taken by [`Self::take_oldest`] and not replayed,
+    /// first in line again.
+    pub fn put_back(&self, seq: u64, rows: usize) {
+        self.lock().sealed.push_front(seq);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        metrics::gauge!("k2_spill_rows").set(self.rows() as f64);
     }
 
     /// Reads a segment's records, stopping at (and cutting off) a torn one.
@@ -354,6 +411,28 @@ mod tests {
         // New segments continue the numbering.
         spill.append(&trades(21..=21)).unwrap();
         assert!(spill.path(1).exists());
+    }
+
+    /// Kafka-mode spills: each live holder has a slot of its own, and a
+    /// slot whose holder is gone (here dropped; the kernel does the same
+    /// for a killed process) is taken again with what it holds.
+    #[test]
+    fn each_live_process_has_its_own_slot_and_a_dead_one_s_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spill::open_slot(dir.path()).unwrap();
+        let second = Spill::open_slot(dir.path()).unwrap();
+        assert_eq!(first.dir(), dir.path().join("slot-0"));
+        assert_eq!(second.dir(), dir.path().join("slot-1"));
+        first.append(&trades(1..=3)).unwrap();
+        drop(first);
+        let again = Spill::open_slot(dir.path()).unwrap();
+        assert_eq!(again.dir(), dir.path().join("slot-0"));
+        let (seq, events) = again.take_oldest().unwrap().unwrap();
+        assert_eq!(events.len(), 3, "the dead holder's rows are there");
+        again.put_back(seq, events.len());
+        assert!(!again.is_empty());
+        again.discard(seq);
+        assert!(!again.dir().join(format!("{seq:012}.k2s")).exists());
     }
 
     /// A full disk refuses every batch: no refused write leaves a segment

@@ -1,7 +1,9 @@
-//! The spill replayer: while the degradation level is below AGGRESSIVE it
-//! moves spilled rows back into the tails, oldest segment first, and it
-//! deletes segments whose rows both tables have committed. A supervised
-//! actor like the stages, so a failure restarts it and shows in `/health`.
+//! The spill replayer: it moves spilled rows back where they were going,
+//! oldest segment first. Embedded mode: into the tails while the
+//! degradation level is below AGGRESSIVE, deleting segments whose rows both
+//! tables have committed. Kafka mode: into Kafka while the Kafka breaker is
+//! closed ([`KafkaReplay`]). A supervised actor like the stages, so a
+//! failure restarts it and shows in `/health`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Notify;
 
+use super::kafka::KafkaReplay;
 use super::spill::{Spill, SpillError, replay_oldest};
 use crate::lake::Tails;
 use crate::runtime::degradation::{Level, LevelHandle};
@@ -29,12 +32,19 @@ impl Drop for ClearOnDrop {
     }
 }
 
+/// Where spilled rows go back to.
+#[derive(Clone)]
+pub enum Target {
+    /// Embedded mode: the tails, below AGGRESSIVE; `full` wakes the flusher
+    /// once replayed rows wait in them.
+    Tails { tails: Tails, level: LevelHandle, full: Arc<Notify> },
+    /// Kafka mode: the topics, while the Kafka breaker is closed.
+    Kafka(KafkaReplay),
+}
+
 pub struct SpillReplayActor {
     spill: Arc<Spill>,
-    tails: Tails,
-    level: LevelHandle,
-    /// Wakes the flusher once replayed rows wait in the tails.
-    full: Arc<Notify>,
+    target: Target,
     /// A replay is running: one at a time keeps the order. Cleared by the
     /// replay's own task, which outlives a restart of this actor.
     busy: Arc<AtomicBool>,
@@ -42,40 +52,44 @@ pub struct SpillReplayActor {
 }
 
 impl SpillReplayActor {
-    pub fn new(
-        spill: Arc<Spill>,
-        tails: Tails,
-        level: LevelHandle,
-        full: Arc<Notify>,
-        supervision: Supervision,
-    ) -> Self {
-        Self { spill, tails, level, full, busy: Arc::new(AtomicBool::new(false)), supervision }
+    pub fn new(spill: Arc<Spill>, target: Target, supervision: Supervision) -> Self {
+        Self { spill, target, busy: Arc::new(AtomicBool::new(false)), supervision }
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
-        let (t, q) = self.tails.committed_generations();
-        self.spill.release(t, q);
-        if self.level.get() >= Level::Aggressive || self.spill.is_empty() {
+        if let Target::Tails { tails, level, .. } = &self.target {
+            let (t, q) = tails.committed_generations();
+            self.spill.release(t, q);
+            if level.get() >= Level::Aggressive {
+                return;
+            }
+        }
+        if self.spill.is_empty() || self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (spill, tails, busy) = (self.spill.clone(), self.tails.clone(), self.busy.clone());
+        let (spill, target, busy) = (self.spill.clone(), self.target.clone(), self.busy.clone());
         // On a worker thread: turning a segment into Arrow is CPU work that
         // must not hold the actors' thread.
         let replay = tokio::spawn(async move {
             // Cleared however the replay ends, a panic included.
             let _done = ClearOnDrop(busy);
-            replay_oldest(&spill, &tails, |_| {}).await
+            match &target {
+                Target::Tails { tails, .. } => replay_oldest(&spill, tails, |_| {}).await,
+                Target::Kafka(kafka) => kafka.replay().await,
+            }
         });
         ctx.spawn(replay.into_actor(self).map(|replayed, act, _| {
             let replayed = replayed.unwrap_or_else(|e| Err(SpillError::Task(e.to_string())));
             match replayed {
                 Ok(Some((seq, rows))) => {
                     act.supervision.probe().handled(rows);
-                    tracing::info!(segment = seq, rows, "spilled rows replayed into the tails");
-                    act.full.notify_one();
+                    match &act.target {
+                        Target::Tails { full, .. } => {
+                            tracing::info!(segment = seq, rows, "spilled rows replayed into the tails");
+                            full.notify_one();
+                        }
+                        Target::Kafka(_) => tracing::info!(segment = seq, rows, "spilled records replayed into Kafka"),
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {

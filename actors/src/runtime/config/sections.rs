@@ -168,6 +168,11 @@ pub struct KafkaConfig {
     /// How long librdkafka keeps retrying a message before it fails.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
+    /// A live source's batch held this long by an open Kafka breaker goes
+    /// to the spill on disk instead, replayed in order into Kafka once the
+    /// breaker closes; 0 holds without spilling.
+    #[serde(with = "humantime_serde")]
+    pub spill_after: Duration,
     /// Consume the market topics into the Iceberg tables in this process.
     pub consume: bool,
     /// The flushers' consumer group (after `topic_prefix`).
