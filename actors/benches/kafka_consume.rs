@@ -4,6 +4,9 @@
 //! (0) K2's decoder alone on the same frames (no broker);
 //! (1) a bare rdkafka consumer (manual assignment, no group, no decoding):
 //!     what the broker serves, the reference;
+//! (1b) a query-only K2 over the empty table with the whole backlog in Kafka
+//!     past its snapshot: `/v1/trades?limit=100` and `/v1/summary`, the
+//!     first (decoding the backlog) and p50/p99 of the next ones;
 //! (2) a Kafka-mode K2 flusher, from its start (group join included) until
 //!     every record is in an Iceberg snapshot; also from its first commit;
 //! (3) then, for the same rows, an embedded K2 taking them through its
@@ -18,6 +21,8 @@
 //!
 //! `cargo bench -p k2 --bench kafka_consume`
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
@@ -28,7 +33,6 @@ use k2_core::codec::wire::{SchemaIds, WireCodec};
 use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
@@ -65,11 +69,16 @@ fn trade(k: u64) -> MarketEvent {
 }
 
 fn config(dir: &std::path::Path, mode: &str, bootstrap: &str, prefix: &str, partitions: i32) -> Config {
-    let file = dir.join("k2.toml");
+    config_as(dir, mode, "all", bootstrap, prefix, partitions)
+}
+
+/// As [`config`], for a `role`.
+fn config_as(dir: &std::path::Path, mode: &str, role: &str, bootstrap: &str, prefix: &str, partitions: i32) -> Config {
+    let file = dir.join(format!("k2-{role}.toml"));
     std::fs::write(
         &file,
         format!(
-            "mode = \"{mode}\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n\
+            "mode = \"{mode}\"\nrole = \"{role}\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n\
              [storage]\ndata_dir = \"{}\"\n[maintenance]\nenabled = false\n\
              [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\npartitions = {partitions}\n{}\n",
             dir.join("lake").display(),
@@ -96,20 +105,8 @@ async fn fill(bootstrap: &str, config: &Config, topic: &str, codec: &WireCodec, 
     for k in 0..n {
         let event = trade(k);
         let payload = codec.encode(&event).expect("encode");
-        let mut record = FutureRecord::to(topic).key(event.symbol()).payload(&payload);
-        loop {
-            match producer.send_result(record) {
-                Ok(d) => {
-                    deliveries.push(d);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err((e, _)) => panic!("producer: {e}"),
-            }
-        }
+        let record = FutureRecord::to(topic).key(event.symbol()).payload(&payload);
+        deliveries.push(common::send_when_room(&producer, record).await);
         if deliveries.len() >= 100_000 {
             for d in deliveries.drain(..) {
                 assert!(matches!(d.await, Ok(Ok(_))), "a record was not delivered");
@@ -164,6 +161,41 @@ async fn bare_consume(config: &Config, topic: &str, n: u64, limit: Duration) -> 
     Some(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// (1b): a query-only K2 whose table is empty while `n` records wait in
+/// Kafka: each answer is decoded from the log (then from its cache).
+async fn query_node(config: &Config, n: u64) {
+    let k2 = Service::builder(config).start().await.expect("query node");
+    let server = k2.serve().expect("http");
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    for (what, path) in
+        [("trades?limit=100", "/v1/trades?symbol=BTCUSDT&limit=100"), ("summary", "/v1/summary/BTCUSDT/2024-08-04")]
+    {
+        let ask = || async {
+            let t = Instant::now();
+            let response = http.get(format!("{base}{path}")).send().await.expect("query");
+            let status = response.status();
+            let body = response.text().await.expect("body");
+            assert!(status.is_success(), "{path}: {status} {body}");
+            (t.elapsed().as_secs_f64() * 1000.0, body)
+        };
+        let (first, body) = ask().await;
+        if what == "summary" {
+            let count: serde_json::Value = serde_json::from_str(&body).expect("json");
+            let expected = n.div_ceil(3);
+            assert_eq!(count["data"]["trade_count"], expected, "every BTCUSDT trade in the log, once: {count}");
+        }
+        let (p50, p99) = common::latency(&http, 30, |_| format!("{base}{path}")).await;
+        println!(
+            "(1b) query node, {n} records past the snapshot: /v1/{what} first {first:.0} ms (decodes the backlog), then p50 {:.1} ms, p99 {:.1} ms",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+    }
+    server.handle.stop(true).await;
+    k2.shutdown(Stop::Graceful).await;
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let n: u64 = env("K2_BENCH_EVENTS", 1_000_000);
@@ -207,6 +239,9 @@ fn main() {
         if let Some(rate) = bare {
             println!("(1) bare rdkafka consumer, Kafka -> memory: {rate:.0} records/s");
         }
+
+        let querying = config_as(dir.path(), "kafka", "query", &bootstrap, &prefix, partitions);
+        query_node(&querying, n).await;
 
         let started = Instant::now();
         let k2 = Service::builder(&kafka).start().await.expect("consuming K2");

@@ -14,6 +14,8 @@
 //! `cargo bench -p k2 --bench kafka_produce` (K2_BENCH_EVENTS, default
 //! 1,000,000).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,6 @@ use k2::sinks::kafka::KafkaSink;
 use k2_core::codec::wire::{SchemaIds, WireCodec};
 use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
 
@@ -167,20 +168,8 @@ fn main() {
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(n as usize);
         for (key, payload) in &payloads {
-            let mut record = FutureRecord::to(&topic).key(key).payload(payload);
-            loop {
-                match producer.send_result(record) {
-                    Ok(d) => {
-                        deliveries.push(d);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => panic!("bare producer: {e}"),
-                }
-            }
+            let record = FutureRecord::to(&topic).key(key).payload(payload);
+            deliveries.push(common::send_when_room(&producer, record).await);
         }
         let mut failed = 0;
         for d in deliveries {

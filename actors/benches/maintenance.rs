@@ -12,6 +12,8 @@
 //!
 //! `cargo bench -p k2 --bench maintenance`
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -83,25 +85,6 @@ async fn send(k2: &Service, from: u64, to: u64, rows: u64, day: i64) {
     }
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    (at(0.50), at(0.99))
-}
-
-async fn latency(client: &reqwest::Client, n: usize, mut url: impl FnMut(usize) -> String) -> (Duration, Duration) {
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let u = url(i);
-        let t = Instant::now();
-        let resp = client.get(&u).send().await.expect("request");
-        assert!(resp.status().is_success(), "{u}: {}", resp.status());
-        let _ = resp.bytes().await.expect("body");
-        times.push(t.elapsed());
-    }
-    percentiles(times)
-}
-
 /// p50/p99 of the three queries, on day 0.
 async fn queries(k2: &Service) -> [(Duration, Duration); 3] {
     let http = k2.serve().expect("http");
@@ -110,14 +93,15 @@ async fn queries(k2: &Service) -> [(Duration, Duration); 3] {
     let sym = |i: usize| format!("S{:02}USDT", (i * 7) as u64 % SYMBOLS);
     // Warm the snapshot's manifests once (the first query of a snapshot
     // reads them).
-    let _ = latency(&client, 1, |_| format!("{base}/v1/summary/S00USDT/2024-01-01")).await;
-    let summary = latency(&client, 100, |i| format!("{base}/v1/summary/{}/2024-01-01?exchange=BINANCE", sym(i))).await;
-    let page = latency(&client, 100, |i| {
+    let _ = common::latency(&client, 1, |_| format!("{base}/v1/summary/S00USDT/2024-01-01")).await;
+    let summary =
+        common::latency(&client, 100, |i| format!("{base}/v1/summary/{}/2024-01-01?exchange=BINANCE", sym(i))).await;
+    let page = common::latency(&client, 100, |i| {
         let start = DAY0 + (i as i64 % 24) * 3_600_000_000;
         format!("{base}/v1/trades?symbol={}&start={start}&end={}&limit=1000", sym(i), start + 3_600_000_000)
     })
     .await;
-    let bars = latency(&client, 50, |i| {
+    let bars = common::latency(&client, 50, |i| {
         format!("{base}/v1/bars?symbol={}&interval=1m&start={DAY0}&end={}", sym(i), DAY0 + DAY)
     })
     .await;

@@ -10,6 +10,8 @@
 //!
 //! `cargo bench -p k2 --bench query_api`
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,25 +53,6 @@ fn trade(k: u64, rows: u64) -> MarketEvent {
         vendor_data: Some(vendor),
         is_sample_data: true,
     })
-}
-
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    (at(0.50), at(0.99))
-}
-
-async fn latency(client: &reqwest::Client, n: usize, mut url: impl FnMut(usize) -> String) -> (Duration, Duration) {
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let u = url(i);
-        let t = Instant::now();
-        let resp = client.get(&u).send().await.expect("request");
-        assert!(resp.status().is_success(), "{u}: {}", resp.status());
-        let _ = resp.bytes().await.expect("body");
-        times.push(t.elapsed());
-    }
-    percentiles(times)
 }
 
 /// Requests per second of `url` with 64 clients for 10 s.
@@ -149,18 +132,18 @@ fn main() {
         let base = format!("http://{}", http.addr);
         let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().expect("client");
         let sym = |i: usize| format!("S{:02}USDT", (i * 7) as u64 % SYMBOLS);
-        let (p50, p99) = latency(&client, 200, |i| {
+        let (p50, p99) = common::latency(&client, 200, |i| {
             let start = DAY0 + (i as i64 % DAYS) * DAY + (i as i64 % 24) * 3_600_000_000;
             format!("{base}/v1/trades?symbol={}&start={start}&end={}&limit=1000", sym(i), start + 3_600_000_000)
         })
         .await;
         println!("trades, one symbol, one hour, limit 1000: p50 {p50:?}  p99 {p99:?}  (target p99 <= 50 ms)");
-        let (p50, p99) = latency(&client, 200, |i| {
+        let (p50, p99) = common::latency(&client, 200, |i| {
             format!("{base}/v1/summary/{}/2024-01-0{}?exchange=BINANCE", sym(i), 1 + i as i64 % DAYS)
         })
         .await;
         println!("daily summary: p50 {p50:?}  p99 {p99:?}  (target p99 <= 50 ms)");
-        let (p50, p99) = latency(&client, 100, |i| {
+        let (p50, p99) = common::latency(&client, 100, |i| {
             let start = DAY0 + (i as i64 % DAYS) * DAY;
             format!("{base}/v1/bars?symbol={}&interval=1m&start={start}&end={}", sym(i), start + DAY)
         })
