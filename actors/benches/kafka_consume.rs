@@ -78,7 +78,7 @@ fn config_as(dir: &std::path::Path, mode: &str, role: &str, bootstrap: &str, pre
     std::fs::write(
         &file,
         format!(
-            "mode = \"{mode}\"\nrole = \"{role}\"\n[http]\nbind = \"127.0.0.1:0\"\n[binance]\nenabled = false\n\
+            "mode = \"{mode}\"\nrole = \"{role}\"\n[http]\nbind = \"127.0.0.1:0\"\nrequest_timeout = \"960s\"\n[query]\ntimeout = \"900s\"\n[binance]\nenabled = false\n\
              [storage]\ndata_dir = \"{}\"\n[maintenance]\nenabled = false\n\
              [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\"\npartitions = {partitions}\n{}\n",
             dir.join("lake").display(),
