@@ -312,9 +312,17 @@ fn compaction_racing_ingest_loses_and_doubles_nothing() {
             let base = format!("http://{}", http_handle.addr);
             let http = reqwest::Client::new();
             let pipeline = k2.pipeline.clone();
+            // The ingest goes on until compactions have committed during it
+            // (at least 150 rounds): a slow machine makes it longer, not a
+            // race that never happened.
+            let compacted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let enough = compacted.clone();
             let writer = tokio::spawn(async move {
                 let mut sent = 0;
-                for round in 0..150 {
+                for round in 0..3000 {
+                    if round >= 150 && enough.load(std::sync::atomic::Ordering::Acquire) >= 2 {
+                        break;
+                    }
                     for symbol in SYMBOLS {
                         pipeline.send(trades(symbol, DAY, round * 100, 100)).await.unwrap();
                         sent += 100;
@@ -334,6 +342,7 @@ fn compaction_racing_ingest_loses_and_doubles_nothing() {
                     .iter()
                     .filter(|p| !p["snapshot_id"].is_null())
                     .count();
+                compacted.store(committed, std::sync::atomic::Ordering::Release);
             }
             let sent = writer.await.unwrap();
             // And one more once everything is committed.
