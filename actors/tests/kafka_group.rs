@@ -123,8 +123,11 @@ fn scale_out_drill_producers_and_flushers_killed_at_random_land_every_trade_once
     });
     assert_contiguous_trades(&v);
     assert!(v["trades"]["writers"].as_u64().unwrap() >= 3, "flushers shared the work: {v}");
+    // It answered while the others ran and saw the market grow (each answer
+    // is checked against the one before by the asking thread).
     let answers = asking.finish();
-    assert!(answers.len() >= 20, "the query node answered {} times", answers.len());
+    let distinct: std::collections::BTreeSet<u64> = answers.iter().copied().collect();
+    assert!(answers.len() >= 5 && distinct.len() >= 2, "the query node's answers: {answers:?}");
     assert_eq!(count(&querying.http, "hybrid"), Ok(total as u64), "the query node ends equal to the table");
     assert_eq!(count(&querying.http, "historical"), Ok(total as u64));
     querying.stop();
