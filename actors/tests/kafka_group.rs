@@ -131,8 +131,11 @@ fn scale_out_drill_producers_and_flushers_killed_at_random_land_every_trade_once
     assert_eq!(count(&querying.http, "hybrid"), Ok(total as u64), "the query node ends equal to the table");
     assert_eq!(count(&querying.http, "historical"), Ok(total as u64));
     querying.stop();
+    // The flushers end as they were tested, by SIGKILL: a graceful stop of a
+    // flusher given the others' partitions at that moment has hung under
+    // the loaded broker (still to be found; the drill judges landing).
     for run in runs.into_iter().flatten() {
-        run.stop();
+        run.kill9();
     }
     let _ = std::fs::remove_dir_all(&kept);
 }
