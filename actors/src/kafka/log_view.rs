@@ -35,8 +35,9 @@ use super::recent_ids::RecentIds;
 use super::schemas::SchemaSource;
 use super::topics::is_market_topic;
 use crate::lake::TableKind;
-use crate::lake::batch::to_batch;
+use crate::lake::batch::{LakeRow, to_batch};
 use crate::lake::summary::Offsets;
+use crate::lake::tail::span;
 use crate::runtime::config::KafkaConfig;
 
 /// How long the list of market topics is trusted before it is read again: a
@@ -155,37 +156,33 @@ impl PartitionLog {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        let offsets: Vec<i64> = pending.iter().map(|(o, _)| *o).collect();
-        let span = pending.iter().fold((i64::MAX, i64::MIN), |(lo, hi), (_, e)| {
-            let t = e.timestamp().as_micros();
-            (lo.min(t), hi.max(t))
-        });
-        let batch = match kind {
-            TableKind::Trades => {
-                let rows: Vec<_> = pending
-                    .into_iter()
-                    .filter_map(|(_, e)| match e {
-                        MarketEvent::Trade(t) => Some(t),
-                        MarketEvent::Quote(_) => None,
-                    })
-                    .collect();
-                to_batch(schema, &rows)?
-            }
-            TableKind::Quotes => {
-                let rows: Vec<_> = pending
-                    .into_iter()
-                    .filter_map(|(_, e)| match e {
-                        MarketEvent::Quote(q) => Some(q),
-                        MarketEvent::Trade(_) => None,
-                    })
-                    .collect();
-                to_batch(schema, &rows)?
-            }
+        let (offsets, events): (Vec<i64>, Vec<MarketEvent>) = std::mem::take(&mut self.pending).into_iter().unzip();
+        // `fate` gave this table's kind only: the filters drop nothing.
+        let (batch, span) = match kind {
+            TableKind::Trades => rows(
+                schema,
+                events.into_iter().filter_map(|e| match e {
+                    MarketEvent::Trade(t) => Some(t),
+                    MarketEvent::Quote(_) => None,
+                }),
+            )?,
+            TableKind::Quotes => rows(
+                schema,
+                events.into_iter().filter_map(|e| match e {
+                    MarketEvent::Quote(q) => Some(q),
+                    MarketEvent::Trade(_) => None,
+                }),
+            )?,
         };
         self.chunks.push_back(Chunk { offsets, batch, span });
         Ok(())
     }
+}
+
+/// `rows` as a batch in the table's schema, with their time span.
+fn rows<R: LakeRow>(schema: &SchemaRef, rows: impl Iterator<Item = R>) -> Result<(RecordBatch, (i64, i64)), LogError> {
+    let rows: Vec<R> = rows.collect();
+    Ok((to_batch(schema, &rows)?, span(&rows)))
 }
 
 impl LogView {

@@ -84,7 +84,8 @@ pub struct TailView {
     pub spans: Vec<(i64, i64)>,
 }
 
-fn span<R: LakeRow>(rows: &[R]) -> (i64, i64) {
+/// The lowest and highest timestamp of `rows`, µs.
+pub(crate) fn span<R: LakeRow>(rows: &[R]) -> (i64, i64) {
     rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.timestamp_micros()), hi.max(r.timestamp_micros())))
 }
 
