@@ -710,12 +710,7 @@ fn an_open_kafka_breaker_holds_batches_instead_of_letting_them_time_out() {
         tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
 
         broker.kill();
-        let state = "k2_circuit_breaker_state{dependency=\"kafka\"}";
-        let start = Instant::now();
-        while common::metric_in(&k2::runtime::telemetry::render(), state) != Some(1.0) {
-            assert!(start.elapsed() < Duration::from_secs(30), "the Kafka breaker did not open with the broker gone");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        kafka_breaker_opens().await;
         k2.pipeline.send(common::trades("ADAUSDT", 6..=105)).await.unwrap();
         // Three message timeouts: queued in librdkafka they would have failed.
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -772,12 +767,7 @@ fn an_open_kafka_breaker_spills_batches_and_the_next_process_replays_them_in_ord
         k2.pipeline.send(common::trades("ADAUSDT", 1..=5)).await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), k2.pipeline.drain()).await.expect("delivered").unwrap();
         b.kill();
-        let state = "k2_circuit_breaker_state{dependency=\"kafka\"}";
-        let start = Instant::now();
-        while common::metric_in(&k2::runtime::telemetry::render(), state) != Some(1.0) {
-            assert!(start.elapsed() < Duration::from_secs(30), "the Kafka breaker did not open with the broker gone");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        kafka_breaker_opens().await;
         for (from, to) in [(6, 55), (56, 105), (106, 155)] {
             k2.pipeline.send(common::trades("ADAUSDT", from..=to)).await.unwrap();
         }
@@ -809,6 +799,16 @@ fn an_open_kafka_breaker_spills_batches_and_the_next_process_replays_them_in_ord
         assert_eq!(sequences_in(&bootstrap, &topic), (1..=155).collect::<Vec<i64>>(), "once each, in order");
     })
     .unwrap();
+}
+
+/// Waits (30 s at most) for this process's Kafka breaker to open.
+async fn kafka_breaker_opens() {
+    let state = "k2_circuit_breaker_state{dependency=\"kafka\"}";
+    let start = Instant::now();
+    while common::metric_in(&k2::runtime::telemetry::render(), state) != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the Kafka breaker did not open with the broker gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The source sequence numbers of partition 0 of `topic`, in log order.
