@@ -193,16 +193,17 @@ fn ids_claimed_by_an_instance_that_dies_before_durability_pass_to_another() {
         let first_half = trades("SOLUSDT", 1..=50);
         let claims = a.claim(&claim_ids(&first_half)).await.unwrap();
         assert!(claims.iter().all(|c| *c == Claim::Mine), "{claims:?}");
-        // The crash: A's memory (its copy of 1..=50) is gone, its liveness
-        // key runs out after the lease.
-        drop(a);
 
         let sink = MemorySink::default();
         let (b, _) = start(&config, &sink, &registry).await;
         b.send(trades("SOLUSDT", 1..=100)).await.unwrap();
         b.drain().await.unwrap();
-        // While A may still be alive, its ids wait.
+        // While A is alive (its heartbeat renews the lease however long B
+        // took to start), its ids wait.
         assert_eq!(ids_of(&sink.events()), (51..=100).collect::<Vec<_>>());
+        // The crash: A's memory (its copy of 1..=50) is gone, its liveness
+        // key runs out after the lease.
+        drop(a);
         for _ in 0..100 {
             if sink.len() >= 100 {
                 break;
