@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use iceberg::spec::{
-    DataFile, FormatVersion, MAIN_BRANCH, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
     SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
 };
 use iceberg::table::Table;
@@ -67,7 +67,10 @@ pub enum Outcome {
 
 /// Commits `change` on the newest state of the table: a commit another
 /// writer wins is retried at once on the state it left (appends never touch
-/// the files a change removes, so it still applies).
+/// the files a change removes, so it still applies). A retry is cheap, so
+/// that a change can win against writers that commit every few hundred
+/// milliseconds: it reads only the manifests the winner added and reuses
+/// its own merged manifest, whose sources an append leaves alone.
 pub async fn commit_change(
     lake: &Lake,
     kind: TableKind,
@@ -76,6 +79,8 @@ pub async fn commit_change(
 ) -> Result<Outcome, LakeError> {
     let ident = lake.ident(kind);
     let mut conflicts = 0;
+    let mut cache = live::ManifestCache::default();
+    let mut merged: Option<Merged> = None;
     loop {
         // This process's flushes wait while the snapshot is staged and
         // committed; other processes' may still win (retried).
@@ -85,26 +90,30 @@ pub async fn commit_change(
         };
         let table = lake.catalog().load_table(&ident).await?;
         let Some(current) = table.metadata().current_snapshot().cloned() else {
+            discard(&table, merged.take()).await;
             return Ok(Outcome::Stale { missing: change.remove.len() });
         };
-        let contents = live::contents(&table, &current).await?;
+        let contents = live::contents_cached(&table, &current, &mut cache).await?;
         let live: HashSet<&str> = contents.files().map(|f| f.path()).collect();
         let missing = change.remove.iter().filter(|p| !live.contains(p.as_str())).count();
         if missing > 0 {
+            discard(&table, merged.take()).await;
             return Ok(Outcome::Stale { missing });
         }
-        let staged = stage(&table, &contents, change).await?;
+        let staged = stage(&table, &contents, change, merged.take()).await?;
         let snapshot_id = staged.snapshot_id;
         match commit_updates(lake, &table, staged.updates, staged.requirements).await {
             Ok(_) => return Ok(Outcome::Committed { snapshot_id, conflicts }),
             Err(LakeError::Iceberg(e)) if e.kind() == iceberg::ErrorKind::CatalogCommitConflicts => {
-                // Its manifests name a parent that is no longer current.
+                // Its manifest list names a parent that is no longer current.
                 for path in staged.written {
                     let _ = table.file_io().delete(&path).await;
                 }
+                merged = staged.merged;
                 conflicts += 1;
                 metrics::counter!("k2_maintenance_commit_conflicts_total", "table" => kind.name()).increment(1);
                 if conflicts >= MAX_CONFLICTS {
+                    discard(&table, merged.take()).await;
                     return Err(LakeError::Iceberg(e));
                 }
             }
@@ -118,14 +127,39 @@ struct Staged {
     snapshot_id: i64,
     updates: Vec<TableUpdate>,
     requirements: Vec<TableRequirement>,
-    /// The manifests and the manifest list, removed again if the commit
-    /// loses (the orphan sweep gets them if the process dies first).
+    /// The added files' manifest and the manifest list, removed again if
+    /// the commit loses (the orphan sweep gets them if the process dies
+    /// first).
     written: Vec<String>,
+    /// Kept for the next try when the commit loses.
+    merged: Option<Merged>,
+}
+
+/// The manifest that takes the removed files out (with the other files of
+/// the manifests that held them, as existing). It depends only on those
+/// source manifests and on the snapshot id its deletions name, so a retry
+/// whose sources are all still current reuses it under the same id.
+struct Merged {
+    snapshot_id: i64,
+    sources: Vec<String>,
+    path: String,
+    manifest: ManifestFile,
+}
+
+async fn discard(table: &Table, merged: Option<Merged>) {
+    if let Some(m) = merged {
+        let _ = table.file_io().delete(&m.path).await;
+    }
 }
 
 /// Writes the manifests and manifest list of `change` applied to `table`'s
 /// current snapshot (whose manifests `contents` holds).
-async fn stage(table: &Table, contents: &Contents, change: &Change) -> Result<Staged, LakeError> {
+async fn stage(
+    table: &Table,
+    contents: &Contents,
+    change: &Change,
+    previous: Option<Merged>,
+) -> Result<Staged, LakeError> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
         return Err(LakeError::Schema(format!(
@@ -135,7 +169,20 @@ async fn stage(table: &Table, contents: &Contents, change: &Change) -> Result<St
         )));
     }
     let parent = metadata.current_snapshot().ok_or_else(|| LakeError::Schema("the table has no snapshot".into()))?;
-    let snapshot_id = unique_snapshot_id(table);
+    let sources: Vec<String> = contents
+        .manifests
+        .iter()
+        .filter(|(_, files)| files.iter().any(|f| change.remove.contains(f.path())))
+        .map(|(m, _)| m.manifest_path.clone())
+        .collect();
+    let previous = match previous {
+        Some(m) if m.sources == sources && metadata.snapshot_by_id(m.snapshot_id).is_none() => Some(m),
+        other => {
+            discard(table, other).await;
+            None
+        }
+    };
+    let snapshot_id = previous.as_ref().map_or_else(|| unique_snapshot_id(table), |m| m.snapshot_id);
     let sequence_number = metadata.next_sequence_number();
     let schema = metadata.current_schema().clone();
     let spec = metadata.default_partition_spec().clone();
@@ -156,32 +203,45 @@ async fn stage(table: &Table, contents: &Contents, change: &Change) -> Result<St
     // other files as existing, the removed ones as deleted): a table of
     // thousands of one-flush manifests comes out with one, not thousands
     // rewritten.
-    let mut merged = None;
+    let mut writer = None;
     for (manifest, files) in &contents.manifests {
         if !files.iter().any(|f| change.remove.contains(f.path())) {
             // Untouched: the new snapshot reuses it as it is.
             manifests.push(manifest.clone());
             continue;
         }
-        let w = match &mut merged {
+        for f in files.iter().filter(|f| change.remove.contains(f.path())) {
+            summary.remove_file(&f.file, schema.clone(), spec.clone());
+        }
+        if previous.is_some() {
+            continue;
+        }
+        let w = match &mut writer {
             Some((_, w)) => w,
             None => {
                 let (path, builder) = manifest_writer(&mut counter)?;
-                &mut merged.insert((path, builder.build_v2_data())).1
+                &mut writer.insert((path, builder.build_v2_data())).1
             }
         };
-        for f in files {
+        for f in files.iter() {
             if change.remove.contains(f.path()) {
-                summary.remove_file(&f.file, schema.clone(), spec.clone());
                 w.add_delete_file(f.file.clone(), f.sequence_number, Some(f.file_sequence_number))?;
             } else {
                 w.add_existing_file(f.file.clone(), f.snapshot_id, f.sequence_number, Some(f.file_sequence_number))?;
             }
         }
     }
-    if let Some((path, w)) = merged {
-        written.push(path);
-        manifests.push(w.write_manifest_file().await?);
+    let merged = match (previous, writer) {
+        (Some(m), _) => Some(m),
+        (None, Some((path, w))) => {
+            Some(Merged { snapshot_id, sources, path, manifest: w.write_manifest_file().await? })
+        }
+        (None, None) => None,
+    };
+    if let Some(m) = &merged {
+        // Its sequence numbers are assigned by the list, so the same file
+        // serves a retry under a newer sequence number.
+        manifests.push(m.manifest.clone());
     }
     if !change.add.is_empty() {
         let (path, builder) = manifest_writer(&mut counter)?;
@@ -228,7 +288,7 @@ async fn stage(table: &Table, contents: &Contents, change: &Change) -> Result<St
         TableRequirement::UuidMatch { uuid: metadata.uuid() },
         TableRequirement::RefSnapshotIdMatch { r#ref: MAIN_BRANCH.to_owned(), snapshot_id: Some(parent.snapshot_id()) },
     ];
-    Ok(Staged { snapshot_id, updates, requirements, written })
+    Ok(Staged { snapshot_id, updates, requirements, written, merged })
 }
 
 /// The change's own counts plus the table's totals after it.

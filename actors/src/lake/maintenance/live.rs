@@ -2,7 +2,8 @@
 //! rewrite must carry over (sequence numbers, the snapshot that added them),
 //! and every file it reaches (for expiry and the orphan sweep).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataFile, Literal, ManifestFile, PrimitiveLiteral, SnapshotRef, TableMetadata};
@@ -39,7 +40,7 @@ impl LiveFile {
 
 /// A snapshot's manifests, each with its live entries.
 pub struct Contents {
-    pub manifests: Vec<(ManifestFile, Vec<LiveFile>)>,
+    pub manifests: Vec<(ManifestFile, Arc<Vec<LiveFile>>)>,
 }
 
 impl Contents {
@@ -57,11 +58,30 @@ impl Contents {
     }
 }
 
+/// Manifests already read, by path: a manifest never changes once written,
+/// so a commit retried after losing a race reads only the manifests the
+/// winner added.
+#[derive(Default)]
+pub struct ManifestCache {
+    live: HashMap<String, Arc<Vec<LiveFile>>>,
+}
+
 /// Reads the manifests of `snapshot`.
 pub async fn contents(table: &Table, snapshot: &SnapshotRef) -> Result<Contents, LakeError> {
+    contents_cached(table, snapshot, &mut ManifestCache::default()).await
+}
+
+/// Reads the manifests of `snapshot` that `cache` does not hold yet.
+pub async fn contents_cached(
+    table: &Table,
+    snapshot: &SnapshotRef,
+    cache: &mut ManifestCache,
+) -> Result<Contents, LakeError> {
     let list = table.manifest_list_reader(snapshot).load().await?;
     let io = table.file_io().clone();
-    let manifests = futures_util::stream::iter(list.entries().to_vec())
+    let fresh: Vec<ManifestFile> =
+        list.entries().iter().filter(|m| !cache.live.contains_key(&m.manifest_path)).cloned().collect();
+    let loaded: Vec<(String, Vec<LiveFile>)> = futures_util::stream::iter(fresh)
         .map(|manifest| {
             let io = io.clone();
             async move {
@@ -83,12 +103,23 @@ pub async fn contents(table: &Table, snapshot: &SnapshotRef) -> Result<Contents,
                         file_sequence_number,
                     });
                 }
-                Ok::<_, LakeError>((manifest, live))
+                Ok::<_, LakeError>((manifest.manifest_path, live))
             }
         })
-        .buffered(CONCURRENT_READS)
+        .buffer_unordered(CONCURRENT_READS)
         .try_collect()
         .await?;
+    for (path, live) in loaded {
+        cache.live.insert(path, Arc::new(live));
+    }
+    let manifests = list
+        .entries()
+        .iter()
+        .map(|m| {
+            let live = cache.live.get(&m.manifest_path).cloned().unwrap_or_default();
+            (m.clone(), live)
+        })
+        .collect();
     Ok(Contents { manifests })
 }
 
