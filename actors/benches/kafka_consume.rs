@@ -18,6 +18,8 @@
 //! `tests/services.sh` starts on SQLite). K2_BENCH_EVENTS (default
 //! 1,000,000), K2_BENCH_PARTITIONS (default 3); K2_BENCH_KAFKA adds keys
 //! to the `[kafka]` section, `;`-separated (`fetch_wait = "500ms";consume_batch = 4096`).
+//! K2_BENCH_SKIP leaves phases out, `,`-separated: `decode`, `bare`,
+//! `query`, `embedded` (a 5,000,000-record run of the flusher alone).
 //!
 //! `cargo bench -p k2 --bench kafka_consume`
 
@@ -199,6 +201,8 @@ async fn query_node(config: &Config, n: u64) {
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let n: u64 = env("K2_BENCH_EVENTS", 1_000_000);
+    let skip: String = env("K2_BENCH_SKIP", String::new());
+    let run = move |phase: &str| !skip.split(',').any(|s| s.trim() == phase);
     let partitions: i32 = env("K2_BENCH_PARTITIONS", 3);
     let limit = Duration::from_secs(env("K2_BENCH_CONSUME_SECS", 900));
     let bootstrap = std::env::var("K2_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
@@ -227,6 +231,7 @@ fn main() {
 
         // What K2 adds per record, without the broker: the consumer's
         // decoding of the same frames.
+        if run("decode") {
         let frames: Vec<Vec<u8>> = (0..n.min(1_000_000)).map(|k| codec.encode(&trade(k)).expect("encode")).collect();
         let t = Instant::now();
         let decoded = codec.decode_batch(frames.iter().map(Vec::as_slice));
@@ -234,14 +239,17 @@ fn main() {
         assert!(decoded.iter().all(Result::is_ok), "every frame decodes");
         drop((frames, decoded));
         println!("(0) decoding the wire format alone: {decode_rate:.0} records/s on one core");
+        }
 
-        let bare = bare_consume(&kafka, &topic, n, limit).await;
+        let bare = if run("bare") { bare_consume(&kafka, &topic, n, limit).await } else { None };
         if let Some(rate) = bare {
             println!("(1) bare rdkafka consumer, Kafka -> memory: {rate:.0} records/s");
         }
 
         let querying = config_as(dir.path(), "kafka", "query", &bootstrap, &prefix, partitions);
-        query_node(&querying, n).await;
+        if run("query") {
+            query_node(&querying, n).await;
+        }
 
         let started = Instant::now();
         let k2 = Service::builder(&kafka).start().await.expect("consuming K2");
@@ -287,6 +295,9 @@ fn main() {
              ({n} rows in {secs:.2} s; group join and assignment until the first row: {first:.2} s)"
         );
         k2.shutdown(Stop::Graceful).await;
+        if !run("embedded") {
+            return;
+        }
 
         let k2 = Service::builder(&embedded)
             .dedup(Box::new(MemoryStore::new(embedded.dedup.window, embedded.dedup.capacity)))
