@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`book`]: order books kept in sync from a diff-depth stream and REST
+//!   snapshots, by the venue's documented procedure.
 //! - [`model`]: `TradeV2`, `QuoteV2`, `MarketEvent`, the decimal(18,8) rule,
 //!   deterministic message ids.
 //! - [`schema`]: schemas/trade_v2.avsc and quote_v2.avsc, embedded at compile
@@ -16,6 +18,7 @@
 //! - [`registry_wire`]: what the Confluent schema registry's API carries:
 //!   request bodies, subject names, compatibility rules.
 
+pub mod book;
 pub mod codec;
 pub mod model;
 pub mod query_params;
