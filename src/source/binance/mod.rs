@@ -12,6 +12,7 @@ use compact_str::CompactString;
 use thiserror::Error;
 
 use super::currency::QuoteAssets;
+pub mod depth;
 mod raw;
 pub mod rest;
 mod scan;
