@@ -108,11 +108,12 @@ fn main() {
         .await
         .expect("simulator");
         let config = config(dir.path(), &sim, &bootstrap);
-        let k2 = Service::builder(&config)
+        let mut k2 = Service::builder(&config)
             .dedup(Box::new(MemoryStore::new(config.dedup.window, config.dedup.capacity)))
             .start()
             .await
             .expect("K2");
+        k2.start_binance();
         let server = k2.serve().expect("http");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
