@@ -121,6 +121,17 @@ async fn fill(bootstrap: &str, config: &Config, topic: &str, codec: &WireCodec, 
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What K2 adds per record, without the broker: the consumer's decoding of
+/// the same frames.
+fn decode_alone(codec: &WireCodec, n: u64) {
+    let frames: Vec<Vec<u8>> = (0..n.min(1_000_000)).map(|k| codec.encode(&trade(k)).expect("encode")).collect();
+    let t = Instant::now();
+    let decoded = codec.decode_batch(frames.iter().map(Vec::as_slice));
+    let decode_rate = frames.len() as f64 / t.elapsed().as_secs_f64();
+    assert!(decoded.iter().all(Result::is_ok), "every frame decodes");
+    println!("(0) decoding the wire format alone: {decode_rate:.0} records/s on one core");
+}
+
 /// Reads every record of `topic` from the start (manual assignment): the
 /// broker's own fetch rate, records/s, or None when it gave up.
 /// Fetches are sized as K2's consumer sizes them (`[kafka]`).
@@ -229,16 +240,8 @@ fn main() {
         let rate = fill(&bootstrap, &kafka, &topic, &codec, n).await;
         println!("backlog: {n} records produced at {rate:.0} records/s");
 
-        // What K2 adds per record, without the broker: the consumer's
-        // decoding of the same frames.
         if run("decode") {
-        let frames: Vec<Vec<u8>> = (0..n.min(1_000_000)).map(|k| codec.encode(&trade(k)).expect("encode")).collect();
-        let t = Instant::now();
-        let decoded = codec.decode_batch(frames.iter().map(Vec::as_slice));
-        let decode_rate = frames.len() as f64 / t.elapsed().as_secs_f64();
-        assert!(decoded.iter().all(Result::is_ok), "every frame decodes");
-        drop((frames, decoded));
-        println!("(0) decoding the wire format alone: {decode_rate:.0} records/s on one core");
+            decode_alone(&codec, n);
         }
 
         let bare = if run("bare") { bare_consume(&kafka, &topic, n, limit).await } else { None };
