@@ -77,9 +77,13 @@ impl Chaos {
     }
 
     /// Passed: the directory and its logs go.
+    /// Removes the logs, unless K2_CHAOS_KEEP is set (to study a run that
+    /// passed next to one that did not).
     fn passed(self) {
         self.say("passed");
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("K2_CHAOS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

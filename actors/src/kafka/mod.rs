@@ -8,12 +8,14 @@
 //! - [`schemas`]: schema ids from the built-in registry or any Confluent
 //!   compatible one by URL.
 //! - [`consumer`]: the flushers' group, a supervised actor landing the
-//!   topics in the tables' tails.
+//!   topics in the tables' tails; [`catch_up`]: a graceful stop's wait for
+//!   it to take what is already in its partitions.
 //! - [`log_view`]: the records past a table's snapshot, decoded and kept
 //!   for exact hybrid queries on any process.
 //! - [`recent_ids`]: the window that drops a record a second producer also
 //!   put in the log.
 
+pub mod catch_up;
 pub mod consumer;
 pub mod log_view;
 pub mod recent_ids;

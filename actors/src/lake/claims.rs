@@ -10,6 +10,7 @@
 //! them away (their partitions may belong to another flusher now).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::LakeError;
@@ -43,6 +44,17 @@ struct State {
 pub struct Claims {
     state: Mutex<State>,
     idle: Condvar,
+    /// Batches judged and not yet in the tails (see [`Claims::ingesting`]).
+    ingesting: AtomicUsize,
+}
+
+/// Held from a batch's judgement until its rows are in the tails.
+pub struct Ingesting<'a>(&'a Claims);
+
+impl Drop for Ingesting<'_> {
+    fn drop(&mut self) {
+        self.0.ingesting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What to do with one consumed record.
@@ -77,6 +89,18 @@ impl Drop for Permit {
 impl Claims {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks a batch as on its way from judgement to the tails: its
+    /// records count in [`Claims::owned`] before their rows can be flushed.
+    pub fn start_ingest(&self) -> Ingesting<'_> {
+        self.ingesting.fetch_add(1, Ordering::AcqRel);
+        Ingesting(self)
+    }
+
+    /// True while a judged batch is not in the tails yet.
+    pub fn ingesting(&self) -> bool {
+        self.ingesting.load(Ordering::Acquire) > 0
     }
 
     pub fn epoch(&self) -> u64 {

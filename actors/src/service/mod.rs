@@ -100,6 +100,10 @@ impl Retryable for StartError {
     }
 }
 
+/// How long a graceful stop in Kafka mode waits, at most, for its
+/// consumer to take the records already in its partitions.
+const CATCH_UP: Duration = Duration::from_secs(15);
+
 /// A running K2.
 pub struct Service {
     pub pipeline: Pipeline,
@@ -250,11 +254,17 @@ impl Service {
         }
         let mut blocked = None;
         if matches!(stop, Stop::Graceful | Stop::GracefulUnlessBlocked) {
+            // The consumer's wait for the records in its partitions, over
+            // every round: a broker that is away must not hold the stop.
+            let catch_up_until = std::time::Instant::now() + CATCH_UP;
             // Gap recovery may still deliver trades a moment after the
             // sources stop: flush again while rows arrive, a few rounds.
             for _ in 0..10 {
                 if self.config.mode == Mode::Embedded {
                     self.unspill().await;
+                }
+                if self.consumer.is_some() {
+                    self.catch_up(catch_up_until).await;
                 }
                 let flushed = if stop == Stop::GracefulUnlessBlocked {
                     tokio::select! {
@@ -302,6 +312,23 @@ impl Service {
             duplicates: self.pipeline.duplicates(),
             spilled: self.spill.rows(),
             blocked,
+        }
+    }
+
+    /// Kafka mode with the consumer: lets what the pipeline holds reach the
+    /// broker, then the consumer take its partitions up to their ends (see
+    /// [`crate::kafka::catch_up`]), until `until` at most.
+    async fn catch_up(&self, until: std::time::Instant) {
+        if let Err(e) = self.pipeline.drain().await {
+            tracing::warn!(error = %e, "the pipeline did not drain before the final flush");
+        }
+        if let Some(undelivered) = &self.undelivered {
+            while undelivered() > 0 && std::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if let Err(e) = crate::kafka::catch_up::consumer_caught_up(&self.config.kafka, &self.tails, until).await {
+            tracing::warn!(error = %e, "final flush without every record of this flusher's partitions; their next owner lands the rest");
         }
     }
 

@@ -179,6 +179,7 @@ pub(super) async fn ingest(
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaConfig,
 ) {
+    let _ingesting = tails.claims.start_ingest();
     // Judged in runs of one epoch (almost always the whole batch).
     let mut verdicts = Vec::with_capacity(batch.len());
     let mut i = 0;
