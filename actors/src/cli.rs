@@ -276,6 +276,19 @@ pub struct ExchangeSimArgs {
     /// One book ticker per this many trades of a symbol (0: none).
     #[arg(long, default_value_t = 4)]
     pub book_ticker_every: u64,
+    /// One diff-depth event per this many trades of a symbol (0: none).
+    #[arg(long, default_value_t = 1)]
+    pub depth_every: u64,
+    /// Every Nth depth event of a symbol changes the book but is not sent.
+    #[arg(long, default_value_t = 0)]
+    pub depth_skip_every: u64,
+    /// Every Nth depth event of a symbol is sent twice.
+    #[arg(long, default_value_t = 0)]
+    pub depth_duplicate_every: u64,
+    /// Every Nth REST depth snapshot of a symbol is an old one, older than
+    /// the stream.
+    #[arg(long, default_value_t = 0)]
+    pub stale_snapshot_every: u64,
     /// Interval of the server's pings.
     #[arg(long, default_value = "20s")]
     pub ping_interval: humantime::Duration,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use k2::sim::{FaultPlan, SimConfig, Simulator};
+use k2::sim::{DepthFaults, FaultPlan, SimConfig, Simulator};
 
 use super::CommandError;
 use crate::cli::ExchangeSimArgs;
@@ -17,6 +17,7 @@ pub fn run(args: ExchangeSimArgs) -> Result<ExitCode, CommandError> {
         rate: args.rate,
         trades_per_symbol: args.trades,
         book_ticker_every: args.book_ticker_every,
+        depth_every: args.depth_every,
         ping_interval: args.ping_interval.into(),
         first_trade_id: args.first_trade_id,
         seed: args.seed,
@@ -31,6 +32,11 @@ pub fn run(args: ExchangeSimArgs) -> Result<ExitCode, CommandError> {
             disconnect_every: args.disconnect_every,
             shutdown_after: args.shutdown_after,
             shutdown_grace: args.shutdown_grace.into(),
+            depth: DepthFaults {
+                skip_every: args.depth_skip_every,
+                duplicate_every: args.depth_duplicate_every,
+                stale_snapshot_every: args.stale_snapshot_every,
+            },
         },
     };
     let exit_when_done = args.exit_when_done;

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
+use super::depth::{DepthBody, DepthFaults, SimBook};
 use super::{SimConfig, SimStats, bump};
 
 /// Index of a stream a frame belongs to; `ALL` goes to every connection.
@@ -28,6 +29,10 @@ pub enum Item {
         text: Box<str>,
     },
     BookTicker {
+        stream: StreamId,
+        text: Box<str>,
+    },
+    Depth {
         stream: StreamId,
         text: Box<str>,
     },
@@ -55,11 +60,12 @@ struct HistTrade {
     maker: bool,
 }
 
-/// Everything generated for one symbol, by trade id.
+/// Everything generated for one symbol: its trades by id, and its book.
 #[derive(Debug, Default)]
 struct History {
     first_id: u64,
     trades: Vec<HistTrade>,
+    book: Option<SimBook>,
 }
 
 pub struct Market {
@@ -70,6 +76,7 @@ pub struct Market {
     done: AtomicBool,
     /// See [`SimConfig::hold_while_idle`].
     hold_while_idle: bool,
+    depth_faults: DepthFaults,
 }
 
 impl Market {
@@ -79,7 +86,7 @@ impl Market {
             .iter()
             .flat_map(|s| {
                 let l = s.to_ascii_lowercase();
-                [format!("{l}@trade"), format!("{l}@bookTicker")]
+                [format!("{l}@trade"), format!("{l}@bookTicker"), format!("{l}@depth@100ms")]
             })
             .collect();
         let (tx, _) = broadcast::channel(4096);
@@ -90,12 +97,41 @@ impl Market {
             stats,
             done: AtomicBool::new(false),
             hold_while_idle: config.hold_while_idle,
+            depth_faults: config.faults.depth,
         })
     }
 
-    /// The index of a stream name such as `btcusdt@trade`.
+    /// The index of a stream name such as `btcusdt@trade`. `@depth` (1 s
+    /// updates on Binance) is served as `@depth@100ms`.
     pub fn stream_id(&self, name: &str) -> Option<StreamId> {
+        let fast;
+        let name = match name.strip_suffix("@depth") {
+            Some(symbol) => {
+                fast = format!("{symbol}@depth@100ms");
+                fast.as_str()
+            }
+            None => name,
+        };
         self.streams.iter().position(|s| s.eq_ignore_ascii_case(name)).map(|i| i as StreamId)
+    }
+
+    /// A REST depth snapshot of `symbol`'s top `limit` levels per side (an
+    /// old copy when the fault plan says so); `None` for an unknown symbol.
+    pub fn depth(&self, symbol: &str, limit: usize) -> Option<(DepthBody, bool)> {
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let book = history.get_mut(symbol)?.book.as_mut()?;
+        let answer = book.snapshot(limit, &self.depth_faults);
+        bump(&self.stats.depth_snapshots);
+        if answer.1 {
+            bump(&self.stats.stale_snapshots);
+        }
+        Some(answer)
+    }
+
+    /// The whole true book of `symbol` now, or at a recent `update_id`.
+    pub fn true_book(&self, symbol: &str, update_id: Option<u64>) -> Option<DepthBody> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.get(symbol)?.book.as_ref()?.truth(update_id)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Chunk> {
@@ -182,12 +218,13 @@ impl Market {
             .symbols
             .iter()
             .enumerate()
-            .map(|(i, s)| SymbolGen::new(s, i as StreamId * 2, config.first_trade_id, &mut rng))
+            .map(|(i, s)| SymbolGen::new(s, i as StreamId * 3, config.first_trade_id, &mut rng))
             .collect();
         {
             let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
             for s in &symbols {
-                history.insert(s.symbol.clone(), History { first_id: config.first_trade_id, trades: Vec::new() });
+                let book = (config.depth_every > 0).then(|| SimBook::new(&s.symbol, s.price, &mut rng));
+                history.insert(s.symbol.clone(), History { first_id: config.first_trade_id, trades: Vec::new(), book });
             }
         }
         let faults = &config.faults;
@@ -381,6 +418,25 @@ impl SymbolGen {
             let text = self.book_frame(self.book_id, self.price - spread, self.price + spread, rng);
             out.push(Item::BookTicker { stream: self.stream + 1, text: text.into() });
         }
+        if config.depth_every > 0
+            && self.count.is_multiple_of(config.depth_every)
+            && let Some(book) = h.book.as_mut()
+        {
+            let last = config.trades_per_symbol > 0 && self.generated + config.depth_every >= config.trades_per_symbol;
+            let (event, skipped) = book.step(self.price, &f.depth, last, rng);
+            bump(&stats.depth_events_generated);
+            if skipped {
+                bump(&stats.depth_skipped);
+            }
+            if let Some(event) = event {
+                if event.copies > 1 {
+                    bump(&stats.depth_duplicates);
+                }
+                for _ in 0..event.copies {
+                    out.push(Item::Depth { stream: self.stream + 2, text: event.text.as_str().into() });
+                }
+            }
+        }
     }
 
     fn trade_frame(&self, id: u64, t: &HistTrade) -> String {
@@ -417,6 +473,6 @@ impl SymbolGen {
 }
 
 /// An unscaled decimal(18,8) as text with 8 places.
-fn decimal_text(unscaled: i64) -> String {
+pub(super) fn decimal_text(unscaled: i64) -> String {
     format!("{}.{:08}", unscaled / 100_000_000, unscaled % 100_000_000)
 }

@@ -6,8 +6,12 @@
 //! recording, sends pings, and injects faults on a fixed schedule with exact
 //! counts ([`SimStats`], also at `GET /sim/stats`): gaps (trades generated, kept
 //! for REST, never sent), duplicate frames, reordered trades, malformed frames,
-//! disconnects and `serverShutdown`. Tests, benchmarks and the demo use it.
+//! disconnects and `serverShutdown`. Each symbol also has a true order book
+//! moved by diff-depth events (`<symbol>@depth@100ms`) and served as REST
+//! snapshots (`GET /api/v3/depth`), with its own faults ([`DepthFaults`]).
+//! Tests, benchmarks and the demo use it.
 
+mod depth;
 mod market;
 mod rest;
 mod ws;
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use self::depth::{DepthBody, DepthFaults};
 pub use self::market::Market;
 
 /// Faults, each on a fixed schedule; 0 turns one off.
@@ -42,6 +47,8 @@ pub struct FaultPlan {
     /// is closed `shutdown_grace` later.
     pub shutdown_after: u64,
     pub shutdown_grace: Duration,
+    /// Faults of the depth stream and its snapshots.
+    pub depth: DepthFaults,
 }
 
 /// How the simulator runs.
@@ -57,6 +64,8 @@ pub struct SimConfig {
     pub trades_per_symbol: u64,
     /// One book ticker per this many trades of a symbol; 0 is none.
     pub book_ticker_every: u64,
+    /// One diff-depth event per this many trades of a symbol; 0 is none.
+    pub depth_every: u64,
     pub ping_interval: Duration,
     pub first_trade_id: u64,
     pub seed: u64,
@@ -80,6 +89,7 @@ impl Default for SimConfig {
             rate: 1000,
             trades_per_symbol: 0,
             book_ticker_every: 4,
+            depth_every: 1,
             ping_interval: Duration::from_secs(20),
             first_trade_id: 1,
             seed: 7,
@@ -96,6 +106,12 @@ pub struct SimStats {
     pub trades_generated: AtomicU64,
     pub trades_sent: AtomicU64,
     pub book_tickers_sent: AtomicU64,
+    pub depth_events_generated: AtomicU64,
+    pub depth_events_sent: AtomicU64,
+    pub depth_skipped: AtomicU64,
+    pub depth_duplicates: AtomicU64,
+    pub depth_snapshots: AtomicU64,
+    pub stale_snapshots: AtomicU64,
     pub frames_sent: AtomicU64,
     pub gaps: AtomicU64,
     pub gap_trades: AtomicU64,
@@ -117,6 +133,12 @@ pub struct StatsSnapshot {
     pub trades_generated: u64,
     pub trades_sent: u64,
     pub book_tickers_sent: u64,
+    pub depth_events_generated: u64,
+    pub depth_events_sent: u64,
+    pub depth_skipped: u64,
+    pub depth_duplicates: u64,
+    pub depth_snapshots: u64,
+    pub stale_snapshots: u64,
     pub frames_sent: u64,
     pub gaps: u64,
     pub gap_trades: u64,
@@ -139,6 +161,12 @@ impl SimStats {
             trades_generated: g(&self.trades_generated),
             trades_sent: g(&self.trades_sent),
             book_tickers_sent: g(&self.book_tickers_sent),
+            depth_events_generated: g(&self.depth_events_generated),
+            depth_events_sent: g(&self.depth_events_sent),
+            depth_skipped: g(&self.depth_skipped),
+            depth_duplicates: g(&self.depth_duplicates),
+            depth_snapshots: g(&self.depth_snapshots),
+            stale_snapshots: g(&self.stale_snapshots),
             frames_sent: g(&self.frames_sent),
             gaps: g(&self.gaps),
             gap_trades: g(&self.gap_trades),

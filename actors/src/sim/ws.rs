@@ -62,7 +62,9 @@ async fn connection(
                 for item in chunk.iter() {
                     let (stream, text, trade) = match item {
                         Item::Trade { stream, text } => (*stream, text, true),
-                        Item::BookTicker { stream, text } | Item::Malformed { stream, text } => (*stream, text, false),
+                        Item::BookTicker { stream, text }
+                        | Item::Depth { stream, text }
+                        | Item::Malformed { stream, text } => (*stream, text, false),
                         Item::Disconnect => {
                             // Abrupt: no close frame, as a network failure would be.
                             sink.flush().await?;
@@ -83,6 +85,7 @@ async fn connection(
                     match item {
                         Item::Trade { .. } if trade => bump(&stats.trades_sent),
                         Item::BookTicker { .. } => bump(&stats.book_tickers_sent),
+                        Item::Depth { .. } => bump(&stats.depth_events_sent),
                         _ => {}
                     }
                 }
