@@ -809,6 +809,7 @@ fn every_metric_and_label_of_the_dashboards_and_alerts_is_exported_by_k2() {
         format!(
             "mode = \"kafka\"\n[http]\nbind = \"127.0.0.1:0\"\n\
              [binance]\nendpoint = \"{ws}\"\nalternate_endpoint = \"{ws}\"\nrest_endpoint = \"{rest}\"\n\
+             [book]\nenabled = true\n\
              [gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"500ms\"\n\
              [degradation]\nlag = [1, 100000000, 200000000, 300000000]\n\
              [kafka]\nbootstrap_servers = \"{kafka}\"\ntopic_prefix = \"{prefix}\"\npartitions = 2\n",

@@ -8,6 +8,7 @@
 //! - [`routes`]: the HTTP handlers and the OpenAPI description.
 
 pub mod aggregate;
+pub mod book;
 pub mod engine;
 pub mod files;
 pub mod format;

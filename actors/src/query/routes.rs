@@ -33,6 +33,8 @@ pub struct Api {
     pub dead_letters: DeadLetters,
     /// The maintenance actor, for `POST /admin/maintain`.
     pub maintenance: Option<actix::Recipient<crate::lake::maintenance::actor::RunNow>>,
+    /// The order-book actors, for `/v1/book/{symbol}`.
+    pub books: crate::sources::binance::book::BookDirectory,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -53,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .service(get(resource("/summary/{symbol}/{date}", GET), summary))
                 .service(get(resource("/bars", GET), bars))
                 .service(get(resource("/symbols", GET), symbols))
+                .service(get(resource("/book/{symbol}", GET), super::book::book))
                 .service(get(resource("/snapshots", GET), snapshots))
                 .service(get(resource("/dead-letters", GET), dead_letters)),
         );

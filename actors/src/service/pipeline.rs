@@ -16,6 +16,7 @@ use crate::runtime::messages::Fault;
 use crate::runtime::supervision::{Escalate, Guardian, Policies, Supervision};
 use crate::sinks::Sink;
 use crate::sinks::actor::{self as sink_actor, SinkActor};
+use crate::sources::binance::book::{BookActor, BookDirectory};
 use crate::sources::binance::connection::ConnectionActor;
 use crate::sources::gap_recovery::{self, GapRecoveryActor, TableGaps};
 use crate::state::dead_letters::DeadLetters;
@@ -48,6 +49,8 @@ pub struct Pipeline {
     gaps_to: Option<Recipient<GapDetected>>,
     /// Where failed batches and refused frames are kept.
     dead_letters: Option<DeadLetters>,
+    /// The order-book actors by symbol, once the Binance source starts.
+    books: BookDirectory,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -222,6 +225,7 @@ impl<'a> PipelineBuilder<'a> {
             shed,
             gaps_to,
             dead_letters,
+            books: BookDirectory::default(),
         }
     }
 }
@@ -262,18 +266,22 @@ impl Pipeline {
     /// Starts one supervised Binance connection actor per group of streams,
     /// feeding this pipeline.
     pub fn start_binance(&mut self, config: &Config) -> Vec<Addr<ConnectionActor>> {
-        let groups = crate::sources::binance::stream_groups(&config.binance);
+        let depth = config.book.enabled.then(|| config.book.stream_suffix());
+        let groups = crate::sources::binance::stream_groups(&config.binance, depth);
         let mut addrs = Vec::new();
         for (i, streams) in groups.into_iter().enumerate() {
             // Names are registry keys for the process's lifetime: one per
             // connection, a handful at most.
             let name: &'static str = Box::leak(format!("binance-{i}").into_boxed_str());
+            let book = config.book.enabled.then(|| self.start_book(config, i, &streams).recipient());
             let sup = self.supervision(name);
             let (binance, batch, next) =
                 (config.binance.clone(), self.entrance.batch_size(), self.entrance.link().clone());
             let letters = self.dead_letters.clone();
             let addr = Supervisor::start(move |_: &mut Context<ConnectionActor>| {
-                ConnectionActor::new(name, streams, binance, batch, next, sup).with_dead_letters(letters)
+                ConnectionActor::new(name, streams, binance, batch, next, sup)
+                    .with_dead_letters(letters)
+                    .with_book(book)
             });
             self.faults.insert(name, addr.clone().recipient());
             if let Ok(mut sources) = self.sources.lock() {
@@ -282,6 +290,29 @@ impl Pipeline {
             addrs.push(addr);
         }
         addrs
+    }
+
+    /// The order-book actor of connection `i`, keeping the books of the
+    /// symbols among its `streams`.
+    fn start_book(&mut self, config: &Config, i: usize, streams: &[String]) -> Addr<BookActor> {
+        let name: &'static str = Box::leak(format!("book-{i}").into_boxed_str());
+        let mut symbols: Vec<compact_str::CompactString> = streams
+            .iter()
+            .filter_map(|s| s.split_once('@').map(|(symbol, _)| symbol.to_ascii_uppercase().into()))
+            .collect();
+        symbols.dedup();
+        let sup = self.supervision(name);
+        let (binance, book, directory) = (config.binance.clone(), config.book.clone(), self.books.clone());
+        let addr = Supervisor::start(move |_: &mut Context<BookActor>| {
+            BookActor::new(name, symbols, &binance, book, directory, sup)
+        });
+        self.faults.insert(name, addr.clone().recipient());
+        addr
+    }
+
+    /// The order-book actors by symbol (empty while books are off).
+    pub fn books(&self) -> &BookDirectory {
+        &self.books
     }
 
     /// Sends a batch in, waiting while the first stage is full.

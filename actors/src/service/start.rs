@@ -386,6 +386,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         registry: schema_registry,
         dead_letters,
         maintenance: Some(maintenance.recipient()),
+        books: pipeline.books().clone(),
     };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {

@@ -41,6 +41,7 @@ pub struct Config {
     pub dedup: DedupConfig,
     pub asx: AsxConfig,
     pub binance: BinanceConfig,
+    pub book: BookConfig,
     pub gap_recovery: GapRecoveryConfig,
     pub storage: StorageConfig,
     pub flush: FlushConfig,
@@ -120,6 +121,15 @@ impl Config {
             }
         };
         need(self.pipeline.batch_size > 0, "pipeline.batch_size must be at least 1");
+        need(
+            (1..=5000).contains(&self.book.snapshot_limit),
+            "book.snapshot_limit must be from 1 to 5000 (what Binance's GET /api/v3/depth accepts)",
+        );
+        need(self.book.max_buffer > 0, "book.max_buffer must be at least 1");
+        need(
+            [Duration::from_millis(100), Duration::from_secs(1)].contains(&self.book.update_speed),
+            "book.update_speed must be 100ms or 1s (the speeds Binance's depth stream has)",
+        );
         need(
             self.http.request_timeout > self.query.timeout,
             "http.request_timeout must be longer than query.timeout (a query would be cut off with 408 before its own 503)",

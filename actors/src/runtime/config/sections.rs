@@ -318,6 +318,26 @@ pub struct BinanceConfig {
     pub sample_data: bool,
 }
 
+/// `[book]`: Binance order books (see `config/default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookConfig {
+    pub enabled: bool,
+    pub snapshot_limit: usize,
+    pub max_buffer: usize,
+    #[serde(with = "humantime_serde")]
+    pub update_speed: Duration,
+    #[serde(with = "humantime_serde")]
+    pub snapshot_retry: Duration,
+}
+
+impl BookConfig {
+    /// The stream suffix Binance names the update speed by.
+    pub fn stream_suffix(&self) -> &'static str {
+        if self.update_speed >= Duration::from_secs(1) { "@depth" } else { "@depth@100ms" }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GapRecoveryConfig {
@@ -418,8 +438,9 @@ pub struct PolicyOverride {
 }
 
 /// Every actor kind a `[supervision.kinds.*]` section may name.
-pub const ACTOR_KINDS: [&str; 11] = [
+pub const ACTOR_KINDS: [&str; 12] = [
     "binance",
+    "book",
     "dedup",
     "degradation",
     "gap_recovery",

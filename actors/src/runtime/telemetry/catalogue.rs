@@ -141,6 +141,49 @@ pub const CATALOGUE: &[MetricSpec] = &[
         &[("symbol", RUNTIME)],
     ),
     counter("k2_binance_message_errors_total", "Frames the connection could not parse.", &[("connection", RUNTIME)]),
+    gauge(
+        "k2_book_synced",
+        "1 while the symbol's order book is synced with the venue, else 0.",
+        &[("symbol", RUNTIME)],
+    ),
+    counter(
+        "k2_book_updates_applied_total",
+        "Price levels set or removed on synced order books.",
+        &[("symbol", RUNTIME)],
+    ),
+    counter(
+        "k2_book_resyncs_total",
+        "Order books lost and rebuilt from a new snapshot, by cause.",
+        &[("symbol", RUNTIME), ("cause", &["gap", "reconnect", "crossed", "snapshot_behind", "start", "restart"])],
+    ),
+    counter(
+        "k2_book_crossed_total",
+        "Order books found crossed (best bid at or above best ask): a fault, resynced.",
+        &[("symbol", RUNTIME)],
+    ),
+    counter("k2_book_unsynced_seconds_total", "Seconds an order book spent unsynced.", &[("symbol", RUNTIME)]),
+    counter(
+        "k2_book_snapshot_requests_total",
+        "REST depth snapshot requests, by result.",
+        &[("result", &["ok", "error"])],
+    ),
+    counter(
+        "k2_book_snapshot_refetches_total",
+        "Depth snapshots refused (older than the stream, or the buffered events break after them) and fetched again.",
+        &[("symbol", RUNTIME), ("cause", &["gap", "snapshot_behind", "crossed"])],
+    ),
+    counter(
+        "k2_book_events_ignored_total",
+        "Depth events not applied: older than the book, from a retired socket, or of a symbol without a book.",
+        &[("reason", &["older_than_book", "retired_socket", "unknown_symbol"])],
+    ),
+    gauge("k2_book_levels", "Price levels a synced order book holds.", &[("symbol", RUNTIME)]),
+    gauge(
+        "k2_book_buffered_events",
+        "Depth events buffered while the order book waits for a snapshot.",
+        &[("symbol", RUNTIME)],
+    ),
+    gauge("k2_book_levels_held", "Price levels held by one order-book actor's books.", &[("connection", RUNTIME)]),
     counter(
         "k2_binance_rejected_total",
         "Frames rejected by the parser, by reason.",

@@ -12,6 +12,7 @@ use k2_core::source::binance::BinanceParser;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
+use super::book::DepthBatch;
 use super::socket::{Coverage, SocketEnd, SocketEvent, SocketTask};
 use crate::runtime::config::BinanceConfig;
 use crate::runtime::degradation::PauseSource;
@@ -70,6 +71,8 @@ pub struct ConnectionActor {
     live: bool,
     /// Where refused frames are kept.
     dead_letters: Option<DeadLetters>,
+    /// The order-book actor of this connection's symbols, when books are on.
+    book: Option<Recipient<DepthBatch>>,
 }
 
 impl ConnectionActor {
@@ -104,7 +107,13 @@ impl ConnectionActor {
             rotate_timer: None,
             live: false,
             dead_letters: None,
+            book: None,
         }
+    }
+
+    pub fn with_book(mut self, book: Option<Recipient<DepthBatch>>) -> Self {
+        self.book = book;
+        self
     }
 
     pub fn with_dead_letters(mut self, dead_letters: Option<DeadLetters>) -> Self {
@@ -133,6 +142,8 @@ impl ConnectionActor {
             held: Vec::new(),
             dead_letters: self.dead_letters.clone(),
             refused: Vec::new(),
+            book: self.book.clone(),
+            depth: Vec::new(),
             generation: self.generation,
             url: super::stream_url(self.endpoint(), &self.streams),
             parser: BinanceParser::default().sample_data(self.config.sample_data),

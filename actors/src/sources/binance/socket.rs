@@ -12,10 +12,13 @@ use tokio::sync::oneshot;
 
 use actix::Recipient;
 use futures_util::{FutureExt, StreamExt};
+use k2_core::book::DepthUpdate;
+use k2_core::source::binance::depth::parse_depth_update;
 use k2_core::source::binance::{BinanceError, BinanceParser, Control, Frame};
 use k2_core::{MarketEvent, Timestamp};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::book::DepthBatch;
 use crate::runtime::health::Link;
 use crate::runtime::messages::EventBatch;
 use crate::state::dead_letters::DeadLetters;
@@ -137,6 +140,11 @@ pub(super) struct SocketTask {
     pub dead_letters: Option<DeadLetters>,
     /// Frames refused since the last batch went out.
     pub refused: Vec<(Vec<u8>, String)>,
+    /// The order-book actor, when books are kept: depth events go there,
+    /// not down the pipeline.
+    pub book: Option<Recipient<DepthBatch>>,
+    /// Depth events read since the last batch went to the book.
+    pub depth: Vec<DepthUpdate>,
 }
 
 /// A held socket stops reading beyond this many events (TCP then pushes back).
@@ -207,6 +215,7 @@ impl SocketTask {
                     Message::Close(frame) => {
                         stats.flush(self.connection);
                         self.keep_refused().await;
+                        self.send_depth().await;
                         let reason = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
                         if !batch.is_empty() {
                             let mut pending = Coverage::default();
@@ -231,6 +240,7 @@ impl SocketTask {
             }
             stats.flush(self.connection);
             self.keep_refused().await;
+            self.send_depth().await;
             if batch.is_empty() {
                 continue;
             }
@@ -258,6 +268,20 @@ impl SocketTask {
                 return SocketEnd::Closed("pipeline closed".into());
             }
             self.coverage.merge(&mut pending);
+        }
+    }
+
+    /// Hands the depth events read so far to the book. Not held during a
+    /// rotation: the book starts over on the new socket's events anyway.
+    async fn send_depth(&mut self) {
+        if self.depth.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.depth);
+        if let Some(book) = &self.book {
+            // A book restarting under its supervisor loses this batch and
+            // resyncs from a snapshot: nothing of the trades depends on it.
+            let _ = book.send(DepthBatch { generation: self.generation, updates }).await;
         }
     }
 
@@ -292,6 +316,13 @@ impl SocketTask {
     }
 
     fn frame(&mut self, bytes: &[u8], received: Timestamp, batch: &mut Vec<MarketEvent>, stats: &mut BatchStats) {
+        if self.book.is_some() && is_depth(bytes) {
+            match parse_depth_update(bytes) {
+                Ok(update) => self.depth.push(update),
+                Err(e) => self.refuse(bytes, &e, stats),
+            }
+            return;
+        }
         match self.parser.parse(bytes, received) {
             Ok(Frame::Event(e)) => {
                 stats.count(e.symbol());
@@ -305,18 +336,27 @@ impl SocketTask {
                 tracing::warn!(connection = self.connection, code, %msg, "error from the exchange");
             }
             Ok(Frame::Control(Control::Response { .. })) => {}
-            Err(e) => {
-                stats.errors += 1;
-                let kind = error_kind(&e);
-                metrics::counter!("k2_binance_rejected_total", "reason" => kind).increment(1);
-                // Reasons are logged at debug: a bad feed must not flood the log.
-                tracing::debug!(connection = self.connection, reason = %e, "frame rejected");
-                if self.dead_letters.is_some() {
-                    self.refused.push((bytes.to_vec(), format!("{kind}: {e}")));
-                }
-            }
+            Err(e) => self.refuse(bytes, &e, stats),
         }
     }
+
+    fn refuse(&mut self, bytes: &[u8], e: &BinanceError, stats: &mut BatchStats) {
+        stats.errors += 1;
+        let kind = error_kind(e);
+        metrics::counter!("k2_binance_rejected_total", "reason" => kind).increment(1);
+        // Reasons are logged at debug: a bad feed must not flood the log.
+        tracing::debug!(connection = self.connection, reason = %e, "frame rejected");
+        if self.dead_letters.is_some() {
+            self.refused.push((bytes.to_vec(), format!("{kind}: {e}")));
+        }
+    }
+}
+
+/// A diff-depth frame: its event type is `depthUpdate` (raw or enveloped).
+/// Binance writes JSON without spaces; a frame written otherwise goes to
+/// the trade parser, which refuses it as unsupported.
+fn is_depth(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, br#""e":"depthUpdate""#).is_some()
 }
 
 /// A bounded label for a rejection.

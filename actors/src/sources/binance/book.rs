@@ -1,0 +1,448 @@
+//! The order-book actor: keeps the books of one connection's symbols from
+//! their diff-depth events and REST snapshots, by Binance's procedure
+//! ([`k2_core::book::BookSync`]), and answers what a book holds now.
+//!
+//! One per connection, not one per symbol: a reconnect or a rotation breaks
+//! every book of its connection at once, and the connection's snapshot
+//! requests share one queue, one request at a time, which keeps a
+//! connection of hundreds of symbols inside Binance's REST weight limit
+//! after a reconnect (a 5,000-level snapshot weighs 250 of 6,000 a minute).
+//!
+//! Sockets are numbered by generation. A batch from a newer socket means
+//! the older one is gone or being retired: every book of the connection is
+//! unsynced (cause `reconnect`) and resynced from the new socket's events;
+//! later batches from the older socket are ignored.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use compact_str::CompactString;
+use k2_core::book::{BookSync, DepthSnapshot, DepthUpdate, Level, Side, SnapshotStep, Step, UnsyncCause};
+use k2_core::source::binance::depth::parse_depth_snapshot;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::runtime::config::{BinanceConfig, BookConfig};
+use crate::runtime::supervision::{Supervise, Supervision, supervised};
+
+/// Depth events one socket read, in arrival order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DepthBatch {
+    pub generation: u64,
+    pub updates: Vec<DepthUpdate>,
+}
+
+/// What a symbol's book holds now, to `depth` levels per side.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<BookView>")]
+pub struct GetBook {
+    pub symbol: CompactString,
+    pub depth: usize,
+}
+
+/// A snapshot request came back.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct SnapshotArrived {
+    symbol: CompactString,
+    result: Result<DepthSnapshot, String>,
+}
+
+/// One book as `/v1/book/{symbol}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookView {
+    pub exchange: &'static str,
+    pub symbol: CompactString,
+    pub synced: bool,
+    /// Why it is not synced (`start`, `gap`, `reconnect`, `crossed`,
+    /// `snapshot_behind`).
+    pub unsynced_cause: Option<&'static str>,
+    /// The last update id the book reflects (None while unsynced).
+    pub update_id: Option<u64>,
+    /// Event time of the last event applied, in microseconds.
+    pub event_time_us: Option<i64>,
+    pub bids: Vec<[String; 2]>,
+    pub asks: Vec<[String; 2]>,
+    /// True when a side was cut at the edge of what the last snapshot
+    /// vouched for: more levels may exist beyond it that the book does not
+    /// know of, so none beyond it are reported.
+    pub bids_cut_at_window: bool,
+    pub asks_cut_at_window: bool,
+    /// Levels held, and of those outside the synced window (never shown).
+    pub levels_held: usize,
+    pub levels_outside_window: usize,
+}
+
+/// Which book actor holds which symbol, for the HTTP API.
+#[derive(Clone, Default)]
+pub struct BookDirectory(Arc<RwLock<FxHashMap<CompactString, Addr<BookActor>>>>);
+
+impl BookDirectory {
+    fn register(&self, symbols: &[CompactString], addr: &Addr<BookActor>) {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in symbols {
+            map.insert(s.clone(), addr.clone());
+        }
+    }
+
+    /// The actor keeping `symbol`'s book (upper case), if books are on.
+    pub fn find(&self, symbol: &str) -> Option<Addr<BookActor>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(symbol).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+}
+
+/// One symbol's book with what its metrics need.
+struct Entry {
+    sync: BookSync,
+    /// Since when it has been unsynced (seconds not yet counted).
+    unsynced_since: Option<Instant>,
+    event_time_us: Option<i64>,
+}
+
+pub struct BookActor {
+    name: &'static str,
+    books: FxHashMap<CompactString, Entry>,
+    symbols: Vec<CompactString>,
+    config: BookConfig,
+    client: reqwest::Client,
+    rest: String,
+    /// The newest socket generation seen.
+    generation: u64,
+    /// Symbols whose snapshot is to be requested, in order.
+    queue: VecDeque<CompactString>,
+    /// A request is out.
+    busy: bool,
+    /// No request before this (after a failure).
+    not_before: Option<Instant>,
+    directory: BookDirectory,
+    supervision: Supervision,
+}
+
+impl BookActor {
+    pub fn new(
+        name: &'static str,
+        symbols: Vec<CompactString>,
+        binance: &BinanceConfig,
+        config: BookConfig,
+        directory: BookDirectory,
+        supervision: Supervision,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        for s in &symbols {
+            let symbol = s.to_string();
+            metrics::gauge!("k2_book_synced", "symbol" => symbol.clone()).set(0.0);
+            metrics::counter!("k2_book_updates_applied_total", "symbol" => symbol.clone()).increment(0);
+            metrics::counter!("k2_book_crossed_total", "symbol" => symbol.clone()).increment(0);
+            metrics::counter!("k2_book_unsynced_seconds_total", "symbol" => symbol.clone()).increment(0);
+            // The causes a dashboard shows exist at 0 from the start.
+            for cause in ["gap", "reconnect", "crossed"] {
+                metrics::counter!("k2_book_resyncs_total", "symbol" => symbol.clone(), "cause" => cause).increment(0);
+            }
+            for cause in ["gap", "snapshot_behind"] {
+                metrics::counter!("k2_book_snapshot_refetches_total", "symbol" => symbol.clone(), "cause" => cause)
+                    .increment(0);
+            }
+        }
+        Self {
+            name,
+            books: FxHashMap::default(),
+            symbols,
+            config,
+            client,
+            rest: binance.rest_endpoint.trim_end_matches('/').to_owned(),
+            generation: 0,
+            queue: VecDeque::new(),
+            busy: false,
+            not_before: None,
+            directory,
+            supervision,
+        }
+    }
+
+    fn fresh_books(&mut self) {
+        let now = Instant::now();
+        self.books = self
+            .symbols
+            .iter()
+            .map(|s| {
+                let entry = Entry {
+                    sync: BookSync::new(self.config.max_buffer),
+                    unsynced_since: Some(now),
+                    event_time_us: None,
+                };
+                (s.clone(), entry)
+            })
+            .collect();
+        self.queue.clear();
+        self.busy = false;
+    }
+
+    fn want_snapshot(&mut self, symbol: &CompactString, ctx: &mut Context<Self>) {
+        if !self.queue.contains(symbol) {
+            self.queue.push_back(symbol.clone());
+        }
+        self.pump(ctx);
+    }
+
+    /// Sends the next snapshot request if none is out.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        if let Some(at) = self.not_before {
+            let now = Instant::now();
+            if now < at {
+                ctx.run_later(at - now, |act, ctx| act.pump(ctx));
+                return;
+            }
+            self.not_before = None;
+        }
+        let Some(symbol) = self.queue.pop_front() else { return };
+        self.busy = true;
+        let limit = self.config.snapshot_limit;
+        let url = format!("{}/api/v3/depth?symbol={symbol}&limit={limit}", self.rest);
+        let request = self.client.get(url);
+        let fetch = async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                return Err(format!("HTTP {status}: {text}"));
+            }
+            parse_depth_snapshot(&body, limit).map_err(|e| e.to_string())
+        };
+        ctx.spawn(wrap_future::<_, Self>(fetch).map(move |result, act, ctx| {
+            act.busy = false;
+            act.on_snapshot(SnapshotArrived { symbol, result }, ctx);
+            act.pump(ctx);
+        }));
+    }
+
+    fn on_snapshot(&mut self, SnapshotArrived { symbol, result }: SnapshotArrived, ctx: &mut Context<Self>) {
+        let Some(entry) = self.books.get_mut(&symbol) else { return };
+        let snapshot = match result {
+            Ok(s) => {
+                metrics::counter!("k2_book_snapshot_requests_total", "result" => "ok").increment(1);
+                s
+            }
+            Err(e) => {
+                metrics::counter!("k2_book_snapshot_requests_total", "result" => "error").increment(1);
+                tracing::warn!(connection = self.name, %symbol, error = %e, "depth snapshot request failed; the next event asks again");
+                entry.sync.snapshot_failed();
+                self.not_before = Some(Instant::now() + self.config.snapshot_retry);
+                return;
+            }
+        };
+        match entry.sync.on_snapshot(&snapshot) {
+            SnapshotStep::Synced { snapshot_id, applied } => {
+                synced(&symbol, entry, snapshot_id, &applied);
+            }
+            SnapshotStep::Refetch { cause } => {
+                metrics::counter!("k2_book_snapshot_refetches_total", "symbol" => symbol.to_string(), "cause" => cause.as_str())
+                    .increment(1);
+                tracing::debug!(connection = self.name, %symbol, cause = cause.as_str(), snapshot = snapshot.last_update_id, "depth snapshot unusable; fetching another");
+                self.want_snapshot(&symbol, ctx);
+            }
+            SnapshotStep::Waiting | SnapshotStep::Unneeded => {}
+        }
+    }
+
+    fn apply(&mut self, updates: Vec<DepthUpdate>, ctx: &mut Context<Self>) {
+        let mut fetch = Vec::new();
+        // Counted per batch and symbol, not per event.
+        let mut applied: FxHashMap<CompactString, u64> = FxHashMap::default();
+        for update in updates {
+            let Some(entry) = self.books.get_mut(&update.symbol) else {
+                metrics::counter!("k2_book_events_ignored_total", "reason" => "unknown_symbol").increment(1);
+                continue;
+            };
+            let symbol = update.symbol.clone();
+            let time = update.event_time.as_micros();
+            match entry.sync.on_update(update) {
+                Step::Applied(u) => {
+                    entry.event_time_us = Some(time);
+                    *applied.entry(symbol).or_default() += (u.bids.len() + u.asks.len()) as u64;
+                }
+                Step::Ignored => {
+                    metrics::counter!("k2_book_events_ignored_total", "reason" => "older_than_book").increment(1);
+                }
+                Step::Buffered { fetch: f } => {
+                    if f {
+                        fetch.push(symbol);
+                    }
+                }
+                Step::Unsynced { cause, fetch: f } => {
+                    unsynced(self.name, &symbol, entry, cause);
+                    if f {
+                        fetch.push(symbol);
+                    }
+                }
+                Step::Synced { snapshot_id, applied: a } => {
+                    entry.event_time_us = Some(time);
+                    synced(&symbol, entry, snapshot_id, &a);
+                }
+            }
+        }
+        for (symbol, n) in applied {
+            metrics::counter!("k2_book_updates_applied_total", "symbol" => symbol.to_string()).increment(n);
+        }
+        for symbol in fetch {
+            self.want_snapshot(&symbol, ctx);
+        }
+    }
+
+    /// Unsynced seconds are counted as they pass, not only at the resync.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let mut levels = 0usize;
+        for (symbol, entry) in &mut self.books {
+            if let Some(since) = entry.unsynced_since.as_mut() {
+                let secs = now.duration_since(*since).as_secs_f64();
+                metrics::counter!("k2_book_unsynced_seconds_total", "symbol" => symbol.to_string())
+                    .increment(secs as u64);
+                // Whole seconds are counted; the rest waits for the next tick.
+                *since += Duration::from_secs(secs as u64);
+            }
+            if let Some(book) = entry.sync.book() {
+                levels += book.levels_held();
+                metrics::gauge!("k2_book_levels", "symbol" => symbol.to_string()).set(book.levels_held() as f64);
+            }
+            metrics::gauge!("k2_book_buffered_events", "symbol" => symbol.to_string())
+                .set(entry.sync.buffered() as f64);
+        }
+        metrics::gauge!("k2_book_levels_held", "connection" => self.name).set(levels as f64);
+    }
+
+    fn view(&self, symbol: &CompactString, depth: usize) -> Option<BookView> {
+        let entry = self.books.get(symbol)?;
+        let text = |levels: Vec<Level>| levels.into_iter().map(|(p, q)| [p.to_string(), q.to_string()]).collect();
+        let mut view = BookView {
+            exchange: k2_core::source::binance::EXCHANGE,
+            symbol: symbol.clone(),
+            synced: entry.sync.is_synced(),
+            unsynced_cause: entry.sync.unsynced_cause().map(UnsyncCause::as_str),
+            update_id: None,
+            event_time_us: entry.event_time_us,
+            bids: Vec::new(),
+            asks: Vec::new(),
+            bids_cut_at_window: false,
+            asks_cut_at_window: false,
+            levels_held: 0,
+            levels_outside_window: 0,
+        };
+        if let Some(book) = entry.sync.book() {
+            let (bids, bids_cut) = book.top(Side::Bid, depth);
+            let (asks, asks_cut) = book.top(Side::Ask, depth);
+            view.update_id = Some(book.update_id());
+            view.bids = text(bids);
+            view.asks = text(asks);
+            view.bids_cut_at_window = bids_cut;
+            view.asks_cut_at_window = asks_cut;
+            view.levels_held = book.levels_held();
+            view.levels_outside_window = book.outside_window();
+        }
+        Some(view)
+    }
+}
+
+fn synced(symbol: &str, entry: &mut Entry, snapshot_id: u64, applied: &[DepthUpdate]) {
+    if let Some(since) = entry.unsynced_since.take() {
+        metrics::counter!("k2_book_unsynced_seconds_total", "symbol" => symbol.to_owned())
+            .increment(since.elapsed().as_secs());
+    }
+    metrics::gauge!("k2_book_synced", "symbol" => symbol.to_owned()).set(1.0);
+    let levels: u64 = applied.iter().map(|u| (u.bids.len() + u.asks.len()) as u64).sum();
+    metrics::counter!("k2_book_updates_applied_total", "symbol" => symbol.to_owned()).increment(levels);
+    tracing::info!(%symbol, snapshot = snapshot_id, buffered_applied = applied.len(), "order book synced");
+}
+
+fn unsynced(connection: &str, symbol: &str, entry: &mut Entry, cause: UnsyncCause) {
+    entry.unsynced_since.get_or_insert_with(Instant::now);
+    metrics::gauge!("k2_book_synced", "symbol" => symbol.to_owned()).set(0.0);
+    metrics::counter!("k2_book_resyncs_total", "symbol" => symbol.to_owned(), "cause" => cause.as_str()).increment(1);
+    match cause {
+        UnsyncCause::Crossed => {
+            metrics::counter!("k2_book_crossed_total", "symbol" => symbol.to_owned()).increment(1);
+            tracing::warn!(connection, symbol, "order book crossed (best bid at or above best ask); resyncing");
+        }
+        UnsyncCause::Gap { expected, got } => {
+            tracing::info!(connection, symbol, expected, got, "depth events skipped a range; resyncing the book");
+        }
+        _ => tracing::info!(connection, symbol, cause = cause.as_str(), "order book unsynced; resyncing"),
+    }
+}
+
+impl Actor for BookActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.supervision.started();
+        self.directory.register(&self.symbols, &ctx.address());
+        if self.books.is_empty() {
+            self.fresh_books();
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+    }
+}
+
+supervised!(BookActor);
+
+impl Supervise for BookActor {
+    fn supervision(&mut self) -> &mut Supervision {
+        &mut self.supervision
+    }
+
+    /// A book the failure may have left half applied is not trusted: every
+    /// book starts over from a snapshot.
+    fn reset(&mut self) {
+        self.fresh_books();
+        for symbol in &self.symbols {
+            metrics::counter!("k2_book_resyncs_total", "symbol" => symbol.to_string(), "cause" => "restart")
+                .increment(1);
+        }
+    }
+}
+
+impl Handler<DepthBatch> for BookActor {
+    type Result = ();
+
+    fn handle(&mut self, batch: DepthBatch, ctx: &mut Context<Self>) {
+        self.supervision.probe().handled(batch.updates.len());
+        if batch.generation < self.generation {
+            metrics::counter!("k2_book_events_ignored_total", "reason" => "retired_socket")
+                .increment(batch.updates.len() as u64);
+            return;
+        }
+        if batch.generation > self.generation {
+            if self.generation > 0 {
+                for (symbol, entry) in &mut self.books {
+                    if entry.sync.disconnected().is_some() {
+                        unsynced(self.name, symbol, entry, UnsyncCause::Reconnect);
+                    }
+                }
+            }
+            self.generation = batch.generation;
+        }
+        self.apply(batch.updates, ctx);
+    }
+}
+
+impl Handler<GetBook> for BookActor {
+    type Result = Option<BookView>;
+
+    fn handle(&mut self, q: GetBook, _: &mut Context<Self>) -> Option<BookView> {
+        self.view(&q.symbol, q.depth)
+    }
+}
