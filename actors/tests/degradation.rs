@@ -23,7 +23,7 @@ fn slow_commits_climb_the_ladder_to_a_pause_and_it_comes_back_without_losing_a_t
     let config = write_sim_config(
         dir.path(),
         &addrs,
-        "[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 8000]\nage = [1000.0, 2000.0, 3000.0, 4000.0]\ncool_down = \"1s\"\n",
+        "[book]\nenabled = true\n[gap_recovery]\nrequests_per_second = 50\n[flush]\nmax_age = \"200ms\"\n[degradation]\ninterval = \"50ms\"\nlag = [2000, 4000, 6000, 8000]\nage = [1000.0, 2000.0, 3000.0, 4000.0]\ncool_down = \"1s\"\n",
     );
     let k2 = Run::start(&config, &data, "info", dir.path().join("k2.log"));
     let level = |http: &str| metric(http, "k2_degradation_level ");
@@ -93,6 +93,22 @@ fn slow_commits_climb_the_ladder_to_a_pause_and_it_comes_back_without_losing_a_t
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(counted > 0.0, "k2_shed_total counts it:\n{metrics}");
+    // Order books went first: their depth events were shed (counted), the
+    // books unsynced with that cause, and every one synced again since.
+    let sum = |name: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(sum("k2_shed_total{", "kind=\"book_update\"") > 0.0, "depth events shed:\n{metrics}");
+    assert!(sum("k2_book_resyncs_total{", "cause=\"shed\"") > 0.0, "books unsynced by shedding:\n{metrics}");
+    wait_until("every order book synced again", 30, || {
+        ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
+            .iter()
+            .all(|s| get_json(&k2.http, &format!("/v1/book/{s}?depth=1"))["synced"] == true)
+    });
     let snapshots = get_json(&k2.http, "/v1/snapshots?table=trades");
     let recorded: u64 = snapshots["data"]
         .as_array()

@@ -57,6 +57,8 @@ pub enum UnsyncCause {
     Reconnect,
     /// The best bid reached the best ask.
     Crossed,
+    /// Events were dropped on purpose (a degradation ladder shed them).
+    Shed,
     /// A snapshot was older than the first buffered event.
     SnapshotBehind,
 }
@@ -69,6 +71,7 @@ impl UnsyncCause {
             Self::Gap { .. } => "gap",
             Self::Reconnect => "reconnect",
             Self::Crossed => "crossed",
+            Self::Shed => "shed",
             Self::SnapshotBehind => "snapshot_behind",
         }
     }
@@ -183,12 +186,24 @@ impl BookSync {
 
     /// The connection carrying this symbol's events closed or rotated.
     pub fn disconnected(&mut self) -> Option<UnsyncCause> {
+        self.broken(UnsyncCause::Reconnect)
+    }
+
+    /// Events of this symbol were dropped on purpose: the book is lost as
+    /// after a reconnect, with its own cause, until events are taken again.
+    pub fn shed(&mut self) -> Option<UnsyncCause> {
+        self.broken(UnsyncCause::Shed)
+    }
+
+    /// The stream has a hole of unknown size: drop the book and what was
+    /// buffered; the cause when a synced book was lost.
+    fn broken(&mut self, cause: UnsyncCause) -> Option<UnsyncCause> {
         match &mut self.state {
             State::Synced => {
-                self.unsync(UnsyncCause::Reconnect, None);
-                // The request goes out once the new connection delivers.
+                self.unsync(cause, None);
+                // The request goes out once events come again.
                 self.fetching = false;
-                Some(UnsyncCause::Reconnect)
+                Some(cause)
             }
             State::Unsynced { buffer, pending, .. } => {
                 // Buffered events from the old connection cannot be joined to

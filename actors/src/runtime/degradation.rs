@@ -6,9 +6,11 @@
 //! | level | name          | effect                                             |
 //! |-------|---------------|----------------------------------------------------|
 //! | 0     | NORMAL        | everything                                         |
-//! | 1     | SOFT          | optional work skipped: `vendor_data` is not kept   |
+//! | 1     | SOFT          | optional work skipped: `vendor_data` is not kept,  |
+//! |       |               | order books of non-critical symbols shed           |
 //! | 2     | GRACEFUL      | quotes of symbols not in the critical list dropped |
-//! | 3     | AGGRESSIVE    | (as 2) and a warning: rows pile up unflushed       |
+//! | 3     | AGGRESSIVE    | (as 2), every order book shed, and a warning: rows |
+//! |       |               | pile up unflushed                                  |
 //! | 4     | CIRCUIT_BREAK | sources paused; queries still served               |
 //!
 //! A level rises as soon as an input crosses its trigger; it falls only when

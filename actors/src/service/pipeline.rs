@@ -303,8 +303,9 @@ impl Pipeline {
         symbols.dedup();
         let sup = self.supervision(name);
         let (binance, book, directory) = (config.binance.clone(), config.book.clone(), self.books.clone());
+        let (level, critical) = (self.level.clone(), config.degradation.critical_symbols.clone());
         let addr = Supervisor::start(move |_: &mut Context<BookActor>| {
-            BookActor::new(name, symbols, &binance, book, directory, sup)
+            BookActor::new(name, symbols, &binance, book, directory, sup).with_shedding(level, &critical)
         });
         self.faults.insert(name, addr.clone().recipient());
         addr

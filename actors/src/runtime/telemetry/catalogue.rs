@@ -154,7 +154,10 @@ pub const CATALOGUE: &[MetricSpec] = &[
     counter(
         "k2_book_resyncs_total",
         "Order books lost and rebuilt from a new snapshot, by cause.",
-        &[("symbol", RUNTIME), ("cause", &["gap", "reconnect", "crossed", "snapshot_behind", "start", "restart"])],
+        &[
+            ("symbol", RUNTIME),
+            ("cause", &["gap", "reconnect", "crossed", "shed", "snapshot_behind", "start", "restart"]),
+        ],
     ),
     counter(
         "k2_book_crossed_total",
@@ -254,8 +257,8 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     counter(
         "k2_shed_total",
-        "Rows a live source lost to the degradation ladder on purpose: their vendor_data (SOFT and above) or the whole quote of a non-critical symbol (GRACEFUL and above). Trades are never dropped.",
-        &[("level", RUNTIME), ("symbol", RUNTIME), ("kind", &["vendor_data", "quote"])],
+        "Rows a live source lost to the degradation ladder on purpose: their vendor_data (SOFT and above), the whole quote of a non-critical symbol (GRACEFUL and above), or a depth event (book_update: non-critical symbols from SOFT, all from AGGRESSIVE). Trades are never dropped.",
+        &[("level", RUNTIME), ("symbol", RUNTIME), ("kind", &["vendor_data", "quote", "book_update"])],
     ),
     counter(
         "k2_gaps_given_up_total",

@@ -12,6 +12,12 @@
 //! the older one is gone or being retired: every book of the connection is
 //! unsynced (cause `reconnect`) and resynced from the new socket's events;
 //! later batches from the older socket are ignored.
+//!
+//! Books are the first thing the degradation ladder sheds: from SOFT the
+//! depth events of symbols not in `degradation.critical_symbols` are
+//! dropped (counted in `k2_shed_total{kind="book_update"}`), from
+//! AGGRESSIVE those of every symbol. A shed book is unsynced (cause
+//! `shed`) and resyncs from a snapshot once the level falls.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -26,6 +32,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::runtime::config::{BinanceConfig, BookConfig};
+use crate::runtime::degradation::{Level as Ladder, LevelHandle};
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
 
 /// Depth events one socket read, in arrival order.
@@ -123,6 +130,9 @@ pub struct BookActor {
     /// No request before this (after a failure).
     not_before: Option<Instant>,
     directory: BookDirectory,
+    /// The degradation level, and the symbols whose books go last.
+    level: LevelHandle,
+    critical: Vec<CompactString>,
     supervision: Supervision,
 }
 
@@ -166,7 +176,42 @@ impl BookActor {
             busy: false,
             not_before: None,
             directory,
+            level: LevelHandle::default(),
+            critical: Vec::new(),
             supervision,
+        }
+    }
+
+    /// Sheds books as the ladder says (see the module's documentation).
+    pub fn with_shedding(mut self, level: LevelHandle, critical: &[String]) -> Self {
+        self.level = level;
+        self.critical = critical.iter().map(|s| s.to_ascii_uppercase().into()).collect();
+        self
+    }
+
+    /// Drops the events the ladder sheds at `level`, unsyncing their books.
+    fn shed(&mut self, level: Ladder, updates: &mut Vec<DepthUpdate>) {
+        if level < Ladder::Soft {
+            return;
+        }
+        let critical = &self.critical;
+        let keep = |symbol: &str| level < Ladder::Aggressive && critical.iter().any(|c| c == symbol);
+        let mut shed: FxHashMap<CompactString, u64> = FxHashMap::default();
+        updates.retain(|u| {
+            let kept = keep(&u.symbol);
+            if !kept {
+                *shed.entry(u.symbol.clone()).or_default() += 1;
+            }
+            kept
+        });
+        for (symbol, n) in shed {
+            metrics::counter!("k2_shed_total", "level" => level.name(), "symbol" => symbol.to_string(), "kind" => "book_update")
+                .increment(n);
+            if let Some(entry) = self.books.get_mut(&symbol)
+                && let Some(cause) = entry.sync.shed()
+            {
+                unsynced(self.name, &symbol, entry, cause);
+            }
         }
     }
 
@@ -435,7 +480,9 @@ impl Handler<DepthBatch> for BookActor {
             }
             self.generation = batch.generation;
         }
-        self.apply(batch.updates, ctx);
+        let mut updates = batch.updates;
+        self.shed(self.level.get(), &mut updates);
+        self.apply(updates, ctx);
     }
 }
 
