@@ -154,3 +154,31 @@ fn books_off_answer_404_naming_the_symbol() {
     assert!(body["error"].as_str().unwrap().contains("book.enabled"), "{body}");
     k2.stop();
 }
+
+/// SIGKILL mid-stream: the restarted process syncs its books again from
+/// new snapshots, and they equal the venue's at the ids they claim.
+#[test]
+fn a_killed_k2_resyncs_its_books_after_the_restart() {
+    let (_sim, addrs) = start_sim_with("600", &["--depth-skip-every", "400"]);
+    let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(dir.path(), &addrs, "[book]\nenabled = true\n");
+    let data = dir.path().join("data");
+    let synced_and_true = |http: &str| {
+        SYMBOLS.iter().all(|symbol| {
+            let book = get_json(http, &format!("/v1/book/{symbol}?depth=5000"));
+            let Some(id) = book["update_id"].as_u64().filter(|_| book["synced"] == true) else { return false };
+            let truth = get_json(&rest, &format!("/sim/book?symbol={symbol}&update_id={id}"));
+            truth["lastUpdateId"].as_u64() == Some(id)
+                && levels(&book["bids"]) == levels(&truth["bids"])
+                && levels(&book["asks"]) == levels(&truth["asks"])
+        })
+    };
+    for round in 0..3 {
+        let k2 = Run::start(&config, &data, "info", dir.path().join(format!("k2-{round}.log")));
+        wait_until("every book synced and equal to the venue's", 30, || synced_and_true(&k2.http));
+        let applied = total(&get(&k2.http, "/metrics"), "k2_book_updates_applied_total", "symbol=");
+        assert!(applied > 0.0, "round {round}");
+        k2.kill9();
+    }
+}

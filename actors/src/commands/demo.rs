@@ -1,14 +1,15 @@
 //! `k2 demo`: everything offline in one process: the exchange simulator
-//! (with faults on), the Binance connection actors pointed at it, the
-//! supervised pipeline into Iceberg tables, and the HTTP query API, until
-//! Ctrl-C.
+//! (with faults on), the Binance connection actors pointed at it, their
+//! order books, the supervised pipeline into Iceberg tables, and the HTTP
+//! query API, until Ctrl-C.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use k2::runtime::config::Config;
 use k2::service::{Service, Stop};
-use k2::sim::{FaultPlan, SimConfig, Simulator};
+use k2::sim::{DepthFaults, FaultPlan, SimConfig, Simulator};
+use k2::sources::binance::book::GetBook;
 
 use super::CommandError;
 use crate::cli::DemoArgs;
@@ -29,6 +30,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
                 reorder_every: 1_499,
                 malformed_every: 10_007,
                 shutdown_grace: Duration::from_secs(2),
+                depth: DepthFaults { skip_every: 2_003, duplicate_every: 499, stale_snapshot_every: 4 },
                 ..FaultPlan::default()
             },
             ..SimConfig::default()
@@ -39,6 +41,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
         config.binance.rest_endpoint = sim.rest_url();
         config.binance.symbols = vec!["btcusdt".into(), "ethusdt".into(), "bnbusdt".into()];
         config.binance.sample_data = true;
+        config.book.enabled = true;
         let mut k2 = Service::builder(&config).start().await?;
         k2.start_binance();
         let http = k2.serve()?;
@@ -56,6 +59,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
             "  curl -s '{url}/v1/bars?symbol=ETHUSDT&interval=1m&start=2020-01-01T00:00:00Z&end=2030-01-01T00:00:00Z'"
         );
         println!("  curl -s '{url}/v1/snapshots?table=trades'");
+        println!("  curl -s '{url}/v1/book/BTCUSDT?depth=10'");
         println!("Also {url}/health and {url}/metrics. Ctrl-C to stop.");
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
@@ -71,6 +75,20 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CommandError> {
                     let committed = k2.tails.trades.committed_generation();
                     let s = sim.stats.snapshot();
                     println!("k2 demo: {trades} trades and {quotes} quotes in, {committed} trade snapshots; simulator injected {} gaps, {} duplicates, {} malformed", s.gaps, s.duplicates, s.malformed);
+                    if let Some(actor) = k2.api.books.find("BTCUSDT")
+                        && let Ok(Some(book)) = actor.send(GetBook { symbol: "BTCUSDT".into(), depth: 1 }).await
+                    {
+                        match (book.update_id, book.bids.first(), book.asks.first()) {
+                            (Some(id), Some(bid), Some(ask)) => println!(
+                                "k2 demo: BTCUSDT book synced at update {id}: best bid {} x {}, best ask {} x {}; the simulator skipped {} depth events and served {} stale snapshots",
+                                bid[0], bid[1], ask[0], ask[1], s.depth_skipped, s.stale_snapshots
+                            ),
+                            _ => println!(
+                                "k2 demo: BTCUSDT book unsynced ({}), resyncing",
+                                book.unsynced_cause.unwrap_or("start")
+                            ),
+                        }
+                    }
                 }
             }
         }
