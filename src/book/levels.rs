@@ -120,10 +120,18 @@ impl OrderBook {
     /// and whether the side was cut short by the window's edge (there may be
     /// more levels than these, unknown to the book).
     pub fn top(&self, side: Side, depth: usize) -> (Vec<Level>, bool) {
-        let levels: Box<dyn Iterator<Item = (&Decimal, &Decimal)>> = match side {
-            Side::Bid => Box::new(self.bids.iter().rev()),
-            Side::Ask => Box::new(self.asks.iter()),
-        };
+        match side {
+            Side::Bid => self.top_of(side, self.bids.iter().rev(), depth),
+            Side::Ask => self.top_of(side, self.asks.iter(), depth),
+        }
+    }
+
+    fn top_of<'a>(
+        &self,
+        side: Side,
+        levels: impl Iterator<Item = (&'a Decimal, &'a Decimal)>,
+        depth: usize,
+    ) -> (Vec<Level>, bool) {
         let mut out = Vec::with_capacity(depth.min(1_024));
         let mut cut = false;
         for (p, q) in levels {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k2::runtime::config::Config;
 use k2::service::{Service, Stop};
 use k2::sim::{DepthFaults, FaultPlan, SimConfig, Simulator};
-use k2::sources::binance::book::GetBook;
+use k2::state::books::GetBook;
 
 use super::CommandError;
 use crate::cli::DemoArgs;

@@ -1,6 +1,7 @@
-//! `GET /v1/book/{symbol}`: a live order book as its order-book actor holds
-//! it now, to `depth` levels per side, with the update id it reflects and
-//! whether it is synced. Books are not stored yet, so there is no `at`.
+//! `GET /v1/book/{symbol}`'s answer (its route is in `routes.rs`): a live
+//! order book as its order-book actor holds it now, to `depth` levels per
+//! side, with the update id it reflects and whether it is synced. Books are
+//! not stored yet, so there is no `at`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -8,8 +9,7 @@ use compact_str::CompactString;
 use serde::Deserialize;
 
 use super::format::Format;
-use super::routes::{Api, Authorized};
-use crate::sources::binance::book::{BookView, GetBook};
+use crate::state::books::{BookDirectory, BookView, GetBook};
 
 /// Levels per side when `depth` is not given, and at most.
 const DEFAULT_DEPTH: usize = 100;
@@ -26,10 +26,9 @@ fn refuse(status: StatusCode, parameter: &str, error: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"error": error, "parameter": parameter}))
 }
 
-pub async fn book(
-    req: HttpRequest,
-    _: Authorized,
-    api: web::Data<Api>,
+pub async fn answer(
+    req: &HttpRequest,
+    books: &BookDirectory,
     symbol: web::Path<String>,
     q: web::Query<BookQuery>,
 ) -> HttpResponse {
@@ -66,8 +65,8 @@ pub async fn book(
         return refuse(StatusCode::NOT_FOUND, "exchange", format!("no order books are kept for exchange {e:?}"));
     }
     let symbol = CompactString::from(symbol.into_inner().to_ascii_uppercase());
-    let Some(actor) = api.books.find(&symbol) else {
-        let why = if api.books.is_empty() {
+    let Some(actor) = books.find(&symbol) else {
+        let why = if books.is_empty() {
             "order books are off (book.enabled = false)".to_owned()
         } else {
             format!("no order book is kept for {symbol:?} (binance.symbols names the symbols)")

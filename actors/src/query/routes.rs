@@ -34,7 +34,7 @@ pub struct Api {
     /// The maintenance actor, for `POST /admin/maintain`.
     pub maintenance: Option<actix::Recipient<crate::lake::maintenance::actor::RunNow>>,
     /// The order-book actors, for `/v1/book/{symbol}`.
-    pub books: crate::sources::binance::book::BookDirectory,
+    pub books: crate::state::books::BookDirectory,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -55,7 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .service(get(resource("/summary/{symbol}/{date}", GET), summary))
                 .service(get(resource("/bars", GET), bars))
                 .service(get(resource("/symbols", GET), symbols))
-                .service(get(resource("/book/{symbol}", GET), super::book::book))
+                .service(get(resource("/book/{symbol}", GET), book))
                 .service(get(resource("/snapshots", GET), snapshots))
                 .service(get(resource("/dead-letters", GET), dead_letters)),
         );
@@ -230,6 +230,17 @@ pub async fn symbols(
         Ok(_) => error_response(QueryError::Internal("unexpected answer".into())),
         Err(e) => error_response(e),
     }
+}
+
+/// A live order book (see `book.rs`).
+pub async fn book(
+    req: HttpRequest,
+    _: Authorized,
+    api: web::Data<Api>,
+    symbol: web::Path<String>,
+    q: web::Query<super::book::BookQuery>,
+) -> HttpResponse {
+    super::book::answer(&req, &api.books, symbol, q).await
 }
 
 /// A table's snapshots: id, time, rows added and the summary (flush

@@ -182,7 +182,7 @@ impl SimBook {
 }
 
 fn body(id: u64, bids: &Side, asks: &Side, limit: usize) -> DepthBody {
-    let level = |(p, q): (&i64, &i64)| [super::market::decimal_text(*p), super::market::decimal_text(*q)];
+    let level = |(p, q): (&i64, &i64)| [decimal_text(*p), decimal_text(*q)];
     DepthBody {
         last_update_id: id,
         bids: bids.iter().rev().take(limit).map(level).collect(),
@@ -212,7 +212,12 @@ fn levels_json(out: &mut String, levels: &[(i64, i64)]) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, r#"["{}","{}"]"#, super::market::decimal_text(p), super::market::decimal_text(q));
+        let _ = write!(out, r#"["{}","{}"]"#, decimal_text(p), decimal_text(q));
     }
     out.push(']');
+}
+
+/// An unscaled decimal(18,8) as text with 8 places.
+pub(super) fn decimal_text(unscaled: i64) -> String {
+    format!("{}.{:08}", unscaled / 100_000_000, unscaled % 100_000_000)
 }

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
-use super::depth::{DepthBody, DepthFaults, SimBook};
+use super::depth::{DepthBody, DepthFaults, SimBook, decimal_text};
 use super::{SimConfig, SimStats, bump};
 
 /// Index of a stream a frame belongs to; `ALL` goes to every connection.
@@ -470,9 +470,4 @@ impl SymbolGen {
     fn malformed(&self) -> String {
         format!(r#"{{"stream":"{}@trade","data":{{"e":"trade","s":"#, self.lower)
     }
-}
-
-/// An unscaled decimal(18,8) as text with 8 places.
-pub(super) fn decimal_text(unscaled: i64) -> String {
-    format!("{}.{:08}", unscaled / 100_000_000, unscaled % 100_000_000)
 }

@@ -3,6 +3,7 @@
 //! Redis store that several instances share (dedup claims, liveness, marks),
 //! and the dead letters (input a stage failed on, kept to be replayed).
 
+pub mod books;
 pub mod dead_letters;
 
 pub mod marks;

@@ -169,11 +169,16 @@ async fn stage(
         )));
     }
     let parent = metadata.current_snapshot().ok_or_else(|| LakeError::Schema("the table has no snapshot".into()))?;
+    // Which manifests hold a removed file, decided once (a table of
+    // thousands of manifests is walked file by file here).
+    let touched: Vec<bool> =
+        contents.manifests.iter().map(|(_, files)| files.iter().any(|f| change.remove.contains(f.path()))).collect();
     let sources: Vec<String> = contents
         .manifests
         .iter()
-        .filter(|(_, files)| files.iter().any(|f| change.remove.contains(f.path())))
-        .map(|(m, _)| m.manifest_path.clone())
+        .zip(&touched)
+        .filter(|(_, touched)| **touched)
+        .map(|((m, _), _)| m.manifest_path.clone())
         .collect();
     let previous = match previous {
         Some(m) if m.sources == sources && metadata.snapshot_by_id(m.snapshot_id).is_none() => Some(m),
@@ -204,8 +209,8 @@ async fn stage(
     // thousands of one-flush manifests comes out with one, not thousands
     // rewritten.
     let mut writer = None;
-    for (manifest, files) in &contents.manifests {
-        if !files.iter().any(|f| change.remove.contains(f.path())) {
+    for ((manifest, files), &touched) in contents.manifests.iter().zip(&touched) {
+        if !touched {
             // Untouched: the new snapshot reuses it as it is.
             manifests.push(manifest.clone());
             continue;

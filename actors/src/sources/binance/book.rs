@@ -20,7 +20,6 @@
 //! `shed`) and resyncs from a snapshot once the level falls.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
@@ -29,11 +28,11 @@ use compact_str::CompactString;
 use k2_core::book::{BookSync, DepthSnapshot, DepthUpdate, Level, Side, SnapshotStep, Step, UnsyncCause};
 use k2_core::source::binance::depth::parse_depth_snapshot;
 use rustc_hash::FxHashMap;
-use serde::Serialize;
 
 use crate::runtime::config::{BinanceConfig, BookConfig};
 use crate::runtime::degradation::{Level as Ladder, LevelHandle};
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
+use crate::state::books::{BookDirectory, BookView, GetBook};
 
 /// Depth events one socket read, in arrival order.
 #[derive(Debug, Message)]
@@ -43,67 +42,12 @@ pub struct DepthBatch {
     pub updates: Vec<DepthUpdate>,
 }
 
-/// What a symbol's book holds now, to `depth` levels per side.
-#[derive(Debug, Message)]
-#[rtype(result = "Option<BookView>")]
-pub struct GetBook {
-    pub symbol: CompactString,
-    pub depth: usize,
-}
-
 /// A snapshot request came back.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct SnapshotArrived {
     symbol: CompactString,
     result: Result<DepthSnapshot, String>,
-}
-
-/// One book as `/v1/book/{symbol}` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BookView {
-    pub exchange: &'static str,
-    pub symbol: CompactString,
-    pub synced: bool,
-    /// Why it is not synced (`start`, `gap`, `reconnect`, `crossed`,
-    /// `snapshot_behind`).
-    pub unsynced_cause: Option<&'static str>,
-    /// The last update id the book reflects (None while unsynced).
-    pub update_id: Option<u64>,
-    /// Event time of the last event applied, in microseconds.
-    pub event_time_us: Option<i64>,
-    pub bids: Vec<[String; 2]>,
-    pub asks: Vec<[String; 2]>,
-    /// True when a side was cut at the edge of what the last snapshot
-    /// vouched for: more levels may exist beyond it that the book does not
-    /// know of, so none beyond it are reported.
-    pub bids_cut_at_window: bool,
-    pub asks_cut_at_window: bool,
-    /// Levels held, and of those outside the synced window (never shown).
-    pub levels_held: usize,
-    pub levels_outside_window: usize,
-}
-
-/// Which book actor holds which symbol, for the HTTP API.
-#[derive(Clone, Default)]
-pub struct BookDirectory(Arc<RwLock<FxHashMap<CompactString, Addr<BookActor>>>>);
-
-impl BookDirectory {
-    fn register(&self, symbols: &[CompactString], addr: &Addr<BookActor>) {
-        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for s in symbols {
-            map.insert(s.clone(), addr.clone());
-        }
-    }
-
-    /// The actor keeping `symbol`'s book (upper case), if books are on.
-    pub fn find(&self, symbol: &str) -> Option<Addr<BookActor>> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(symbol).cloned()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
-    }
 }
 
 /// One symbol's book with what its metrics need.
@@ -434,7 +378,7 @@ impl Actor for BookActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
-        self.directory.register(&self.symbols, &ctx.address());
+        self.directory.register(&self.symbols, &ctx.address().recipient());
         if self.books.is_empty() {
             self.fresh_books();
         }

@@ -1,0 +1,66 @@
+//! The live order books as readers see them: what a reader asks an
+//! order-book actor ([`GetBook`]), what it gets back ([`BookView`]), and
+//! which actor keeps which symbol ([`BookDirectory`]). Here, between the
+//! sources that keep the books and the queries that show them.
+
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// What a symbol's book holds now, to `depth` levels per side.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<BookView>")]
+pub struct GetBook {
+    pub symbol: CompactString,
+    pub depth: usize,
+}
+
+/// One book as `/v1/book/{symbol}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookView {
+    pub exchange: &'static str,
+    pub symbol: CompactString,
+    pub synced: bool,
+    /// Why it is not synced (`start`, `gap`, `reconnect`, `crossed`,
+    /// `snapshot_behind`).
+    pub unsynced_cause: Option<&'static str>,
+    /// The last update id the book reflects (None while unsynced).
+    pub update_id: Option<u64>,
+    /// Event time of the last event applied, in microseconds.
+    pub event_time_us: Option<i64>,
+    pub bids: Vec<[String; 2]>,
+    pub asks: Vec<[String; 2]>,
+    /// True when a side was cut at the edge of what the last snapshot
+    /// vouched for: more levels may exist beyond it that the book does not
+    /// know of, so none beyond it are reported.
+    pub bids_cut_at_window: bool,
+    pub asks_cut_at_window: bool,
+    /// Levels held, and of those outside the synced window (never shown).
+    pub levels_held: usize,
+    pub levels_outside_window: usize,
+}
+
+/// Which actor keeps which symbol's book, for the HTTP API.
+#[derive(Clone, Default)]
+pub struct BookDirectory(Arc<RwLock<FxHashMap<CompactString, Recipient<GetBook>>>>);
+
+impl BookDirectory {
+    pub fn register(&self, symbols: &[CompactString], addr: &Recipient<GetBook>) {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in symbols {
+            map.insert(s.clone(), addr.clone());
+        }
+    }
+
+    /// The actor keeping `symbol`'s book (upper case), if books are on.
+    pub fn find(&self, symbol: &str) -> Option<Recipient<GetBook>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(symbol).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+}
