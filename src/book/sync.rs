@@ -14,7 +14,11 @@
 //! book) makes the book unsynced: it is dropped and rebuilt from a new
 //! snapshot, and the events that arrive meanwhile are buffered so none is
 //! lost across the fetch. A snapshot that comes before any event is kept
-//! until the first event says whether it is usable.
+//! until the first event says whether it is usable. A snapshot at or past
+//! every buffered event syncs the book at once (a quiet symbol may send no
+//! event for minutes); the next event may then straddle the snapshot's id,
+//! as the first one applied after a snapshot may (`U <= lastUpdateId + 1 <=
+//! u`), and must still not leave a hole.
 
 use std::collections::VecDeque;
 
@@ -130,6 +134,9 @@ pub struct BookSync {
     max_buffer: usize,
     /// Events dropped from a full buffer since the last sync.
     pub overflowed: u64,
+    /// Synced from a snapshot with no event applied on it yet: the next
+    /// event may straddle its id.
+    straddle: bool,
 }
 
 impl BookSync {
@@ -141,6 +148,7 @@ impl BookSync {
             fetching: false,
             max_buffer: max_buffer.max(1),
             overflowed: 0,
+            straddle: false,
         }
     }
 
@@ -223,7 +231,8 @@ impl BookSync {
                 if update.final_update_id <= id {
                     return Step::Ignored;
                 }
-                if update.first_update_id != id + 1 {
+                let straddles = std::mem::take(&mut self.straddle) && update.first_update_id <= id + 1;
+                if update.first_update_id != id + 1 && !straddles {
                     let cause = UnsyncCause::Gap { expected: id + 1, got: update.first_update_id };
                     let fetch = self.unsync(cause, Some(update));
                     return Step::Unsynced { cause, fetch };
@@ -276,11 +285,20 @@ impl BookSync {
         let Some(snapshot_id) = pending.as_ref().map(OrderBook::update_id) else {
             return SnapshotStep::Waiting;
         };
+        let saw_events = !buffer.is_empty();
         while buffer.front().is_some_and(|u| u.final_update_id <= snapshot_id) {
             buffer.pop_front();
         }
         let Some(first) = buffer.front() else {
-            return SnapshotStep::Waiting;
+            if !saw_events {
+                return SnapshotStep::Waiting;
+            }
+            // Not behind the stream: it covers every event seen.
+            self.book = pending.take().unwrap_or_default();
+            self.state = State::Synced;
+            self.overflowed = 0;
+            self.straddle = true;
+            return SnapshotStep::Synced { snapshot_id, applied: Vec::new() };
         };
         if first.first_update_id > snapshot_id + 1 {
             *pending = None;
@@ -310,6 +328,7 @@ impl BookSync {
         self.book = book;
         self.state = State::Synced;
         self.overflowed = 0;
+        self.straddle = false;
         SnapshotStep::Synced { snapshot_id, applied }
     }
 }

@@ -240,12 +240,40 @@ fn a_snapshot_before_any_event_waits_for_one() {
     let mut sync = BookSync::new(100);
     let snap = DepthSnapshot { last_update_id: 200, bids: vec![(d("1"), d("1"))], asks: vec![], limit: 5_000 };
     assert_eq!(sync.on_snapshot(&snap), SnapshotStep::Waiting);
-    assert!(matches!(sync.on_update(update(190, 200, &[], &[])), Step::Buffered { .. }), "older than the snapshot");
-    let Step::Synced { snapshot_id: 200, applied } = sync.on_update(update(201, 203, &[(d("2"), d("1"))], &[])) else {
+    // An event the snapshot covers shows it is not behind the stream.
+    let Step::Synced { snapshot_id: 200, applied } = sync.on_update(update(190, 200, &[], &[])) else {
         panic!("not synced")
     };
-    assert_eq!(applied.len(), 1);
+    assert!(applied.is_empty());
+    assert_eq!(
+        sync.on_update(update(201, 203, &[(d("2"), d("1"))], &[])),
+        Step::Applied(update(201, 203, &[(d("2"), d("1"))], &[]))
+    );
     assert_eq!(sync.book().unwrap().best_bid(), Some((d("2"), d("1"))));
+}
+
+/// A quiet symbol: the snapshot covers every event seen, and none follows
+/// for a while. The book is synced at the snapshot; the next event may
+/// straddle its id, but one that leaves a hole after it is a gap.
+#[test]
+fn a_snapshot_covering_every_event_syncs_at_once_and_the_next_event_may_straddle_it() {
+    let mut sync = BookSync::new(100);
+    sync.on_update(update(100, 104, &[], &[]));
+    let snap = DepthSnapshot { last_update_id: 106, bids: vec![(d("1"), d("1"))], asks: vec![], limit: 5_000 };
+    assert_eq!(sync.on_snapshot(&snap), SnapshotStep::Synced { snapshot_id: 106, applied: vec![] });
+    assert_eq!(sync.book().unwrap().update_id(), 106);
+    let straddling = update(105, 108, &[(d("1"), d("0"))], &[]);
+    assert_eq!(sync.on_update(straddling.clone()), Step::Applied(straddling));
+    assert_eq!(sync.book().unwrap().best_bid(), None);
+    // Only the first event after the snapshot may straddle.
+    let gap = sync.on_update(update(108, 110, &[], &[]));
+    assert_eq!(gap, Step::Unsynced { cause: UnsyncCause::Gap { expected: 109, got: 108 }, fetch: true });
+
+    let mut sync = BookSync::new(100);
+    sync.on_update(update(100, 104, &[], &[]));
+    assert!(matches!(sync.on_snapshot(&snap), SnapshotStep::Synced { .. }));
+    let hole = sync.on_update(update(108, 109, &[], &[]));
+    assert_eq!(hole, Step::Unsynced { cause: UnsyncCause::Gap { expected: 107, got: 108 }, fetch: true });
 }
 
 #[test]
@@ -270,7 +298,7 @@ fn a_reconnect_drops_the_book_and_asks_for_a_snapshot_once_events_flow() {
     sync.on_update(update(10, 10, &[], &[]));
     assert!(matches!(
         sync.on_snapshot(&DepthSnapshot { last_update_id: 10, bids: vec![], asks: vec![], limit: 5_000 }),
-        SnapshotStep::Waiting
+        SnapshotStep::Synced { snapshot_id: 10, .. }
     ));
     sync.on_update(update(11, 12, &[], &[]));
     assert!(sync.is_synced());
