@@ -17,14 +17,6 @@ fn levels(v: &Value) -> Vec<(Decimal, Decimal)> {
     v.as_array().unwrap().iter().map(|l| (parse(&l[0]), parse(&l[1]))).collect()
 }
 
-fn total(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn every_synced_book_equals_the_venue_at_its_update_id_through_every_fault() {
     const TRADES: u64 = 6_000;
@@ -81,25 +73,32 @@ fn every_synced_book_equals_the_venue_at_its_update_id_through_every_fault() {
     for symbol in SYMBOLS {
         let label = format!("symbol=\"{symbol}\"");
         assert!(
-            total(&metrics, "k2_book_resyncs_total", &format!("{label},cause=\"gap\"")) >= 1.0,
+            metric_total(&metrics, "k2_book_resyncs_total", &format!("{label},cause=\"gap\"")) >= 1.0,
             "{symbol}: {metrics}"
         );
-        assert_eq!(total(&metrics, "k2_book_crossed_total", &label), 0.0, "{symbol}");
+        assert_eq!(metric_total(&metrics, "k2_book_crossed_total", &label), 0.0, "{symbol}");
     }
     // A skipped range unsyncs a synced book once (one that falls while the
     // book waits for a snapshot is covered by the snapshot or makes it
     // unusable): never more resyncs than skips.
-    let gaps = total(&metrics, "k2_book_resyncs_total", "cause=\"gap\"");
+    let gaps = metric_total(&metrics, "k2_book_resyncs_total", "cause=\"gap\"");
     assert!(gaps <= n("depth_skipped"), "gap resyncs {gaps} exceed the ranges skipped: {stats}");
     // Every other unsync has a fault behind it: the dropped connections.
-    let reconnects = total(&metrics, "k2_book_resyncs_total", "cause=\"reconnect\"");
+    let reconnects = metric_total(&metrics, "k2_book_resyncs_total", "cause=\"reconnect\"");
     assert!(reconnects >= 1.0 && reconnects <= n("disconnects") * 3.0, "reconnect resyncs {reconnects}: {stats}");
     for cause in ["crossed", "restart", "snapshot_behind", "start"] {
-        assert_eq!(total(&metrics, "k2_book_resyncs_total", &format!("cause=\"{cause}\"")), 0.0, "{cause}: {metrics}");
+        assert_eq!(
+            metric_total(&metrics, "k2_book_resyncs_total", &format!("cause=\"{cause}\"")),
+            0.0,
+            "{cause}: {metrics}"
+        );
     }
     // Stale snapshots were refused and fetched again, and duplicates dropped.
-    assert!(total(&metrics, "k2_book_snapshot_refetches_total", "cause=\"snapshot_behind\"") >= 1.0, "{metrics}");
-    assert!(total(&metrics, "k2_book_events_ignored_total", "reason=\"older_than_book\"") >= 1.0, "{metrics}");
+    assert!(
+        metric_total(&metrics, "k2_book_snapshot_refetches_total", "cause=\"snapshot_behind\"") >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric_total(&metrics, "k2_book_events_ignored_total", "reason=\"older_than_book\"") >= 1.0, "{metrics}");
 }
 
 /// What a user asking for a book gets wrong is named.
@@ -177,7 +176,7 @@ fn a_killed_k2_resyncs_its_books_after_the_restart() {
     for round in 0..3 {
         let k2 = Run::start(&config, &data, "info", dir.path().join(format!("k2-{round}.log")));
         wait_until("every book synced and equal to the venue's", 30, || synced_and_true(&k2.http));
-        let applied = total(&get(&k2.http, "/metrics"), "k2_book_updates_applied_total", "symbol=");
+        let applied = metric_total(&get(&k2.http, "/metrics"), "k2_book_updates_applied_total", "symbol=");
         assert!(applied > 0.0, "round {round}");
         k2.kill9();
     }

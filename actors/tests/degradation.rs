@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Run, assert_contiguous_trades, get_json, metric, post, read_iceberg, start_sim, wait_until, write_sim_config,
+    Run, assert_contiguous_trades, get_json, metric, metric_total, post, read_iceberg, start_sim, wait_until,
+    write_sim_config,
 };
 
 #[test]
@@ -87,23 +88,15 @@ fn slow_commits_climb_the_ladder_to_a_pause_and_it_comes_back_without_losing_a_t
         m.iter().filter(|(k, _)| k.ends_with("/vendor_data")).map(|(_, n)| n.as_u64().unwrap_or(0)).sum::<u64>()
     });
     assert!(stripped > 0, "vendor_data was stripped at SOFT and above: /health shed = {shed}");
-    let counted: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("k2_shed_total{") && l.contains("kind=\"vendor_data\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let counted = metric_total(&metrics, "k2_shed_total{", "kind=\"vendor_data\"");
     assert!(counted > 0.0, "k2_shed_total counts it:\n{metrics}");
     // Order books went first: their depth events were shed (counted), the
     // books unsynced with that cause, and every one synced again since.
-    let sum = |name: &str, label: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    assert!(sum("k2_shed_total{", "kind=\"book_update\"") > 0.0, "depth events shed:\n{metrics}");
-    assert!(sum("k2_book_resyncs_total{", "cause=\"shed\"") > 0.0, "books unsynced by shedding:\n{metrics}");
+    assert!(metric_total(&metrics, "k2_shed_total{", "kind=\"book_update\"") > 0.0, "depth events shed:\n{metrics}");
+    assert!(
+        metric_total(&metrics, "k2_book_resyncs_total{", "cause=\"shed\"") > 0.0,
+        "books unsynced by shedding:\n{metrics}"
+    );
     wait_until("every order book synced again", 30, || {
         ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
             .iter()

@@ -4,7 +4,7 @@
 //! not stored yet, so there is no `at`.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use compact_str::CompactString;
 use serde::Deserialize;
 
@@ -26,17 +26,13 @@ fn refuse(status: StatusCode, parameter: &str, error: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"error": error, "parameter": parameter}))
 }
 
+/// The answer in `format`, the one `Accept` asked for (`None`: none served).
 pub async fn answer(
-    req: &HttpRequest,
+    format: Option<Format>,
     books: &BookDirectory,
     symbol: web::Path<String>,
     q: web::Query<BookQuery>,
 ) -> HttpResponse {
-    let format = match req.headers().get("accept").map(|v| v.to_str()) {
-        Some(Err(_)) => None,
-        Some(Ok(text)) => Format::from_accept(Some(text)),
-        None => Format::from_accept(None),
-    };
     let format = match format {
         Some(f @ (Format::Json | Format::Csv)) => f,
         _ => {

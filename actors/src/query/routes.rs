@@ -240,7 +240,7 @@ pub async fn book(
     symbol: web::Path<String>,
     q: web::Query<super::book::BookQuery>,
 ) -> HttpResponse {
-    super::book::answer(&req, &api.books, symbol, q).await
+    super::book::answer(accept(&req), &api.books, symbol, q).await
 }
 
 /// A table's snapshots: id, time, rows added and the summary (flush

@@ -155,10 +155,7 @@ impl GapRecoveryActor {
         next: Link<DedupActor>,
         supervision: Supervision,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = crate::sources::rest_client();
         Self {
             client,
             rest: binance.rest_endpoint.trim_end_matches('/').to_owned(),

@@ -10,3 +10,11 @@
 pub mod binance;
 pub mod gap_recovery;
 pub mod loader;
+
+use std::time::Duration;
+
+/// The HTTP client of an exchange's REST API (gap recovery, book
+/// snapshots): a request that takes longer than 10 s has failed.
+pub(crate) fn rest_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_else(|_| reqwest::Client::new())
+}

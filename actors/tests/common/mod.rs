@@ -175,6 +175,15 @@ pub fn metric_in(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
 }
 
+/// The sum over every series of `name` (a name and `{`, or a name alone)
+/// whose line contains `label` (say `cause="gap"`; "" for all).
+pub fn metric_total(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The JSON body of a GET (chunked or not).
 pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
     let body = get(addr, path);

@@ -89,10 +89,7 @@ impl BookActor {
         directory: BookDirectory,
         supervision: Supervision,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = crate::sources::rest_client();
         for s in &symbols {
             let symbol = s.to_string();
             metrics::gauge!("k2_book_synced", "symbol" => symbol.clone()).set(0.0);
