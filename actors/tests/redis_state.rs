@@ -218,6 +218,42 @@ fn ids_claimed_by_an_instance_that_dies_before_durability_pass_to_another() {
     .unwrap();
 }
 
+/// B stops while holding ids A claimed: a stop does not end with them in
+/// B's memory. When A has died they pass to B within A's lease; when A
+/// lives but never settles them, they go on at the stop's deadline as
+/// possible second copies (counted), never lost.
+#[test]
+fn a_stopping_instance_passes_on_what_it_held_for_others() {
+    let config = config(&redis_url(), "lease = \"1s\"\n");
+    k2::runtime::run(|| async move {
+        let registry = HealthRegistry::new();
+        let dead = shared_state(&config, &registry);
+        let alive = shared_state(&config, &registry);
+        assert!(dead.claim(&claim_ids(&trades("XRPUSDT", 1..=40))).await.unwrap().iter().all(|c| *c == Claim::Mine));
+        assert!(alive.claim(&claim_ids(&trades("XRPUSDT", 41..=60))).await.unwrap().iter().all(|c| *c == Claim::Mine));
+
+        let sink = MemorySink::default();
+        let (b, _) = start(&config, &sink, &registry).await;
+        b.send(trades("XRPUSDT", 1..=100)).await.unwrap();
+        b.drain().await.unwrap();
+        assert_eq!(ids_of(&sink.events()), (61..=100).collect::<Vec<_>>(), "claimed ids wait");
+        let released = metric("k2_dedup_deferred_released_total ").unwrap_or(0.0);
+        // The crash of one owner; the other lives on and never settles.
+        drop(dead);
+        let started = std::time::Instant::now();
+        b.drain_settling(started + Duration::from_secs(4)).await.unwrap();
+        let waited = started.elapsed();
+        let mut ids = ids_of(&sink.events());
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "every trade once when the stop's drain returns");
+        assert!(waited >= Duration::from_secs(4), "the live owner's ids waited for the deadline: {waited:?}");
+        assert_eq!(metric("k2_dedup_deferred_released_total ").unwrap_or(0.0) - released, 20.0);
+        assert_eq!(metric("k2_dedup_deferred "), Some(0.0));
+        drop(alive);
+    })
+    .unwrap();
+}
+
 /// A releases the claims of records it could not deliver: B, which held
 /// them as pending, claims them at once. A release touches only what A still
 /// holds: ids made durable, or taken over by B, stay as they are.

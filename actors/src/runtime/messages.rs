@@ -19,6 +19,11 @@ pub struct EventBatch {
 #[rtype(result = "()")]
 pub struct Drain {
     pub done: oneshot::Sender<()>,
+    /// At a stop: events the deduplicator holds for another instance's
+    /// claims are asked about until they settle, and passed on at this
+    /// instant if they have not (a possible second copy, never a loss).
+    /// `None`: they stay held, as between batches.
+    pub settle: Option<std::time::Instant>,
 }
 
 /// Faults injected on purpose (admin endpoint, tests, drills).

@@ -257,9 +257,15 @@ impl Service {
             // The consumer's wait for the records in its partitions, over
             // every round: a broker that is away must not hold the stop.
             let catch_up_until = std::time::Instant::now() + CATCH_UP;
+            // Events held for another instance's claims wait for it to make
+            // them durable or for its lease to lapse (it may have died).
+            let settle_until = std::time::Instant::now() + self.config.redis.lease * 2 + Duration::from_secs(1);
             // Gap recovery may still deliver trades a moment after the
             // sources stop: flush again while rows arrive, a few rounds.
             for _ in 0..10 {
+                if let Err(e) = self.pipeline.drain_settling(settle_until).await {
+                    tracing::warn!(error = %e, "the pipeline did not drain before the final flush");
+                }
                 if self.config.mode == Mode::Embedded {
                     self.unspill().await;
                 }

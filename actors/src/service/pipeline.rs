@@ -327,6 +327,12 @@ impl Pipeline {
         self.entrance.drain().await
     }
 
+    /// The drain of a stop: also what the deduplicator holds for other
+    /// instances' claims, once they settle or at `settle` at the latest.
+    pub async fn drain_settling(&self, settle: std::time::Instant) -> Result<(), MailboxError> {
+        self.entrance.drain_with(Some(settle)).await
+    }
+
     /// Resolves with the reason once supervision has escalated a failure and
     /// the service must stop.
     pub async fn escalated(&self) -> String {

@@ -316,7 +316,60 @@ impl Handler<Drain> for DedupActor {
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
         self.supervision.probe().received(0);
-        forward(self, &self.next, msg)
+        match (self.shared.clone(), msg.settle) {
+            (Some(shared), Some(until)) if !self.deferred.is_empty() => self.settle_then_forward(shared, until, msg),
+            _ => forward(self, &self.next, msg),
+        }
+    }
+}
+
+impl DedupActor {
+    /// A stop's drain: the events held for other instances' claims would
+    /// die with this process while their owner may already be dead (its
+    /// lease not yet run out), and nobody else holds them. So they are
+    /// asked about until each is durable elsewhere or this instance's, and
+    /// whatever is still held at `until` goes on as a possible second copy
+    /// (the flushers drop it), never a loss. The drain follows them.
+    fn settle_then_forward(
+        &mut self,
+        shared: Arc<SharedState>,
+        until: Instant,
+        msg: Drain,
+    ) -> AtomicResponse<Self, ()> {
+        let mut events = std::mem::take(&mut self.deferred);
+        metrics::gauge!("k2_dedup_deferred").set(0.0);
+        let (duplicates, next) = (self.duplicates.clone(), self.next.clone());
+        tracing::info!(events = events.len(), "stopping: waiting for the claims other instances hold on held events");
+        AtomicResponse::new(Box::pin(
+            async move {
+                loop {
+                    let (kept, pending) = claim_shared(shared.clone(), events, duplicates.clone()).await;
+                    if !kept.is_empty() && next.send(EventBatch { events: kept }).await.is_err() {
+                        tracing::error!("the sink stage is gone; message dropped");
+                    }
+                    if pending.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= until {
+                        metrics::counter!("k2_dedup_deferred_released_total").increment(pending.len() as u64);
+                        tracing::warn!(
+                            events = pending.len(),
+                            "stopping: claims of live instances did not settle in time; their events go on as possible second copies"
+                        );
+                        if next.send(EventBatch { events: pending }).await.is_err() {
+                            tracing::error!("the sink stage is gone; message dropped");
+                        }
+                        break;
+                    }
+                    events = pending;
+                    tokio::time::sleep(RECHECK).await;
+                }
+                if next.send(msg).await.is_err() {
+                    tracing::error!("the sink stage is gone; the drain is dropped");
+                }
+            }
+            .into_actor(self),
+        ))
     }
 }
 

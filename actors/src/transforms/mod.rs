@@ -37,8 +37,14 @@ impl Entrance {
 
     /// Returns once everything sent before has reached the sink.
     pub async fn drain(&self) -> Result<(), MailboxError> {
+        self.drain_with(None).await
+    }
+
+    /// As [`Entrance::drain`], and at a stop: events held for another
+    /// instance's claims go on once settled, or at `settle` at the latest.
+    pub async fn drain_with(&self, settle: Option<std::time::Instant>) -> Result<(), MailboxError> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.link.send(Drain { done }).await?;
+        self.link.send(Drain { done, settle }).await?;
         rx.await.map_err(|_| MailboxError::Closed)
     }
 

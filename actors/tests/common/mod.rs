@@ -188,8 +188,11 @@ pub fn metric_total(text: &str, name: &str, label: &str) -> f64 {
 pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
     let body = get(addr, path);
     let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = &json[json.find('{').unwrap_or(0)..=json.rfind('}').unwrap_or(0)];
-    serde_json::from_str(json).unwrap_or_default()
+    // A body cut short (a process killed while answering) reads as null.
+    match (json.find('{'), json.rfind('}')) {
+        (Some(start), Some(end)) if start <= end => serde_json::from_str(&json[start..=end]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// Trades `/v1/symbols` counts, over every symbol.
