@@ -27,4 +27,6 @@ pub mod schema;
 pub mod source;
 pub mod transform;
 
-pub use model::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData};
+pub use model::{
+    AssetClass, BookEventKind, BookEventV2, BookLevel, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData,
+};

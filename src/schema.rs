@@ -13,10 +13,15 @@ pub const TRADE_V2_AVSC: &str = include_str!("../schemas/trade_v2.avsc");
 /// schemas/quote_v2.avsc as shipped in the binary.
 pub const QUOTE_V2_AVSC: &str = include_str!("../schemas/quote_v2.avsc");
 
+/// schemas/book_v2.avsc as shipped in the binary.
+pub const BOOK_V2_AVSC: &str = include_str!("../schemas/book_v2.avsc");
+
 /// Full name of the trade record.
 pub const TRADE_V2_NAME: &str = "com.k2.marketdata.TradeV2";
 /// Full name of the quote record.
 pub const QUOTE_V2_NAME: &str = "com.k2.marketdata.QuoteV2";
+/// Full name of the order-book record.
+pub const BOOK_V2_NAME: &str = "com.k2.marketdata.BookEventV2";
 
 fn parse(text: &str) -> Schema {
     // The text is a compile-time constant checked by the tests, not input.
@@ -33,4 +38,10 @@ pub fn trade_schema() -> &'static Schema {
 pub fn quote_schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| parse(QUOTE_V2_AVSC))
+}
+
+/// The parsed order-book schema.
+pub fn book_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| parse(BOOK_V2_AVSC))
 }

@@ -6,8 +6,8 @@
 use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use k2_core::codec::generic;
-use k2_core::schema::{QUOTE_V2_NAME, TRADE_V2_NAME, quote_schema, trade_schema};
-use k2_core::{AssetClass, TradeSide};
+use k2_core::schema::{BOOK_V2_NAME, QUOTE_V2_NAME, TRADE_V2_NAME, book_schema, quote_schema, trade_schema};
+use k2_core::{AssetClass, BookEventKind, TradeSide};
 
 fn record(schema: &Schema) -> &RecordSchema {
     match schema {
@@ -25,6 +25,13 @@ fn describe(s: &Schema) -> String {
     match s {
         Schema::String => "string".into(),
         Schema::Long => "long".into(),
+        Schema::Int => "int".into(),
+        Schema::Record(r) => format!(
+            "record {}{{{}}}",
+            r.name.name,
+            r.fields.iter().map(|f| format!("{}:{}", f.name, describe(&f.schema))).collect::<Vec<_>>().join(",")
+        ),
+        Schema::Ref { name } => format!("ref {}", name.name),
         Schema::Boolean => "boolean".into(),
         Schema::Null => "null".into(),
         Schema::TimestampMicros => "timestamp-micros".into(),
@@ -96,6 +103,33 @@ fn quote_schema_is_the_v2_layout() {
     );
 }
 
+#[test]
+fn book_schema_is_the_v2_layout() {
+    let asset = format!("enum AssetClass[{}]", AssetClass::SYMBOLS.join(","));
+    let kind = format!("enum BookEventKind[{}]", BookEventKind::SYMBOLS.join(","));
+    assert_eq!(record(book_schema()).name.fullname(None), BOOK_V2_NAME);
+    assert_eq!(
+        layout(book_schema()),
+        expect(&[
+            ("message_id", "string"),
+            ("symbol", "string"),
+            ("exchange", "string"),
+            ("asset_class", &asset),
+            ("kind", &kind),
+            ("timestamp", "timestamp-micros"),
+            ("first_update_id", "long"),
+            ("final_update_id", "long"),
+            ("bids", "array<record BookLevel{price:decimal(18,8),quantity:decimal(18,8)}>"),
+            ("asks", "array<ref BookLevel>"),
+            ("depth", "null|int"),
+            ("cause", "null|string"),
+            ("ingestion_timestamp", "timestamp-micros"),
+            ("platform_sequence", "null|long"),
+            ("is_sample_data", "boolean"),
+        ])
+    );
+}
+
 /// The Rust struct's fields, via serde, in declaration order, must be the
 /// schema's fields in schema order.
 #[test]
@@ -111,6 +145,8 @@ fn rust_struct_fields_match_schema_fields() {
     };
     assert_eq!(sorted(names(&trade)), sorted(schema_names(trade_schema())));
     assert_eq!(sorted(names(&quote)), sorted(schema_names(quote_schema())));
+    let book = serde_json::to_value(sample_book()).unwrap();
+    assert_eq!(sorted(names(&book)), sorted(schema_names(book_schema())));
 }
 
 #[test]
@@ -119,6 +155,8 @@ fn generic_values_validate_against_the_schemas() {
     assert!(t.validate(trade_schema()), "trade value does not validate");
     let q = generic::quote_to_value(&sample_quote()).unwrap();
     assert!(q.validate(quote_schema()), "quote value does not validate");
+    let b = generic::book_to_value(&sample_book()).unwrap();
+    assert!(b.validate(book_schema()), "book value does not validate");
 }
 
 #[test]
@@ -126,6 +164,29 @@ fn embedded_schemas_are_the_files_on_disk() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     assert_eq!(std::fs::read_to_string(dir.join("trade_v2.avsc")).unwrap(), k2_core::schema::TRADE_V2_AVSC);
     assert_eq!(std::fs::read_to_string(dir.join("quote_v2.avsc")).unwrap(), k2_core::schema::QUOTE_V2_AVSC);
+    assert_eq!(std::fs::read_to_string(dir.join("book_v2.avsc")).unwrap(), k2_core::schema::BOOK_V2_AVSC);
+}
+
+fn sample_book() -> k2_core::BookEventV2 {
+    let at = k2_core::Timestamp::from_micros(1_722_766_102_789_000);
+    let level = |p: i64, q: i64| (rust_decimal::Decimal::new(p, 2), rust_decimal::Decimal::new(q, 3));
+    k2_core::BookEventV2 {
+        message_id: k2_core::BookEventV2::id("BINANCE", "BTCUSDT", BookEventKind::Update, (160, 162), None, at),
+        symbol: "BTCUSDT".into(),
+        exchange: "BINANCE".into(),
+        asset_class: AssetClass::Crypto,
+        kind: BookEventKind::Update,
+        timestamp: at,
+        first_update_id: 160,
+        final_update_id: 162,
+        bids: vec![level(6_400_012, 1_500), level(6_400_011, 0)],
+        asks: vec![level(6_400_013, 250)],
+        depth: None,
+        cause: None,
+        ingestion_timestamp: at,
+        platform_sequence: Some(7),
+        is_sample_data: false,
+    }
 }
 
 fn sample_trade() -> k2_core::TradeV2 {

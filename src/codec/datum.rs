@@ -134,12 +134,12 @@ pub fn decode_quote(datum: &[u8]) -> Result<QuoteV2, DecodeError> {
     Ok(q)
 }
 
-fn put_uuid(out: &mut Vec<u8>, id: &Uuid) {
+pub(super) fn put_uuid(out: &mut Vec<u8>, id: &Uuid) {
     let mut buf = Uuid::encode_buffer();
     put_str(out, id.hyphenated().encode_lower(&mut buf));
 }
 
-fn put_opt_long(out: &mut Vec<u8>, v: Option<i64>) {
+pub(super) fn put_opt_long(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
         None => put_long(out, 0),
         Some(v) => {
@@ -165,14 +165,14 @@ fn put_vendor_data(out: &mut Vec<u8>, map: Option<&VendorData>) {
     put_long(out, 0);
 }
 
-fn check_time(field: &'static str, t: Timestamp) -> Result<(), EncodeError> {
+pub(super) fn check_time(field: &'static str, t: Timestamp) -> Result<(), EncodeError> {
     match t.in_range() {
         Some(_) => Ok(()),
         None => Err(EncodeError::TimestampOutOfRange { field, micros: t.as_micros() }),
     }
 }
 
-fn read_time(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp, DecodeError> {
+pub(super) fn read_time(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp, DecodeError> {
     let micros = r.long(field)?;
     Timestamp::from_micros(micros).in_range().ok_or(DecodeError::TimestampOutOfRange { field, micros })
 }
@@ -181,14 +181,14 @@ fn opt_unscaled(field: &'static str, v: Option<Decimal>) -> Result<Option<i64>, 
     Ok(v.map(|v| to_unscaled(field, v)).transpose()?)
 }
 
-fn finish(r: &Reader<'_>) -> Result<(), DecodeError> {
+pub(super) fn finish(r: &Reader<'_>) -> Result<(), DecodeError> {
     match r.remaining() {
         0 => Ok(()),
         count => Err(DecodeError::TrailingBytes { count }),
     }
 }
 
-fn read_uuid(r: &mut Reader<'_>) -> Result<Uuid, DecodeError> {
+pub(super) fn read_uuid(r: &mut Reader<'_>) -> Result<Uuid, DecodeError> {
     let s = r.str("message_id")?;
     // K2 writes every message id as a hyphenated UUID; anything else is not a
     // K2 event (and would not re-encode to the same bytes).
@@ -198,16 +198,16 @@ fn read_uuid(r: &mut Reader<'_>) -> Result<Uuid, DecodeError> {
     Uuid::try_parse(s).map_err(|_| DecodeError::corrupt("message_id", "not a UUID"))
 }
 
-fn read_compact(r: &mut Reader<'_>, field: &'static str) -> Result<CompactString, DecodeError> {
+pub(super) fn read_compact(r: &mut Reader<'_>, field: &'static str) -> Result<CompactString, DecodeError> {
     r.str(field).map(CompactString::from)
 }
 
-fn read_asset_class(r: &mut Reader<'_>) -> Result<AssetClass, DecodeError> {
+pub(super) fn read_asset_class(r: &mut Reader<'_>) -> Result<AssetClass, DecodeError> {
     let i = r.index("asset_class", AssetClass::SYMBOLS.len())?;
     AssetClass::from_index(i).ok_or(DecodeError::corrupt("asset_class", "index out of range"))
 }
 
-fn read_decimal(r: &mut Reader<'_>, field: &'static str) -> Result<Decimal, DecodeError> {
+pub(super) fn read_decimal(r: &mut Reader<'_>, field: &'static str) -> Result<Decimal, DecodeError> {
     Ok(from_unscaled(field, r.decimal(field)?)?)
 }
 
@@ -218,7 +218,7 @@ fn read_opt_decimal(r: &mut Reader<'_>, field: &'static str) -> Result<Option<De
     }
 }
 
-fn read_opt_long(r: &mut Reader<'_>, field: &'static str) -> Result<Option<i64>, DecodeError> {
+pub(super) fn read_opt_long(r: &mut Reader<'_>, field: &'static str) -> Result<Option<i64>, DecodeError> {
     match r.index(field, 2)? {
         0 => Ok(None),
         _ => r.long(field).map(Some),

@@ -5,7 +5,10 @@
 //! the reference the fast codec is tested against, and what a caller uses to
 //! resolve data written with another version of the schema.
 
+mod book;
 mod bounds;
+
+pub use book::{book_to_value, decode_book, encode_book, value_to_book};
 
 use std::collections::HashMap;
 
@@ -244,6 +247,13 @@ impl Fields {
         match self.take(field)? {
             Value::TimestampMicros(v) | Value::Long(v) => Ok(Timestamp::from_micros(v)),
             _ => Err(shape(field, "timestamp-micros")),
+        }
+    }
+
+    fn long(&mut self, field: &'static str) -> Result<i64, ValueError> {
+        match self.take(field)? {
+            Value::Long(v) => Ok(v),
+            _ => Err(shape(field, "a long")),
         }
     }
 

@@ -3,6 +3,7 @@
 //! reference both are tested against.
 
 pub mod binary;
+pub mod book;
 pub mod datum;
 mod error;
 pub mod generic;

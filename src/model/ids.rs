@@ -16,6 +16,8 @@ pub const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b32_6d64_2d76_4332_9a1
 pub enum EventKind {
     Trade,
     Quote,
+    /// An order-book event (schemas/book_v2.avsc).
+    Book,
 }
 
 impl EventKind {
@@ -23,6 +25,7 @@ impl EventKind {
         match self {
             Self::Trade => b"trade",
             Self::Quote => b"quote",
+            Self::Book => b"book",
         }
     }
 }

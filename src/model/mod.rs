@@ -1,5 +1,6 @@
 //! The v2 market-data model: what every source produces and every sink takes.
 
+mod book;
 pub mod decimal;
 mod enums;
 pub mod ids;
@@ -8,6 +9,7 @@ mod timestamp;
 mod trade;
 mod vendor;
 
+pub use book::{BookEventKind, BookEventV2, BookLevel};
 pub use enums::{AssetClass, TradeSide};
 pub use quote::QuoteV2;
 pub use timestamp::Timestamp;

@@ -3,7 +3,9 @@
 
 use compact_str::CompactString;
 use k2_core::model::decimal::UNSCALED_LIMIT;
-use k2_core::{AssetClass, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData};
+use k2_core::{
+    AssetClass, BookEventKind, BookEventV2, MarketEvent, QuoteV2, Timestamp, TradeSide, TradeV2, VendorData,
+};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -125,4 +127,46 @@ pub fn quote() -> impl Strategy<Value = QuoteV2> {
 
 pub fn event() -> impl Strategy<Value = MarketEvent> {
     prop_oneof![trade().prop_map(MarketEvent::Trade), quote().prop_map(MarketEvent::Quote)]
+}
+
+fn book_kind() -> impl Strategy<Value = BookEventKind> {
+    prop_oneof![
+        Just(BookEventKind::Update),
+        Just(BookEventKind::Snapshot),
+        Just(BookEventKind::Synced),
+        Just(BookEventKind::Unsynced)
+    ]
+}
+
+/// Any book event, with empty and long level lists.
+pub fn book() -> impl Strategy<Value = BookEventV2> {
+    let levels = || proptest::collection::vec((decimal(), decimal()), 0..30);
+    (
+        (any::<u128>(), text(), text(), asset_class(), book_kind(), ts(), any::<i64>(), any::<i64>()),
+        (levels(), levels(), any::<Option<i32>>(), proptest::option::of(text())),
+        (ts(), any::<Option<i64>>(), any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (id, symbol, exchange, asset_class, kind, timestamp, first_update_id, final_update_id),
+                (bids, asks, depth, cause),
+                (ingestion_timestamp, platform_sequence, is_sample_data),
+            )| BookEventV2 {
+                message_id: Uuid::from_u128(id),
+                symbol,
+                exchange,
+                asset_class,
+                kind,
+                timestamp,
+                first_update_id,
+                final_update_id,
+                bids,
+                asks,
+                depth,
+                cause,
+                ingestion_timestamp,
+                platform_sequence,
+                is_sample_data,
+            },
+        )
 }

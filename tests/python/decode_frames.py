@@ -90,8 +90,34 @@ def micros(dt):
     return (dt - EPOCH) // ONE_MICRO
 
 
+# Records and enums by full name, for a field that names one defined earlier
+# (the book schema's asks name the BookLevel its bids define).
+NAMED = {}
+
+
+def remember_names(schema, namespace=None):
+    if isinstance(schema, list):
+        for s in schema:
+            remember_names(s, namespace)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") in ("record", "enum"):
+        ns = schema.get("namespace", namespace)
+        full = schema["name"] if "." in schema["name"] or not ns else f"{ns}.{schema['name']}"
+        NAMED[full] = schema
+        for f in schema.get("fields", []):
+            remember_names(f["type"], ns)
+    elif schema.get("type") == "array":
+        remember_names(schema["items"], namespace)
+    elif schema.get("type") == "map":
+        remember_names(schema["values"], namespace)
+
+
 def to_json(value, schema):
     """Converts a value fastavro decoded into JSON, guided by its schema."""
+    if isinstance(schema, str) and schema in NAMED:
+        schema = NAMED[schema]
     if isinstance(schema, list):  # union
         if value is None:
             if "null" not in schema:
@@ -146,6 +172,7 @@ def to_json(value, schema):
 def load_schema(path):
     with open(path, encoding="utf-8") as f:
         raw = json.load(f)
+    remember_names(raw)
     # fastavro decodes with its own parse; the raw JSON guides the conversion.
     return raw, fastavro.parse_schema(raw)
 

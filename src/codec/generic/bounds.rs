@@ -17,15 +17,37 @@ use apache_avro::Schema;
 pub(super) type Refusal = &'static str;
 
 pub(super) fn check(schema: &Schema, datum: &[u8]) -> Result<(), Refusal> {
-    Cursor { bytes: datum, at: 0 }.value(schema)
+    let mut records = Vec::new();
+    named_records(schema, &mut records);
+    Cursor { bytes: datum, at: 0, records }.value(schema)
+}
+
+/// Every record the schema defines, wherever it sits: a field may name one
+/// defined inside an array whose block held no item.
+fn named_records<'a>(schema: &'a Schema, out: &mut Vec<&'a Schema>) {
+    match schema {
+        Schema::Record(record) => {
+            out.push(schema);
+            for f in &record.fields {
+                named_records(&f.schema, out);
+            }
+        }
+        Schema::Array(array) => named_records(&array.items, out),
+        Schema::Map(map) => named_records(&map.types, out),
+        Schema::Union(union) => union.variants().iter().for_each(|v| named_records(v, out)),
+        _ => {}
+    }
 }
 
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The schema's records, for a field that names one (the book schema's
+    /// `asks` names the `BookLevel` its `bids` defines).
+    records: Vec<&'a Schema>,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
@@ -52,7 +74,7 @@ impl Cursor<'_> {
         Err("varint longer than ten bytes")
     }
 
-    fn value(&mut self, schema: &Schema) -> Result<(), Refusal> {
+    fn value(&mut self, schema: &'a Schema) -> Result<(), Refusal> {
         match schema {
             Schema::Null => Ok(()),
             Schema::Boolean => self.skip(1),
@@ -86,6 +108,10 @@ impl Cursor<'_> {
                 self.value(branch.ok_or("union branch out of range")?)
             }
             Schema::Record(record) => record.fields.iter().try_for_each(|f| self.value(&f.schema)),
+            Schema::Ref { name } => {
+                let named = self.records.iter().copied().find(|s| matches!(s, Schema::Record(r) if r.name == *name));
+                self.value(named.ok_or("a reference to a record the schema does not define")?)
+            }
             _ => Err("a schema type the v2 schemas do not use"),
         }
     }
