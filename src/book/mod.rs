@@ -3,6 +3,7 @@
 //! venue ([`sync`]). No I/O: the caller fetches snapshots when told to.
 
 pub mod levels;
+pub mod replay;
 pub mod sync;
 #[cfg(test)]
 mod sync_tests;
