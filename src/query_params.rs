@@ -393,6 +393,84 @@ pub fn local_midnight(tz: chrono_tz::Tz, date: NaiveDate) -> i64 {
     t.and_utc().timestamp_micros()
 }
 
+/// Most points `/v1/book/{symbol}/top` answers with.
+pub const MAX_TOP_POINTS: i64 = 10_000;
+
+/// Query string of `/v1/book/{symbol}/top`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookTopQuery {
+    /// First instant sampled: RFC 3339 or epoch microseconds (required).
+    pub start: Option<String>,
+    /// Last instant sampled at most (required); past now, the samples stop
+    /// at now.
+    pub end: Option<String>,
+    /// Between samples: a whole number and ms, s, m or h, 100ms to 24h
+    /// (default 1s).
+    pub interval: Option<String>,
+    /// Levels per side summed into the depth, 1 to 5000 (default 10).
+    pub levels: Option<String>,
+    pub exchange: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookTopParams {
+    pub start: i64,
+    pub end: i64,
+    pub interval_us: i64,
+    pub levels: usize,
+    pub exchange: Option<String>,
+}
+
+impl BookTopQuery {
+    /// Checks the query against `now` (epoch µs).
+    pub fn check(self, now: i64) -> Result<BookTopParams, ParamError> {
+        let start = parse_time("start", self.start.as_deref().ok_or_else(|| bad("start", "is required"))?)?;
+        let end = parse_time("end", self.end.as_deref().ok_or_else(|| bad("end", "is required"))?)?;
+        if end < start {
+            return Err(bad("end", "must not be before start"));
+        }
+        // No book is known after now: the samples stop there.
+        let end = end.min(now);
+        let interval_us = match self.interval.as_deref() {
+            None => 1_000_000,
+            Some(text) => parse_interval(text).ok_or_else(|| {
+                bad("interval", format!("must be a whole number and ms, s, m or h, from 100ms to 24h, got {text:?}"))
+            })?,
+        };
+        if end >= start && (end - start) / interval_us + 1 > MAX_TOP_POINTS {
+            return Err(bad(
+                "interval",
+                format!(
+                    "more than {MAX_TOP_POINTS} points between start and end: widen the interval or narrow the range"
+                ),
+            ));
+        }
+        let levels = match self.levels.as_deref().map(str::parse::<usize>) {
+            None => 10,
+            Some(Ok(n)) if (1..=5000).contains(&n) => n,
+            Some(_) => return Err(bad("levels", "must be a whole number from 1 to 5000")),
+        };
+        Ok(BookTopParams { start, end, interval_us, levels, exchange: non_empty("exchange", self.exchange)? })
+    }
+}
+
+/// `100ms`, `5s`, `1m`, `1h`: microseconds, from 100 ms to a day.
+fn parse_interval(text: &str) -> Option<i64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(digits);
+    let n: i64 = n.parse().ok()?;
+    let unit_us = match unit {
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        _ => return None,
+    };
+    let us = n.checked_mul(unit_us)?;
+    (100_000..=86_400_000_000).contains(&us).then_some(us)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +546,37 @@ mod tests {
             assert_eq!(param(SummaryQuery::default().check("BHP".into(), signed_or_long).unwrap_err()), "date");
         }
         assert!(SummaryQuery::default().check("BHP".into(), "2014-01-02").is_ok());
+    }
+
+    #[test]
+    fn book_tops_need_a_past_range_and_name_what_is_wrong() {
+        let now = 1_800_000_000_000_000;
+        let full = || BookTopQuery {
+            start: Some((now - 60_000_000).to_string()),
+            end: Some(now.to_string()),
+            interval: Some("500ms".into()),
+            levels: Some("20".into()),
+            exchange: None,
+        };
+        let p = full().check(now).unwrap();
+        assert_eq!((p.interval_us, p.levels, p.end - p.start), (500_000, 20, 60_000_000));
+        assert_eq!(BookTopQuery { interval: None, levels: None, ..full() }.check(now).unwrap().interval_us, 1_000_000);
+        assert_eq!(param(BookTopQuery { start: None, ..full() }.check(now).unwrap_err()), "start");
+        assert_eq!(BookTopQuery { end: Some((now + 9).to_string()), ..full() }.check(now).unwrap().end, now);
+        let later = BookTopQuery { start: Some((now + 1).to_string()), end: Some((now + 2).to_string()), ..full() };
+        let later = later.check(now).unwrap();
+        assert!(later.end < later.start, "nothing to sample after now");
+        assert_eq!(param(BookTopQuery { start: Some((now + 1).to_string()), ..full() }.check(now).unwrap_err()), "end");
+        for bad in ["10ms", "2d", "1.5s", "s", "5x", ""] {
+            assert_eq!(
+                param(BookTopQuery { interval: Some(bad.into()), ..full() }.check(now).unwrap_err()),
+                "interval"
+            );
+        }
+        let long = BookTopQuery { interval: Some("100ms".into()), start: Some("0".into()), ..full() };
+        assert_eq!(param(long.check(now).unwrap_err()), "interval");
+        for bad in ["0", "5001", "x"] {
+            assert_eq!(param(BookTopQuery { levels: Some(bad.into()), ..full() }.check(now).unwrap_err()), "levels");
+        }
     }
 }

@@ -36,57 +36,109 @@ enum State {
     Synced { book: OrderBook, straddle: bool },
 }
 
-/// Replays `records` (one symbol's, in K2's order, none after the instant
-/// asked for).
-pub fn replay<'a>(records: impl IntoIterator<Item = &'a BookEventV2>) -> Replayed {
-    let mut state = State::Unknown("start".into());
-    let mut pending: Option<OrderBook> = None;
-    let mut event_time = None;
-    let mut recorded_at = None;
-    for r in records {
-        recorded_at = Some(r.ingestion_timestamp);
+/// The replay as it goes, one record at a time: a range of instants is
+/// sampled by applying the records up to each (`/v1/book/{symbol}/top`).
+pub struct Replayer {
+    state: State,
+    pending: Option<OrderBook>,
+    event_time: Option<Timestamp>,
+    recorded_at: Option<Timestamp>,
+}
+
+impl Default for Replayer {
+    fn default() -> Self {
+        Self { state: State::Unknown("start".into()), pending: None, event_time: None, recorded_at: None }
+    }
+}
+
+impl Replayer {
+    /// Applies the next record (in K2's order).
+    pub fn apply(&mut self, r: &BookEventV2) {
+        self.recorded_at = Some(r.ingestion_timestamp);
         match r.kind {
             BookEventKind::Snapshot => {
                 // Only the venue's snapshots start a sync; the periodic ones
                 // K2 records of a synced book are a shortcut for readers.
                 if r.cause.as_deref() != Some("periodic") {
                     let limit = r.depth.and_then(|d| usize::try_from(d).ok()).unwrap_or(usize::MAX);
-                    pending = Some(OrderBook::from_snapshot(id(r.final_update_id), &r.bids, &r.asks, limit));
+                    self.pending = Some(OrderBook::from_snapshot(id(r.final_update_id), &r.bids, &r.asks, limit));
                 }
             }
             BookEventKind::Synced => {
-                event_time = None;
-                state = match pending.take() {
+                self.event_time = None;
+                self.state = match self.pending.take() {
                     Some(book) if book.update_id() == id(r.final_update_id) => State::Synced { book, straddle: true },
                     _ => State::Unknown("no_snapshot".into()),
                 };
             }
             BookEventKind::Unsynced => {
-                pending = None;
-                state = State::Unknown(r.cause.clone().map_or_else(|| "unknown".into(), String::from));
+                self.pending = None;
+                self.state = State::Unknown(r.cause.clone().map_or_else(|| "unknown".into(), String::from));
             }
             BookEventKind::Update => {
-                let State::Synced { book, straddle } = &mut state else { continue };
+                let State::Synced { book, straddle } = &mut self.state else { return };
                 let (first, last, at) = (id(r.first_update_id), id(r.final_update_id), book.update_id());
                 if last <= at {
-                    continue;
+                    return;
                 }
                 let follows = first == at + 1 || (std::mem::take(straddle) && first <= at + 1);
                 if !follows {
-                    state = State::Unknown("store_gap".into());
-                    continue;
+                    self.state = State::Unknown("store_gap".into());
+                    return;
                 }
                 book.apply(Side::Bid, &r.bids);
                 book.apply(Side::Ask, &r.asks);
                 book.set_update_id(last);
-                event_time = Some(r.timestamp);
+                self.event_time = Some(r.timestamp);
             }
         }
     }
-    match state {
-        State::Synced { book, .. } => Replayed { book: Some(book), unsynced_cause: None, event_time, recorded_at },
-        State::Unknown(cause) => Replayed { book: None, unsynced_cause: Some(cause), event_time: None, recorded_at },
+
+    /// The book now, when it is known.
+    pub fn book(&self) -> Option<&OrderBook> {
+        match &self.state {
+            State::Synced { book, .. } => Some(book),
+            State::Unknown(_) => None,
+        }
     }
+
+    /// Why the book is not known now.
+    pub fn unsynced_cause(&self) -> Option<&str> {
+        match &self.state {
+            State::Synced { .. } => None,
+            State::Unknown(cause) => Some(cause),
+        }
+    }
+
+    pub fn event_time(&self) -> Option<Timestamp> {
+        self.event_time.filter(|_| self.book().is_some())
+    }
+
+    pub fn recorded_at(&self) -> Option<Timestamp> {
+        self.recorded_at
+    }
+
+    pub fn finish(self) -> Replayed {
+        let event_time = self.event_time();
+        match self.state {
+            State::Synced { book, .. } => {
+                Replayed { book: Some(book), unsynced_cause: None, event_time, recorded_at: self.recorded_at }
+            }
+            State::Unknown(cause) => {
+                Replayed { book: None, unsynced_cause: Some(cause), event_time: None, recorded_at: self.recorded_at }
+            }
+        }
+    }
+}
+
+/// Replays `records` (one symbol's, in K2's order, none after the instant
+/// asked for).
+pub fn replay<'a>(records: impl IntoIterator<Item = &'a BookEventV2>) -> Replayed {
+    let mut replayer = Replayer::default();
+    for r in records {
+        replayer.apply(r);
+    }
+    replayer.finish()
 }
 
 /// Update ids are written as Avro longs; a negative one is no id.

@@ -48,6 +48,43 @@ def before_call(ctx, case, **kwargs):
     # the strategies that map_query would change).
     if isinstance(case.query, dict):
         case.query = mend(case.query)
+        if case.path.endswith("/top"):
+            case.query = mend_top(case.query)
+
+
+TOP_UNITS = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+
+
+def top_interval(text):
+    """A book top's interval as K2 reads it, in microseconds, or None."""
+    if text is None:
+        return 1_000_000
+    if not isinstance(text, str):
+        return None
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if digits == 0 or text[digits:] not in TOP_UNITS:
+        return None
+    us = int(text[:digits]) * TOP_UNITS[text[digits:]]
+    return us if 100_000 <= us <= 86_400_000_000 else None
+
+
+def mend_top(query):
+    """At most 10,000 samples between start and end (end counts up to now
+    at most)."""
+    interval = query.get("interval")
+    if isinstance(interval, str) and interval[:1].isdigit() and top_interval(interval) is None \
+            and interval.lstrip("0123456789") in TOP_UNITS:
+        # The pattern allows it; the range (100ms to 24h) does not.
+        query["interval"] = interval = "1s"
+    start, end = micros(query.get("start")), micros(query.get("end"))
+    width = top_interval(interval)
+    if start is None or end is None or width is None:
+        return query
+    now = int((datetime.now(timezone.utc) - EPOCH).total_seconds() * 1_000_000)
+    last = min(end, now)
+    if last >= start and (last - start) // width + 1 > 10_000:
+        query["start"] = last - width * 1000
+    return query
 
 
 def mend(query):

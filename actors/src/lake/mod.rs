@@ -20,6 +20,7 @@
 //! - [`pressure`]: injected commit delays and failures (drills).
 
 pub mod batch;
+pub mod books;
 pub mod catalog;
 pub mod claims;
 pub mod flusher;

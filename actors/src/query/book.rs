@@ -1,7 +1,8 @@
 //! `GET /v1/book/{symbol}`'s answer (its route is in `routes.rs`): a live
-//! order book as its order-book actor holds it now, to `depth` levels per
-//! side, with the update id it reflects and whether it is synced. Books are
-//! not stored yet, so there is no `at`.
+//! order book as its order-book actor holds it now, or with `at` as K2
+//! held it at that instant (rebuilt from the book tables and the records
+//! not committed yet, see `lake::books`), to `depth` levels per side, with
+//! the update id it reflects and whether it was synced.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -9,6 +10,7 @@ use compact_str::CompactString;
 use serde::Deserialize;
 
 use super::format::Format;
+use crate::lake::books::BookLog;
 use crate::state::books::{BookDirectory, BookView, GetBook};
 
 /// Levels per side when `depth` is not given, and at most.
@@ -30,6 +32,7 @@ fn refuse(status: StatusCode, parameter: &str, error: String) -> HttpResponse {
 pub async fn answer(
     format: Option<Format>,
     books: &BookDirectory,
+    log: Option<&std::sync::Arc<BookLog>>,
     symbol: web::Path<String>,
     q: web::Query<BookQuery>,
 ) -> HttpResponse {
@@ -47,13 +50,14 @@ pub async fn answer(
             return refuse(StatusCode::BAD_REQUEST, "depth", format!("must be a whole number from 1 to {MAX_DEPTH}"));
         }
     };
-    if q.at.is_some() {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "at",
-            "books are not stored yet: only the live book is served (leave out `at`)".into(),
-        );
-    }
+    let at = match q.at.as_deref().map(|t| k2_core::query_params::parse_time("at", t)) {
+        None => None,
+        Some(Ok(us)) if us <= k2_core::Timestamp::now().as_micros() => Some(k2_core::Timestamp::from_micros(us)),
+        Some(Ok(_)) => {
+            return refuse(StatusCode::NOT_FOUND, "at", "is in the future: no book is known there yet".into());
+        }
+        Some(Err(e)) => return refuse(StatusCode::BAD_REQUEST, e.parameter, e.reason),
+    };
     let exchange = k2_core::source::binance::EXCHANGE;
     if let Some(e) = q.exchange.as_deref()
         && !e.eq_ignore_ascii_case(exchange)
@@ -61,6 +65,17 @@ pub async fn answer(
         return refuse(StatusCode::NOT_FOUND, "exchange", format!("no order books are kept for exchange {e:?}"));
     }
     let symbol = CompactString::from(symbol.into_inner().to_ascii_uppercase());
+    if let Some(at) = at {
+        let Some(log) = log else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "at",
+                "books are not stored here (book.enabled and book.store, in embedded mode): only the live book is served"
+                    .into(),
+            );
+        };
+        return stored(format, log, exchange, &symbol, at, depth, books.find(&symbol).is_some()).await;
+    }
     let Some(actor) = books.find(&symbol) else {
         let why = if books.is_empty() {
             "order books are off (book.enabled = false)".to_owned()
@@ -80,6 +95,82 @@ pub async fn answer(
     }
 }
 
+/// `symbol`'s book as K2 held it at `at`, from the tables and the tail.
+async fn stored(
+    format: Format,
+    log: &BookLog,
+    exchange: &'static str,
+    symbol: &CompactString,
+    at: k2_core::Timestamp,
+    depth: usize,
+    kept_now: bool,
+) -> HttpResponse {
+    let replayed = match log.book_at(exchange, symbol, at).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, %symbol, "a stored book could not be read");
+            return HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"error": format!("the book tables could not be read: {e}")}));
+        }
+    };
+    if replayed.recorded_at.is_none() && !kept_now {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "symbol",
+            format!("no order book of {symbol:?} is stored at or before that instant"),
+        );
+    }
+    let text =
+        |levels: Vec<k2_core::book::Level>| levels.into_iter().map(|(p, q)| [p.to_string(), q.to_string()]).collect();
+    let mut view = BookView {
+        exchange,
+        symbol: symbol.clone(),
+        synced: replayed.book.is_some(),
+        unsynced_cause: replayed.unsynced_cause.as_deref().map(known_cause),
+        update_id: None,
+        event_time_us: replayed.event_time.map(k2_core::Timestamp::as_micros),
+        bids: Vec::new(),
+        asks: Vec::new(),
+        bids_cut_at_window: false,
+        asks_cut_at_window: false,
+        levels_held: 0,
+        levels_outside_window: 0,
+        recorded_at_us: replayed.recorded_at.map(k2_core::Timestamp::as_micros),
+    };
+    if let Some(book) = &replayed.book {
+        let (bids, bids_cut) = book.top(k2_core::book::Side::Bid, depth);
+        let (asks, asks_cut) = book.top(k2_core::book::Side::Ask, depth);
+        view.update_id = Some(book.update_id());
+        view.bids = text(bids);
+        view.asks = text(asks);
+        view.bids_cut_at_window = bids_cut;
+        view.asks_cut_at_window = asks_cut;
+        view.levels_held = book.levels_held();
+        view.levels_outside_window = book.outside_window();
+    }
+    match format {
+        Format::Csv => HttpResponse::Ok().content_type(format.content_type()).body(csv(&view)),
+        _ => HttpResponse::Ok().json(view),
+    }
+}
+
+/// A stored cause as one of the documented ones.
+fn known_cause(cause: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "start",
+        "gap",
+        "reconnect",
+        "crossed",
+        "snapshot_behind",
+        "shed",
+        "restart",
+        "stop",
+        "store_gap",
+        "no_snapshot",
+    ];
+    KNOWN.into_iter().find(|k| *k == cause).unwrap_or("unknown")
+}
+
 /// One row per level: side, level number from the top, price, quantity,
 /// with the book's update id and sync state on every row.
 fn csv(view: &BookView) -> String {
@@ -97,4 +188,116 @@ fn csv(view: &BookView) -> String {
         }
     }
     out
+}
+
+/// `GET /v1/book/{symbol}/top`: the best bid and ask, the spread and the
+/// depth over `levels` levels per side, as K2 held the book at `start`,
+/// `start + interval`, ... up to `end` (one replay of the stored records
+/// over the range, sampled as it goes).
+pub async fn top_answer(
+    format: Option<Format>,
+    books: &BookDirectory,
+    log: Option<&std::sync::Arc<BookLog>>,
+    symbol: web::Path<String>,
+    q: k2_core::query_params::BookTopQuery,
+) -> HttpResponse {
+    let format = match format {
+        Some(f @ (Format::Json | Format::Csv)) => f,
+        _ => {
+            return HttpResponse::NotAcceptable()
+                .json(serde_json::json!({"error": "a book's top is served as application/json or text/csv"}));
+        }
+    };
+    let p = match q.check(k2_core::Timestamp::now().as_micros()) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.parameter, e.reason),
+    };
+    let exchange = k2_core::source::binance::EXCHANGE;
+    if let Some(e) = p.exchange.as_deref()
+        && !e.eq_ignore_ascii_case(exchange)
+    {
+        return refuse(StatusCode::NOT_FOUND, "exchange", format!("no order books are kept for exchange {e:?}"));
+    }
+    let symbol = CompactString::from(symbol.into_inner().to_ascii_uppercase());
+    let Some(log) = log else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "symbol",
+            "books are not stored here (book.enabled and book.store, in embedded mode)".into(),
+        );
+    };
+    let (start, end) = (k2_core::Timestamp::from_micros(p.start), k2_core::Timestamp::from_micros(p.end));
+    let points = match log.tops(exchange, &symbol, (start, end, p.interval_us), p.levels).await {
+        Ok(points) => points,
+        Err(e) => {
+            tracing::warn!(error = %e, %symbol, "a stored book could not be read");
+            return HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"error": format!("the book tables could not be read: {e}")}));
+        }
+    };
+    if points.iter().all(|t| t.update_id.is_none() && t.unsynced_cause.as_deref() == Some("start"))
+        && books.find(&symbol).is_none()
+    {
+        return refuse(StatusCode::NOT_FOUND, "symbol", format!("no order book of {symbol:?} is stored in that range"));
+    }
+    let rows: Vec<serde_json::Value> = points.iter().map(top_row).collect();
+    match format {
+        Format::Csv => {
+            let mut out = String::from(
+                "exchange,symbol,time_us,synced,unsynced_cause,update_id,best_bid,best_bid_quantity,best_ask,best_ask_quantity,spread,bid_depth,bid_levels,ask_depth,ask_levels\n",
+            );
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for r in &rows {
+                let cells = [
+                    "time_us",
+                    "synced",
+                    "unsynced_cause",
+                    "update_id",
+                    "best_bid",
+                    "best_bid_quantity",
+                    "best_ask",
+                    "best_ask_quantity",
+                    "spread",
+                    "bid_depth",
+                    "bid_levels",
+                    "ask_depth",
+                    "ask_levels",
+                ]
+                .map(|k| text(&r[k]));
+                out.push_str(&format!("{exchange},{symbol},{}\n", cells.join(",")));
+            }
+            HttpResponse::Ok().content_type(format.content_type()).body(out)
+        }
+        _ => HttpResponse::Ok().json(serde_json::json!({
+            "exchange": exchange,
+            "symbol": symbol,
+            "interval_us": p.interval_us,
+            "levels": p.levels,
+            "data": rows,
+        })),
+    }
+}
+
+fn top_row(t: &crate::lake::books::TopPoint) -> serde_json::Value {
+    let text = |d: rust_decimal::Decimal| d.to_string();
+    let synced = t.update_id.is_some();
+    serde_json::json!({
+        "time_us": t.at.as_micros(),
+        "synced": synced,
+        "unsynced_cause": t.unsynced_cause.as_deref().map(known_cause),
+        "update_id": t.update_id,
+        "best_bid": t.best_bid.map(|l| text(l.0)),
+        "best_bid_quantity": t.best_bid.map(|l| text(l.1)),
+        "best_ask": t.best_ask.map(|l| text(l.0)),
+        "best_ask_quantity": t.best_ask.map(|l| text(l.1)),
+        "spread": t.best_bid.zip(t.best_ask).map(|(b, a)| text(a.0 - b.0)),
+        "bid_depth": synced.then(|| text(t.bid_depth.0)),
+        "bid_levels": t.bid_depth.1,
+        "ask_depth": synced.then(|| text(t.ask_depth.0)),
+        "ask_levels": t.ask_depth.1,
+    })
 }

@@ -35,6 +35,8 @@ pub struct Api {
     pub maintenance: Option<actix::Recipient<crate::lake::maintenance::actor::RunNow>>,
     /// The order-book actors, for `/v1/book/{symbol}`.
     pub books: crate::state::books::BookDirectory,
+    /// The stored books, for `/v1/book/{symbol}?at=` (`book.store`).
+    pub book_log: Option<std::sync::Arc<crate::lake::books::BookLog>>,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -56,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .service(get(resource("/bars", GET), bars))
                 .service(get(resource("/symbols", GET), symbols))
                 .service(get(resource("/book/{symbol}", GET), book))
+                .service(get(resource("/book/{symbol}/top", GET), book_top))
                 .service(get(resource("/snapshots", GET), snapshots))
                 .service(get(resource("/dead-letters", GET), dead_letters)),
         );
@@ -240,7 +243,18 @@ pub async fn book(
     symbol: web::Path<String>,
     q: web::Query<super::book::BookQuery>,
 ) -> HttpResponse {
-    super::book::answer(accept(&req), &api.books, symbol, q).await
+    super::book::answer(accept(&req), &api.books, api.book_log.as_ref(), symbol, q).await
+}
+
+/// A stored book's top over time (see `book.rs`).
+pub async fn book_top(
+    req: HttpRequest,
+    _: Authorized,
+    api: web::Data<Api>,
+    symbol: web::Path<String>,
+    q: web::Query<k2_core::query_params::BookTopQuery>,
+) -> HttpResponse {
+    super::book::top_answer(accept(&req), &api.books, api.book_log.as_ref(), symbol, q.into_inner()).await
 }
 
 /// A table's snapshots: id, time, rows added and the summary (flush

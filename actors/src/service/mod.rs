@@ -108,6 +108,8 @@ const CATCH_UP: Duration = Duration::from_secs(15);
 pub struct Service {
     pub pipeline: Pipeline,
     pub lake: Lake,
+    /// The order-book tables and their tail (`book.store`, embedded mode).
+    pub book_log: Option<Arc<crate::lake::books::BookLog>>,
     pub tails: Tails,
     pub flusher: Addr<FlusherActor>,
     pub api: Api,
@@ -221,7 +223,17 @@ impl Service {
     /// Waits until everything sent into the pipeline so far is committed to
     /// the tables.
     pub async fn flush(&self) -> Result<(), MailboxError> {
-        self.pipeline.drain().await?;
+        self.flush_settling(None).await
+    }
+
+    /// As [`Service::flush`]; at a stop (`settle`), events the deduplicator
+    /// holds for other instances' claims go on first (see
+    /// [`crate::runtime::messages::Drain::settle`]).
+    async fn flush_settling(&self, settle: Option<std::time::Instant>) -> Result<(), MailboxError> {
+        match settle {
+            Some(until) => self.pipeline.drain_settling(until).await?,
+            None => self.pipeline.drain().await?,
+        }
         let (done, rx) = oneshot::channel();
         self.flusher.send(FlushAll { done }).await?;
         rx.await.map_err(|_| MailboxError::Closed)
@@ -263,9 +275,6 @@ impl Service {
             // Gap recovery may still deliver trades a moment after the
             // sources stop: flush again while rows arrive, a few rounds.
             for _ in 0..10 {
-                if let Err(e) = self.pipeline.drain_settling(settle_until).await {
-                    tracing::warn!(error = %e, "the pipeline did not drain before the final flush");
-                }
                 if self.config.mode == Mode::Embedded {
                     self.unspill().await;
                 }
@@ -274,7 +283,7 @@ impl Service {
                 }
                 let flushed = if stop == Stop::GracefulUnlessBlocked {
                     tokio::select! {
-                        flushed = self.flush() => flushed,
+                        flushed = self.flush_settling(Some(settle_until)) => flushed,
                         error = self.blocked() => {
                             tracing::error!(%error, "final flush given up: retrying cannot fix its error");
                             blocked = Some(error);
@@ -282,7 +291,7 @@ impl Service {
                         }
                     }
                 } else {
-                    self.flush().await
+                    self.flush_settling(Some(settle_until)).await
                 };
                 if let Err(e) = flushed {
                     tracing::error!(error = %e, "final flush failed");
@@ -295,6 +304,11 @@ impl Service {
             }
             let (t, q) = self.tails.committed_generations();
             self.spill.release(t, q);
+            if let Some(log) = &self.book_log
+                && let Err(e) = log.close().await
+            {
+                tracing::error!(error = %e, "the last book records were not committed; the next start marks those books unsynced from where the tables end");
+            }
         }
         if let Some(shared) = &self.shared
             && !shared.settled(Duration::from_secs(10)).await

@@ -52,6 +52,8 @@ pub struct Pipeline {
     dead_letters: Option<DeadLetters>,
     /// The order-book actors by symbol, once the Binance source starts.
     books: BookDirectory,
+    /// Where the order-book actors record what they do (`book.store`).
+    book_log: Option<Arc<dyn crate::state::books::BookRecorder>>,
 }
 
 /// What a pipeline starts with; every part but the sink has a default.
@@ -227,6 +229,7 @@ impl<'a> PipelineBuilder<'a> {
             gaps_to,
             dead_letters,
             books: BookDirectory::default(),
+            book_log: None,
         }
     }
 }
@@ -305,8 +308,11 @@ impl Pipeline {
         let sup = self.supervision(name);
         let (binance, book, directory) = (config.binance.clone(), config.book.clone(), self.books.clone());
         let (level, critical) = (self.level.clone(), config.degradation.critical_symbols.clone());
+        let log = self.book_log.clone();
         let addr = Supervisor::start(move |_: &mut Context<BookActor>| {
-            BookActor::new(name, symbols, &binance, book, directory, sup).with_shedding(level, &critical)
+            BookActor::new(name, symbols, &binance, book, directory, sup)
+                .with_shedding(level, &critical)
+                .with_log(log.clone())
         });
         self.faults.insert(name, addr.clone().recipient());
         addr
@@ -315,6 +321,11 @@ impl Pipeline {
     /// The order-book actors by symbol (empty while books are off).
     pub fn books(&self) -> &BookDirectory {
         &self.books
+    }
+
+    /// Where the order-book actors started from now on record what they do.
+    pub fn set_book_log(&mut self, log: Option<Arc<dyn crate::state::books::BookRecorder>>) {
+        self.book_log = log;
     }
 
     /// Sends a batch in, waiting while the first stage is full.

@@ -3,6 +3,8 @@
 use super::*;
 use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
+use crate::lake::books::BookLog;
+use crate::lake::books::flusher::{self as book_flusher, BookFlusherActor};
 use crate::lake::writer::latest_covered;
 use crate::sinks::kafka::KafkaReplay;
 use crate::sinks::spill_replay::Target;
@@ -69,6 +71,7 @@ impl<'a> ServiceBuilder<'a> {
 /// What the restore phase hands on.
 struct Restored {
     lake: Lake,
+    book_log: Option<Arc<BookLog>>,
     tails: Tails,
     engine: Arc<QueryEngine>,
     store: Box<dyn DedupStore>,
@@ -171,7 +174,15 @@ async fn restore(
     }
     let dead_letters = DeadLetters::open(&lake.dir().join("dead-letters"))
         .map_err(|e| StartError::Restore { what: "the dead letters", reason: e.to_string() })?;
-    Ok(Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters })
+    let book_log = if config.stores_books() {
+        let log = BookLog::open(&lake)
+            .await
+            .map_err(|e| StartError::Restore { what: "the order-book tables", reason: e.to_string() })?;
+        Some(log)
+    } else {
+        None
+    };
+    Ok(Restored { lake, book_log, tails, engine, store, marks, shared, spill, schema_registry, dead_letters })
 }
 
 fn spill_error(e: spill::SpillError) -> StartError {
@@ -284,7 +295,7 @@ fn table_gaps(config: &Config, lake: &Lake, tails: &Tails) -> TableGaps {
 
 /// Phase 3: every actor, supervised.
 fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> Service {
-    let Restored { lake, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
+    let Restored { lake, book_log, tails, engine, store, marks, shared, spill, schema_registry, dead_letters } = r;
     let Sinks { sink, full, level, stages_level, in_flight, delivered, release_held, kafka_replay } = s;
     let mut pipeline = Pipeline::builder(config, sink)
         .dedup(store)
@@ -297,6 +308,13 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .dead_letters(dead_letters.clone())
         .table_gaps(table_gaps(config, &lake, &tails))
         .start();
+    pipeline.set_book_log(book_log.clone().map(|l| l as Arc<dyn crate::state::books::BookRecorder>));
+    if let Some(log) = &book_log {
+        let sup = pipeline.supervision(book_flusher::NAME);
+        let (l, age, rows) = (log.clone(), config.flush.max_age, config.flush.max_rows);
+        let addr = Supervisor::start(move |_: &mut Context<BookFlusherActor>| BookFlusherActor::new(l, age, rows, sup));
+        pipeline.add_fault_target(book_flusher::NAME, addr.recipient());
+    }
     // Gaps that were being recovered when the last process stopped: the
     // tables recorded them with the rows, so none is forgotten.
     let open = tails.trades.committed_covered().open;
@@ -387,11 +405,13 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         dead_letters,
         maintenance: Some(maintenance.recipient()),
         books: pipeline.books().clone(),
+        book_log: book_log.clone(),
     };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {
         pipeline,
         lake,
+        book_log,
         tails,
         flusher,
         api,

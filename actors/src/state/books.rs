@@ -25,7 +25,8 @@ pub struct BookView {
     pub symbol: CompactString,
     pub synced: bool,
     /// Why it is not synced (`start`, `gap`, `reconnect`, `crossed`,
-    /// `snapshot_behind`).
+    /// `snapshot_behind`, `shed`, `restart`; stored books also `stop`,
+    /// `store_gap`, `no_snapshot`).
     pub unsynced_cause: Option<&'static str>,
     /// The last update id the book reflects (None while unsynced).
     pub update_id: Option<u64>,
@@ -41,6 +42,16 @@ pub struct BookView {
     /// Levels held, and of those outside the synced window (never shown).
     pub levels_held: usize,
     pub levels_outside_window: usize,
+    /// A stored book's: K2's instant of the last record it reflects.
+    pub recorded_at_us: Option<i64>,
+}
+
+/// Where the order-book actors record what they do: the book tables
+/// (`lake::books::BookLog`), kept behind this so the sources do not
+/// reach into the lake.
+pub trait BookRecorder: Send + Sync {
+    /// Takes one actor's records, in the order it made them.
+    fn record(&self, records: Vec<k2_core::BookEventV2>);
 }
 
 /// Which actor keeps which symbol's book, for the HTTP API.

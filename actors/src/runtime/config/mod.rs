@@ -112,6 +112,12 @@ impl Config {
         self.role == Role::Query || (self.mode == Mode::Kafka && !self.kafka.consume)
     }
 
+    /// Whether this process records its order books in the book tables:
+    /// books kept and stored, in embedded mode, by a writer.
+    pub fn stores_books(&self) -> bool {
+        self.book.enabled && self.book.store && self.mode == Mode::Embedded && self.role != Role::Query
+    }
+
     /// Every problem at once, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();

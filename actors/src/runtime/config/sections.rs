@@ -323,6 +323,10 @@ pub struct BinanceConfig {
 #[serde(deny_unknown_fields)]
 pub struct BookConfig {
     pub enabled: bool,
+    /// Record what the books do in `market.book_updates` and
+    /// `market.book_snapshots` (embedded mode), so `/v1/book/{symbol}?at=`
+    /// rebuilds a book at any instant.
+    pub store: bool,
     pub snapshot_limit: usize,
     pub max_buffer: usize,
     #[serde(with = "humantime_serde")]

@@ -188,6 +188,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     gauge("k2_book_levels_held", "Price levels held by one order-book actor's books.", &[("connection", RUNTIME)]),
     counter(
+        "k2_book_records_committed_total",
+        "Order-book records (updates, snapshots, sync changes) committed to the book tables.",
+        &[("table", &["book_updates", "book_snapshots"])],
+    ),
+    gauge("k2_book_records_waiting", "Order-book records recorded and not yet committed to the book tables.", &[]),
+    counter("k2_book_commit_failures_total", "Book-table commits that failed (retried at the next flush).", &[]),
+    counter(
         "k2_binance_rejected_total",
         "Frames rejected by the parser, by reason.",
         &[(

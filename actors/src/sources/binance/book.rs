@@ -18,8 +18,14 @@
 //! dropped (counted in `k2_shed_total{kind="book_update"}`), from
 //! AGGRESSIVE those of every symbol. A shed book is unsynced (cause
 //! `shed`) and resyncs from a snapshot once the level falls.
+//!
+//! With a [`BookRecorder`] (the book tables: embedded mode, `book.store`),
+//! the actor records what it does, in order: the venue snapshot a sync
+//! started from, the sync, each update applied, each loss with its cause
+//! ([`k2_core::book::replay`] rebuilds the book from them).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
@@ -29,10 +35,13 @@ use k2_core::book::{BookSync, DepthSnapshot, DepthUpdate, Level, Side, SnapshotS
 use k2_core::source::binance::depth::parse_depth_snapshot;
 use rustc_hash::FxHashMap;
 
+use k2_core::book::replay::records;
+use k2_core::{BookEventKind, BookEventV2, Timestamp};
+
 use crate::runtime::config::{BinanceConfig, BookConfig};
 use crate::runtime::degradation::{Level as Ladder, LevelHandle};
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
-use crate::state::books::{BookDirectory, BookView, GetBook};
+use crate::state::books::{BookDirectory, BookRecorder, BookView, GetBook};
 
 /// Depth events one socket read, in arrival order.
 #[derive(Debug, Message)]
@@ -56,7 +65,11 @@ struct Entry {
     /// Since when it has been unsynced (seconds not yet counted).
     unsynced_since: Option<Instant>,
     event_time_us: Option<i64>,
+    /// The snapshot the book waits with, to record once it syncs from it.
+    snapshot: Option<DepthSnapshot>,
 }
+
+const EXCHANGE: &str = k2_core::source::binance::EXCHANGE;
 
 pub struct BookActor {
     name: &'static str,
@@ -78,6 +91,10 @@ pub struct BookActor {
     level: LevelHandle,
     critical: Vec<CompactString>,
     supervision: Supervision,
+    /// Where what the books do is recorded (none: books are live only),
+    /// and the records of the message being handled.
+    log: Option<Arc<dyn BookRecorder>>,
+    records: Vec<BookEventV2>,
 }
 
 impl BookActor {
@@ -120,6 +137,54 @@ impl BookActor {
             level: LevelHandle::default(),
             critical: Vec::new(),
             supervision,
+            log: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// Records what the books do in `log`.
+    pub fn with_log(mut self, log: Option<Arc<dyn BookRecorder>>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Hands the records of the message just handled to the log, in order.
+    fn flush_records(&mut self) {
+        if let Some(log) = &self.log
+            && !self.records.is_empty()
+        {
+            log.record(std::mem::take(&mut self.records));
+        }
+    }
+
+    fn note_unsynced(&mut self, symbol: &str, cause: UnsyncCause) {
+        if self.log.is_some() {
+            let r =
+                records::state(EXCHANGE, symbol, BookEventKind::Unsynced, 0, Some(cause.as_str()), Timestamp::now());
+            self.records.push(r);
+        }
+    }
+
+    /// The sync of `symbol` from the snapshot it waited with, and the
+    /// buffered events applied on it.
+    fn note_synced(&mut self, symbol: &str, snapshot_id: u64, applied: &[DepthUpdate]) {
+        let Some(entry) = self.books.get_mut(symbol) else { return };
+        let snapshot = entry.snapshot.take();
+        if self.log.is_none() {
+            return;
+        }
+        match snapshot {
+            Some(s) if s.last_update_id == snapshot_id => {
+                self.records.push(records::snapshot(EXCHANGE, symbol, &s, Timestamp::now()));
+                let synced =
+                    records::state(EXCHANGE, symbol, BookEventKind::Synced, snapshot_id, None, Timestamp::now());
+                self.records.push(synced);
+                self.records.extend(applied.iter().map(|u| records::update(EXCHANGE, u, Timestamp::now())));
+            }
+            // Not expected: the book syncs only from the snapshot it holds.
+            _ => {
+                tracing::warn!(%symbol, snapshot_id, "a book synced from a snapshot not kept for recording; its span is not stored")
+            }
         }
     }
 
@@ -152,6 +217,7 @@ impl BookActor {
                 && let Some(cause) = entry.sync.shed()
             {
                 unsynced(self.name, &symbol, entry, cause);
+                self.note_unsynced(&symbol, cause);
             }
         }
     }
@@ -166,6 +232,7 @@ impl BookActor {
                     sync: BookSync::new(self.config.max_buffer),
                     unsynced_since: Some(now),
                     event_time_us: None,
+                    snapshot: None,
                 };
                 (s.clone(), entry)
             })
@@ -231,11 +298,15 @@ impl BookActor {
                 return;
             }
         };
+        entry.snapshot = Some(snapshot.clone());
         match entry.sync.on_snapshot(&snapshot) {
             SnapshotStep::Synced { snapshot_id, applied } => {
                 synced(&symbol, entry, snapshot_id, &applied);
+                self.note_synced(&symbol, snapshot_id, &applied);
+                self.flush_records();
             }
             SnapshotStep::Refetch { cause } => {
+                entry.snapshot = None;
                 metrics::counter!("k2_book_snapshot_refetches_total", "symbol" => symbol.to_string(), "cause" => cause.as_str())
                     .increment(1);
                 tracing::debug!(connection = self.name, %symbol, cause = cause.as_str(), snapshot = snapshot.last_update_id, "depth snapshot unusable; fetching another");
@@ -260,6 +331,9 @@ impl BookActor {
                 Step::Applied(u) => {
                     entry.event_time_us = Some(time);
                     *applied.entry(symbol).or_default() += (u.bids.len() + u.asks.len()) as u64;
+                    if self.log.is_some() {
+                        self.records.push(records::update(EXCHANGE, &u, Timestamp::now()));
+                    }
                 }
                 Step::Ignored => {
                     metrics::counter!("k2_book_events_ignored_total", "reason" => "older_than_book").increment(1);
@@ -271,6 +345,7 @@ impl BookActor {
                 }
                 Step::Unsynced { cause, fetch: f } => {
                     unsynced(self.name, &symbol, entry, cause);
+                    self.note_unsynced(&symbol, cause);
                     if f {
                         fetch.push(symbol);
                     }
@@ -278,12 +353,14 @@ impl BookActor {
                 Step::Synced { snapshot_id, applied: a } => {
                     entry.event_time_us = Some(time);
                     synced(&symbol, entry, snapshot_id, &a);
+                    self.note_synced(&symbol, snapshot_id, &a);
                 }
             }
         }
         for (symbol, n) in applied {
             metrics::counter!("k2_book_updates_applied_total", "symbol" => symbol.to_string()).increment(n);
         }
+        self.flush_records();
         for symbol in fetch {
             self.want_snapshot(&symbol, ctx);
         }
@@ -327,6 +404,7 @@ impl BookActor {
             asks_cut_at_window: false,
             levels_held: 0,
             levels_outside_window: 0,
+            recorded_at_us: None,
         };
         if let Some(book) = entry.sync.book() {
             let (bids, bids_cut) = book.top(Side::Bid, depth);
@@ -394,10 +472,18 @@ impl Supervise for BookActor {
     /// book starts over from a snapshot.
     fn reset(&mut self) {
         self.fresh_books();
-        for symbol in &self.symbols {
+        // What the failed handler recorded is not trusted either.
+        self.records.clear();
+        let symbols = self.symbols.clone();
+        for symbol in &symbols {
             metrics::counter!("k2_book_resyncs_total", "symbol" => symbol.to_string(), "cause" => "restart")
                 .increment(1);
+            if self.log.is_some() {
+                let r = records::state(EXCHANGE, symbol, BookEventKind::Unsynced, 0, Some("restart"), Timestamp::now());
+                self.records.push(r);
+            }
         }
+        self.flush_records();
     }
 }
 
@@ -413,10 +499,16 @@ impl Handler<DepthBatch> for BookActor {
         }
         if batch.generation > self.generation {
             if self.generation > 0 {
+                let mut lost = Vec::new();
                 for (symbol, entry) in &mut self.books {
+                    entry.snapshot = None;
                     if entry.sync.disconnected().is_some() {
                         unsynced(self.name, symbol, entry, UnsyncCause::Reconnect);
+                        lost.push(symbol.clone());
                     }
+                }
+                for symbol in lost {
+                    self.note_unsynced(&symbol, UnsyncCause::Reconnect);
                 }
             }
             self.generation = batch.generation;

@@ -1,0 +1,509 @@
+//! Order books, stored: every record the order-book actors make (see
+//! [`k2_core::book::replay`]) lands in `market.book_updates` and
+//! `market.book_snapshots`, and a book is rebuilt as K2 held it at any
+//! instant from those tables plus the records not committed yet (hybrid,
+//! exact).
+//!
+//! - [`tables`]: the schemas, and records to and from rows.
+//! - [`flusher`]: the supervised actor committing on a schedule.
+//!
+//! [`BookLog`] stamps each record with K2's instant as it is recorded
+//! (strictly increasing, and after everything the tables held when the
+//! process started), holds it in a tail until a commit lands it, and says
+//! in each commit's summary the instant the tables are complete up to.
+//! Every segment of a book ends with an `unsynced` record: the actor's own
+//! (a gap, a reconnect...), `stop` for each synced book at a graceful stop,
+//! and after a crash `restart`, which the next process commits first of
+//! all, stamped just after the instant the tables were complete up to, so
+//! a span lost in a crash (records stamped, never committed) reads as
+//! unsynced, never as a stale book.
+//!
+//! Embedded mode only for now: in Kafka mode the books are live only.
+
+pub mod flusher;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::TryStreamExt;
+use iceberg::expr::Reference;
+use iceberg::spec::Datum;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{TableCreation, TableIdent};
+use k2_core::book::replay::{Replayed, Replayer, replay};
+use k2_core::book::{Level, Side};
+use k2_core::{BookEventKind, BookEventV2, Timestamp};
+use rust_decimal::Decimal;
+
+use super::writer::{unique_prefix, write_run};
+use super::{Lake, LakeError};
+use tables::BookTable;
+
+/// Summary key: every record stamped before this instant (µs) is in this
+/// snapshot or an earlier one.
+pub const COMPLETE_UNTIL: &str = "k2.books-complete-until";
+
+/// The book tables, their tails, and K2's clock for book records.
+pub struct BookLog {
+    lake: Lake,
+    state: Mutex<State>,
+    /// One commit at a time.
+    committing: tokio::sync::Mutex<()>,
+    /// The instant the tables were complete up to when this process
+    /// opened them (None: they held no records).
+    resumed_after: Option<Timestamp>,
+}
+
+struct State {
+    /// The last instant stamped.
+    clock: i64,
+    /// Whether each book's last record here left it synced.
+    synced: HashMap<Book, bool>,
+    /// Every sync change of every book, stored or not, in K2's order: where
+    /// a replay starts is found here, not by scanning the tables (they are
+    /// few: a book changes state a few times an hour).
+    changes: HashMap<Book, Vec<BookEventV2>>,
+    /// Per table: as last committed, records not yet taken by a commit,
+    /// and records a commit is landing now (visible to queries meanwhile).
+    tables: [Table; 2],
+    tails: [Vec<BookEventV2>; 2],
+    landing: [Arc<Vec<BookEventV2>>; 2],
+}
+
+/// (exchange, symbol).
+type Book = (compact_str::CompactString, compact_str::CompactString);
+
+fn slot(table: BookTable) -> usize {
+    match table {
+        BookTable::Updates => 0,
+        BookTable::Snapshots => 1,
+    }
+}
+
+impl BookLog {
+    /// Opens (creating on first use) both book tables.
+    pub async fn open(lake: &Lake) -> Result<Arc<Self>, LakeError> {
+        let updates = open_table(lake, BookTable::Updates).await?;
+        let snapshots = open_table(lake, BookTable::Snapshots).await?;
+        // The chains of updates and sync changes are in book_updates: a
+        // crash loses what was stamped after its last commit, whatever
+        // book_snapshots holds (a snapshot without its sync replays as
+        // unsynced).
+        let resumed_after = complete_until(&updates);
+        let latest = [&updates, &snapshots].iter().filter_map(|t| complete_until(t)).max();
+        // The books an earlier process left synced: it crashed (a stop
+        // ends them), and what it held after `resumed_after` is lost.
+        let far = Timestamp::from_micros(i64::MAX);
+        let mut changes: HashMap<Book, Vec<BookEventV2>> = HashMap::new();
+        for r in scan(&updates, BookTable::Updates, None, None, far, true).await? {
+            changes.entry((r.exchange.clone(), r.symbol.clone())).or_default().push(r);
+        }
+        for c in changes.values_mut() {
+            c.sort_by_key(|r| r.ingestion_timestamp);
+        }
+        let mut clock = resumed_after.map_or_else(|| Timestamp::now().as_micros(), Timestamp::as_micros);
+        let mut markers = Vec::new();
+        for ((exchange, symbol), list) in &changes {
+            let Some(r) = list.last() else { continue };
+            if r.kind == BookEventKind::Synced {
+                clock += 1;
+                let at = Timestamp::from_micros(clock);
+                let mut m = k2_core::book::replay::records::state(
+                    &exchange,
+                    &symbol,
+                    BookEventKind::Unsynced,
+                    0,
+                    Some("restart"),
+                    at,
+                );
+                m.ingestion_timestamp = at;
+                markers.push(m);
+            }
+        }
+        let log = Arc::new(Self {
+            lake: lake.clone(),
+            state: Mutex::new(State {
+                clock: clock.max(Timestamp::now().as_micros()).max(latest.map_or(0, Timestamp::as_micros)),
+                synced: HashMap::new(),
+                changes,
+                tables: [updates, snapshots],
+                tails: [Vec::new(), Vec::new()],
+                landing: [Arc::new(Vec::new()), Arc::new(Vec::new())],
+            }),
+            committing: tokio::sync::Mutex::new(()),
+            resumed_after,
+        });
+        if !markers.is_empty() {
+            tracing::info!(
+                books = markers.len(),
+                "books an earlier process left synced are marked unsynced from where the tables end"
+            );
+            {
+                let mut state = log.state();
+                for m in &markers {
+                    state.changes.entry((m.exchange.clone(), m.symbol.clone())).or_default().push(m.clone());
+                }
+                state.tails[slot(BookTable::Updates)].extend(markers);
+            }
+            log.commit().await?;
+        }
+        Ok(log)
+    }
+
+    /// Ends every book this process left synced with `unsynced` (`stop`),
+    /// then commits everything.
+    pub async fn close(&self) -> Result<usize, LakeError> {
+        let ends: Vec<BookEventV2> = {
+            let state = self.state();
+            state
+                .synced
+                .iter()
+                .filter(|(_, synced)| **synced)
+                .map(|((exchange, symbol), _)| {
+                    k2_core::book::replay::records::state(
+                        exchange,
+                        symbol,
+                        BookEventKind::Unsynced,
+                        0,
+                        Some("stop"),
+                        Timestamp::now(),
+                    )
+                })
+                .collect()
+        };
+        self.record(ends);
+        self.commit().await
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The instant the tables were complete up to when the process started.
+    pub fn resumed_after(&self) -> Option<Timestamp> {
+        self.resumed_after
+    }
+
+    /// Takes `records` (one actor's, in the order it made them), stamping
+    /// each with the next instant: an update keeps its venue time in
+    /// `timestamp`; a snapshot or state change is timed by the stamp.
+    pub fn record(&self, records: Vec<BookEventV2>) {
+        let mut state = self.state();
+        let now = Timestamp::now().as_micros();
+        for mut r in records {
+            state.clock = (state.clock + 1).max(now);
+            let at = Timestamp::from_micros(state.clock);
+            r.ingestion_timestamp = at;
+            if r.kind != BookEventKind::Update {
+                r.timestamp = at;
+                let range = (r.first_update_id, r.final_update_id);
+                r.message_id = BookEventV2::id(&r.exchange, &r.symbol, r.kind, range, r.cause.as_deref(), at);
+            }
+            if matches!(r.kind, BookEventKind::Synced | BookEventKind::Unsynced) {
+                let book = (r.exchange.clone(), r.symbol.clone());
+                state.synced.insert(book.clone(), r.kind == BookEventKind::Synced);
+                let mut change = r.clone();
+                change.bids = Vec::new();
+                change.asks = Vec::new();
+                state.changes.entry(book).or_default().push(change);
+            }
+            state.tails[slot(BookTable::of(r.kind))].push(r);
+        }
+    }
+
+    /// Records waiting to be committed.
+    pub fn waiting(&self) -> usize {
+        let state = self.state();
+        state.tails.iter().map(Vec::len).sum::<usize>() + state.landing.iter().map(|l| l.len()).sum::<usize>()
+    }
+
+    /// Commits every record taken so far, table by table; how many.
+    pub async fn commit(&self) -> Result<usize, LakeError> {
+        let _one = self.committing.lock().await;
+        let mut landed = 0;
+        for table in BookTable::ALL {
+            landed += self.commit_table(table).await?;
+        }
+        Ok(landed)
+    }
+
+    async fn commit_table(&self, table: BookTable) -> Result<usize, LakeError> {
+        let i = slot(table);
+        let (records, cut, base) = {
+            let mut state = self.state();
+            let taken = std::mem::take(&mut state.tails[i]);
+            if !taken.is_empty() {
+                // A failed commit's records go first, in order.
+                let mut all = state.landing[i].as_ref().clone();
+                all.extend(taken);
+                state.landing[i] = Arc::new(all);
+            }
+            (state.landing[i].clone(), state.clock, state.tables[i].clone())
+        };
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let ident = base.identifier().clone();
+        let current = self.lake.catalog().load_table(&ident).await?;
+        // A commit that landed though its answer was lost.
+        let landed_before =
+            complete_until(&current).is_some_and(|t| t.as_micros() >= cut) && written_by(&current, self.lake.writer());
+        let committed = if landed_before {
+            current
+        } else {
+            let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(current.metadata().current_schema())?);
+            let mut sorted = records.as_ref().clone();
+            sorted.sort_by(|a, b| (&a.symbol, a.ingestion_timestamp).cmp(&(&b.symbol, b.ingestion_timestamp)));
+            let batch = tables::to_batch(table, &schema, &sorted)?;
+            let files = write_run(current.clone(), batch, unique_prefix(0), None).await?;
+            let summary = HashMap::from([
+                (COMPLETE_UNTIL.to_owned(), cut.to_string()),
+                (super::summary::WRITER.to_owned(), self.lake.writer().to_owned()),
+            ]);
+            let tx = Transaction::new(&current);
+            let tx = tx.fast_append().add_data_files(files).set_snapshot_properties(summary).apply(tx)?;
+            tx.commit(self.lake.catalog().as_ref()).await?
+        };
+        let mut state = self.state();
+        state.tables[i] = committed;
+        state.landing[i] = Arc::new(Vec::new());
+        metrics::counter!("k2_book_records_committed_total", "table" => table.name()).increment(records.len() as u64);
+        Ok(records.len())
+    }
+
+    /// `symbol`'s book as K2 held it at `at`, from the tables and the
+    /// records not committed yet.
+    pub async fn book_at(&self, exchange: &str, symbol: &str, at: Timestamp) -> Result<Replayed, LakeError> {
+        let (tables, pending, last) = {
+            let state = self.state();
+            // The latest sync change at or before `at` is where the book
+            // starts (or, unsynced, all there is to say).
+            let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
+            let changes = state.changes.get(&book).map_or(&[][..], Vec::as_slice);
+            let upto = changes.partition_point(|r| r.ingestion_timestamp <= at);
+            let Some(last) = upto.checked_sub(1).and_then(|i| changes.get(i)).cloned() else {
+                return Ok(replay(&[]));
+            };
+            if last.kind == BookEventKind::Unsynced {
+                return Ok(replay(std::slice::from_ref(&last)));
+            }
+            let from = last.ingestion_timestamp.as_micros() - 1;
+            let mine = |r: &&BookEventV2| {
+                r.symbol == symbol
+                    && r.exchange == exchange
+                    && r.ingestion_timestamp <= at
+                    && r.ingestion_timestamp.as_micros() >= from
+            };
+            let pending: Vec<BookEventV2> = state
+                .landing
+                .iter()
+                .flat_map(|l| l.iter())
+                .chain(state.tails.iter().flatten())
+                .filter(mine)
+                .cloned()
+                .collect();
+            (state.tables.clone(), pending, last)
+        };
+        // The snapshot of a sync is stamped just before its `synced`.
+        let from = Timestamp::from_micros(last.ingestion_timestamp.as_micros() - 1);
+        let book = Some((exchange, symbol));
+        let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), at, false).await?;
+        records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), at, false).await?);
+        // A record being committed may already be in the table loaded here.
+        let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
+            records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
+        records.extend(
+            pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))),
+        );
+        records.sort_by_key(|r| r.ingestion_timestamp);
+        Ok(replay(&records))
+    }
+}
+
+/// A book's top at one sampled instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopPoint {
+    pub at: Timestamp,
+    /// The update id the book reflected (None: not known then).
+    pub update_id: Option<u64>,
+    pub unsynced_cause: Option<String>,
+    pub best_bid: Option<Level>,
+    pub best_ask: Option<Level>,
+    /// Quantity over the best `levels` levels of each side the book
+    /// vouched for, and how many levels that was.
+    pub bid_depth: (Decimal, usize),
+    pub ask_depth: (Decimal, usize),
+}
+
+impl BookLog {
+    /// `symbol`'s top (best bid and ask, depth over `levels` levels) as
+    /// K2 held it at `start`, `start + step`, ... up to `end`: one replay
+    /// over the range, sampled as it goes.
+    pub async fn tops(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        (start, end, step): (Timestamp, Timestamp, i64),
+        levels: usize,
+    ) -> Result<Vec<TopPoint>, LakeError> {
+        let (tables, pending, from, seed) = {
+            let state = self.state();
+            let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
+            let changes = state.changes.get(&book).map_or(&[][..], Vec::as_slice);
+            let upto = changes.partition_point(|r| r.ingestion_timestamp <= start);
+            let last = upto.checked_sub(1).and_then(|i| changes.get(i)).cloned();
+            // From the sync the range starts in (its snapshot is stamped
+            // just before it); an unsynced start is said by its change.
+            let (from, seed) = match last {
+                Some(l) if l.kind == BookEventKind::Synced => (l.ingestion_timestamp.as_micros() - 1, None),
+                Some(l) => (start.as_micros(), Some(l)),
+                None => (start.as_micros(), None),
+            };
+            let mine = |r: &&BookEventV2| {
+                r.symbol == symbol
+                    && r.exchange == exchange
+                    && r.ingestion_timestamp <= end
+                    && r.ingestion_timestamp.as_micros() >= from
+            };
+            let pending: Vec<BookEventV2> = state
+                .landing
+                .iter()
+                .flat_map(|l| l.iter())
+                .chain(state.tails.iter().flatten())
+                .filter(mine)
+                .cloned()
+                .collect();
+            (state.tables.clone(), pending, Timestamp::from_micros(from), seed)
+        };
+        let book = Some((exchange, symbol));
+        let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), end, false).await?;
+        records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), end, false).await?);
+        let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
+            records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
+        records.extend(
+            pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))),
+        );
+        records.sort_by_key(|r| r.ingestion_timestamp);
+        let mut replayer = Replayer::default();
+        if let Some(seed) = &seed {
+            replayer.apply(seed);
+        }
+        let mut next = records.iter().peekable();
+        let mut points = Vec::new();
+        let mut at = start.as_micros();
+        while at <= end.as_micros() {
+            while let Some(r) = next.next_if(|r| r.ingestion_timestamp.as_micros() <= at) {
+                replayer.apply(r);
+            }
+            points.push(top_point(&replayer, Timestamp::from_micros(at), levels));
+            at = match at.checked_add(step.max(1)) {
+                Some(a) => a,
+                None => break,
+            };
+        }
+        Ok(points)
+    }
+}
+
+fn top_point(replayer: &Replayer, at: Timestamp, levels: usize) -> TopPoint {
+    let Some(book) = replayer.book() else {
+        return TopPoint {
+            at,
+            update_id: None,
+            unsynced_cause: replayer.unsynced_cause().map(str::to_owned),
+            best_bid: None,
+            best_ask: None,
+            bid_depth: (Decimal::ZERO, 0),
+            ask_depth: (Decimal::ZERO, 0),
+        };
+    };
+    let depth = |side| {
+        let (top, _) = book.top(side, levels);
+        (top.iter().map(|(_, q)| *q).sum::<Decimal>(), top.len())
+    };
+    TopPoint {
+        at,
+        update_id: Some(book.update_id()),
+        unsynced_cause: None,
+        best_bid: book.top(Side::Bid, 1).0.first().copied(),
+        best_ask: book.top(Side::Ask, 1).0.first().copied(),
+        bid_depth: depth(Side::Bid),
+        ask_depth: depth(Side::Ask),
+    }
+}
+
+impl crate::state::books::BookRecorder for BookLog {
+    fn record(&self, records: Vec<BookEventV2>) {
+        BookLog::record(self, records);
+    }
+}
+
+/// The records of one book (`(exchange, symbol)`; every book when None)
+/// in `table` stamped in `[from, until]` (only sync-state changes when
+/// `states`).
+async fn scan(
+    table: &Table,
+    kind: BookTable,
+    book: Option<(&str, &str)>,
+    from: Option<Timestamp>,
+    until: Timestamp,
+    states: bool,
+) -> Result<Vec<BookEventV2>, LakeError> {
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(Vec::new());
+    }
+    let mut filter =
+        Reference::new("ingestion_timestamp").less_than_or_equal_to(Datum::timestamptz_micros(until.as_micros()));
+    if let Some((exchange, symbol)) = book {
+        filter = filter
+            .and(Reference::new("symbol").equal_to(Datum::string(symbol)))
+            .and(Reference::new("exchange").equal_to(Datum::string(exchange)));
+    }
+    if let Some(from) = from {
+        filter = filter.and(
+            Reference::new("ingestion_timestamp").greater_than_or_equal_to(Datum::timestamptz_micros(from.as_micros())),
+        );
+    }
+    if states {
+        filter = filter.and(Reference::new("kind").not_equal_to(Datum::string("update")));
+    }
+    let stream = table.scan().with_filter(filter).build()?.to_arrow().await?;
+    let batches: Vec<_> = stream.try_collect().await?;
+    Ok(tables::from_batches(kind, &batches)?)
+}
+
+async fn open_table(lake: &Lake, table: BookTable) -> Result<Table, LakeError> {
+    let ident = TableIdent::new(lake.ident(super::TableKind::Trades).namespace().clone(), table.name().to_owned());
+    let catalog = lake.catalog();
+    if catalog.table_exists(&ident).await? {
+        return Ok(catalog.load_table(&ident).await?);
+    }
+    let schema = table.schema()?;
+    let creation = TableCreation::builder()
+        .name(table.name().to_owned())
+        .partition_spec(BookTable::partition_spec(&schema)?)
+        .sort_order(BookTable::sort_order(&schema)?)
+        .schema(schema)
+        .properties(HashMap::from([
+            ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
+            ("k2.schema".to_owned(), format!("v2 {}", table.name())),
+        ]))
+        .build();
+    Ok(catalog.create_table(ident.namespace(), creation).await?)
+}
+
+/// The instant the table's current snapshot says it is complete up to.
+fn complete_until(table: &Table) -> Option<Timestamp> {
+    let snapshot = table.metadata().current_snapshot()?;
+    snapshot.summary().additional_properties.get(COMPLETE_UNTIL)?.parse().ok().map(Timestamp::from_micros)
+}
+
+fn written_by(table: &Table, writer: &str) -> bool {
+    table
+        .metadata()
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get(super::summary::WRITER).cloned())
+        .is_some_and(|w| w == writer)
+}
