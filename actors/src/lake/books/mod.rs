@@ -111,8 +111,8 @@ impl BookLog {
                 clock += 1;
                 let at = Timestamp::from_micros(clock);
                 let mut m = k2_core::book::replay::records::state(
-                    &exchange,
-                    &symbol,
+                    exchange,
+                    symbol,
                     BookEventKind::Unsynced,
                     0,
                     Some("restart"),

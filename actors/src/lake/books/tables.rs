@@ -213,12 +213,15 @@ fn column(table: BookTable, rows: &[Row<'_>], name: &str, dt: &DataType) -> Resu
     })
 }
 
+/// A level read back: whether a bid, its rank, the level.
+type RankedLevel = (bool, i32, BookLevel);
+
 /// The records whose rows `batches` (of `table`, any order) hold; rows of
 /// one record share its message id and instant. Records come back in K2's
 /// order; a snapshot's levels by their `level`.
 pub fn from_batches(table: BookTable, batches: &[RecordBatch]) -> Result<Vec<BookEventV2>, ArrowError> {
     let mut records: HashMap<(i64, String), BookEventV2> = HashMap::new();
-    let mut levels: HashMap<(i64, String), Vec<(bool, i32, BookLevel)>> = HashMap::new();
+    let mut levels: HashMap<(i64, String), Vec<RankedLevel>> = HashMap::new();
     for b in batches {
         let col = |name: &str| {
             b.column_by_name(name).cloned().ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))
@@ -360,7 +363,7 @@ mod tests {
             asks: vec![],
         };
         let empty = DepthUpdate { first_update_id: 103, final_update_id: 103, bids: vec![], ..update.clone() };
-        let all = vec![
+        let all = [
             records::state("BINANCE", "BNBBTC", BookEventKind::Unsynced, 0, Some("restart"), t(1)),
             records::snapshot("BINANCE", "BNBBTC", &snap, t(2)),
             records::state("BINANCE", "BNBBTC", BookEventKind::Synced, 100, None, t(3)),
