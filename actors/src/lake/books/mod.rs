@@ -222,25 +222,33 @@ impl BookLog {
     /// Commits every record taken so far, table by table; how many.
     pub async fn commit(&self) -> Result<usize, LakeError> {
         let _one = self.committing.lock().await;
-        let mut landed = 0;
-        for table in BookTable::ALL {
-            landed += self.commit_table(table).await?;
-        }
+        // Both tails are taken at one instant, and the snapshots land
+        // first: a crash between the two commits can leave a snapshot
+        // without its sync (which nothing replays from), never a sync
+        // without its snapshot.
+        let cut = {
+            let mut state = self.state();
+            for i in 0..2 {
+                let taken = std::mem::take(&mut state.tails[i]);
+                if !taken.is_empty() {
+                    // A failed commit's records go first, in order.
+                    let mut all = state.landing[i].as_ref().clone();
+                    all.extend(taken);
+                    state.landing[i] = Arc::new(all);
+                }
+            }
+            state.clock
+        };
+        let mut landed = self.commit_table(BookTable::Snapshots, cut).await?;
+        landed += self.commit_table(BookTable::Updates, cut).await?;
         Ok(landed)
     }
 
-    async fn commit_table(&self, table: BookTable) -> Result<usize, LakeError> {
+    async fn commit_table(&self, table: BookTable, cut: i64) -> Result<usize, LakeError> {
         let i = slot(table);
-        let (records, cut, base) = {
-            let mut state = self.state();
-            let taken = std::mem::take(&mut state.tails[i]);
-            if !taken.is_empty() {
-                // A failed commit's records go first, in order.
-                let mut all = state.landing[i].as_ref().clone();
-                all.extend(taken);
-                state.landing[i] = Arc::new(all);
-            }
-            (state.landing[i].clone(), state.clock, state.tables[i].clone())
+        let (records, base) = {
+            let state = self.state();
+            (state.landing[i].clone(), state.tables[i].clone())
         };
         if records.is_empty() {
             return Ok(0);
