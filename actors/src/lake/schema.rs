@@ -99,15 +99,25 @@ fn take(next: &mut i32) -> i32 {
 /// (hundreds of symbols × frequent commits would mean many tiny files); rows
 /// are sorted by symbol within each file instead, so Parquet statistics prune.
 pub fn partition_spec(schema: &Schema) -> Result<UnboundPartitionSpec, LakeError> {
-    let ts = field_id(schema, "timestamp")?;
+    day_partitions(schema, "timestamp", "timestamp_day")
+}
+
+/// One partition per UTC day of the time column `column`, named `name`.
+pub fn day_partitions(schema: &Schema, column: &str, name: &str) -> Result<UnboundPartitionSpec, LakeError> {
+    let ts = field_id(schema, column)?;
     UnboundPartitionSpec::builder()
-        .add_partition_field(ts, "timestamp_day", Transform::Day)
+        .add_partition_field(ts, name, Transform::Day)
         .map(|b| b.build())
         .map_err(|e| LakeError::Schema(format!("partition spec: {e}")))
 }
 
 /// The order rows are written in: (symbol, timestamp).
 pub fn sort_order(schema: &Schema) -> Result<SortOrder, LakeError> {
+    symbol_then(schema, "timestamp")
+}
+
+/// Rows sorted by symbol, then by the time column `column`.
+pub fn symbol_then(schema: &Schema, column: &str) -> Result<SortOrder, LakeError> {
     let field = |id| SortField {
         source_id: id,
         transform: Transform::Identity,
@@ -117,7 +127,7 @@ pub fn sort_order(schema: &Schema) -> Result<SortOrder, LakeError> {
     SortOrder::builder()
         .with_order_id(1)
         .with_sort_field(field(field_id(schema, "symbol")?))
-        .with_sort_field(field(field_id(schema, "timestamp")?))
+        .with_sort_field(field(field_id(schema, column)?))
         .build(schema)
         .map_err(|e| LakeError::Schema(format!("sort order: {e}")))
 }

@@ -120,34 +120,10 @@ async fn stored(
             format!("no order book of {symbol:?} is stored at or before that instant"),
         );
     }
-    let text =
-        |levels: Vec<k2_core::book::Level>| levels.into_iter().map(|(p, q)| [p.to_string(), q.to_string()]).collect();
-    let mut view = BookView {
-        exchange,
-        symbol: symbol.clone(),
-        synced: replayed.book.is_some(),
-        unsynced_cause: replayed.unsynced_cause.as_deref().map(known_cause),
-        update_id: None,
-        event_time_us: replayed.event_time.map(k2_core::Timestamp::as_micros),
-        bids: Vec::new(),
-        asks: Vec::new(),
-        bids_cut_at_window: false,
-        asks_cut_at_window: false,
-        levels_held: 0,
-        levels_outside_window: 0,
-        recorded_at_us: replayed.recorded_at.map(k2_core::Timestamp::as_micros),
-    };
-    if let Some(book) = &replayed.book {
-        let (bids, bids_cut) = book.top(k2_core::book::Side::Bid, depth);
-        let (asks, asks_cut) = book.top(k2_core::book::Side::Ask, depth);
-        view.update_id = Some(book.update_id());
-        view.bids = text(bids);
-        view.asks = text(asks);
-        view.bids_cut_at_window = bids_cut;
-        view.asks_cut_at_window = asks_cut;
-        view.levels_held = book.levels_held();
-        view.levels_outside_window = book.outside_window();
-    }
+    let mut view = BookView::of(exchange, symbol.clone(), replayed.book.as_ref(), depth);
+    view.unsynced_cause = replayed.unsynced_cause.as_deref().map(known_cause);
+    view.event_time_us = replayed.event_time.map(k2_core::Timestamp::as_micros);
+    view.recorded_at_us = replayed.recorded_at.map(k2_core::Timestamp::as_micros);
     match format {
         Format::Csv => HttpResponse::Ok().content_type(format.content_type()).body(csv(&view)),
         _ => HttpResponse::Ok().json(view),

@@ -46,6 +46,49 @@ pub struct BookView {
     pub recorded_at_us: Option<i64>,
 }
 
+impl BookView {
+    /// `book` (None: not known, so no levels) to `depth` levels per side;
+    /// the cause, the times and the recording instant are the caller's.
+    pub fn of(
+        exchange: &'static str,
+        symbol: CompactString,
+        book: Option<&k2_core::book::OrderBook>,
+        depth: usize,
+    ) -> Self {
+        use k2_core::book::Side;
+        let text = |levels: Vec<k2_core::book::Level>| {
+            levels.into_iter().map(|(p, q)| [p.to_string(), q.to_string()]).collect()
+        };
+        let mut view = BookView {
+            exchange,
+            symbol,
+            synced: book.is_some(),
+            unsynced_cause: None,
+            update_id: None,
+            event_time_us: None,
+            bids: Vec::new(),
+            asks: Vec::new(),
+            bids_cut_at_window: false,
+            asks_cut_at_window: false,
+            levels_held: 0,
+            levels_outside_window: 0,
+            recorded_at_us: None,
+        };
+        if let Some(book) = book {
+            let (bids, bids_cut) = book.top(Side::Bid, depth);
+            let (asks, asks_cut) = book.top(Side::Ask, depth);
+            view.update_id = Some(book.update_id());
+            view.bids = text(bids);
+            view.asks = text(asks);
+            view.bids_cut_at_window = bids_cut;
+            view.asks_cut_at_window = asks_cut;
+            view.levels_held = book.levels_held();
+            view.levels_outside_window = book.outside_window();
+        }
+        view
+    }
+}
+
 /// Where the order-book actors record what they do: the book tables
 /// (`lake::books::BookLog`), kept behind this so the sources do not
 /// reach into the lake.

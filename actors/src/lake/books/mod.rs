@@ -284,50 +284,68 @@ impl BookLog {
     /// `symbol`'s book as K2 held it at `at`, from the tables and the
     /// records not committed yet.
     pub async fn book_at(&self, exchange: &str, symbol: &str, at: Timestamp) -> Result<Replayed, LakeError> {
-        let (tables, pending, last) = {
+        let (tables, pending, from) = {
             let state = self.state();
             // The latest sync change at or before `at` is where the book
             // starts (or, unsynced, all there is to say).
-            let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
-            let changes = state.changes.get(&book).map_or(&[][..], Vec::as_slice);
-            let upto = changes.partition_point(|r| r.ingestion_timestamp <= at);
-            let Some(last) = upto.checked_sub(1).and_then(|i| changes.get(i)).cloned() else {
-                return Ok(replay(&[]));
-            };
+            let Some(last) = state.last_change(exchange, symbol, at) else { return Ok(replay(&[])) };
             if last.kind == BookEventKind::Unsynced {
-                return Ok(replay(std::slice::from_ref(&last)));
+                return Ok(replay(std::slice::from_ref(last)));
             }
-            let from = last.ingestion_timestamp.as_micros() - 1;
-            let mine = |r: &&BookEventV2| {
-                r.symbol == symbol
-                    && r.exchange == exchange
-                    && r.ingestion_timestamp <= at
-                    && r.ingestion_timestamp.as_micros() >= from
-            };
-            let pending: Vec<BookEventV2> = state
-                .landing
-                .iter()
-                .flat_map(|l| l.iter())
-                .chain(state.tails.iter().flatten())
-                .filter(mine)
-                .cloned()
-                .collect();
-            (state.tables.clone(), pending, last)
+            // The snapshot of a sync is stamped just before its `synced`.
+            let from = Timestamp::from_micros(last.ingestion_timestamp.as_micros() - 1);
+            (state.tables.clone(), state.pending(exchange, symbol, from, at), from)
         };
-        // The snapshot of a sync is stamped just before its `synced`.
-        let from = Timestamp::from_micros(last.ingestion_timestamp.as_micros() - 1);
-        let book = Some((exchange, symbol));
-        let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), at, false).await?;
-        records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), at, false).await?);
-        // A record being committed may already be in the table loaded here.
-        let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
-            records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
-        records.extend(
-            pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))),
-        );
-        records.sort_by_key(|r| r.ingestion_timestamp);
+        let records = stored_and_pending(&tables, pending, (exchange, symbol), from, at).await?;
         Ok(replay(&records))
     }
+}
+
+impl State {
+    /// The book's latest sync change at or before `at`.
+    fn last_change(&self, exchange: &str, symbol: &str, at: Timestamp) -> Option<&BookEventV2> {
+        let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
+        let changes = self.changes.get(&book).map_or(&[][..], Vec::as_slice);
+        let upto = changes.partition_point(|r| r.ingestion_timestamp <= at);
+        upto.checked_sub(1).and_then(|i| changes.get(i))
+    }
+
+    /// The book's records not committed yet, stamped in `[from, until]`.
+    fn pending(&self, exchange: &str, symbol: &str, from: Timestamp, until: Timestamp) -> Vec<BookEventV2> {
+        self.landing
+            .iter()
+            .flat_map(|l| l.iter())
+            .chain(self.tails.iter().flatten())
+            .filter(|r| {
+                r.symbol == symbol
+                    && r.exchange == exchange
+                    && r.ingestion_timestamp <= until
+                    && r.ingestion_timestamp >= from
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The book's records stamped in `[from, until]`, in K2's order: both
+/// tables as `tables` were taken, and `pending` (taken with them).
+async fn stored_and_pending(
+    tables: &[Table; 2],
+    pending: Vec<BookEventV2>,
+    (exchange, symbol): (&str, &str),
+    from: Timestamp,
+    until: Timestamp,
+) -> Result<Vec<BookEventV2>, LakeError> {
+    let book = Some((exchange, symbol));
+    let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), until, false).await?;
+    records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), until, false).await?);
+    // A record being committed may already be in the table loaded here.
+    let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
+        records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
+    records
+        .extend(pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))));
+    records.sort_by_key(|r| r.ingestion_timestamp);
+    Ok(records)
 }
 
 /// A book's top at one sampled instant.
@@ -358,42 +376,17 @@ impl BookLog {
     ) -> Result<Vec<TopPoint>, LakeError> {
         let (tables, pending, from, seed) = {
             let state = self.state();
-            let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
-            let changes = state.changes.get(&book).map_or(&[][..], Vec::as_slice);
-            let upto = changes.partition_point(|r| r.ingestion_timestamp <= start);
-            let last = upto.checked_sub(1).and_then(|i| changes.get(i)).cloned();
             // From the sync the range starts in (its snapshot is stamped
             // just before it); an unsynced start is said by its change.
-            let (from, seed) = match last {
-                Some(l) if l.kind == BookEventKind::Synced => (l.ingestion_timestamp.as_micros() - 1, None),
-                Some(l) => (start.as_micros(), Some(l)),
-                None => (start.as_micros(), None),
+            let (from, seed) = match state.last_change(exchange, symbol, start) {
+                Some(l) if l.kind == BookEventKind::Synced => {
+                    (Timestamp::from_micros(l.ingestion_timestamp.as_micros() - 1), None)
+                }
+                other => (start, other.cloned()),
             };
-            let mine = |r: &&BookEventV2| {
-                r.symbol == symbol
-                    && r.exchange == exchange
-                    && r.ingestion_timestamp <= end
-                    && r.ingestion_timestamp.as_micros() >= from
-            };
-            let pending: Vec<BookEventV2> = state
-                .landing
-                .iter()
-                .flat_map(|l| l.iter())
-                .chain(state.tails.iter().flatten())
-                .filter(mine)
-                .cloned()
-                .collect();
-            (state.tables.clone(), pending, Timestamp::from_micros(from), seed)
+            (state.tables.clone(), state.pending(exchange, symbol, from, end), from, seed)
         };
-        let book = Some((exchange, symbol));
-        let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), end, false).await?;
-        records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), end, false).await?);
-        let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
-            records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
-        records.extend(
-            pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))),
-        );
-        records.sort_by_key(|r| r.ingestion_timestamp);
+        let records = stored_and_pending(&tables, pending, (exchange, symbol), from, end).await?;
         let mut replayer = Replayer::default();
         if let Some(seed) = &seed {
             replayer.apply(seed);

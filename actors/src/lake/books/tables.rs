@@ -20,10 +20,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
-use iceberg::spec::{
-    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform, Type,
-    UnboundPartitionSpec,
-};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, SortOrder, Type, UnboundPartitionSpec};
 use k2_core::model::decimal;
 use k2_core::{AssetClass, BookEventKind, BookEventV2, BookLevel, Timestamp};
 use rust_decimal::Decimal;
@@ -101,31 +98,12 @@ impl BookTable {
     }
 
     pub fn partition_spec(schema: &Schema) -> Result<UnboundPartitionSpec, LakeError> {
-        let at = field_id(schema, "ingestion_timestamp")?;
-        UnboundPartitionSpec::builder()
-            .add_partition_field(at, "ingestion_day", Transform::Day)
-            .map(|b| b.build())
-            .map_err(|e| LakeError::Schema(format!("partition spec: {e}")))
+        crate::lake::schema::day_partitions(schema, "ingestion_timestamp", "ingestion_day")
     }
 
     pub fn sort_order(schema: &Schema) -> Result<SortOrder, LakeError> {
-        let field = |id| SortField {
-            source_id: id,
-            transform: Transform::Identity,
-            direction: SortDirection::Ascending,
-            null_order: NullOrder::First,
-        };
-        SortOrder::builder()
-            .with_order_id(1)
-            .with_sort_field(field(field_id(schema, "symbol")?))
-            .with_sort_field(field(field_id(schema, "ingestion_timestamp")?))
-            .build(schema)
-            .map_err(|e| LakeError::Schema(format!("sort order: {e}")))
+        crate::lake::schema::symbol_then(schema, "ingestion_timestamp")
     }
-}
-
-fn field_id(schema: &Schema, name: &str) -> Result<i32, LakeError> {
-    schema.field_by_name(name).map(|f| f.id).ok_or_else(|| LakeError::Schema(format!("schema has no field {name}")))
 }
 
 /// One row: the record it belongs to and, for a level row, which level.

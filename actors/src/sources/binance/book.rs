@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use compact_str::CompactString;
-use k2_core::book::{BookSync, DepthSnapshot, DepthUpdate, Level, Side, SnapshotStep, Step, UnsyncCause};
+use k2_core::book::{BookSync, DepthSnapshot, DepthUpdate, SnapshotStep, Step, UnsyncCause};
 use k2_core::source::binance::depth::parse_depth_snapshot;
 use rustc_hash::FxHashMap;
 
@@ -390,33 +390,9 @@ impl BookActor {
 
     fn view(&self, symbol: &CompactString, depth: usize) -> Option<BookView> {
         let entry = self.books.get(symbol)?;
-        let text = |levels: Vec<Level>| levels.into_iter().map(|(p, q)| [p.to_string(), q.to_string()]).collect();
-        let mut view = BookView {
-            exchange: k2_core::source::binance::EXCHANGE,
-            symbol: symbol.clone(),
-            synced: entry.sync.is_synced(),
-            unsynced_cause: entry.sync.unsynced_cause().map(UnsyncCause::as_str),
-            update_id: None,
-            event_time_us: entry.event_time_us,
-            bids: Vec::new(),
-            asks: Vec::new(),
-            bids_cut_at_window: false,
-            asks_cut_at_window: false,
-            levels_held: 0,
-            levels_outside_window: 0,
-            recorded_at_us: None,
-        };
-        if let Some(book) = entry.sync.book() {
-            let (bids, bids_cut) = book.top(Side::Bid, depth);
-            let (asks, asks_cut) = book.top(Side::Ask, depth);
-            view.update_id = Some(book.update_id());
-            view.bids = text(bids);
-            view.asks = text(asks);
-            view.bids_cut_at_window = bids_cut;
-            view.asks_cut_at_window = asks_cut;
-            view.levels_held = book.levels_held();
-            view.levels_outside_window = book.outside_window();
-        }
+        let mut view = BookView::of(EXCHANGE, symbol.clone(), entry.sync.book(), depth);
+        view.unsynced_cause = entry.sync.unsynced_cause().map(UnsyncCause::as_str);
+        view.event_time_us = entry.event_time_us;
         Some(view)
     }
 }
