@@ -10,10 +10,11 @@
 
 use std::path::Path;
 
-use k2_core::codec::WireCodec;
+use k2_core::codec::{WireCodec, book};
 use k2_core::schema::{QUOTE_V2_AVSC, TRADE_V2_AVSC};
 use k2_core::source::binance::{BinanceParser, Frame};
-use k2_core::{MarketEvent, Timestamp};
+use k2_core::{AssetClass, BookEventKind, BookEventV2, MarketEvent, Timestamp};
+use rust_decimal::Decimal;
 
 const BINANCE: &[&str] = &[
     r#"{"e":"trade","E":1722766102790,"s":"BTCUSDT","t":3718209179,"p":"60610.00000000","q":"0.00154000","T":1722766102789,"m":true,"M":true}"#,
@@ -76,6 +77,9 @@ fn main() {
     for frame in frames() {
         write(root, "confluent_avro", &frame);
     }
+    for datum in book_records() {
+        write(root, "book_avro", &datum);
+    }
     for schema in SCHEMAS.iter().copied().chain([TRADE_V2_AVSC, QUOTE_V2_AVSC]) {
         let body = serde_json::json!({ "schema": schema }).to_string();
         write(root, "registry_body", body.as_bytes());
@@ -125,6 +129,50 @@ fn frames() -> Vec<Vec<u8>> {
         .collect();
     events.extend(filled);
     events.iter().map(|e| codec.encode(e).expect("seed events encode")).collect()
+}
+
+/// Book records of every kind, written by K2's own encoder: an update with
+/// levels on both sides and a removal, a venue snapshot with its depth, and
+/// the two sync changes with their causes.
+fn book_records() -> Vec<Vec<u8>> {
+    let at = Timestamp::from_micros(1_722_766_102_790_000);
+    let level = |p: i64, q: i64| (Decimal::new(p, 8), Decimal::new(q, 8));
+    let record = |kind: BookEventKind, range: (i64, i64), cause: Option<&str>| BookEventV2 {
+        message_id: BookEventV2::id("BINANCE", "BTCUSDT", kind, range, cause, at),
+        symbol: "BTCUSDT".into(),
+        exchange: "BINANCE".into(),
+        asset_class: AssetClass::Crypto,
+        kind,
+        timestamp: at,
+        first_update_id: range.0,
+        final_update_id: range.1,
+        bids: Vec::new(),
+        asks: Vec::new(),
+        depth: None,
+        cause: cause.map(Into::into),
+        ingestion_timestamp: at,
+        platform_sequence: None,
+        is_sample_data: false,
+    };
+    let mut update = record(BookEventKind::Update, (157, 160), None);
+    update.bids = vec![level(6_000_012_000_000, 250_000_000), level(6_000_011_000_000, 0)];
+    update.asks = vec![level(6_000_013_000_000, 1)];
+    let mut snapshot = record(BookEventKind::Snapshot, (156, 156), Some("rest"));
+    snapshot.bids = vec![level(6_000_012_000_000, 100_000_000)];
+    snapshot.asks = vec![level(6_000_013_000_000, 99_999_999_999)];
+    snapshot.depth = Some(5_000);
+    snapshot.platform_sequence = Some(i64::MAX);
+    let synced = record(BookEventKind::Synced, (156, 156), Some("rest"));
+    let mut unsynced = record(BookEventKind::Unsynced, (160, 160), Some("store_gap"));
+    unsynced.is_sample_data = true;
+    [update, snapshot, synced, unsynced]
+        .iter()
+        .map(|r| {
+            let mut out = Vec::new();
+            book::encode_book(r, &mut out).expect("seed records encode");
+            out
+        })
+        .collect()
 }
 
 fn write(root: &Path, target: &str, data: &[u8]) {
