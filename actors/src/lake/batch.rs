@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, ListBuilder, MapBuilder, MapFieldNames, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, concat_batches, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::error::ArrowError;
 use compact_str::CompactString;
@@ -74,64 +74,114 @@ pub fn to_batch<R: LakeRow>(schema: &SchemaRef, rows: &[R]) -> Result<RecordBatc
     RecordBatch::try_new(schema.clone(), columns)
 }
 
-/// Sorts a batch by (symbol, timestamp): the order data files are written in.
-/// Ties keep their order in the batch.
-pub fn sort_for_files(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let col = |name: &str| {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| ArrowError::SchemaError(format!("batch has no {name} column")))
-    };
-    let (symbol, timestamp) = (col("symbol")?, col("timestamp")?);
-    let indices = match sort_keys(&symbol, &timestamp) {
-        Some(indices) => indices,
-        None => {
-            let keys = [SortColumn { values: symbol, options: None }, SortColumn { values: timestamp, options: None }];
-            lexsort_to_indices(&keys, None)?
-        }
-    };
-    take_record_batch(batch, &indices)
+/// Rows of several batches in the order data files are written in, by
+/// (symbol, timestamp) with ties in their order (batch by batch, row by
+/// row), as (batch, row) pairs: any run of them is built straight from the batches
+/// (one copy, no concatenation first), so that writers build their own
+/// runs side by side.
+pub struct FileOrder {
+    schema: SchemaRef,
+    sources: Vec<RecordBatch>,
+    order: Vec<(usize, usize)>,
 }
 
-/// The sorting order of non-null string symbols and microsecond timestamps,
-/// by a symbol's rank among the batch's few distinct symbols: comparing two
-/// integers instead of two strings per step, and a stable sort, which merges
-/// the sorted runs that a batch concatenated from data files is made of
-/// instead of sorting from scratch. None for other columns (the caller sorts
-/// them generically).
-fn sort_keys(symbol: &ArrayRef, timestamp: &ArrayRef) -> Option<UInt32Array> {
-    let symbols = symbol.as_any().downcast_ref::<StringArray>()?;
-    let times = timestamp.as_any().downcast_ref::<TimestampMicrosecondArray>()?;
-    if symbols.null_count() > 0 || times.null_count() > 0 || u32::try_from(symbols.len()).is_err() {
-        return None;
+impl FileOrder {
+    pub fn of(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Self, ArrowError> {
+        let col = |batch: &RecordBatch, name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| ArrowError::SchemaError(format!("batch has no {name} column")))
+        };
+        let mut keys = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            keys.push((col(batch, "symbol")?, col(batch, "timestamp")?));
+        }
+        if let Some(order) = sort_keys(&keys) {
+            return Ok(Self { schema: schema.clone(), sources: batches, order });
+        }
+        let batch = concat_batches(schema, &batches)?;
+        let (symbol, timestamp) = (col(&batch, "symbol")?, col(&batch, "timestamp")?);
+        let keys = [SortColumn { values: symbol, options: None }, SortColumn { values: timestamp, options: None }];
+        let order = lexsort_to_indices(&keys, None)?.values().iter().map(|&i| (0, i as usize)).collect();
+        Ok(Self { schema: schema.clone(), sources: vec![batch], order })
     }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Rows `range` of the order, as one batch.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let order =
+            self.order.get(range).ok_or_else(|| ArrowError::InvalidArgumentError("rows out of range".into()))?;
+        if order.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        let refs: Vec<&RecordBatch> = self.sources.iter().collect();
+        interleave_record_batch(&refs, order)
+    }
+}
+
+/// The sorting order, as (batch, row), of non-null string symbols and
+/// microsecond timestamps, by a symbol's rank among the batches' few
+/// distinct symbols: comparing two integers instead of two strings per
+/// step, and a stable sort, which merges the sorted runs that data files
+/// and flushes are made of instead of sorting from scratch. A symbol is
+/// looked up once per run of equal symbols, not once per row. None for
+/// other columns (the caller sorts them generically).
+fn sort_keys(columns: &[(ArrayRef, ArrayRef)]) -> Option<Vec<(usize, usize)>> {
+    let mut typed = Vec::with_capacity(columns.len());
+    let mut rows = 0usize;
+    for (symbol, timestamp) in columns {
+        let symbols = symbol.as_any().downcast_ref::<StringArray>()?;
+        let times = timestamp.as_any().downcast_ref::<TimestampMicrosecondArray>()?;
+        if symbols.null_count() > 0 || times.null_count() > 0 {
+            return None;
+        }
+        rows += symbols.len();
+        typed.push((symbols, times));
+    }
+    u32::try_from(rows).ok()?;
     let mut ids: HashMap<&str, u32> = HashMap::new();
     let mut first: Vec<&str> = Vec::new();
-    let row_ids: Vec<u32> = symbols
-        .iter()
-        .map(|s| {
+    let mut row_ids: Vec<u32> = Vec::with_capacity(rows);
+    for (symbols, _) in &typed {
+        let mut last: Option<(&str, u32)> = None;
+        for s in symbols.iter() {
             let s = s.unwrap_or_default();
-            *ids.entry(s).or_insert_with(|| {
-                first.push(s);
-                u32::try_from(first.len() - 1).unwrap_or(u32::MAX)
-            })
-        })
-        .collect();
+            let id = match last {
+                Some((name, id)) if name == s => id,
+                _ => *ids.entry(s).or_insert_with(|| {
+                    first.push(s);
+                    u32::try_from(first.len() - 1).unwrap_or(u32::MAX)
+                }),
+            };
+            last = Some((s, id));
+            row_ids.push(id);
+        }
+    }
     let mut by_name: Vec<u32> = (0..u32::try_from(first.len()).ok()?).collect();
     by_name.sort_unstable_by_key(|&id| first[id as usize]);
     let mut rank = vec![0u32; first.len()];
     for (r, &id) in by_name.iter().enumerate() {
         rank[id as usize] = u32::try_from(r).ok()?;
     }
-    let mut keys: Vec<(u32, i64, u32)> = row_ids
-        .iter()
-        .zip(times.values().iter())
-        .enumerate()
-        .map(|(i, (&id, &t))| (rank[id as usize], t, i as u32))
-        .collect();
-    keys.sort_by_key(|&(r, t, _)| (r, t));
-    Some(UInt32Array::from_iter_values(keys.into_iter().map(|(_, _, i)| i)))
+    // (rank, time, batch, row in batch); ties fall to input order.
+    let mut keys: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+    let mut ids = row_ids.iter();
+    for (b, (_, times)) in typed.iter().enumerate() {
+        for (i, &t) in times.values().iter().enumerate() {
+            let id = *ids.next()?;
+            keys.push((rank[id as usize], t, b as u32, i as u32));
+        }
+    }
+    keys.sort_by_key(|&(r, t, _, _)| (r, t));
+    Some(keys.into_iter().map(|(_, _, b, i)| (b as usize, i as usize)).collect())
 }
 
 fn strings<'a>(rows: impl Iterator<Item = &'a str>) -> ArrayRef {
@@ -336,6 +386,11 @@ mod tests {
         .unwrap()
     }
 
+    fn sort_for_files(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+        let order = FileOrder::of(schema, batches.to_vec())?;
+        order.rows(0..order.len())
+    }
+
     fn rows(batch: &RecordBatch) -> Vec<(String, i64, i64)> {
         let s = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
         let t = batch.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
@@ -350,7 +405,23 @@ mod tests {
             let mut expected = rows(&batch);
             // A stable sort by (symbol, timestamp) is the reference.
             expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-            assert_eq!(rows(&sort_for_files(&batch).unwrap()), expected, "seed {seed}");
+            assert_eq!(
+                rows(&sort_for_files(&batch.schema(), std::slice::from_ref(&batch)).unwrap()),
+                expected,
+                "seed {seed}"
+            );
+            // The same rows cut into several batches sort the same.
+            let cuts: Vec<RecordBatch> =
+                (0..batch.num_rows()).step_by(7).map(|o| batch.slice(o, 7.min(batch.num_rows() - o))).collect();
+            assert_eq!(rows(&sort_for_files(&batch.schema(), &cuts).unwrap()), expected, "seed {seed}, in batches");
+            // Writers each build a run of the order: the runs, in turn, are
+            // the whole of it.
+            let order = FileOrder::of(&batch.schema(), cuts).unwrap();
+            let cut = order.len() / 3;
+            let mut runs = rows(&order.rows(0..cut).unwrap());
+            runs.extend(rows(&order.rows(cut..order.len()).unwrap()));
+            assert_eq!(runs, expected, "seed {seed}, in two runs");
+            assert!(order.rows(0..order.len() + 1).is_err(), "rows past the end are refused");
         }
     }
 
@@ -369,7 +440,7 @@ mod tests {
             vec![Arc::new(StringArray::from(symbols)), batch.column(1).clone(), batch.column(2).clone()],
         )
         .unwrap();
-        let sorted = sort_for_files(&batch).unwrap();
+        let sorted = sort_for_files(&batch.schema(), &[batch]).unwrap();
         let s = sorted.column(0).as_any().downcast_ref::<StringArray>().unwrap();
         let t = sorted.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         let keys: Vec<(Option<&str>, i64)> =

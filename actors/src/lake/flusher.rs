@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use arrow::compute::concat_batches;
 use tokio::sync::{Notify, oneshot};
 
-use super::batch::{LakeRow, sort_for_files};
+use super::batch::{FileOrder, LakeRow};
 use super::tail::{FlushWork, Tail};
 use super::writer::{self, CommitRequest, unique_prefix};
 use super::writing::WritingScope;
@@ -339,13 +338,12 @@ async fn flush_once<R: LakeRow>(
         let table = lake.catalog().load_table(&ident).await?;
         let schema = tail.schema().clone();
         let batches = work.batches.clone();
-        // Concatenating and sorting a large flush is CPU work: keep it off
-        // the runtime's I/O path.
-        let sorted =
-            tokio::task::spawn_blocking(move || concat_batches(&schema, &batches).and_then(|b| sort_for_files(&b)))
-                .await
-                .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
-        let written = writer::write_data_files(&table, sorted, &unique_prefix(work.generation)).await?;
+        // Sorting a large flush is CPU work: keep it off the runtime's I/O
+        // path.
+        let rows = tokio::task::spawn_blocking(move || FileOrder::of(&schema, batches))
+            .await
+            .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
+        let written = writer::write_ordered(&table, rows, &unique_prefix(work.generation), None).await?;
         writing.add(written.iter().map(|f| f.file_path()));
         *files = Some(written);
     }

@@ -18,8 +18,10 @@ use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::{Catalog, TableIdent};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::LakeError;
+use super::batch::FileOrder;
 use super::pinned::PinnedCatalog;
 use super::summary::{Covered, Offsets};
 use crate::state::marks::Ranges;
@@ -33,23 +35,35 @@ pub const ROWS_PER_WRITER: usize = 250_000;
 /// statistics (parquet-rs defaults to 1M rows: one group per file here).
 const ROW_GROUP_ROWS: usize = 65_536;
 
-/// Writes `batch` (already sorted) as data files named `{prefix}-…`. Large
-/// batches are cut into contiguous runs written concurrently, one file set
-/// each; since rows are sorted by symbol, each file covers a narrow symbol
+/// Columns of K2's tables holding a value unique to each row.
+const UNIQUE_PER_ROW: [&str; 3] = ["message_id", "trade_id", "quote_id"];
+
+/// Writes `rows` as data files named `{prefix}-…`, rolled over at
+/// `target_size` bytes (the table's default when `None`). Many rows are cut
+/// into contiguous runs, each built and written by a task of its own, one
+/// per core: building the run and encoding its Parquet is most of a write's
+/// cost. Since rows are sorted by symbol, each file covers a narrow symbol
 /// range and its statistics still prune.
-pub async fn write_data_files(table: &Table, batch: RecordBatch, prefix: &str) -> Result<Vec<DataFile>, LakeError> {
-    let writers = (batch.num_rows() / ROWS_PER_WRITER)
-        .clamp(1, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    if writers == 1 {
-        return write_run(table.clone(), batch, prefix.to_owned(), None).await;
-    }
-    let per = batch.num_rows().div_ceil(writers);
+pub async fn write_ordered(
+    table: &Table,
+    rows: FileOrder,
+    prefix: &str,
+    target_size: Option<usize>,
+) -> Result<Vec<DataFile>, LakeError> {
+    let writers =
+        (rows.len() / ROWS_PER_WRITER).clamp(1, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let (per, total, rows) = (rows.len().div_ceil(writers), rows.len(), Arc::new(rows));
     let mut tasks = Vec::with_capacity(writers);
     for i in 0..writers {
-        let offset = i * per;
-        let len = per.min(batch.num_rows() - offset);
-        let run = batch.slice(offset, len);
-        tasks.push(tokio::spawn(write_run(table.clone(), run, format!("{prefix}-w{i}"), None)));
+        let range = (i * per).min(total)..((i + 1) * per).min(total);
+        let name = if writers == 1 { prefix.to_owned() } else { format!("{prefix}-w{i}") };
+        let (table, rows) = (table.clone(), rows.clone());
+        tasks.push(tokio::spawn(async move {
+            let run = tokio::task::spawn_blocking(move || rows.rows(range))
+                .await
+                .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
+            write_run(table, run, name, target_size).await
+        }));
     }
     let mut files = Vec::new();
     for task in tasks {
@@ -74,7 +88,13 @@ pub async fn write_run(
         // The table property naming the codec is not applied by iceberg-rust
         // 0.10's writer, so the codec is set here.
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| LakeError::Schema(e.to_string()))?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // A column whose every value is new (an id) overflows its dictionary
+    // page within each row group and falls back to plain encoding, after
+    // hashing every value for nothing.
+    let props = UNIQUE_PER_ROW
+        .iter()
+        .fold(props, |p, column| p.set_column_dictionary_enabled(ColumnPath::from(*column), false))
         .build();
     let parquet = ParquetWriterBuilder::new(props, schema.clone());
     let (io, locations) = (table.file_io().clone(), DefaultLocationGenerator::new(metadata)?);
@@ -161,7 +181,11 @@ pub async fn commit(
     if !shed.is_empty() {
         summary.insert(super::summary::SHED.to_owned(), serde_json::to_string(shed).unwrap_or_default());
     }
-    let action = tx.fast_append().add_data_files(files).set_snapshot_properties(summary);
+    // No duplicate check: it reads every manifest of the table on each
+    // commit (a cost growing with every flush), and it cannot find anything,
+    // since each flush names its files with a prefix of its own and a retried
+    // flush is recognised by its generation above.
+    let action = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
     let tx = action.apply(tx)?;
     let pinned = PinnedCatalog { inner: catalog.clone(), base: table };
     let table = tx.commit(&pinned).await?;

@@ -76,10 +76,10 @@ pub async fn commit_change(
     kind: TableKind,
     change: &Change,
     lock: Option<&tokio::sync::Mutex<()>>,
+    cache: &live::ManifestCache,
 ) -> Result<Outcome, LakeError> {
     let ident = lake.ident(kind);
     let mut conflicts = 0;
-    let mut cache = live::ManifestCache::default();
     let mut merged: Option<Merged> = None;
     loop {
         // This process's flushes wait while the snapshot is staged and
@@ -93,7 +93,7 @@ pub async fn commit_change(
             discard(&table, merged.take()).await;
             return Ok(Outcome::Stale { missing: change.remove.len() });
         };
-        let contents = live::contents_cached(&table, &current, &mut cache).await?;
+        let contents = live::contents_cached(&table, &current, cache).await?;
         let live: HashSet<&str> = contents.files().map(|f| f.path()).collect();
         let missing = change.remove.iter().filter(|p| !live.contains(p.as_str())).count();
         if missing > 0 {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::compute::{cast, concat_batches};
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use futures_util::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataFile, Operation};
@@ -16,9 +16,9 @@ use iceberg::table::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::commit::{Change, Outcome, commit_change};
-use super::live::LiveFile;
-use crate::lake::batch::sort_for_files;
-use crate::lake::writer::write_run;
+use super::live::{LiveFile, ManifestCache};
+use crate::lake::batch::FileOrder;
+use crate::lake::writer::write_ordered;
 use crate::lake::writing::WritingFiles;
 use crate::lake::{Lake, LakeError, TableKind};
 
@@ -29,7 +29,7 @@ const CONCURRENT_GROUPS: usize = 2;
 const READ_BATCH_ROWS: usize = 65_536;
 
 /// The files of one day partition to rewrite, in groups of about the
-/// target size (each group becomes about one file).
+/// target size (each group becomes about one file per core).
 #[derive(Debug, Clone)]
 pub struct PartitionPlan {
     pub day: Option<i32>,
@@ -113,6 +113,7 @@ pub async fn compact(
     target: u64,
     writing: &WritingFiles,
     lock: Option<&tokio::sync::Mutex<()>>,
+    cache: &ManifestCache,
 ) -> Result<Compacted, LakeError> {
     let scope = writing.scope();
     let table = lake.catalog().load_table(&lake.ident(kind)).await?;
@@ -152,7 +153,7 @@ pub async fn compact(
         )));
     }
     let change = Change { operation: Operation::Replace, remove, add: added.clone(), step: "compaction" };
-    match commit_change(lake, kind, &change, lock).await {
+    match commit_change(lake, kind, &change, lock, cache).await {
         Ok(Outcome::Committed { snapshot_id, conflicts, .. }) => {
             Ok(Compacted { snapshot_id: Some(snapshot_id), conflicts, ..out })
         }
@@ -200,14 +201,10 @@ async fn rewrite_group(
     let mut batches = first.map_err(task_failed)??;
     batches.extend(second.map_err(task_failed)??);
     let decoded = started.elapsed();
-    let sorted = tokio::task::spawn_blocking(move || -> Result<RecordBatch, LakeError> {
-        Ok(sort_for_files(&concat_batches(&schema, &batches)?)?)
-    })
-    .await
-    .map_err(task_failed)??;
+    let sorted = tokio::task::spawn_blocking(move || FileOrder::of(&schema, batches)).await.map_err(task_failed)??;
     let sorted_at = started.elapsed();
-    let rows = sorted.num_rows();
-    let files = write_run(table.clone(), sorted, prefix, Some(usize::try_from(target).unwrap_or(usize::MAX))).await?;
+    let rows = sorted.len();
+    let files = write_ordered(table, sorted, &prefix, Some(usize::try_from(target).unwrap_or(usize::MAX))).await?;
     tracing::debug!(
         files = group.len(),
         rows,

@@ -61,26 +61,27 @@ impl Contents {
 /// Manifests already read, by path: a manifest never changes once written,
 /// so a commit retried after losing a race reads only the manifests the
 /// winner added.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ManifestCache {
-    live: HashMap<String, Arc<Vec<LiveFile>>>,
+    live: Arc<std::sync::Mutex<HashMap<String, Arc<Vec<LiveFile>>>>>,
 }
 
-/// Reads the manifests of `snapshot`.
-pub async fn contents(table: &Table, snapshot: &SnapshotRef) -> Result<Contents, LakeError> {
-    contents_cached(table, snapshot, &mut ManifestCache::default()).await
+impl ManifestCache {
+    fn get(&self, path: &str) -> Option<Arc<Vec<LiveFile>>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(path).cloned()
+    }
 }
 
 /// Reads the manifests of `snapshot` that `cache` does not hold yet.
 pub async fn contents_cached(
     table: &Table,
     snapshot: &SnapshotRef,
-    cache: &mut ManifestCache,
+    cache: &ManifestCache,
 ) -> Result<Contents, LakeError> {
     let list = table.manifest_list_reader(snapshot).load().await?;
     let io = table.file_io().clone();
     let fresh: Vec<ManifestFile> =
-        list.entries().iter().filter(|m| !cache.live.contains_key(&m.manifest_path)).cloned().collect();
+        list.entries().iter().filter(|m| cache.get(&m.manifest_path).is_none()).cloned().collect();
     let loaded: Vec<(String, Vec<LiveFile>)> = futures_util::stream::iter(fresh)
         .map(|manifest| {
             let io = io.clone();
@@ -109,14 +110,17 @@ pub async fn contents_cached(
         .buffer_unordered(CONCURRENT_READS)
         .try_collect()
         .await?;
-    for (path, live) in loaded {
-        cache.live.insert(path, Arc::new(live));
+    {
+        let mut known = cache.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (path, live) in loaded {
+            known.insert(path, Arc::new(live));
+        }
     }
     let manifests = list
         .entries()
         .iter()
         .map(|m| {
-            let live = cache.live.get(&m.manifest_path).cloned().unwrap_or_default();
+            let live = cache.get(&m.manifest_path).unwrap_or_default();
             (m.clone(), live)
         })
         .collect();

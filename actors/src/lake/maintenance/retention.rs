@@ -40,10 +40,11 @@ pub async fn drop_old(
     keep: Duration,
     dry_run: bool,
     lock: Option<&tokio::sync::Mutex<()>>,
+    cache: &live::ManifestCache,
 ) -> Result<Dropped, LakeError> {
     let table = lake.catalog().load_table(&lake.ident(kind)).await?;
     let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok(Dropped::default()) };
-    let contents = live::contents(&table, &current).await?;
+    let contents = live::contents_cached(&table, &current, cache).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Dropped::default();
     let mut remove = HashSet::new();
@@ -58,7 +59,7 @@ pub async fn drop_old(
         return Ok(out);
     }
     let change = Change { operation: Operation::Delete, remove, add: Vec::new(), step: "retention" };
-    match commit_change(lake, kind, &change, lock).await? {
+    match commit_change(lake, kind, &change, lock, cache).await? {
         Outcome::Committed { snapshot_id, .. } => {
             out.snapshot_id = Some(snapshot_id);
             metrics::counter!("k2_maintenance_partitions_dropped_total", "table" => kind.name())
