@@ -76,7 +76,7 @@ pub async fn commit_change(
     kind: TableKind,
     change: &Change,
     lock: Option<&tokio::sync::Mutex<()>>,
-    cache: &live::ManifestCache,
+    cache: &mut live::ManifestCache,
 ) -> Result<Outcome, LakeError> {
     let ident = lake.ident(kind);
     let mut conflicts = 0;

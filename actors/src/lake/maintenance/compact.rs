@@ -113,7 +113,7 @@ pub async fn compact(
     target: u64,
     writing: &WritingFiles,
     lock: Option<&tokio::sync::Mutex<()>>,
-    cache: &ManifestCache,
+    cache: &mut ManifestCache,
 ) -> Result<Compacted, LakeError> {
     let scope = writing.scope();
     let table = lake.catalog().load_table(&lake.ident(kind)).await?;

@@ -59,29 +59,23 @@ impl Contents {
 }
 
 /// Manifests already read, by path: a manifest never changes once written,
-/// so a commit retried after losing a race reads only the manifests the
-/// winner added.
-#[derive(Clone, Default)]
+/// so a maintenance round decodes each once, and a commit retried after
+/// losing a race reads only the manifests the winner added.
+#[derive(Default)]
 pub struct ManifestCache {
-    live: Arc<std::sync::Mutex<HashMap<String, Arc<Vec<LiveFile>>>>>,
-}
-
-impl ManifestCache {
-    fn get(&self, path: &str) -> Option<Arc<Vec<LiveFile>>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(path).cloned()
-    }
+    live: HashMap<String, Arc<Vec<LiveFile>>>,
 }
 
 /// Reads the manifests of `snapshot` that `cache` does not hold yet.
 pub async fn contents_cached(
     table: &Table,
     snapshot: &SnapshotRef,
-    cache: &ManifestCache,
+    cache: &mut ManifestCache,
 ) -> Result<Contents, LakeError> {
     let list = table.manifest_list_reader(snapshot).load().await?;
     let io = table.file_io().clone();
     let fresh: Vec<ManifestFile> =
-        list.entries().iter().filter(|m| cache.get(&m.manifest_path).is_none()).cloned().collect();
+        list.entries().iter().filter(|m| !cache.live.contains_key(&m.manifest_path)).cloned().collect();
     let loaded: Vec<(String, Vec<LiveFile>)> = futures_util::stream::iter(fresh)
         .map(|manifest| {
             let io = io.clone();
@@ -110,17 +104,14 @@ pub async fn contents_cached(
         .buffer_unordered(CONCURRENT_READS)
         .try_collect()
         .await?;
-    {
-        let mut known = cache.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (path, live) in loaded {
-            known.insert(path, Arc::new(live));
-        }
+    for (path, live) in loaded {
+        cache.live.insert(path, Arc::new(live));
     }
     let manifests = list
         .entries()
         .iter()
         .map(|m| {
-            let live = cache.get(&m.manifest_path).unwrap_or_default();
+            let live = cache.live.get(&m.manifest_path).cloned().unwrap_or_default();
             (m.clone(), live)
         })
         .collect();

@@ -112,20 +112,20 @@ impl Maintainer {
         // Every step of the round reads the table's manifests; each is
         // decoded once (a manifest never changes once written), where
         // before a round of a table of 720 flushes decoded them four times.
-        let cache = ManifestCache::default();
-        let (files, max) = self.file_counts(kind, &cache).await?;
+        let mut cache = ManifestCache::default();
+        let (files, max) = self.file_counts(kind, &mut cache).await?;
         (report.files_before, report.max_files_per_partition_before) = (files, max);
 
         if let Some(&keep) = self.config.retention.get(name) {
             let t = Instant::now();
-            report.retention = retention::drop_old(&self.lake, kind, keep, dry_run, self.lock(), &cache).await?;
+            report.retention = retention::drop_old(&self.lake, kind, keep, dry_run, self.lock(), &mut cache).await?;
             self.adopt(kind).await;
             seconds(kind, "retention", t, dry_run);
         }
 
         let t = Instant::now();
         let target = self.config.target_file_size_mb.saturating_mul(1 << 20);
-        for plan in self.plan(kind, &cache).await? {
+        for plan in self.plan(kind, &mut cache).await? {
             let mut part = PartitionReport {
                 day: plan.day.map_or_else(|| "none".to_owned(), retention::day_name),
                 groups: plan.groups.len(),
@@ -137,7 +137,7 @@ impl Maintainer {
                 },
             };
             if !dry_run {
-                part.done = self.compact(kind, &plan, target, &cache).await?;
+                part.done = self.compact(kind, &plan, target, &mut cache).await?;
             }
             report.compaction.push(part);
         }
@@ -154,7 +154,7 @@ impl Maintainer {
         report.orphans = orphans::sweep(&self.lake, kind, self.config.orphan_age, &self.writing, dry_run).await?;
         seconds(kind, "orphans", t, dry_run);
 
-        let (files, max) = self.file_counts(kind, &cache).await?;
+        let (files, max) = self.file_counts(kind, &mut cache).await?;
         (report.files_after, report.max_files_per_partition_after) = (files, max);
         let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
         report.snapshots_after = table.metadata().snapshots().len();
@@ -167,7 +167,7 @@ impl Maintainer {
         Ok(report)
     }
 
-    async fn plan(&self, kind: TableKind, cache: &ManifestCache) -> Result<Vec<PartitionPlan>, LakeError> {
+    async fn plan(&self, kind: TableKind, cache: &mut ManifestCache) -> Result<Vec<PartitionPlan>, LakeError> {
         let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
         let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok(Vec::new()) };
         let contents = live::contents_cached(&table, &current, cache).await?;
@@ -180,7 +180,7 @@ impl Maintainer {
         kind: TableKind,
         plan: &PartitionPlan,
         target: u64,
-        cache: &ManifestCache,
+        cache: &mut ManifestCache,
     ) -> Result<Compacted, LakeError> {
         let done = compact::compact(&self.lake, kind, plan, target, &self.writing, self.lock(), cache).await?;
         let name = kind.name();
@@ -221,7 +221,7 @@ impl Maintainer {
     }
 
     /// Live data files, and the most in one day partition.
-    async fn file_counts(&self, kind: TableKind, cache: &ManifestCache) -> Result<(usize, usize), LakeError> {
+    async fn file_counts(&self, kind: TableKind, cache: &mut ManifestCache) -> Result<(usize, usize), LakeError> {
         let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
         let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok((0, 0)) };
         let by_day = live::contents_cached(&table, &current, cache).await?.by_day();

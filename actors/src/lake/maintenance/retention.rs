@@ -40,7 +40,7 @@ pub async fn drop_old(
     keep: Duration,
     dry_run: bool,
     lock: Option<&tokio::sync::Mutex<()>>,
-    cache: &live::ManifestCache,
+    cache: &mut live::ManifestCache,
 ) -> Result<Dropped, LakeError> {
     let table = lake.catalog().load_table(&lake.ident(kind)).await?;
     let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok(Dropped::default()) };
