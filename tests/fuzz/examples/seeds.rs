@@ -10,10 +10,12 @@
 
 use std::path::Path;
 
+use k2_core::book::replay::records;
+use k2_core::book::{DepthSnapshot, DepthUpdate};
 use k2_core::codec::{WireCodec, book};
 use k2_core::schema::{QUOTE_V2_AVSC, TRADE_V2_AVSC};
 use k2_core::source::binance::{BinanceParser, Frame};
-use k2_core::{AssetClass, BookEventKind, BookEventV2, MarketEvent, Timestamp};
+use k2_core::{BookEventKind, MarketEvent, Timestamp};
 use rust_decimal::Decimal;
 
 const BINANCE: &[&str] = &[
@@ -131,39 +133,35 @@ fn frames() -> Vec<Vec<u8>> {
     events.iter().map(|e| codec.encode(e).expect("seed events encode")).collect()
 }
 
-/// Book records of every kind, written by K2's own encoder: an update with
-/// levels on both sides and a removal, a venue snapshot with its depth, and
-/// the two sync changes with their causes.
+/// Book records of every kind, made by the constructors the order-book
+/// actor uses and written by K2's own encoder: an update with levels on
+/// both sides and a removal, a venue snapshot with its depth, and the two
+/// sync changes with their causes.
 fn book_records() -> Vec<Vec<u8>> {
     let at = Timestamp::from_micros(1_722_766_102_790_000);
     let level = |p: i64, q: i64| (Decimal::new(p, 8), Decimal::new(q, 8));
-    let record = |kind: BookEventKind, range: (i64, i64), cause: Option<&str>| BookEventV2 {
-        message_id: BookEventV2::id("BINANCE", "BTCUSDT", kind, range, cause, at),
-        symbol: "BTCUSDT".into(),
-        exchange: "BINANCE".into(),
-        asset_class: AssetClass::Crypto,
-        kind,
-        timestamp: at,
-        first_update_id: range.0,
-        final_update_id: range.1,
-        bids: Vec::new(),
-        asks: Vec::new(),
-        depth: None,
-        cause: cause.map(Into::into),
-        ingestion_timestamp: at,
-        platform_sequence: None,
-        is_sample_data: false,
+    let update = records::update(
+        "BINANCE",
+        &DepthUpdate {
+            symbol: "BTCUSDT".into(),
+            event_time: at,
+            first_update_id: 157,
+            final_update_id: 160,
+            bids: vec![level(6_000_012_000_000, 250_000_000), level(6_000_011_000_000, 0)],
+            asks: vec![level(6_000_013_000_000, 1)],
+        },
+        at,
+    );
+    let venue = DepthSnapshot {
+        last_update_id: 156,
+        bids: vec![level(6_000_012_000_000, 100_000_000)],
+        asks: vec![level(6_000_013_000_000, 99_999_999_999)],
+        limit: 5_000,
     };
-    let mut update = record(BookEventKind::Update, (157, 160), None);
-    update.bids = vec![level(6_000_012_000_000, 250_000_000), level(6_000_011_000_000, 0)];
-    update.asks = vec![level(6_000_013_000_000, 1)];
-    let mut snapshot = record(BookEventKind::Snapshot, (156, 156), Some("rest"));
-    snapshot.bids = vec![level(6_000_012_000_000, 100_000_000)];
-    snapshot.asks = vec![level(6_000_013_000_000, 99_999_999_999)];
-    snapshot.depth = Some(5_000);
+    let mut snapshot = records::snapshot("BINANCE", "BTCUSDT", &venue, at);
     snapshot.platform_sequence = Some(i64::MAX);
-    let synced = record(BookEventKind::Synced, (156, 156), Some("rest"));
-    let mut unsynced = record(BookEventKind::Unsynced, (160, 160), Some("store_gap"));
+    let synced = records::state("BINANCE", "BTCUSDT", BookEventKind::Synced, 156, Some("rest"), at);
+    let mut unsynced = records::state("BINANCE", "BTCUSDT", BookEventKind::Unsynced, 160, Some("store_gap"), at);
     unsynced.is_sample_data = true;
     [update, snapshot, synced, unsynced]
         .iter()
