@@ -154,6 +154,20 @@ fn files_on_disk(dir: &Path, table: &str) -> (usize, usize) {
     (parquet, files.len())
 }
 
+/// The table's newest metadata file (the highest version), parsed.
+fn newest_metadata(dir: &Path, table: &str) -> Value {
+    let metadata_dir = dir.join("warehouse/market/").join(table).join("metadata");
+    let newest = std::fs::read_dir(&metadata_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        // Named `{version:05}-{uuid}.metadata.json`.
+        .max()
+        .unwrap();
+    serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap()
+}
+
 fn maintain_cli(config: &Path, args: &[&str]) -> Value {
     let out = Command::new(K2).arg("maintain").arg("--config").arg(config).arg("--json").args(args).output().unwrap();
     assert!(out.status.success(), "k2 maintain: {}", String::from_utf8_lossy(&out.stderr));
@@ -187,6 +201,19 @@ fn many_small_flushes_compact_to_a_file_per_day_with_every_row_and_sum() {
     let before = read_iceberg(&data);
     assert_eq!(before["trades"]["rows"], sent);
     assert_eq!(before["trades"]["data_files"], FLUSHES, "one file per flush: {before}");
+    assert!(before["trades"]["open_gaps"].as_i64().unwrap() > 0, "the flushes leave gaps open: {before}");
+    // The metadata file holds every snapshot's summary and is rewritten on
+    // each commit: K2's marks and open gaps stay out of it, in the state
+    // file each summary names.
+    let metadata = newest_metadata(&data, "trades");
+    let snapshots = metadata["snapshots"].as_array().unwrap();
+    assert_eq!(snapshots.len() as i64, FLUSHES);
+    for s in snapshots {
+        let summary = &s["summary"];
+        assert!(summary.get("k2.open-gaps").is_none() && summary.get("k2.sources").is_none(), "{summary}");
+        assert!(summary.get("k2.state").is_some(), "{summary}");
+        assert!(summary.to_string().len() < 1024, "{summary}");
+    }
 
     k2::runtime::run({
         let config = config.clone();

@@ -42,11 +42,17 @@ if "--append-one" in sys.argv:
 
 def latest_k2(table):
     """The summary of K2's newest snapshot along the current chain (the
-    metadata's snapshot list is not in commit order)."""
+    metadata's snapshot list is not in commit order), with the keys of its
+    state file."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
-        props = snapshot.summary.additional_properties
+        props = dict(snapshot.summary.additional_properties)
         if "k2.flush-generation" in props:
+            # The larger keys live in the JSON file `k2.state` names.
+            if "k2.state" in props:
+                with table.io.new_input(props["k2.state"]).open() as f:
+                    for key, value in json.loads(f.read()).items():
+                        props[key] = json.dumps(value)
             return props
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None

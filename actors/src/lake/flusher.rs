@@ -359,6 +359,7 @@ async fn flush_once<R: LakeRow>(
         starts: &work.starts,
         writer: lake.writer(),
         shed: &work.shed,
+        writing,
     };
     let _commit = tails.commit_lock.lock().await;
     let done = writer::commit(lake.catalog(), &ident, request).await?;

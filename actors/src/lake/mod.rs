@@ -6,7 +6,8 @@
 //! - [`catalog`]: which catalog and which storage `[storage]` asks for.
 //! - [`schema`]: table schemas derived from the v2 Avro definition.
 //! - [`batch`]: v2 events → Arrow batches.
-//! - [`summary`]: what a snapshot covers (flush generation, source marks).
+//! - [`summary`]: what a snapshot covers (flush generation, source marks);
+//!   [`summary_file`]: the larger of those keys, in a file the summary names.
 //! - [`writer`]: Parquet data files and `fast_append` commits;
 //!   [`writing`]: the files written and not committed yet.
 //! - [`tail`]: one table's rows accepted but not yet committed, queryable;
@@ -30,6 +31,7 @@ pub mod pins;
 pub mod pressure;
 pub mod schema;
 pub mod summary;
+pub mod summary_file;
 pub mod tail;
 pub mod tails;
 pub mod writer;

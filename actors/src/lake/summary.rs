@@ -67,10 +67,7 @@ impl Covered {
     /// Reads the K2 keys of a snapshot summary; a snapshot K2 did not write
     /// (no keys) covers generation 0.
     pub fn from_summary(props: &HashMap<String, String>) -> Result<Self, String> {
-        let generation = match props.get(GENERATION) {
-            Some(g) => g.parse().map_err(|e| format!("{GENERATION} {g:?}: {e}"))?,
-            None => 0,
-        };
+        let generation = Self::generation_of(props)?;
         let marks = match props.get(SOURCES) {
             Some(s) => SequenceMarks::from_json(s)?,
             None => SequenceMarks::default(),
@@ -85,6 +82,14 @@ impl Covered {
             None => OpenGaps::default(),
         };
         Ok(Self { generation, writer, marks, open, offsets, ..Self::default() })
+    }
+
+    /// The flush generation alone (kept inline, unlike the larger keys).
+    pub fn generation_of(props: &HashMap<String, String>) -> Result<u64, String> {
+        match props.get(GENERATION) {
+            Some(g) => g.parse().map_err(|e| format!("{GENERATION} {g:?}: {e}")),
+            None => Ok(0),
+        }
     }
 
     pub fn to_summary(&self) -> HashMap<String, String> {

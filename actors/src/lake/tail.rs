@@ -122,9 +122,9 @@ pub struct FlushWork {
 
 impl<R: LakeRow> Tail<R> {
     /// A tail continuing after what `table`'s latest snapshot covers.
-    pub fn new(kind: TableKind, table: Table) -> Result<Self, LakeError> {
+    pub async fn new(kind: TableKind, table: Table) -> Result<Self, LakeError> {
         let schema = std::sync::Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?);
-        let committed = latest_covered(&table)?;
+        let committed = latest_covered(&table).await?;
         Ok(Self {
             kind,
             schema,
@@ -372,8 +372,8 @@ impl<R: LakeRow> Tail<R> {
     /// committed): what it covers becomes the start of this tail's next
     /// flush. Uncommitted rows are discarded. This tail's own generation
     /// count goes on.
-    pub fn adopt(&self, table: Table) -> Result<Covered, LakeError> {
-        let latest = latest_covered(&table)?;
+    pub async fn adopt(&self, table: Table) -> Result<Covered, LakeError> {
+        let latest = latest_covered(&table).await?;
         self.discard();
         let mut s = self.lock();
         s.committed = Covered { generation: s.committed.generation, writer: s.committed.writer.clone(), ..latest };

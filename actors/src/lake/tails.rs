@@ -49,8 +49,8 @@ impl Tails {
     /// Tails continuing after what each table's latest snapshot covers.
     pub async fn open(lake: &Lake) -> Result<Self, LakeError> {
         Ok(Self {
-            trades: Arc::new(Tail::new(TableKind::Trades, lake.table(TableKind::Trades).await?)?),
-            quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?)?),
+            trades: Arc::new(Tail::new(TableKind::Trades, lake.table(TableKind::Trades).await?).await?),
+            quotes: Arc::new(Tail::new(TableKind::Quotes, lake.table(TableKind::Quotes).await?).await?),
             claims: Arc::new(Claims::default()),
             pressure: Arc::new(Pressure::default()),
             settle: Arc::new(OnceLock::new()),

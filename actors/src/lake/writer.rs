@@ -24,6 +24,8 @@ use super::LakeError;
 use super::batch::FileOrder;
 use super::pinned::PinnedCatalog;
 use super::summary::{Covered, Offsets};
+use super::summary_file;
+use super::writing::WritingScope;
 use crate::state::marks::Ranges;
 
 /// Rows below which a flush is written by one task: splitting small flushes
@@ -135,6 +137,8 @@ pub struct CommitRequest<'a> {
     pub writer: &'a str,
     /// What the ladder shed of this table's rows meanwhile (may be empty).
     pub shed: &'a std::collections::BTreeMap<String, u64>,
+    /// The flush's files not committed yet: its state file joins them.
+    pub writing: &'a WritingScope,
 }
 
 /// Appends `files` as one snapshot covering everything before plus the
@@ -149,12 +153,12 @@ pub async fn commit(
     ident: &TableIdent,
     request: CommitRequest<'_>,
 ) -> Result<Committed, LakeError> {
-    let CommitRequest { files, delta, starts, writer, shed } = request;
+    let CommitRequest { files, delta, starts, writer, shed, writing } = request;
     let table = catalog.load_table(ident).await?;
-    let mut covered = latest_covered(&table)?;
+    let mut covered = latest_covered(&table).await?;
     covered.generation = delta.generation;
     covered.writer = writer.to_owned();
-    if latest_of(&table, writer)?.is_some_and(|mine| mine.generation >= delta.generation) {
+    if latest_generation_of(&table, writer)?.is_some_and(|mine| mine >= delta.generation) {
         return Ok(Committed { table, covered, appended: false });
     }
     for (topic, partitions) in &delta.offsets {
@@ -181,25 +185,38 @@ pub async fn commit(
     if !shed.is_empty() {
         summary.insert(super::summary::SHED.to_owned(), serde_json::to_string(shed).unwrap_or_default());
     }
+    let state = summary_file::write(&table, delta.generation, &mut summary).await?;
+    writing.add([state.as_str()]);
     // No duplicate check: it reads every manifest of the table on each
     // commit (a cost growing with every flush), and it cannot find anything,
     // since each flush names its files with a prefix of its own and a retried
     // flush is recognised by its generation above.
     let action = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
     let tx = action.apply(tx)?;
+    let io = table.file_io().clone();
     let pinned = PinnedCatalog { inner: catalog.clone(), base: table };
-    let table = tx.commit(&pinned).await?;
-    Ok(Committed { table, covered, appended: true })
+    match tx.commit(&pinned).await {
+        Ok(table) => Ok(Committed { table, covered, appended: true }),
+        Err(e) => {
+            // Refused, or its answer lost: in the second case the snapshot
+            // may have landed naming the file, so it is left to the orphan
+            // sweep, which keeps whatever a snapshot names.
+            if matches!(e.kind(), iceberg::ErrorKind::CatalogCommitConflicts) {
+                let _ = io.delete(&state).await;
+            }
+            Err(e.into())
+        }
+    }
 }
 
-/// The newest snapshot `writer` committed, if any.
-fn latest_of(table: &Table, writer: &str) -> Result<Option<Covered>, LakeError> {
+/// The generation of the newest snapshot `writer` committed, if any.
+fn latest_generation_of(table: &Table, writer: &str) -> Result<Option<u64>, LakeError> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot().cloned();
     while let Some(snapshot) = next {
         let props = &snapshot.summary().additional_properties;
         if props.get(super::summary::WRITER).is_some_and(|w| w == writer) {
-            return Covered::from_summary(props)
+            return Covered::generation_of(props)
                 .map(Some)
                 .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
         }
@@ -211,13 +228,14 @@ fn latest_of(table: &Table, writer: &str) -> Result<Option<Covered>, LakeError> 
 /// What the newest snapshot K2 wrote covers (generation 0 when there is
 /// none). Snapshots other engines add on top (a compaction, an append) carry
 /// no K2 keys, so the walk goes back along the parents to K2's latest.
-pub fn latest_covered(table: &Table) -> Result<Covered, LakeError> {
+pub async fn latest_covered(table: &Table) -> Result<Covered, LakeError> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot().cloned();
     while let Some(snapshot) = next {
         let props = &snapshot.summary().additional_properties;
         if props.contains_key(super::summary::GENERATION) {
-            return Covered::from_summary(props)
+            let props = summary_file::read(table, props).await?;
+            return Covered::from_summary(&props)
                 .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
         }
         next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());

@@ -280,7 +280,7 @@ fn table_gaps(config: &Config, lake: &Lake, tails: &Tails) -> TableGaps {
             let lake = lake.clone();
             Box::pin(async move {
                 let table = lake.table(TableKind::Trades).await.map_err(|e| e.to_string())?;
-                let covered = latest_covered(&table).map_err(|e| e.to_string())?;
+                let covered = latest_covered(&table).await.map_err(|e| e.to_string())?;
                 Ok((covered.marks, covered.open))
             })
         })

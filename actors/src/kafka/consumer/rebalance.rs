@@ -155,8 +155,8 @@ impl Rebalance {
     async fn adopt_tables(&self) -> Result<Offsets, LakeError> {
         let trades = self.lake.table(TableKind::Trades).await?;
         let quotes = self.lake.table(TableKind::Quotes).await?;
-        let mut offsets = self.tails.trades.adopt(trades)?.offsets;
-        let quote_offsets = self.tails.quotes.adopt(quotes)?.offsets;
+        let mut offsets = self.tails.trades.adopt(trades).await?.offsets;
+        let quote_offsets = self.tails.quotes.adopt(quotes).await?.offsets;
         // Each topic is only in its own table; keep them apart anyway.
         for (topic, parts) in quote_offsets {
             if is_market_topic(&self.prefix, &topic) == Some(false) {

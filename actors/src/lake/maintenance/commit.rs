@@ -25,6 +25,7 @@ use iceberg::{MetadataLocation, TableIdent, TableRequirement, TableUpdate};
 
 use super::live::{self, Contents};
 use crate::lake::summary::{GENERATION, KAFKA_OFFSETS, OPEN_GAPS, SOURCES, WRITER};
+use crate::lake::summary_file::STATE;
 use crate::lake::{Lake, LakeError, TableKind};
 use crate::runtime::config::CatalogKind;
 
@@ -32,7 +33,7 @@ use crate::runtime::config::CatalogKind;
 /// wrote, so that a flusher or consumer starting after it continues exactly
 /// as before (the shed counts are not carried: they count once, where they
 /// happened).
-const CARRIED: [&str; 5] = [GENERATION, SOURCES, KAFKA_OFFSETS, WRITER, OPEN_GAPS];
+const CARRIED: [&str; 6] = [GENERATION, SOURCES, KAFKA_OFFSETS, WRITER, OPEN_GAPS, STATE];
 
 /// Snapshot summary key naming the maintenance step that wrote a snapshot.
 pub const MAINTENANCE: &str = "k2.maintenance";

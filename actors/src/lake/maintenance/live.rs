@@ -118,14 +118,17 @@ pub async fn contents_cached(
     Ok(Contents { manifests })
 }
 
-/// Every file the given snapshots reach: their manifest lists, manifests
-/// and live data files.
+/// Every file the given snapshots reach: their manifest lists, manifests,
+/// live data files and K2 state files.
 pub async fn reachable(table: &Table, snapshots: &[SnapshotRef]) -> Result<HashSet<String>, LakeError> {
     let mut out = HashSet::new();
     let mut seen_manifests = HashSet::new();
     let io = table.file_io().clone();
     for snapshot in snapshots {
         out.insert(snapshot.manifest_list().to_owned());
+        if let Some(state) = snapshot.summary().additional_properties.get(crate::lake::summary_file::STATE) {
+            out.insert(state.clone());
+        }
         let list = table.manifest_list_reader(snapshot).load().await?;
         let fresh: Vec<ManifestFile> =
             list.entries().iter().filter(|m| seen_manifests.insert(m.manifest_path.clone())).cloned().collect();

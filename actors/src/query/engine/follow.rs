@@ -55,8 +55,8 @@ impl Follow {
         };
         *loaded = Some(Instant::now());
         let adopted = match kind {
-            TableKind::Trades => adopt(&tails.trades, table),
-            TableKind::Quotes => adopt(&tails.quotes, table),
+            TableKind::Trades => adopt(&tails.trades, table).await,
+            TableKind::Quotes => adopt(&tails.quotes, table).await,
         };
         match adopted {
             Ok(None) => {}
@@ -73,11 +73,11 @@ impl Follow {
 
 /// Makes `table` the snapshot `tail` shows unless it already is: the
 /// adopted snapshot's id, or `None` when nothing changed.
-fn adopt<R: LakeRow>(tail: &Tail<R>, table: Table) -> Result<Option<i64>, LakeError> {
+async fn adopt<R: LakeRow>(tail: &Tail<R>, table: Table) -> Result<Option<i64>, LakeError> {
     if table.metadata_location() == tail.committed_table().metadata_location() {
         return Ok(None);
     }
     let snapshot = table.metadata().current_snapshot_id();
-    tail.adopt(table)?;
+    tail.adopt(table).await?;
     Ok(snapshot)
 }

@@ -164,9 +164,23 @@ impl QueryEngine {
         };
         let mut snaps: Vec<_> = table.metadata().snapshots().cloned().collect();
         snaps.sort_by_key(|s| s.sequence_number());
+        // K2's larger keys are shown as if inline, read from the state file
+        // each names (a file no longer there, after expiry, shows the path).
+        let props: Vec<std::collections::HashMap<String, String>> = futures_util::stream::iter(&snaps)
+            .map(|s| {
+                let table = &table;
+                async move {
+                    let own = &s.summary().additional_properties;
+                    crate::lake::summary_file::read(table, own).await.unwrap_or_else(|_| own.clone())
+                }
+            })
+            .buffered(16)
+            .collect()
+            .await;
         snaps
             .iter()
-            .map(|s| {
+            .zip(props)
+            .map(|(s, props)| {
                 let summary = s.summary();
                 let added = summary.additional_properties.get("added-records").and_then(|v| v.parse::<u64>().ok());
                 serde_json::json!({
@@ -176,7 +190,7 @@ impl QueryEngine {
                     "timestamp": crate::query::format::timestamp_string(s.timestamp_ms().saturating_mul(1000)),
                     "operation": format!("{:?}", summary.operation).to_lowercase(),
                     "rows_added": added,
-                    "summary": summary.additional_properties,
+                    "summary": props,
                 })
             })
             .collect()
