@@ -8,6 +8,7 @@
 mod daily;
 mod follow;
 mod pages;
+mod scan;
 mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +23,6 @@ use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, i
 use datafusion::scalar::ScalarValue;
 use futures_util::StreamExt;
 use iceberg::table::Table;
-use iceberg_datafusion::IcebergStaticTableProvider;
 
 use super::QueryError;
 use super::aggregate::{Ohlcv, decimal_string};
@@ -115,7 +115,7 @@ impl QueryEngine {
     async fn after(&self, kind: TableKind, view: &TailView, local: bool) -> Result<After, QueryError> {
         match &self.log {
             Some(log) if !local => {
-                let covered = crate::lake::writer::latest_covered(&view.table).map_err(internal)?;
+                let covered = crate::lake::writer::latest_covered(&view.table).await.map_err(internal)?;
                 let rows = log
                     .after(kind, &view.schema, &covered.offsets)
                     .await
@@ -197,8 +197,7 @@ impl QueryEngine {
 }
 
 async fn historical(ctx: &SessionContext, table: &Table, snapshot: i64) -> Result<DataFrame, QueryError> {
-    let provider =
-        IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await.map_err(internal)?;
+    let provider = scan::SnapshotTable::try_new(table.clone(), snapshot).map_err(internal)?;
     ctx.read_table(Arc::new(provider)).map_err(internal)
 }
 

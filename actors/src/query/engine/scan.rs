@@ -1,0 +1,248 @@
+//! A snapshot of an Iceberg table as a DataFusion table, read on every core
+//! and with the Parquet page index.
+//!
+//! iceberg-datafusion 0.10's provider reads a whole scan as one stream on
+//! one thread, and its reader leaves the page index unused, so a compacted
+//! day (few large files, one symbol's rows spanning many hours per row
+//! group) was decoded row group by row group. Here the files are planned
+//! once, when DataFusion plans the query, and dealt to as many partitions as
+//! the session has (a large file alone is split by byte range: the reader
+//! gives each row group to the one range holding its midpoint), and the
+//! reader selects rows by the page index, so a one-hour filter reads the
+//! pages of that hour. The filters are still applied by DataFusion
+//! (`Inexact`): pruning here only ever skips what cannot match.
+//!
+//! When iceberg-datafusion partitions its scans and enables row selection,
+//! this module can give way to its `IcebergStaticTableProvider` again.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::prelude::Expr;
+use futures_util::{StreamExt, TryStreamExt};
+use iceberg::arrow::ArrowReaderBuilder;
+use iceberg::scan::FileScanTask;
+use iceberg::table::Table;
+use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
+
+/// Files smaller than this are never split: two footer reads would cost
+/// more than the second core saves.
+const SPLIT_ABOVE_BYTES: u64 = 8 << 20;
+
+fn df_error(e: iceberg::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// One snapshot of one table.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    table: Table,
+    snapshot_id: i64,
+    schema: SchemaRef,
+}
+
+impl SnapshotTable {
+    pub fn try_new(table: Table, snapshot_id: i64) -> Result<Self, iceberg::Error> {
+        let snapshot = table.metadata().snapshot_by_id(snapshot_id).ok_or_else(|| {
+            iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("no snapshot {snapshot_id}"))
+        })?;
+        let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(snapshot.schema(table.metadata())?.as_ref())?);
+        Ok(Self { table, snapshot_id, schema })
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for SnapshotTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let scan = self.table.scan().snapshot_id(self.snapshot_id);
+        let mut scan = scan.select(schema.fields().iter().map(|f| f.name().clone()));
+        if let Some(predicate) = convert_filters_to_predicate(filters) {
+            scan = scan.with_filter(predicate);
+        }
+        let tasks: Vec<FileScanTask> = scan
+            .build()
+            .map_err(df_error)?
+            .plan_files()
+            .await
+            .map_err(df_error)?
+            .try_collect()
+            .await
+            .map_err(df_error)?;
+        let partitions = deal(tasks, state.config().target_partitions().max(1));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Arc::new(SnapshotScan { table: self.table.clone(), schema, partitions, properties }))
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+/// Deals `tasks` into at most `n` partitions of about equal bytes, largest
+/// first to the lightest. With fewer files than partitions, the largest
+/// files are cut in byte ranges first, so that one big file still keeps
+/// every core busy.
+fn deal(mut tasks: Vec<FileScanTask>, n: usize) -> Vec<Vec<FileScanTask>> {
+    while tasks.len() < n {
+        let Some((i, biggest)) = tasks.iter().enumerate().max_by_key(|(_, t)| t.length) else { break };
+        if biggest.length < SPLIT_ABOVE_BYTES {
+            break;
+        }
+        let whole = tasks.swap_remove(i);
+        let half = whole.length / 2;
+        let mut first = whole.clone();
+        first.length = half;
+        first.record_count = None;
+        let mut second = whole;
+        second.start += half;
+        second.length -= half;
+        second.record_count = None;
+        tasks.extend([first, second]);
+    }
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
+    let mut parts: Vec<(u64, Vec<FileScanTask>)> = (0..n.min(tasks.len())).map(|_| (0, Vec::new())).collect();
+    for task in tasks {
+        if let Some(lightest) = parts.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lightest.0 += task.length;
+            lightest.1.push(task);
+        }
+    }
+    parts.into_iter().map(|(_, tasks)| tasks).collect()
+}
+
+/// The planned files of a snapshot scan, by partition.
+#[derive(Debug)]
+struct SnapshotScan {
+    table: Table,
+    schema: SchemaRef,
+    partitions: Vec<Vec<FileScanTask>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for SnapshotScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let files: usize = self.partitions.iter().map(Vec::len).sum();
+        write!(f, "SnapshotScan: {} ranges in {} partitions", files, self.partitions.len())
+    }
+}
+
+impl ExecutionPlan for SnapshotScan {
+    fn name(&self) -> &str {
+        "SnapshotScan"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DFResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
+        let tasks = self.partitions.get(partition).cloned().unwrap_or_default();
+        let runtime = iceberg::Runtime::try_current().map_err(df_error)?;
+        let reader = ArrowReaderBuilder::new(self.table.file_io().clone(), runtime)
+            .with_batch_size(context.session_config().batch_size())
+            .with_row_group_filtering_enabled(true)
+            .with_row_selection_enabled(true)
+            .build();
+        let stream = reader
+            .read(Box::pin(futures_util::stream::iter(tasks.into_iter().map(Ok))))
+            .map_err(df_error)?
+            .stream()
+            .map_err(df_error);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream.boxed())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(path: &str, length: u64) -> FileScanTask {
+        let schema = Arc::new(iceberg::spec::Schema::builder().build().unwrap());
+        FileScanTask {
+            file_size_in_bytes: length,
+            start: 0,
+            length,
+            record_count: Some(10),
+            data_file_path: path.to_owned(),
+            data_file_format: iceberg::spec::DataFileFormat::Parquet,
+            schema,
+            project_field_ids: vec![],
+            predicate: None,
+            deletes: vec![],
+            partition: None,
+            partition_spec: None,
+            name_mapping: None,
+            case_sensitive: true,
+        }
+    }
+
+    #[test]
+    fn one_large_file_is_cut_into_ranges_covering_it_once() {
+        let size = 100 << 20;
+        let parts = deal(vec![task("a", size)], 2);
+        assert_eq!(parts.len(), 2);
+        let mut ranges: Vec<(u64, u64)> = parts.iter().flatten().map(|t| (t.start, t.start + t.length)).collect();
+        ranges.sort();
+        assert_eq!(ranges, vec![(0, size / 2), (size / 2, size)]);
+        assert!(parts.iter().flatten().all(|t| t.record_count.is_none()));
+    }
+
+    #[test]
+    fn small_files_stay_whole_and_partitions_balance_by_bytes() {
+        assert_eq!(deal(vec![task("a", 1000)], 2).iter().flatten().count(), 1);
+        let parts = deal(vec![task("a", 50), task("b", 30), task("c", 25), task("d", 5)], 2);
+        let bytes: Vec<u64> = parts.iter().map(|p| p.iter().map(|t| t.length).sum()).collect();
+        assert_eq!(bytes.iter().sum::<u64>(), 110);
+        assert!(bytes.iter().all(|b| *b == 55), "{bytes:?}");
+        assert!(deal(vec![], 2).is_empty());
+    }
+}
