@@ -34,8 +34,11 @@ const MOVED: [&str; 3] = [SOURCES, OPEN_GAPS, KAFKA_OFFSETS];
 /// spares restarts, queries in Kafka mode and followers a re-read.
 const CACHED_FILES: usize = 64;
 
-fn cache() -> &'static Mutex<HashMap<String, Arc<HashMap<String, String>>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<HashMap<String, String>>>>> = OnceLock::new();
+/// A state file's keys, as read.
+type Keys = Arc<HashMap<String, String>>;
+
+fn cache() -> &'static Mutex<HashMap<String, Keys>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Keys>>> = OnceLock::new();
     CACHE.get_or_init(Mutex::default)
 }
 
