@@ -37,10 +37,11 @@ pub async fn answer(
     q: web::Query<BookQuery>,
 ) -> HttpResponse {
     let format = match format {
-        Some(f @ (Format::Json | Format::Csv)) => f,
-        _ => {
-            return HttpResponse::NotAcceptable()
-                .json(serde_json::json!({"error": "a book is served as application/json or text/csv"}));
+        Some(f) => f,
+        None => {
+            return HttpResponse::NotAcceptable().json(serde_json::json!({
+                "error": "a book is served as application/json, text/csv or application/vnd.apache.arrow.stream"
+            }));
         }
     };
     let depth = match q.depth.as_deref().map(str::parse::<usize>) {
@@ -85,10 +86,7 @@ pub async fn answer(
         return refuse(StatusCode::NOT_FOUND, "symbol", why);
     };
     match actor.send(GetBook { symbol: symbol.clone(), depth }).await {
-        Ok(Some(view)) => match format {
-            Format::Csv => HttpResponse::Ok().content_type(format.content_type()).body(csv(&view)),
-            _ => HttpResponse::Ok().json(view),
-        },
+        Ok(Some(view)) => respond(format, &view),
         Ok(None) => refuse(StatusCode::NOT_FOUND, "symbol", format!("no order book is kept for {symbol:?}")),
         Err(_) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"error": "the order-book actor is restarting; try again"})),
@@ -124,14 +122,27 @@ async fn stored(
     view.unsynced_cause = replayed.unsynced_cause.as_deref().map(known_cause);
     view.event_time_us = replayed.event_time.map(k2_core::Timestamp::as_micros);
     view.recorded_at_us = replayed.recorded_at.map(k2_core::Timestamp::as_micros);
+    respond(format, &view)
+}
+
+fn respond(format: Format, view: &BookView) -> HttpResponse {
     match format {
-        Format::Csv => HttpResponse::Ok().content_type(format.content_type()).body(csv(&view)),
-        _ => HttpResponse::Ok().json(view),
+        Format::Csv => HttpResponse::Ok().content_type(format.content_type()).body(csv(view)),
+        Format::Arrow => arrow_body(format, super::book_arrow::levels(view)),
+        Format::Json => HttpResponse::Ok().json(view),
+    }
+}
+
+/// An Arrow IPC stream, or a 500 naming what could not be encoded.
+fn arrow_body(format: Format, encoded: Result<Vec<u8>, String>) -> HttpResponse {
+    match encoded {
+        Ok(body) => HttpResponse::Ok().content_type(format.content_type()).body(body),
+        Err(e) => HttpResponse::InternalServerError().json(serde_json::json!({"error": e})),
     }
 }
 
 /// A stored cause as one of the documented ones.
-fn known_cause(cause: &str) -> &'static str {
+pub(super) fn known_cause(cause: &str) -> &'static str {
     const KNOWN: [&str; 10] = [
         "start",
         "gap",
@@ -178,10 +189,11 @@ pub async fn top_answer(
     q: k2_core::query_params::BookTopQuery,
 ) -> HttpResponse {
     let format = match format {
-        Some(f @ (Format::Json | Format::Csv)) => f,
-        _ => {
-            return HttpResponse::NotAcceptable()
-                .json(serde_json::json!({"error": "a book's top is served as application/json or text/csv"}));
+        Some(f) => f,
+        None => {
+            return HttpResponse::NotAcceptable().json(serde_json::json!({
+                "error": "a book's top is served as application/json, text/csv or application/vnd.apache.arrow.stream"
+            }));
         }
     };
     let p = match q.check(k2_core::Timestamp::now().as_micros()) {
@@ -248,7 +260,8 @@ pub async fn top_answer(
             }
             HttpResponse::Ok().content_type(format.content_type()).body(out)
         }
-        _ => HttpResponse::Ok().json(serde_json::json!({
+        Format::Arrow => arrow_body(format, super::book_arrow::tops(exchange, &symbol, &points)),
+        Format::Json => HttpResponse::Ok().json(serde_json::json!({
             "exchange": exchange,
             "symbol": symbol,
             "interval_us": p.interval_us,

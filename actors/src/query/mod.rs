@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod book;
+pub mod book_arrow;
 pub mod engine;
 pub mod files;
 pub mod format;

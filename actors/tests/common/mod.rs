@@ -195,6 +195,25 @@ pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
     }
 }
 
+/// A GET answered as an Arrow IPC stream (asked for by `Accept`), decoded.
+pub fn get_arrow(addr: &str, path: &str) -> Vec<arrow::array::RecordBatch> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: k2\r\nAccept: application/vnd.apache.arrow.stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response");
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+    assert!(head.contains("content-type: application/vnd.apache.arrow.stream"), "{path}: {head}");
+    assert!(!head.contains("transfer-encoding: chunked"), "{path}: {head}");
+    let reader = arrow::ipc::reader::StreamReader::try_new(&out[split + 4..], None).unwrap();
+    reader.collect::<Result<Vec<_>, _>>().unwrap()
+}
+
 /// Trades `/v1/symbols` counts, over every symbol.
 pub fn trades_seen(http: &str, source: &str) -> u64 {
     let v = get_json(http, &format!("/v1/symbols?source={source}"));
