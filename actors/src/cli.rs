@@ -126,6 +126,8 @@ pub struct MaintainArgs {
 pub enum TableArg {
     Trades,
     Quotes,
+    BookUpdates,
+    BookSnapshots,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,6 +6,7 @@
 
 mod common;
 
+use arrow::array::Array;
 use common::*;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -140,6 +141,17 @@ fn book_parameters_are_checked_and_a_book_nobody_keeps_is_404() {
     let rows: Vec<&str> = body.lines().filter(|l| l.starts_with("BINANCE,")).collect();
     assert_eq!(rows.len(), 4, "{csv}");
     assert!(rows[0].contains(",bid,1,") && rows[2].contains(",ask,1,"), "{csv}");
+    // Arrow: the same rows, typed, prices as decimal(38, 8).
+    let batches = get_arrow(&k2.http, "/v1/book/BTCUSDT?depth=2");
+    let batch = &batches[0];
+    assert_eq!(batch.num_rows(), 4);
+    let side = batch.column_by_name("side").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!((side.value(0), side.value(2)), ("bid", "ask"));
+    let price = batch.column_by_name("price").unwrap();
+    assert_eq!(price.data_type(), &arrow::datatypes::DataType::Decimal128(38, 8));
+    let price = price.as_any().downcast_ref::<arrow::array::Decimal128Array>().unwrap();
+    assert!(price.value(0) > price.value(1), "bids from the best down");
+    assert!(price.value(2) > price.value(0), "the best ask above the best bid");
     k2.stop();
 }
 
@@ -308,6 +320,22 @@ fn a_book_at_any_instant_is_the_venues_and_stays_so_across_restarts() {
         }
     }
     assert!(synced_points >= 3, "{top}");
+    // As Arrow: the same points, typed.
+    let arrow = get_arrow(&k2.http, &format!("/v1/book/BTCUSDT/top?start={first}&end={last}&interval=500ms&levels=10"));
+    let rows: usize = arrow.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, points.len());
+    let b = &arrow[0];
+    let col = |n: &str| b.column_by_name(n).unwrap().clone();
+    let synced = col("synced");
+    let synced = synced.as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
+    let best_bid = col("best_bid");
+    let best_bid = best_bid.as_any().downcast_ref::<arrow::array::Decimal128Array>().unwrap();
+    for (i, p) in points.iter().enumerate().take(b.num_rows()) {
+        assert_eq!(Value::Bool(synced.value(i)), p["synced"], "{p}");
+        let json_bid = p["best_bid"].as_str().map(|v| v.parse::<Decimal>().unwrap());
+        let arrow_bid = (!best_bid.is_null(i)).then(|| Decimal::from_i128_with_scale(best_bid.value(i), 8));
+        assert_eq!(arrow_bid, json_bid, "{p}");
+    }
     let bad = get_json(&k2.http, &format!("/v1/book/BTCUSDT/top?start={first}&end={last}&interval=1ms"));
     assert_eq!(bad["parameter"], "interval", "{bad}");
 
@@ -351,6 +379,49 @@ fn a_book_at_any_instant_is_the_venues_and_stays_so_across_restarts() {
         "instants committed before the kill answer as before: {same} same, {lost} lost"
     );
     wait_until("every book synced after the kill", 30, || {
+        SYMBOLS.iter().all(|s| get_json(&k2.http, &format!("/v1/book/{s}"))["synced"] == true)
+    });
+    let sample: Vec<(&str, i64, Value)> = asked
+        .iter()
+        .step_by(4)
+        .map(|a| {
+            let now = get_json(&k2.http, &format!("/v1/book/{}?depth=5000&at={}", a.symbol, a.at));
+            (a.symbol, a.at, now)
+        })
+        .collect();
+    k2.stop();
+
+    // Maintenance compacts the book tables too: fewer files, and every
+    // instant rebuilds as before, with the tables' complete-until instant
+    // carried so that the next process resumes after it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_k2"))
+        .args(["maintain", "--json", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("K2__MAINTENANCE__MIN_FILES", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "k2 maintain: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for table in ["book_updates", "book_snapshots"] {
+        let r = report["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == table)
+            .unwrap_or_else(|| panic!("{report}"));
+        let before = r["files_before"].as_u64().unwrap();
+        assert!(before >= 4, "{table}: {r}");
+        assert!(r["files_after"].as_u64().unwrap() < before, "{table} compacted: {r}");
+        assert!(r["compaction"].as_array().unwrap().iter().any(|p| p["snapshot_id"].is_i64()), "{r}");
+    }
+    let k2 = Run::start(&config, &data, "info", dir.path().join("k2-4.log"));
+    for (symbol, at, before) in &sample {
+        let after = get_json(&k2.http, &format!("/v1/book/{symbol}?depth=5000&at={at}"));
+        assert_eq!(what(&after), what(before), "{symbol} at {at} after the compaction");
+    }
+    wait_until("every book synced after the compaction", 30, || {
         SYMBOLS.iter().all(|s| get_json(&k2.http, &format!("/v1/book/{s}"))["synced"] == true)
     });
     k2.stop();

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use k2::lake::maintenance::{Maintainer, TableReport};
+use k2::lake::books::tables::BookTable;
+use k2::lake::maintenance::{Maintained, Maintainer, TableReport};
 use k2::lake::{Access, Lake, TableKind};
 use k2::runtime::config::{Config, Mode};
 
@@ -16,16 +17,19 @@ pub fn run(args: MaintainArgs) -> Result<ExitCode, CommandError> {
     if let Some(dir) = args.data_dir.clone() {
         config.storage.data_dir = dir;
     }
-    let mut kinds: Vec<TableKind> = args
+    let named = !args.table.is_empty();
+    let mut kinds: Vec<Maintained> = args
         .table
         .iter()
         .map(|t| match t {
-            TableArg::Trades => TableKind::Trades,
-            TableArg::Quotes => TableKind::Quotes,
+            TableArg::Trades => Maintained::Rows(TableKind::Trades),
+            TableArg::Quotes => Maintained::Rows(TableKind::Quotes),
+            TableArg::BookUpdates => Maintained::Book(BookTable::Updates),
+            TableArg::BookSnapshots => Maintained::Book(BookTable::Snapshots),
         })
         .collect();
     if kinds.is_empty() {
-        kinds = TableKind::ALL.to_vec();
+        kinds = Maintained::ALL.to_vec();
     }
     kinds.dedup();
     let dry_run = args.dry_run;
@@ -35,6 +39,11 @@ pub fn run(args: MaintainArgs) -> Result<ExitCode, CommandError> {
         // maintains it itself).
         let access = if config.mode == Mode::Kafka { Access::Shared } else { Access::Exclusive };
         let lake = Lake::open_with(&config.storage, access).await.map_err(|e| e.to_string())?;
+        // Unnamed, the book tables are maintained where books are stored;
+        // named, a table that does not exist is an error.
+        if !named {
+            kinds = k2::lake::maintenance::tables::existing(&lake, &kinds).await.map_err(|e| e.to_string())?;
+        }
         let maintainer = Maintainer::new(lake, config.maintenance.clone(), config.http.request_timeout, None);
         let planned = maintainer.run(&kinds, true).await.map_err(|e| e.to_string())?;
         let done = if dry_run { None } else { Some(maintainer.run(&kinds, false).await.map_err(|e| e.to_string())?) };

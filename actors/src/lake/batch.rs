@@ -86,7 +86,13 @@ pub struct FileOrder {
 }
 
 impl FileOrder {
+    /// The (symbol, timestamp) order of trades and quotes.
     pub fn of(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Self, ArrowError> {
+        Self::by(schema, batches, "timestamp")
+    }
+
+    /// The (symbol, `time`) order.
+    pub fn by(schema: &SchemaRef, batches: Vec<RecordBatch>, time: &str) -> Result<Self, ArrowError> {
         let col = |batch: &RecordBatch, name: &str| {
             batch
                 .column_by_name(name)
@@ -95,13 +101,13 @@ impl FileOrder {
         };
         let mut keys = Vec::with_capacity(batches.len());
         for batch in &batches {
-            keys.push((col(batch, "symbol")?, col(batch, "timestamp")?));
+            keys.push((col(batch, "symbol")?, col(batch, time)?));
         }
         if let Some(order) = sort_keys(&keys) {
             return Ok(Self { schema: schema.clone(), sources: batches, order });
         }
         let batch = concat_batches(schema, &batches)?;
-        let (symbol, timestamp) = (col(&batch, "symbol")?, col(&batch, "timestamp")?);
+        let (symbol, timestamp) = (col(&batch, "symbol")?, col(&batch, time)?);
         let keys = [SortColumn { values: symbol, options: None }, SortColumn { values: timestamp, options: None }];
         let order = lexsort_to_indices(&keys, None)?.values().iter().map(|&i| (0, i as usize)).collect();
         Ok(Self { schema: schema.clone(), sources: vec![batch], order })

@@ -8,7 +8,7 @@
 use actix::prelude::*;
 
 use super::{Maintainer, TableReport};
-use crate::lake::{LakeError, TableKind};
+use crate::lake::LakeError;
 use crate::runtime::degradation::{Level, LevelHandle};
 use crate::runtime::supervision::{Supervise, Supervision, supervised};
 
@@ -50,7 +50,7 @@ impl MaintenanceActor {
         }
         let maintainer = self.maintainer.clone();
         let probe = self.supervision.probe().clone();
-        let task = tokio::spawn(async move { maintainer.run(&TableKind::ALL, false).await });
+        let task = tokio::spawn(async move { maintainer.run_all(false).await });
         let addr = ctx.address();
         actix::spawn(async move {
             let result: Result<Vec<TableReport>, String> = match task.await {

@@ -24,16 +24,18 @@ use iceberg::table::Table;
 use iceberg::{MetadataLocation, TableIdent, TableRequirement, TableUpdate};
 
 use super::live::{self, Contents};
+use super::tables::Maintained;
+use crate::lake::books::COMPLETE_UNTIL;
 use crate::lake::summary::{GENERATION, KAFKA_OFFSETS, OPEN_GAPS, SOURCES, WRITER};
 use crate::lake::summary_file::STATE;
-use crate::lake::{Lake, LakeError, TableKind};
+use crate::lake::{Lake, LakeError};
 use crate::runtime::config::CatalogKind;
 
 /// K2's keys a maintenance snapshot carries over from the newest snapshot K2
 /// wrote, so that a flusher or consumer starting after it continues exactly
 /// as before (the shed counts are not carried: they count once, where they
 /// happened).
-const CARRIED: [&str; 6] = [GENERATION, SOURCES, KAFKA_OFFSETS, WRITER, OPEN_GAPS, STATE];
+const CARRIED: [&str; 7] = [GENERATION, SOURCES, KAFKA_OFFSETS, WRITER, OPEN_GAPS, STATE, COMPLETE_UNTIL];
 
 /// Snapshot summary key naming the maintenance step that wrote a snapshot.
 pub const MAINTENANCE: &str = "k2.maintenance";
@@ -74,12 +76,12 @@ pub enum Outcome {
 /// its own merged manifest, whose sources an append leaves alone.
 pub async fn commit_change(
     lake: &Lake,
-    kind: TableKind,
+    kind: Maintained,
     change: &Change,
     lock: Option<&tokio::sync::Mutex<()>>,
     cache: &mut live::ManifestCache,
 ) -> Result<Outcome, LakeError> {
-    let ident = lake.ident(kind);
+    let ident = kind.ident(lake);
     let mut conflicts = 0;
     let mut merged: Option<Merged> = None;
     loop {
@@ -323,7 +325,9 @@ fn carried(table: &Table) -> HashMap<String, String> {
     let mut next = metadata.current_snapshot().cloned();
     while let Some(snapshot) = next {
         let props = &snapshot.summary().additional_properties;
-        if props.contains_key(GENERATION) {
+        // Trades and quotes name their flush generation, books the instant
+        // they are complete up to.
+        if props.contains_key(GENERATION) || props.contains_key(COMPLETE_UNTIL) {
             return CARRIED.iter().filter_map(|k| props.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
         }
         next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());

@@ -17,10 +17,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::commit::{Change, Outcome, commit_change};
 use super::live::{LiveFile, ManifestCache};
+use super::tables::Maintained;
 use crate::lake::batch::FileOrder;
 use crate::lake::writer::write_ordered;
 use crate::lake::writing::WritingFiles;
-use crate::lake::{Lake, LakeError, TableKind};
+use crate::lake::{Lake, LakeError};
 
 /// Groups rewritten at once: one per core.
 const CONCURRENT_GROUPS: usize = 2;
@@ -108,7 +109,7 @@ pub struct Compacted {
 /// commit are deleted again.
 pub async fn compact(
     lake: &Lake,
-    kind: TableKind,
+    kind: Maintained,
     plan: &PartitionPlan,
     target: u64,
     writing: &WritingFiles,
@@ -116,13 +117,14 @@ pub async fn compact(
     cache: &mut ManifestCache,
 ) -> Result<Compacted, LakeError> {
     let scope = writing.scope();
-    let table = lake.catalog().load_table(&lake.ident(kind)).await?;
+    let table = kind.ident(lake);
+    let table = lake.catalog().load_table(&table).await?;
     let schema = std::sync::Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?);
     let prefix = format!("k2-compact-{}", uuid::Uuid::new_v4().simple());
     let written: Vec<Vec<DataFile>> = futures_util::stream::iter(plan.groups.clone().into_iter().enumerate())
         .map(|(i, group)| {
             let (table, schema, prefix) = (table.clone(), schema.clone(), format!("{prefix}-{i}"));
-            async move { rewrite_group(&table, schema, &group, prefix, target).await }
+            async move { rewrite_group(&table, schema, &group, (prefix, kind.time_column()), target).await }
         })
         .buffer_unordered(CONCURRENT_GROUPS)
         .try_collect()
@@ -175,7 +177,7 @@ async fn rewrite_group(
     table: &Table,
     schema: SchemaRef,
     group: &[LiveFile],
-    prefix: String,
+    (prefix, time): (String, &'static str),
     target: u64,
 ) -> Result<Vec<DataFile>, LakeError> {
     let started = Instant::now();
@@ -201,7 +203,8 @@ async fn rewrite_group(
     let mut batches = first.map_err(task_failed)??;
     batches.extend(second.map_err(task_failed)??);
     let decoded = started.elapsed();
-    let sorted = tokio::task::spawn_blocking(move || FileOrder::of(&schema, batches)).await.map_err(task_failed)??;
+    let sorted =
+        tokio::task::spawn_blocking(move || FileOrder::by(&schema, batches, time)).await.map_err(task_failed)??;
     let sorted_at = started.elapsed();
     let rows = sorted.len();
     let files = write_ordered(table, sorted, &prefix, Some(usize::try_from(target).unwrap_or(usize::MAX))).await?;

@@ -11,8 +11,9 @@ use iceberg::spec::SnapshotRef;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use super::live;
+use super::tables::Maintained;
 use crate::lake::pins::Pins;
-use crate::lake::{Lake, LakeError, TableKind};
+use crate::lake::{Lake, LakeError};
 
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +34,7 @@ pub struct Expired {
 
 /// Which snapshots of `snapshots` (any order) to expire.
 pub fn choose(
-    kind: TableKind,
+    kind: Maintained,
     snapshots: &[SnapshotRef],
     heads: &HashSet<i64>,
     now_ms: i64,
@@ -49,7 +50,9 @@ pub fn choose(
         if i < keep.last || heads.contains(&id) || s.timestamp_ms() >= cutoff {
             continue;
         }
-        if pins.holds(kind, id, keep.lease, keep.for_) {
+        // Only trades and quotes are pinned by queries; a book query reads
+        // the latest snapshot, which is never expired.
+        if kind.rows().is_some_and(|k| pins.holds(k, id, keep.lease, keep.for_)) {
             pinned += 1;
             continue;
         }
@@ -71,12 +74,12 @@ fn ref_heads(metadata: &iceberg::spec::TableMetadata) -> HashSet<i64> {
 
 pub async fn expire(
     lake: &Lake,
-    kind: TableKind,
+    kind: Maintained,
     keep: Keep,
     pins: &Pins,
     dry_run: bool,
 ) -> Result<Expired, LakeError> {
-    let table = lake.catalog().load_table(&lake.ident(kind)).await?;
+    let table = lake.catalog().load_table(&kind.ident(lake)).await?;
     let metadata = table.metadata();
     let snapshots: Vec<SnapshotRef> = metadata.snapshots().cloned().collect();
     let mut heads = ref_heads(metadata);

@@ -20,6 +20,7 @@ pub mod expire;
 pub mod live;
 pub mod orphans;
 pub mod retention;
+pub mod tables;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,7 @@ use expire::{Expired, Keep};
 use live::ManifestCache;
 use orphans::Orphans;
 use retention::Dropped;
+pub use tables::Maintained;
 
 /// What one round did (or, dry, would do) to one table.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -92,8 +94,15 @@ impl Maintainer {
         &self.config
     }
 
+    /// One round over every table there is (the book tables where books
+    /// are stored).
+    pub async fn run_all(&self, dry_run: bool) -> Result<Vec<TableReport>, LakeError> {
+        let kinds = tables::existing(&self.lake, &Maintained::ALL).await?;
+        self.run(&kinds, dry_run).await
+    }
+
     /// One round over `kinds`: retention, compaction, expiry, orphans.
-    pub async fn run(&self, kinds: &[TableKind], dry_run: bool) -> Result<Vec<TableReport>, LakeError> {
+    pub async fn run(&self, kinds: &[Maintained], dry_run: bool) -> Result<Vec<TableReport>, LakeError> {
         if self.busy.swap(true, Ordering::AcqRel) {
             return Err(LakeError::Task { what: "maintenance", reason: "a round is already running".into() });
         }
@@ -105,7 +114,7 @@ impl Maintainer {
         Ok(out)
     }
 
-    async fn table(&self, kind: TableKind, dry_run: bool) -> Result<TableReport, LakeError> {
+    async fn table(&self, kind: Maintained, dry_run: bool) -> Result<TableReport, LakeError> {
         let started = Instant::now();
         let name = kind.name();
         let mut report = TableReport { table: name, dry_run, ..TableReport::default() };
@@ -118,7 +127,8 @@ impl Maintainer {
 
         if let Some(&keep) = self.config.retention.get(name) {
             let t = Instant::now();
-            report.retention = retention::drop_old(&self.lake, kind, keep, dry_run, self.lock(), &mut cache).await?;
+            report.retention =
+                retention::drop_old(&self.lake, kind, keep, dry_run, self.lock(kind), &mut cache).await?;
             self.adopt(kind).await;
             seconds(kind, "retention", t, dry_run);
         }
@@ -156,7 +166,7 @@ impl Maintainer {
 
         let (files, max) = self.file_counts(kind, &mut cache).await?;
         (report.files_after, report.max_files_per_partition_after) = (files, max);
-        let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
+        let table = self.lake.catalog().load_table(&kind.ident(&self.lake)).await?;
         report.snapshots_after = table.metadata().snapshots().len();
         if !dry_run {
             metrics::gauge!("k2_table_files_per_partition_max", "table" => name).set(max as f64);
@@ -167,8 +177,8 @@ impl Maintainer {
         Ok(report)
     }
 
-    async fn plan(&self, kind: TableKind, cache: &mut ManifestCache) -> Result<Vec<PartitionPlan>, LakeError> {
-        let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
+    async fn plan(&self, kind: Maintained, cache: &mut ManifestCache) -> Result<Vec<PartitionPlan>, LakeError> {
+        let table = self.lake.catalog().load_table(&kind.ident(&self.lake)).await?;
         let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok(Vec::new()) };
         let contents = live::contents_cached(&table, &current, cache).await?;
         let target = self.config.target_file_size_mb.saturating_mul(1 << 20);
@@ -177,12 +187,12 @@ impl Maintainer {
 
     async fn compact(
         &self,
-        kind: TableKind,
+        kind: Maintained,
         plan: &PartitionPlan,
         target: u64,
         cache: &mut ManifestCache,
     ) -> Result<Compacted, LakeError> {
-        let done = compact::compact(&self.lake, kind, plan, target, &self.writing, self.lock(), cache).await?;
+        let done = compact::compact(&self.lake, kind, plan, target, &self.writing, self.lock(kind), cache).await?;
         let name = kind.name();
         if done.snapshot_id.is_some() {
             metrics::counter!("k2_maintenance_files_rewritten_total", "table" => name)
@@ -207,8 +217,9 @@ impl Maintainer {
 
     /// Hands the table as it is now to the tails, which take it if it is a
     /// maintenance snapshot on top of what they hold.
-    async fn adopt(&self, kind: TableKind) {
-        let Some(tails) = &self.tails else { return };
+    async fn adopt(&self, kind: Maintained) {
+        // The book log takes the table as it is at its next commit.
+        let (Some(tails), Some(kind)) = (&self.tails, kind.rows()) else { return };
         let Ok(table) = self.lake.catalog().load_table(&self.lake.ident(kind)).await else { return };
         match kind {
             TableKind::Trades => tails.trades.maintained(table),
@@ -216,13 +227,17 @@ impl Maintainer {
         }
     }
 
-    fn lock(&self) -> Option<&tokio::sync::Mutex<()>> {
-        self.tails.as_ref().map(|t| t.commit_lock.as_ref())
+    /// What this process's flushes of `kind` wait on while a maintenance
+    /// snapshot is staged. Book commits take none: they are few, and an
+    /// append that loses the race is applied again on the new state by
+    /// iceberg-rust's own retry, which is exact for an append.
+    fn lock(&self, kind: Maintained) -> Option<&tokio::sync::Mutex<()>> {
+        kind.rows().and(self.tails.as_ref()).map(|t| t.commit_lock.as_ref())
     }
 
     /// Live data files, and the most in one day partition.
-    async fn file_counts(&self, kind: TableKind, cache: &mut ManifestCache) -> Result<(usize, usize), LakeError> {
-        let table = self.lake.catalog().load_table(&self.lake.ident(kind)).await?;
+    async fn file_counts(&self, kind: Maintained, cache: &mut ManifestCache) -> Result<(usize, usize), LakeError> {
+        let table = self.lake.catalog().load_table(&kind.ident(&self.lake)).await?;
         let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok((0, 0)) };
         let by_day = live::contents_cached(&table, &current, cache).await?.by_day();
         Ok((by_day.values().map(Vec::len).sum(), by_day.values().map(Vec::len).max().unwrap_or(0)))
@@ -237,7 +252,7 @@ impl Drop for Busy<'_> {
     }
 }
 
-fn seconds(kind: TableKind, step: &'static str, since: Instant, dry_run: bool) {
+fn seconds(kind: Maintained, step: &'static str, since: Instant, dry_run: bool) {
     if !dry_run {
         metrics::histogram!("k2_maintenance_seconds", "table" => kind.name(), "step" => step)
             .record(since.elapsed().as_secs_f64());

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 use iceberg::spec::SnapshotRef;
 
 use super::live;
+use super::tables::Maintained;
 use crate::lake::writing::WritingFiles;
-use crate::lake::{Lake, LakeError, TableKind};
+use crate::lake::{Lake, LakeError};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Orphans {
@@ -27,12 +28,12 @@ pub struct Orphans {
 
 pub async fn sweep(
     lake: &Lake,
-    kind: TableKind,
+    kind: Maintained,
     min_age: Duration,
     writing: &WritingFiles,
     dry_run: bool,
 ) -> Result<Orphans, LakeError> {
-    let table = lake.catalog().load_table(&lake.ident(kind)).await?;
+    let table = lake.catalog().load_table(&kind.ident(lake)).await?;
     let location = table.metadata().location().to_owned();
     let Some(root) = location.strip_prefix("file://") else {
         let scheme = location.split("://").next().unwrap_or("this");

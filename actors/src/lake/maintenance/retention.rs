@@ -9,7 +9,8 @@ use iceberg::spec::Operation;
 
 use super::commit::{Change, Outcome, commit_change};
 use super::live;
-use crate::lake::{Lake, LakeError, TableKind};
+use super::tables::Maintained;
+use crate::lake::{Lake, LakeError};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -36,13 +37,13 @@ pub fn day_name(day: i32) -> String {
 
 pub async fn drop_old(
     lake: &Lake,
-    kind: TableKind,
+    kind: Maintained,
     keep: Duration,
     dry_run: bool,
     lock: Option<&tokio::sync::Mutex<()>>,
     cache: &mut live::ManifestCache,
 ) -> Result<Dropped, LakeError> {
-    let table = lake.catalog().load_table(&lake.ident(kind)).await?;
+    let table = lake.catalog().load_table(&kind.ident(lake)).await?;
     let Some(current) = table.metadata().current_snapshot().cloned() else { return Ok(Dropped::default()) };
     let contents = live::contents_cached(&table, &current, cache).await?;
     let now = chrono::Utc::now().timestamp_millis();

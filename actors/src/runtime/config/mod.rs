@@ -212,8 +212,10 @@ impl Config {
         need(m.keep_last_snapshots >= 1, "maintenance.keep_last_snapshots must be at least 1");
         for (table, keep) in &m.retention {
             need(
-                ["trades", "quotes"].contains(&table.as_str()),
-                &format!("maintenance.retention.{table}: no such table (trades or quotes)"),
+                crate::lake::maintenance::Maintained::named(table).is_some(),
+                &format!(
+                    "maintenance.retention.{table}: no such table (trades, quotes, book_updates or book_snapshots)"
+                ),
             );
             need(
                 *keep >= Duration::from_secs(86_400),
