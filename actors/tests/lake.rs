@@ -709,12 +709,12 @@ fn rows_arriving_late_in_the_tail_sort_into_the_right_page() {
     .unwrap();
 }
 
-/// A snapshot holding one large file is read on two cores, the file cut in
-/// two byte ranges, and with the page index: every row comes back once, the
+/// A snapshot holding one large file is read on two cores, the file cut
+/// into byte ranges, and with the page index: every row comes back once, the
 /// day's sums are exact (pyiceberg agrees), and a one-hour page is the
 /// hour's first rows.
 #[test]
-fn one_large_file_read_in_two_ranges_gives_every_row_once() {
+fn one_large_file_read_in_byte_ranges_gives_every_row_once() {
     const ROWS: i64 = 400_000;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "[flush]\nmax_age = \"1h\"\n");
@@ -767,7 +767,7 @@ fn one_large_file_read_in_two_ranges_gives_every_row_once() {
         .map(|(_, len)| len)
         .collect();
     assert_eq!(parquet.len(), 1, "one flush, one file: {parquet:?}");
-    assert!(parquet[0] > 8 << 20, "the file is large enough to be read in two ranges: {} bytes", parquet[0]);
+    assert!(parquet[0] > 8 << 20, "the file is large enough to be cut into byte ranges: {} bytes", parquet[0]);
     assert_eq!(count, ROWS, "every row once");
     assert_eq!(dec(&api_notional), notional);
     let expected: Vec<String> = hour.into_iter().take(1000).map(|(_, id)| id).collect();

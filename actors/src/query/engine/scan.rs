@@ -6,8 +6,8 @@
 //! day (few large files, one symbol's rows spanning many hours per row
 //! group) was decoded row group by row group. Here the files are planned
 //! once, when DataFusion plans the query, and dealt to as many partitions as
-//! the session has (a large file alone is split by byte range: the reader
-//! gives each row group to the one range holding its midpoint), and the
+//! the session has (large files cut into byte ranges of a few per core: the
+//! reader gives each row group to the one range holding its midpoint), and the
 //! reader selects rows by the page index, so a one-hour filter reads the
 //! pages of that hour. The filters are still applied by DataFusion
 //! (`Inexact`): pruning here only ever skips what cannot match.
@@ -35,9 +35,9 @@ use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
-/// Files smaller than this are never split: two footer reads would cost
-/// more than the second core saves.
-const SPLIT_ABOVE_BYTES: u64 = 8 << 20;
+/// The shortest byte range a file is cut into: each range reads the footer
+/// and page index again, which a short range does not earn back.
+const MIN_RANGE_BYTES: u64 = 4 << 20;
 
 fn df_error(e: iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -115,36 +115,49 @@ impl TableProvider for SnapshotTable {
     }
 }
 
+/// Ranges per partition to aim for: a file's row groups fall unevenly on
+/// byte ranges (each goes whole to the range holding its midpoint), and a
+/// compacted day is one full file and a remainder, so a few ranges per core
+/// even the cores out where one range each would leave one waiting.
+const RANGES_PER_PARTITION: u64 = 4;
+
 /// Deals `tasks` into at most `n` partitions of about equal bytes, largest
-/// first to the lightest. With fewer files than partitions, the largest
-/// files are cut in byte ranges first, so that one big file still keeps
-/// every core busy.
-fn deal(mut tasks: Vec<FileScanTask>, n: usize) -> Vec<Vec<FileScanTask>> {
-    while tasks.len() < n {
-        let Some((i, biggest)) = tasks.iter().enumerate().max_by_key(|(_, t)| t.length) else { break };
-        if biggest.length < SPLIT_ABOVE_BYTES {
-            break;
-        }
-        let whole = tasks.swap_remove(i);
-        let half = whole.length / 2;
-        let mut first = whole.clone();
-        first.length = half;
-        first.record_count = None;
-        let mut second = whole;
-        second.start += half;
-        second.length -= half;
-        second.record_count = None;
-        tasks.extend([first, second]);
-    }
-    tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
-    let mut parts: Vec<(u64, Vec<FileScanTask>)> = (0..n.min(tasks.len())).map(|_| (0, Vec::new())).collect();
+/// first to the lightest. Files of at least twice a `1 / (n *
+/// RANGES_PER_PARTITION)` share of the bytes (and of `MIN_RANGE_BYTES`) are
+/// first cut into byte ranges of about that share.
+fn deal(tasks: Vec<FileScanTask>, n: usize) -> Vec<Vec<FileScanTask>> {
+    let total: u64 = tasks.iter().map(|t| t.length).sum();
+    let share = (total / (n as u64 * RANGES_PER_PARTITION).max(1)).max(MIN_RANGE_BYTES);
+    let mut ranges = Vec::with_capacity(tasks.len());
     for task in tasks {
-        if let Some(lightest) = parts.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-            lightest.0 += task.length;
-            lightest.1.push(task);
+        // Cut only what is at least twice the share: a file just above it
+        // would become two ranges with two footer reads for no balance.
+        let pieces = if task.length >= 2 * share { task.length.div_ceil(share) } else { 1 };
+        if pieces == 1 {
+            ranges.push(task);
+            continue;
+        }
+        let step = task.length.div_ceil(pieces);
+        let end = task.start + task.length;
+        let mut start = task.start;
+        while start < end {
+            let mut range = task.clone();
+            range.start = start;
+            range.length = step.min(end - start);
+            range.record_count = None;
+            start += range.length;
+            ranges.push(range);
         }
     }
-    parts.into_iter().map(|(_, tasks)| tasks).collect()
+    ranges.sort_by_key(|t| std::cmp::Reverse(t.length));
+    let mut parts: Vec<(u64, Vec<FileScanTask>)> = (0..n.min(ranges.len())).map(|_| (0, Vec::new())).collect();
+    for range in ranges {
+        if let Some(lightest) = parts.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lightest.0 += range.length;
+            lightest.1.push(range);
+        }
+    }
+    parts.into_iter().map(|(_, ranges)| ranges).collect()
 }
 
 /// The planned files of a snapshot scan, by partition.
@@ -226,14 +239,29 @@ mod tests {
     }
 
     #[test]
-    fn one_large_file_is_cut_into_ranges_covering_it_once() {
+    fn large_files_are_cut_into_ranges_covering_each_once() {
         let size = 100 << 20;
-        let parts = deal(vec![task("a", size)], 2);
+        let parts = deal(vec![task("a", size), task("b", size / 2)], 2);
         assert_eq!(parts.len(), 2);
-        let mut ranges: Vec<(u64, u64)> = parts.iter().flatten().map(|t| (t.start, t.start + t.length)).collect();
-        ranges.sort();
-        assert_eq!(ranges, vec![(0, size / 2), (size / 2, size)]);
+        for (path, length) in [("a", size), ("b", size / 2)] {
+            let mut ranges: Vec<(u64, u64)> = parts
+                .iter()
+                .flatten()
+                .filter(|t| t.data_file_path == path)
+                .map(|t| (t.start, t.start + t.length))
+                .collect();
+            ranges.sort();
+            assert!(ranges.len() > 1, "{path} was not cut: {ranges:?}");
+            assert_eq!(ranges.first().map(|r| r.0), Some(0));
+            assert_eq!(ranges.last().map(|r| r.1), Some(length));
+            assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0), "{path}: gaps or overlaps in {ranges:?}");
+        }
         assert!(parts.iter().flatten().all(|t| t.record_count.is_none()));
+        let bytes: Vec<u64> = parts.iter().map(|p| p.iter().map(|t| t.length).sum()).collect();
+        let (low, high) = (bytes.iter().min().copied().unwrap_or(0), bytes.iter().max().copied().unwrap_or(0));
+        // Balanced to within one range: a share of the whole.
+        let total = size + size / 2;
+        assert!(high - low <= total / (2 * RANGES_PER_PARTITION), "unbalanced: {bytes:?}");
     }
 
     #[test]
