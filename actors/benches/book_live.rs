@@ -9,13 +9,17 @@
 //! book; events the first snapshot already covered are not), and the trades
 //! beside them; the run ends when every book is synced at the venue's last
 //! update id and every trade is durable (flushes every 500 ms), and then
-//! each book is compared with the venue's whole book.
+//! each book is compared with the venue's whole book. Then the bytes of
+//! the `book_updates` Parquet per depth event and per row, as flushed and
+//! compacted.
 //!
 //! `cargo bench -p k2 --bench book_live`
 
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
+use k2::lake::books::tables::BookTable;
+use k2::lake::maintenance::{Maintained, Maintainer};
 use k2::runtime::config::Config;
 use k2::service::{Service, Stop};
 use k2::sim::{SimConfig, Simulator};
@@ -121,8 +125,75 @@ fn main() {
             assert!(same(&view.bids, &truth.bids) && same(&view.asks, &truth.asks), "{symbol}: the book is not the venue's");
         }
         println!("every book equals the venue's whole book");
+
+        // Storage: the book tables' Parquet as the flushes wrote it, then
+        // compacted (the same rows in a file per day).
+        k2.flush().await.expect("flush");
+        let lake = dir.path().join("lake");
+        let (files, bytes, rows) = parquet_of(&lake, "book_updates");
+        let per = |b: u64| b as f64 / stats.depth_events_sent as f64;
+        println!(
+            "book_updates as flushed: {files} files, {bytes} bytes, {rows} rows: {:.1} bytes per depth event, {:.1} per row",
+            per(bytes),
+            bytes as f64 / rows as f64
+        );
+        let mut maintenance = config.maintenance.clone();
+        maintenance.min_files = 2;
+        let maintainer = Maintainer::new(k2.lake.clone(), maintenance, Duration::from_secs(30), Some(k2.tails.clone()));
+        maintainer.run(&[Maintained::Book(BookTable::Updates)], false).await.expect("compaction");
+        let (files, live, rows) = live_parquet_of(&k2, BookTable::Updates).await;
+        println!(
+            "book_updates compacted: {files} files, {live} bytes, {rows} rows: {:.1} bytes per depth event, {:.1} per row",
+            per(live),
+            live as f64 / rows as f64
+        );
         k2.shutdown(Stop::Graceful).await;
         sim.stop().await;
     })
     .expect("runtime");
+}
+
+/// Parquet files under `table`'s data directory: how many, their bytes and
+/// rows (every file written, live or not).
+fn parquet_of(lake: &std::path::Path, table: &str) -> (usize, u64, i64) {
+    let (mut files, mut bytes, mut rows) = (0, 0, 0);
+    let mut dirs = vec![lake.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && path.components().any(|c| c.as_os_str() == table)
+            {
+                let (b, r) = footer(&path);
+                (files, bytes, rows) = (files + 1, bytes + b, rows + r);
+            }
+        }
+    }
+    (files, bytes, rows)
+}
+
+fn footer(path: &std::path::Path) -> (u64, i64) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).expect("open");
+    let bytes = file.metadata().expect("metadata").len();
+    let reader = SerializedFileReader::new(file).expect("parquet");
+    (bytes, reader.metadata().file_metadata().num_rows())
+}
+
+/// The live files of `table`'s current snapshot: how many, bytes and rows.
+async fn live_parquet_of(k2: &Service, table: BookTable) -> (usize, u64, i64) {
+    let ident = Maintained::Book(table).ident(&k2.lake);
+    let table = k2.lake.catalog().load_table(&ident).await.expect("table");
+    let scan = table.scan().build().expect("scan");
+    let tasks: Vec<_> =
+        futures_util::TryStreamExt::try_collect(scan.plan_files().await.expect("plan")).await.expect("tasks");
+    let mut out = (0, 0, 0);
+    for task in tasks {
+        let path = task.data_file_path.strip_prefix("file://").unwrap_or(&task.data_file_path).to_owned();
+        let (b, r) = footer(std::path::Path::new(&path));
+        out = (out.0 + 1, out.1 + b, out.2 + r);
+    }
+    out
 }
