@@ -54,14 +54,32 @@ impl Default for Replayer {
 impl Replayer {
     /// Applies the next record (in K2's order).
     pub fn apply(&mut self, r: &BookEventV2) {
+        let first = self.recorded_at.is_none();
         self.recorded_at = Some(r.ingestion_timestamp);
         match r.kind {
             BookEventKind::Snapshot => {
-                // Only the venue's snapshots start a sync; the periodic ones
-                // K2 records of a synced book are a shortcut for readers.
-                if r.cause.as_deref() != Some("periodic") {
-                    let limit = r.depth.and_then(|d| usize::try_from(d).ok()).unwrap_or(usize::MAX);
-                    self.pending = Some(OrderBook::from_snapshot(id(r.final_update_id), &r.bids, &r.asks, limit));
+                let limit = r.depth.and_then(|d| usize::try_from(d).ok()).unwrap_or(usize::MAX);
+                let book = OrderBook::from_snapshot(id(r.final_update_id), &r.bids, &r.asks, limit);
+                if r.cause.as_deref() != Some(records::PERIODIC) {
+                    // The venue's snapshot a sync is about to start from.
+                    self.pending = Some(book);
+                    return;
+                }
+                // K2's own snapshot of a book it held synced: a replay may
+                // start from it (as its first record), and one that is
+                // synced already takes it as its state (the same levels,
+                // and the snapshot's window), so that a replay from the
+                // sync and one from here answer alike at every later
+                // instant. Anywhere else it is ignored: after an `unsynced`
+                // it can only be one a crash left without its updates, and
+                // one older than the book replayed so far is out of order.
+                let takes = match &self.state {
+                    State::Synced { book: held, .. } => held.update_id() <= book.update_id(),
+                    State::Unknown(_) => first,
+                };
+                if takes {
+                    self.state = State::Synced { book, straddle: false };
+                    self.event_time = Some(r.timestamp);
                 }
             }
             BookEventKind::Synced => {
@@ -151,8 +169,12 @@ fn id(v: i64) -> u64 {
 pub mod records {
     use compact_str::CompactString;
 
+    use crate::book::levels::{OrderBook, Side};
     use crate::book::{DepthSnapshot, DepthUpdate};
     use crate::model::{AssetClass, BookEventKind, BookEventV2, Timestamp};
+
+    /// The cause of K2's periodic snapshots of its synced books.
+    pub const PERIODIC: &str = "periodic";
 
     fn base(
         exchange: &str,
@@ -207,6 +229,36 @@ pub mod records {
         r.asks = s.asks.clone();
         r.depth = Some(i32::try_from(s.limit).unwrap_or(i32::MAX));
         r
+    }
+
+    /// K2's snapshot of a synced `book`: its best `depth` known levels per
+    /// side, at its update id, with `event_time` (the venue's time of the
+    /// last update applied) as its time. A side the book's window cuts
+    /// short of `depth` levels says so by the record's depth (the shorter
+    /// such side's count, so that a reader takes every side that long or
+    /// longer as windowed: never a side as whole that was not). None when
+    /// a side is cut with no level known: nothing a reader could start from.
+    pub fn periodic(
+        exchange: &str,
+        symbol: &str,
+        book: &OrderBook,
+        depth: usize,
+        event_time: Timestamp,
+        recorded: Timestamp,
+    ) -> Option<BookEventV2> {
+        let (bids, bid_cut) = book.top(Side::Bid, depth);
+        let (asks, ask_cut) = book.top(Side::Ask, depth);
+        let limit = |levels: &[crate::book::Level], cut: bool| if cut { levels.len().min(depth) } else { depth };
+        let limit = limit(&bids, bid_cut).min(limit(&asks, ask_cut));
+        if limit == 0 {
+            return None;
+        }
+        let id = book.update_id();
+        let mut r = base(exchange, symbol, BookEventKind::Snapshot, (id, id), Some(PERIODIC), event_time, recorded);
+        r.bids = bids;
+        r.asks = asks;
+        r.depth = Some(i32::try_from(limit).unwrap_or(i32::MAX));
+        Some(r)
     }
 
     /// A change of sync state at update id `id` (the snapshot's for
@@ -267,6 +319,11 @@ mod tests {
         checkpoints: Vec<(usize, Option<OrderBook>)>,
         /// The snapshot the live book holds, waiting for events.
         waiting: Option<DepthSnapshot>,
+        /// The event time of the last update applied since the book's
+        /// last sync or periodic snapshot (None: none since).
+        since_base: Option<Timestamp>,
+        /// Where each periodic snapshot is in `stored`.
+        periodic_at: Vec<usize>,
     }
 
     impl Run {
@@ -277,7 +334,22 @@ mod tests {
                 stored: Vec::new(),
                 checkpoints: Vec::new(),
                 waiting: None,
+                since_base: None,
+                periodic_at: Vec::new(),
             }
+        }
+
+        /// A periodic snapshot of the live book, as the actor takes one:
+        /// of a synced book that applied an update since its last base.
+        fn periodic(&mut self, depth: usize) {
+            let (Some(book), Some(time)) = (self.live.book(), self.since_base) else { return };
+            let t = self.clock.next();
+            if let Some(r) = super::records::periodic(EX, "BTCUSDT", book, depth, time, t) {
+                self.periodic_at.push(self.stored.len());
+                self.stored.push(r);
+                self.since_base = None;
+            }
+            self.checkpoints.push((self.stored.len(), self.live.book().cloned()));
         }
 
         fn synced(&mut self, snapshot_id: u64, applied: Vec<DepthUpdate>) {
@@ -291,12 +363,14 @@ mod tests {
                 let t = self.clock.next();
                 self.stored.push(update(EX, u, t));
             }
+            self.since_base = applied.last().map(|u| u.event_time);
         }
 
         fn event(&mut self, u: DepthUpdate) {
             match self.live.on_update(u) {
                 Step::Applied(u) => {
                     let t = self.clock.next();
+                    self.since_base = Some(u.event_time);
                     self.stored.push(update(EX, &u, t));
                 }
                 Step::Unsynced { cause, .. } => {
@@ -320,10 +394,9 @@ mod tests {
 
     /// A venue whose book moves by random events, some of them never sent
     /// (a skipped range) or sent twice, with snapshots taken of it at
-    /// random: after every input, the replay of what K2 recorded is the
-    /// book K2 held live, or both are unknown.
-    #[test]
-    fn the_replay_of_what_the_live_book_recorded_is_the_live_book_after_every_input() {
+    /// random, and K2's periodic snapshots of its book (of `periodic_depth`
+    /// levels) now and then.
+    fn random_run(periodic_depth: usize) -> Run {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rand = move |n: u64| {
             seed ^= seed << 13;
@@ -369,17 +442,76 @@ mod tests {
                 let (asks, _) = venue.top(Side::Ask, usize::MAX);
                 run.snapshot(DepthSnapshot { last_update_id: venue.update_id(), bids, asks, limit: 1000 });
             }
+            if rand(25) == 0 {
+                run.periodic(periodic_depth);
+            }
             match run.live.book() {
                 Some(_) => synced += 1,
                 None => unsynced += 1,
             }
         }
         assert!(synced > 1000 && unsynced > 50, "both states were exercised: {synced} synced, {unsynced} not");
+        assert!(run.periodic_at.len() > 50, "periodic snapshots: {}", run.periodic_at.len());
+        run
+    }
+
+    /// After every input, the replay of what K2 recorded is the book K2
+    /// held live, or both are unknown (periodic snapshots deep enough to
+    /// hold whole sides change nothing).
+    #[test]
+    fn the_replay_of_what_the_live_book_recorded_is_the_live_book_after_every_input() {
+        let run = random_run(1000);
         for (n, want) in &run.checkpoints {
             let got = replay(&run.stored[..*n]);
             assert_eq!(&got.book, want, "after {n} records");
             assert_eq!(got.unsynced_cause.is_none(), want.is_some());
         }
+    }
+
+    /// Periodic snapshots of 3 levels, so that their windows cut the
+    /// sides: a replay that starts at one answers as the replay from the
+    /// sync at every later input, and every level either shows is the live
+    /// book's, best first, with none skipped.
+    #[test]
+    fn a_replay_from_a_periodic_snapshot_answers_as_the_replay_from_the_sync() {
+        let run = random_run(3);
+        let mut compared = 0;
+        for &p in &run.periodic_at {
+            for (n, live) in run.checkpoints.iter().filter(|(n, _)| *n > p).take(40) {
+                let whole = replay(&run.stored[..*n]);
+                let from_periodic = replay(&run.stored[p..*n]);
+                assert_eq!(whole, from_periodic, "records {p}..{n}");
+                compared += 1;
+                let Some(book) = &whole.book else { continue };
+                let live = live.as_ref().expect("a replayed book is synced live");
+                for side in [Side::Bid, Side::Ask] {
+                    let (shown, _) = book.top(side, usize::MAX);
+                    let (held, _) = live.top(side, usize::MAX);
+                    assert_eq!(shown[..], held[..shown.len().min(held.len())], "records ..{n}: {side:?}");
+                }
+            }
+        }
+        assert!(compared > 1000, "{compared}");
+    }
+
+    /// A periodic snapshot after an `unsynced` (one a crash left without
+    /// its updates) does not make the book known again.
+    #[test]
+    fn a_periodic_snapshot_after_an_unsynced_is_not_a_sync() {
+        let mut clock = Clock(0);
+        let snap = DepthSnapshot { last_update_id: 10, bids: vec![lv(99, 1)], asks: vec![lv(101, 1)], limit: 5 };
+        let book = OrderBook::from_snapshot(12, &[lv(99, 2)], &[lv(101, 1)], 5);
+        let periodic = super::records::periodic(EX, "BTCUSDT", &book, 5, Timestamp::from_micros(1), clock.next());
+        let periodic = periodic.expect("a snapshot of a whole book");
+        let stored = vec![
+            snapshot(EX, "BTCUSDT", &snap, clock.next()),
+            state(EX, "BTCUSDT", BookEventKind::Synced, 10, None, clock.next()),
+            state(EX, "BTCUSDT", BookEventKind::Unsynced, 0, Some("restart"), clock.next()),
+            periodic.clone(),
+        ];
+        assert_eq!(replay(&stored).unsynced_cause.as_deref(), Some("restart"));
+        // As the first record of a replay, it is where the book starts.
+        assert_eq!(replay(std::slice::from_ref(&periodic)).book, Some(book));
     }
 
     #[test]

@@ -7,7 +7,11 @@ Per symbol, in K2's order (ingestion_timestamp): how many records of each
 kind; each segment, from a `synced` to the next `unsynced`, must start from
 a venue snapshot (`source` rest) at the synced update id, and its updates
 must follow on (the first spans the snapshot's id + 1, each later one starts
-right after the one before); `broken` counts segments that do not.
+right after the one before); `broken` counts segments that do not. K2's
+periodic snapshots (`source` periodic) must each be at the update id its
+segment has reached: `periodic` counts them, `periodic_off` those that are
+not; one outside any segment (a crash can leave one without its updates)
+counts in `periodic_outside`.
 """
 import json
 import sys
@@ -35,6 +39,7 @@ for symbol, by_key in records.items():
     kinds = defaultdict(int)
     causes = defaultdict(int)
     segments = broken = 0
+    periodic = periodic_off = periodic_outside = 0
     why = []  # the first breaks, with where they are
     snapshot = None
     book = None  # the update id a segment has reached; None outside one
@@ -44,6 +49,13 @@ for symbol, by_key in records.items():
         if r["kind"] == "snapshot":
             if r["cause"] == "rest":
                 snapshot = r["last"]
+            elif r["cause"] == "periodic":
+                periodic += 1
+                if book is None:
+                    periodic_outside += 1
+                elif r["last"] != book:
+                    periodic_off += 1
+                    why.append({"at": str(instant), "book": book, "periodic": r["last"]})
         elif r["kind"] == "synced":
             segments += 1
             if snapshot != r["last"]:
@@ -68,5 +80,6 @@ for symbol, by_key in records.items():
             else:
                 book = r["last"]
     out["symbols"][symbol] = {"kinds": kinds, "unsynced_causes": causes, "segments": segments, "broken": broken,
-                              "breaks": why[:5]}
+                              "periodic": periodic, "periodic_off": periodic_off,
+                              "periodic_outside": periodic_outside, "breaks": why[:5]}
 print(json.dumps(out))

@@ -175,7 +175,7 @@ async fn restore(
     let dead_letters = DeadLetters::open(&lake.dir().join("dead-letters"))
         .map_err(|e| StartError::Restore { what: "the dead letters", reason: e.to_string() })?;
     let book_log = if config.stores_books() {
-        let log = BookLog::open(&lake)
+        let log = BookLog::open(&lake, config.book.snapshot_every)
             .await
             .map_err(|e| StartError::Restore { what: "the order-book tables", reason: e.to_string() })?;
         Some(log)

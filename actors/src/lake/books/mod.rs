@@ -25,6 +25,7 @@ pub mod tables;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use iceberg::expr::Reference;
@@ -32,6 +33,7 @@ use iceberg::spec::Datum;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{TableCreation, TableIdent};
+use k2_core::book::replay::records::PERIODIC;
 use k2_core::book::replay::{Replayed, Replayer, replay};
 use k2_core::book::{Level, Side};
 use k2_core::{BookEventKind, BookEventV2, Timestamp};
@@ -54,6 +56,8 @@ pub struct BookLog {
     /// The instant the tables were complete up to when this process
     /// opened them (None: they held no records).
     resumed_after: Option<Timestamp>,
+    /// `book.snapshot_every` (zero: none are taken).
+    periodic_every: Duration,
 }
 
 struct State {
@@ -83,8 +87,10 @@ fn slot(table: BookTable) -> usize {
 }
 
 impl BookLog {
-    /// Opens (creating on first use) both book tables.
-    pub async fn open(lake: &Lake) -> Result<Arc<Self>, LakeError> {
+    /// Opens (creating on first use) both book tables. `periodic_every` is
+    /// `book.snapshot_every`: how far back a query looks for a periodic
+    /// snapshot to start from (twice it).
+    pub async fn open(lake: &Lake, periodic_every: Duration) -> Result<Arc<Self>, LakeError> {
         let updates = open_table(lake, BookTable::Updates).await?;
         let snapshots = open_table(lake, BookTable::Snapshots).await?;
         // The chains of updates and sync changes are in book_updates: a
@@ -97,7 +103,7 @@ impl BookLog {
         // ends them), and what it held after `resumed_after` is lost.
         let far = Timestamp::from_micros(i64::MAX);
         let mut changes: HashMap<Book, Vec<BookEventV2>> = HashMap::new();
-        for r in scan(&updates, BookTable::Updates, None, None, far, true).await? {
+        for r in scan(&updates, BookTable::Updates, None, None, far, Rows::States).await? {
             changes.entry((r.exchange.clone(), r.symbol.clone())).or_default().push(r);
         }
         for c in changes.values_mut() {
@@ -134,6 +140,7 @@ impl BookLog {
             }),
             committing: tokio::sync::Mutex::new(()),
             resumed_after,
+            periodic_every,
         });
         if !markers.is_empty() {
             tracing::info!(
@@ -188,7 +195,8 @@ impl BookLog {
 
     /// Takes `records` (one actor's, in the order it made them), stamping
     /// each with the next instant: an update keeps its venue time in
-    /// `timestamp`; a snapshot or state change is timed by the stamp.
+    /// `timestamp`, and so does a periodic snapshot (its last update's); a
+    /// venue snapshot or state change is timed by the stamp.
     pub fn record(&self, records: Vec<BookEventV2>) {
         let mut state = self.state();
         let now = Timestamp::now().as_micros();
@@ -197,7 +205,9 @@ impl BookLog {
             let at = Timestamp::from_micros(state.clock);
             r.ingestion_timestamp = at;
             if r.kind != BookEventKind::Update {
-                r.timestamp = at;
+                if !is_periodic(&r) {
+                    r.timestamp = at;
+                }
                 let range = (r.first_update_id, r.final_update_id);
                 r.message_id = BookEventV2::id(&r.exchange, &r.symbol, r.kind, range, r.cause.as_deref(), at);
             }
@@ -299,8 +309,38 @@ impl BookLog {
             let from = Timestamp::from_micros(last.ingestion_timestamp.as_micros() - 1);
             (state.tables.clone(), state.pending(exchange, symbol, from, at), from)
         };
+        let (from, pending) = self.periodic_start(&tables[1], pending, (exchange, symbol), from, at).await?;
         let records = stored_and_pending(&tables, pending, (exchange, symbol), from, at).await?;
         Ok(replay(&records))
+    }
+
+    /// Where a replay to `at` of a book synced since `from` starts: at the
+    /// latest periodic snapshot in `[from, at]` (a replay from it answers
+    /// as one from the sync: `k2_core::book::replay`), else at `from`; and
+    /// `pending` from there. The tables are looked at no further back than
+    /// twice `book.snapshot_every`: a book that moved has one that recent.
+    async fn periodic_start(
+        &self,
+        snapshots: &Table,
+        pending: Vec<BookEventV2>,
+        book: (&str, &str),
+        from: Timestamp,
+        at: Timestamp,
+    ) -> Result<(Timestamp, Vec<BookEventV2>), LakeError> {
+        // Records not committed yet are newer than every stored one.
+        let mut start = pending.iter().filter(|r| is_periodic(r)).map(|r| r.ingestion_timestamp).max();
+        if start.is_none() && !self.periodic_every.is_zero() {
+            let back = i64::try_from(self.periodic_every.as_micros().saturating_mul(2)).unwrap_or(i64::MAX);
+            let since = Timestamp::from_micros(at.as_micros().saturating_sub(back)).max(from);
+            let found = scan(snapshots, BookTable::Snapshots, Some(book), Some(since), at, Rows::Periodic).await?;
+            start = found.iter().map(|r| r.ingestion_timestamp).max();
+        }
+        let Some(start) = start.filter(|s| *s >= from) else {
+            metrics::counter!("k2_book_replays_total", "start" => "sync").increment(1);
+            return Ok((from, pending));
+        };
+        metrics::counter!("k2_book_replays_total", "start" => "periodic").increment(1);
+        Ok((start, pending.into_iter().filter(|r| r.ingestion_timestamp >= start).collect()))
     }
 }
 
@@ -340,8 +380,8 @@ async fn stored_and_pending(
     until: Timestamp,
 ) -> Result<Vec<BookEventV2>, LakeError> {
     let book = Some((exchange, symbol));
-    let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), until, false).await?;
-    records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), until, false).await?);
+    let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), until, Rows::All).await?;
+    records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), until, Rows::All).await?);
     // A record being committed may already be in the table loaded here.
     let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
         records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
@@ -388,6 +428,11 @@ impl BookLog {
                 other => (start, other.cloned()),
             };
             (state.tables.clone(), state.pending(exchange, symbol, from, end), from, seed)
+        };
+        // Synced at `start`: from the latest periodic snapshot before it.
+        let (from, pending) = match seed {
+            None => self.periodic_start(&tables[1], pending, (exchange, symbol), from, start).await?,
+            Some(_) => (from, pending),
         };
         let records = stored_and_pending(&tables, pending, (exchange, symbol), from, end).await?;
         let mut replayer = Replayer::default();
@@ -444,16 +489,29 @@ impl crate::state::books::BookRecorder for BookLog {
     }
 }
 
+/// Which records of a table a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    All,
+    /// Sync-state changes (`book_updates`).
+    States,
+    /// K2's periodic snapshots (`book_snapshots`).
+    Periodic,
+}
+
+fn is_periodic(r: &BookEventV2) -> bool {
+    r.kind == BookEventKind::Snapshot && r.cause.as_deref() == Some(PERIODIC)
+}
+
 /// The records of one book (`(exchange, symbol)`; every book when None)
-/// in `table` stamped in `[from, until]` (only sync-state changes when
-/// `states`).
+/// in `table` stamped in `[from, until]`, of the `rows` asked for.
 async fn scan(
     table: &Table,
     kind: BookTable,
     book: Option<(&str, &str)>,
     from: Option<Timestamp>,
     until: Timestamp,
-    states: bool,
+    rows: Rows,
 ) -> Result<Vec<BookEventV2>, LakeError> {
     if table.metadata().current_snapshot().is_none() {
         return Ok(Vec::new());
@@ -470,8 +528,10 @@ async fn scan(
             Reference::new("ingestion_timestamp").greater_than_or_equal_to(Datum::timestamptz_micros(from.as_micros())),
         );
     }
-    if states {
-        filter = filter.and(Reference::new("kind").not_equal_to(Datum::string("update")));
+    match rows {
+        Rows::All => {}
+        Rows::States => filter = filter.and(Reference::new("kind").not_equal_to(Datum::string("update"))),
+        Rows::Periodic => filter = filter.and(Reference::new("source").equal_to(Datum::string(PERIODIC))),
     }
     let stream = table.scan().with_filter(filter).build()?.to_arrow().await?;
     let batches: Vec<_> = stream.try_collect().await?;

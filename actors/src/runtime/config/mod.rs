@@ -133,6 +133,14 @@ impl Config {
         );
         need(self.book.max_buffer > 0, "book.max_buffer must be at least 1");
         need(
+            (1..=5000).contains(&self.book.snapshot_depth),
+            "book.snapshot_depth must be from 1 to 5000 (levels per side of each periodic snapshot)",
+        );
+        need(
+            self.book.snapshot_every.is_zero() || self.book.snapshot_every >= Duration::from_secs(1),
+            "book.snapshot_every must be 0s (off) or at least 1s",
+        );
+        need(
             [Duration::from_millis(100), Duration::from_secs(1)].contains(&self.book.update_speed),
             "book.update_speed must be 100ms or 1s (the speeds Binance's depth stream has)",
         );

@@ -328,6 +328,13 @@ pub struct BookConfig {
     /// rebuilds a book at any instant.
     pub store: bool,
     pub snapshot_limit: usize,
+    /// Every this long, each stored book that moved since its last sync or
+    /// periodic snapshot is recorded as a snapshot of its best
+    /// `snapshot_depth` known levels (cause `periodic`), so that `?at=`
+    /// replays from the nearest one, not from the sync. Zero: never.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_every: Duration,
+    pub snapshot_depth: usize,
     pub max_buffer: usize,
     #[serde(with = "humantime_serde")]
     pub update_speed: Duration,

@@ -176,6 +176,16 @@ pub const CATALOGUE: &[MetricSpec] = &[
         &[("symbol", RUNTIME), ("cause", &["gap", "snapshot_behind", "crossed"])],
     ),
     counter(
+        "k2_book_periodic_snapshots_total",
+        "Periodic snapshots recorded of stored books that moved (book.snapshot_every).",
+        &[("symbol", RUNTIME)],
+    ),
+    counter(
+        "k2_book_replays_total",
+        "Stored books rebuilt for a query (?at=, /top), by where the replay started: a periodic snapshot or the sync.",
+        &[("start", &["periodic", "sync"])],
+    ),
+    counter(
         "k2_book_events_ignored_total",
         "Depth events not applied: older than the book, from a retired socket, or of a symbol without a book.",
         &[("reason", &["older_than_book", "retired_socket", "unknown_symbol"])],

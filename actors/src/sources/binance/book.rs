@@ -67,6 +67,9 @@ struct Entry {
     event_time_us: Option<i64>,
     /// The snapshot the book waits with, to record once it syncs from it.
     snapshot: Option<DepthSnapshot>,
+    /// An update was applied since the book's sync or its last periodic
+    /// snapshot: the next periodic snapshot is worth taking.
+    moved: bool,
 }
 
 const EXCHANGE: &str = k2_core::source::binance::EXCHANGE;
@@ -233,6 +236,7 @@ impl BookActor {
                     unsynced_since: Some(now),
                     event_time_us: None,
                     snapshot: None,
+                    moved: false,
                 };
                 (s.clone(), entry)
             })
@@ -301,6 +305,10 @@ impl BookActor {
         entry.snapshot = Some(snapshot.clone());
         match entry.sync.on_snapshot(&snapshot) {
             SnapshotStep::Synced { snapshot_id, applied } => {
+                if let Some(last) = applied.last() {
+                    entry.event_time_us = Some(last.event_time.as_micros());
+                }
+                entry.moved = !applied.is_empty();
                 synced(&symbol, entry, snapshot_id, &applied);
                 self.note_synced(&symbol, snapshot_id, &applied);
                 self.flush_records();
@@ -330,6 +338,7 @@ impl BookActor {
             match entry.sync.on_update(update) {
                 Step::Applied(u) => {
                     entry.event_time_us = Some(time);
+                    entry.moved = true;
                     *applied.entry(symbol).or_default() += (u.bids.len() + u.asks.len()) as u64;
                     if self.log.is_some() {
                         self.records.push(records::update(EXCHANGE, &u, Timestamp::now()));
@@ -352,6 +361,7 @@ impl BookActor {
                 }
                 Step::Synced { snapshot_id, applied: a } => {
                     entry.event_time_us = Some(time);
+                    entry.moved = !a.is_empty();
                     synced(&symbol, entry, snapshot_id, &a);
                     self.note_synced(&symbol, snapshot_id, &a);
                 }
@@ -386,6 +396,30 @@ impl BookActor {
                 .set(entry.sync.buffered() as f64);
         }
         metrics::gauge!("k2_book_levels_held", "connection" => self.name).set(levels as f64);
+    }
+
+    /// Records each synced book that moved since its sync or its last
+    /// periodic snapshot as a snapshot of its best `book.snapshot_depth`
+    /// levels: a stored book's replay starts from the nearest one.
+    fn periodic_snapshots(&mut self) {
+        if self.log.is_none() {
+            return;
+        }
+        let depth = self.config.snapshot_depth;
+        let now = Timestamp::now();
+        for (symbol, entry) in &mut self.books {
+            if !entry.moved {
+                continue;
+            }
+            let (Some(book), Some(time)) = (entry.sync.book(), entry.event_time_us) else { continue };
+            let time = Timestamp::from_micros(time);
+            if let Some(r) = records::periodic(EXCHANGE, symbol, book, depth, time, now) {
+                self.records.push(r);
+                entry.moved = false;
+                metrics::counter!("k2_book_periodic_snapshots_total", "symbol" => symbol.to_string()).increment(1);
+            }
+        }
+        self.flush_records();
     }
 
     fn view(&self, symbol: &CompactString, depth: usize) -> Option<BookView> {
@@ -434,6 +468,9 @@ impl Actor for BookActor {
             self.fresh_books();
         }
         ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+        if self.log.is_some() && !self.config.snapshot_every.is_zero() {
+            ctx.run_interval(self.config.snapshot_every, |act, _| act.periodic_snapshots());
+        }
     }
 }
 
