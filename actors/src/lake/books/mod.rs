@@ -332,8 +332,7 @@ impl BookLog {
         if start.is_none() && !self.periodic_every.is_zero() {
             let back = i64::try_from(self.periodic_every.as_micros().saturating_mul(2)).unwrap_or(i64::MAX);
             let since = Timestamp::from_micros(at.as_micros().saturating_sub(back)).max(from);
-            let found = scan(snapshots, BookTable::Snapshots, Some(book), Some(since), at, Rows::Periodic).await?;
-            start = found.iter().map(|r| r.ingestion_timestamp).max();
+            start = latest_periodic(snapshots, book, since, at).await?;
         }
         let Some(start) = start.filter(|s| *s >= from) else {
             metrics::counter!("k2_book_replays_total", "start" => "sync").increment(1);
@@ -495,8 +494,6 @@ enum Rows {
     All,
     /// Sync-state changes (`book_updates`).
     States,
-    /// K2's periodic snapshots (`book_snapshots`).
-    Periodic,
 }
 
 fn is_periodic(r: &BookEventV2) -> bool {
@@ -531,11 +528,50 @@ async fn scan(
     match rows {
         Rows::All => {}
         Rows::States => filter = filter.and(Reference::new("kind").not_equal_to(Datum::string("update"))),
-        Rows::Periodic => filter = filter.and(Reference::new("source").equal_to(Datum::string(PERIODIC))),
     }
-    let stream = table.scan().with_filter(filter).build()?.to_arrow().await?;
-    let batches: Vec<_> = stream.try_collect().await?;
+    // Row selection by the page index: a book's files are sorted by
+    // (symbol, ingestion_timestamp), so an instant's few seconds are a few
+    // pages of a row group.
+    let scan = table.scan().with_filter(filter).with_row_selection_enabled(true);
+    let batches: Vec<_> = scan.build()?.to_arrow().await?.try_collect().await?;
     Ok(tables::from_batches(kind, &batches)?)
+}
+
+/// The latest instant in `[from, until]` at which `book`'s periodic
+/// snapshot was recorded in `snapshots` (only that column is read).
+async fn latest_periodic(
+    snapshots: &Table,
+    (exchange, symbol): (&str, &str),
+    from: Timestamp,
+    until: Timestamp,
+) -> Result<Option<Timestamp>, LakeError> {
+    if snapshots.metadata().current_snapshot().is_none() {
+        return Ok(None);
+    }
+    let filter = Reference::new("symbol")
+        .equal_to(Datum::string(symbol))
+        .and(Reference::new("exchange").equal_to(Datum::string(exchange)))
+        .and(Reference::new("source").equal_to(Datum::string(PERIODIC)))
+        .and(
+            Reference::new("ingestion_timestamp").greater_than_or_equal_to(Datum::timestamptz_micros(from.as_micros())),
+        )
+        .and(Reference::new("ingestion_timestamp").less_than_or_equal_to(Datum::timestamptz_micros(until.as_micros())));
+    let scan = snapshots.scan().select(["ingestion_timestamp"]).with_filter(filter).with_row_selection_enabled(true);
+    let batches: Vec<arrow::array::RecordBatch> = scan.build()?.to_arrow().await?.try_collect().await?;
+    let mut latest = None;
+    for batch in &batches {
+        let Some(times) = batch
+            .column_by_name("ingestion_timestamp")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>())
+        else {
+            continue;
+        };
+        // The filter is applied to the rows read, but a value is checked
+        // again: an instant outside the range must never start a replay.
+        let max = times.iter().flatten().filter(|t| (from.as_micros()..=until.as_micros()).contains(t)).max();
+        latest = latest.max(max);
+    }
+    Ok(latest.map(Timestamp::from_micros))
 }
 
 async fn open_table(lake: &Lake, table: BookTable) -> Result<Table, LakeError> {
