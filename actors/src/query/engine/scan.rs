@@ -100,7 +100,11 @@ impl TableProvider for SnapshotTable {
             .try_collect()
             .await
             .map_err(df_error)?;
-        let partitions = deal(tasks, state.config().target_partitions().max(1));
+        // Files are sorted by symbol: a scan of one symbol reads a row group
+        // or two of a file, and cutting the file would only read its footer
+        // and page index once per range.
+        let cut = !filters.iter().any(pins_symbol);
+        let partitions = deal(tasks, state.config().target_partitions().max(1), cut);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(partitions.len().max(1)),
@@ -122,17 +126,17 @@ impl TableProvider for SnapshotTable {
 const RANGES_PER_PARTITION: u64 = 4;
 
 /// Deals `tasks` into at most `n` partitions of about equal bytes, largest
-/// first to the lightest. Files of at least twice a `1 / (n *
+/// first to the lightest. With `cut`, files of at least twice a `1 / (n *
 /// RANGES_PER_PARTITION)` share of the bytes (and of `MIN_RANGE_BYTES`) are
 /// first cut into byte ranges of about that share.
-fn deal(tasks: Vec<FileScanTask>, n: usize) -> Vec<Vec<FileScanTask>> {
+fn deal(tasks: Vec<FileScanTask>, n: usize, cut: bool) -> Vec<Vec<FileScanTask>> {
     let total: u64 = tasks.iter().map(|t| t.length).sum();
     let share = (total / (n as u64 * RANGES_PER_PARTITION).max(1)).max(MIN_RANGE_BYTES);
     let mut ranges = Vec::with_capacity(tasks.len());
     for task in tasks {
         // Cut only what is at least twice the share: a file just above it
         // would become two ranges with two footer reads for no balance.
-        let pieces = if task.length >= 2 * share { task.length.div_ceil(share) } else { 1 };
+        let pieces = if cut && task.length >= 2 * share { task.length.div_ceil(share) } else { 1 };
         if pieces == 1 {
             ranges.push(task);
             continue;
@@ -158,6 +162,15 @@ fn deal(tasks: Vec<FileScanTask>, n: usize) -> Vec<Vec<FileScanTask>> {
         }
     }
     parts.into_iter().map(|(_, ranges)| ranges).collect()
+}
+
+/// Whether `filter` (one conjunct) keeps a single symbol: `symbol = 'X'`.
+fn pins_symbol(filter: &Expr) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = filter else { return false };
+    let is_symbol = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "symbol");
+    let is_literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    (is_symbol(left) && is_literal(right)) || (is_literal(left) && is_symbol(right))
 }
 
 /// The planned files of a snapshot scan, by partition.
@@ -241,7 +254,7 @@ mod tests {
     #[test]
     fn large_files_are_cut_into_ranges_covering_each_once() {
         let size = 100 << 20;
-        let parts = deal(vec![task("a", size), task("b", size / 2)], 2);
+        let parts = deal(vec![task("a", size), task("b", size / 2)], 2, true);
         assert_eq!(parts.len(), 2);
         for (path, length) in [("a", size), ("b", size / 2)] {
             let mut ranges: Vec<(u64, u64)> = parts
@@ -266,11 +279,29 @@ mod tests {
 
     #[test]
     fn small_files_stay_whole_and_partitions_balance_by_bytes() {
-        assert_eq!(deal(vec![task("a", 1000)], 2).iter().flatten().count(), 1);
-        let parts = deal(vec![task("a", 50), task("b", 30), task("c", 25), task("d", 5)], 2);
+        assert_eq!(deal(vec![task("a", 1000)], 2, true).iter().flatten().count(), 1);
+        let parts = deal(vec![task("a", 50), task("b", 30), task("c", 25), task("d", 5)], 2, true);
         let bytes: Vec<u64> = parts.iter().map(|p| p.iter().map(|t| t.length).sum()).collect();
         assert_eq!(bytes.iter().sum::<u64>(), 110);
         assert!(bytes.iter().all(|b| *b == 55), "{bytes:?}");
-        assert!(deal(vec![], 2).is_empty());
+        assert!(deal(vec![], 2, true).is_empty());
+        // One symbol's scan leaves files whole.
+        assert_eq!(deal(vec![task("a", 100 << 20)], 2, false).iter().flatten().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::pins_symbol;
+
+    #[test]
+    fn a_symbol_equality_pins_a_symbol_and_nothing_else_does() {
+        assert!(pins_symbol(&col("symbol").eq(lit("BTCUSDT"))));
+        assert!(pins_symbol(&lit("BTCUSDT").eq(col("symbol"))));
+        assert!(!pins_symbol(&col("exchange").eq(lit("BINANCE"))));
+        assert!(!pins_symbol(&col("symbol").not_eq(lit("BTCUSDT"))));
+        assert!(!pins_symbol(&col("timestamp").gt(lit(5))));
     }
 }
