@@ -26,7 +26,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use k2::lake::books::tables::{self, BookTable};
 use k2::lake::books::{BookLog, COMPLETE_UNTIL};
 use k2::lake::maintenance::{Maintained, Maintainer};
-use k2::lake::writer::{unique_prefix, write_run};
+use k2::lake::writer::{FileShape, unique_prefix, write_run};
 use k2::lake::{Access, Lake};
 use k2::runtime::config::Config;
 use k2::service::{Service, Stop};
@@ -152,7 +152,7 @@ async fn commit(lake: &Lake, table: BookTable, mut records: Vec<BookEventV2>, ho
     );
     records.sort_by(|a, b| (&a.symbol, a.ingestion_timestamp).cmp(&(&b.symbol, b.ingestion_timestamp)));
     let batch = tables::to_batch(table, &schema, &records).expect("rows");
-    let files = write_run(current.clone(), batch, unique_prefix(hour), None).await.expect("write");
+    let files = write_run(current.clone(), batch, unique_prefix(hour), FileShape::FLUSH).await.expect("write");
     let summary = HashMap::from([
         (COMPLETE_UNTIL.to_owned(), until.to_string()),
         (k2::lake::summary::WRITER.to_owned(), lake.writer().to_owned()),

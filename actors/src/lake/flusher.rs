@@ -343,7 +343,8 @@ async fn flush_once<R: LakeRow>(
         let rows = tokio::task::spawn_blocking(move || FileOrder::of(&schema, batches))
             .await
             .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
-        let written = writer::write_ordered(&table, rows, &unique_prefix(work.generation), None).await?;
+        let written =
+            writer::write_ordered(&table, rows, &unique_prefix(work.generation), writer::FileShape::FLUSH).await?;
         writing.add(written.iter().map(|f| f.file_path()));
         *files = Some(written);
     }

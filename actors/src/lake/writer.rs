@@ -17,7 +17,7 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::{Catalog, TableIdent};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::LakeError;
@@ -37,18 +37,67 @@ pub const ROWS_PER_WRITER: usize = 250_000;
 /// statistics (parquet-rs defaults to 1M rows: one group per file here).
 const ROW_GROUP_ROWS: usize = 65_536;
 
+/// Rows per row group of a compacted file. Its file is one of a day's few,
+/// so its footer and page index, which every scan of it parses, would list
+/// some sixty groups at the flushes' size; a one-symbol scan still reads
+/// only that symbol's pages of a group (row selection by the page index).
+const COMPACTED_ROW_GROUP_ROWS: usize = 262_144;
+
+/// Rows per data page of a compacted file, where row selection picks pages:
+/// a symbol's hour is about 4,000 rows at 50 symbols and 5 M trades a day,
+/// which parquet-rs's default of 20,000 would read five times over.
+const COMPACTED_PAGE_ROWS: usize = 8_192;
+
+/// How a write cuts its rows into files, row groups and pages, and how hard
+/// it compresses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileShape {
+    /// A new file at this many bytes (None: the table's default, 512 MiB).
+    pub target_size: Option<usize>,
+    pub row_group_rows: usize,
+    /// At most this many rows per data page (None: parquet-rs's 20,000).
+    pub page_rows: Option<usize>,
+    pub zstd_level: i32,
+}
+
+impl FileShape {
+    /// A flush's (and the book log's) files.
+    pub const FLUSH: FileShape =
+        FileShape { target_size: None, row_group_rows: ROW_GROUP_ROWS, page_rows: None, zstd_level: 3 };
+
+    /// Compaction's files, of about `target_size` bytes. zstd level 1:
+    /// compression is the largest part of a rewrite (with level 1 and
+    /// these pages the bench's rewrite went from 0.90 M to 1.25 M rows/s;
+    /// the files' size is in docs/architecture.md).
+    pub fn compacted(target_size: usize) -> Self {
+        Self {
+            target_size: Some(target_size),
+            row_group_rows: COMPACTED_ROW_GROUP_ROWS,
+            page_rows: Some(COMPACTED_PAGE_ROWS),
+            zstd_level: 1,
+        }
+    }
+}
+
 /// Columns of K2's tables holding a value unique to each row.
 const UNIQUE_PER_ROW: [&str; 3] = ["message_id", "trade_id", "quote_id"];
 
+/// Columns queries filter on: they get page statistics (the column index),
+/// which the reader's row selection uses; the rest keep row-group
+/// statistics only. The page index is read whole by every scan of a file,
+/// so a large compacted file's index, with every column's page bounds, was
+/// parsed again on each query for columns nothing filters on.
+const FILTERED: [&str; 6] = ["symbol", "exchange", "timestamp", "ingestion_timestamp", "kind", "source"];
+
 /// Integer columns (instants, sequence numbers, update ids) that rise within
 /// a symbol, as the files are sorted: delta-encoded they take a few bits a
-/// row. A dictionary of them, which a 65,536-row group never overflows,
+/// row. A dictionary of them, which a flush's row group never overflows,
 /// would hash every value to store it again with an index beside it.
 const RISING: [&str; 6] =
     ["timestamp", "ingestion_timestamp", "source_sequence", "platform_sequence", "first_update_id", "final_update_id"];
 
-/// Writes `rows` as data files named `{prefix}-…`, rolled over at
-/// `target_size` bytes (the table's default when `None`). Many rows are cut
+/// Writes `rows` as data files named `{prefix}-…`, cut as `shape` says.
+/// Many rows are cut
 /// into contiguous runs, each built and written by a task of its own, one
 /// per core: building the run and encoding its Parquet is most of a write's
 /// cost. Since rows are sorted by symbol, each file covers a narrow symbol
@@ -57,7 +106,7 @@ pub async fn write_ordered(
     table: &Table,
     rows: FileOrder,
     prefix: &str,
-    target_size: Option<usize>,
+    shape: FileShape,
 ) -> Result<Vec<DataFile>, LakeError> {
     let writers =
         (rows.len() / ROWS_PER_WRITER).clamp(1, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -71,7 +120,7 @@ pub async fn write_ordered(
             let run = tokio::task::spawn_blocking(move || rows.rows(range))
                 .await
                 .map_err(|e| LakeError::Task { what: "sort", reason: e.to_string() })??;
-            write_run(table, run, name, target_size).await
+            write_run(table, run, name, shape).await
         }));
     }
     let mut files = Vec::new();
@@ -82,13 +131,12 @@ pub async fn write_ordered(
     Ok(files)
 }
 
-/// Writes `batch` (sorted) as one file per partition, rolled over at
-/// `target_size` bytes (the table's default, 512 MiB, when `None`).
+/// Writes `batch` (sorted) as one file per partition, cut as `shape` says.
 pub async fn write_run(
     table: Table,
     batch: RecordBatch,
     prefix: String,
-    target_size: Option<usize>,
+    shape: FileShape,
 ) -> Result<Vec<DataFile>, LakeError> {
     let metadata = table.metadata();
     let schema = metadata.current_schema().clone();
@@ -96,8 +144,18 @@ pub async fn write_run(
     let props = WriterProperties::builder()
         // The table property naming the codec is not applied by iceberg-rust
         // 0.10's writer, so the codec is set here.
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| LakeError::Schema(e.to_string()))?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(shape.zstd_level).map_err(|e| LakeError::Schema(e.to_string()))?,
+        ))
+        .set_max_row_group_row_count(Some(shape.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    let props = match shape.page_rows {
+        Some(rows) => props.set_data_page_row_count_limit(rows),
+        None => props,
+    };
+    let props = FILTERED
+        .iter()
+        .fold(props, |p, column| p.set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page));
     // A column whose every value is new (an id) overflows its dictionary
     // page within each row group and falls back to plain encoding, after
     // hashing every value for nothing.
@@ -114,7 +172,7 @@ pub async fn write_run(
     let parquet = ParquetWriterBuilder::new(props, schema.clone());
     let (io, locations) = (table.file_io().clone(), DefaultLocationGenerator::new(metadata)?);
     let names = DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet);
-    let rolling = match target_size {
+    let rolling = match shape.target_size {
         Some(size) => RollingFileWriterBuilder::new(parquet, size, io, locations, names),
         None => RollingFileWriterBuilder::new_with_default_file_size(parquet, io, locations, names),
     };

@@ -39,7 +39,7 @@ use k2_core::book::{Level, Side};
 use k2_core::{BookEventKind, BookEventV2, Timestamp};
 use rust_decimal::Decimal;
 
-use super::writer::{unique_prefix, write_run};
+use super::writer::{FileShape, unique_prefix, write_run};
 use super::{Lake, LakeError};
 use tables::BookTable;
 
@@ -275,7 +275,7 @@ impl BookLog {
             let mut sorted = records.as_ref().clone();
             sorted.sort_by(|a, b| (&a.symbol, a.ingestion_timestamp).cmp(&(&b.symbol, b.ingestion_timestamp)));
             let batch = tables::to_batch(table, &schema, &sorted)?;
-            let files = write_run(current.clone(), batch, unique_prefix(0), None).await?;
+            let files = write_run(current.clone(), batch, unique_prefix(0), FileShape::FLUSH).await?;
             let summary = HashMap::from([
                 (COMPLETE_UNTIL.to_owned(), cut.to_string()),
                 (super::summary::WRITER.to_owned(), self.lake.writer().to_owned()),
