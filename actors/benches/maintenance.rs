@@ -127,6 +127,15 @@ async fn summaries(k2: &Service) -> Vec<serde_json::Value> {
     out
 }
 
+/// The trades table's live data files and bytes, as its current snapshot
+/// counts them.
+async fn data_size(k2: &Service) -> String {
+    let table = k2.lake.catalog().load_table(&k2.lake.ident(TableKind::Trades)).await.expect("table");
+    let summary = &table.metadata().current_snapshot().expect("a snapshot").summary().additional_properties;
+    let get = |key: &str| summary.get(key).cloned().unwrap_or_default();
+    format!("{} data files, {} bytes", get("total-data-files"), get("total-files-size"))
+}
+
 const NAMES: [&str; 3] =
     ["/v1/summary (a day)", "/v1/trades (one symbol, one hour, limit 1000)", "/v1/bars (1m, a day)"];
 
@@ -149,6 +158,7 @@ fn main() {
         send(&k2, 0, rows, rows, 0).await;
         k2.flush().await.expect("flush");
         println!("one load: {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
+        println!("one load: {}", data_size(&k2).await);
         let q = queries(&k2).await;
         let sums = summaries(&k2).await;
         k2.shutdown(Stop::Graceful).await;
@@ -213,6 +223,7 @@ fn main() {
             "ingest to durable: {alone:.0} rows/s alone, {during:.0} rows/s while the compaction ran ({:.0} %)",
             during / alone * 100.0
         );
+        println!("compacted: {}", data_size(&k2).await);
         let after = queries(&k2).await;
         assert_eq!(summaries(&k2).await, loaded_sums, "the compacted day is the one load's, to the last digit");
         println!("every symbol's day summary (counts, volume, notional, VWAP) equal on all three tables");
