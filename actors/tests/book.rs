@@ -454,8 +454,13 @@ fn a_book_at_any_instant_is_the_venues_and_stays_so_across_restarts() {
         assert!(s["periodic"].as_u64().unwrap() >= 10, "{symbol}: {s}");
         assert_eq!(s["periodic_off"], 0, "every periodic snapshot at its segment's update id: {judged}");
         assert!(s["unsynced_causes"]["stop"].as_u64().unwrap() >= 1, "{symbol}: {s}");
-        assert!(s["unsynced_causes"]["restart"].as_u64().unwrap() >= 1, "{symbol}: {s}");
     }
+    // The restart after the kill ends, with `restart`, each book the tables
+    // left synced; a book resyncing after one of the faults' gaps when the
+    // kill came has none (likelier on a loaded machine), but not all three.
+    let restarts: u64 =
+        SYMBOLS.iter().map(|s| judged["symbols"][*s]["unsynced_causes"]["restart"].as_u64().unwrap_or(0)).sum();
+    assert!(restarts >= 1, "no book ended with `restart` after the kill: {judged}");
     eprintln!(
         "compared {compared:?}; {} instants asked, {unsynced} unsynced; after the kill {same} same, {lost} lost",
         asked.len() + before_kill.len()
