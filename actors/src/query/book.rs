@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::format::Format;
 use crate::lake::books::BookLog;
-use crate::state::books::{BookDirectory, BookView, GetBook};
+use crate::state::books::{BookDirectory, BookView, GetBook, known_cause};
 
 /// Levels per side when `depth` is not given, and at most.
 const DEFAULT_DEPTH: usize = 100;
@@ -139,23 +139,6 @@ fn arrow_body(format: Format, encoded: Result<Vec<u8>, String>) -> HttpResponse 
         Ok(body) => HttpResponse::Ok().content_type(format.content_type()).body(body),
         Err(e) => HttpResponse::InternalServerError().json(serde_json::json!({"error": e})),
     }
-}
-
-/// A stored cause as one of the documented ones.
-pub(super) fn known_cause(cause: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
-        "start",
-        "gap",
-        "reconnect",
-        "crossed",
-        "snapshot_behind",
-        "shed",
-        "restart",
-        "stop",
-        "store_gap",
-        "no_snapshot",
-    ];
-    KNOWN.into_iter().find(|k| *k == cause).unwrap_or("unknown")
 }
 
 /// One row per level: side, level number from the top, price, quantity,

@@ -108,7 +108,7 @@ pub fn tops(exchange: &str, symbol: &str, points: &[TopPoint]) -> Result<Vec<u8>
         ),
         Arc::new(BooleanArray::from(points.iter().map(synced).collect::<Vec<_>>())),
         Arc::new(StringArray::from_iter(
-            points.iter().map(|t| t.unsynced_cause.as_deref().map(super::book::known_cause)),
+            points.iter().map(|t| t.unsynced_cause.as_deref().map(crate::state::books::known_cause)),
         )),
         Arc::new(Int64Array::from_iter(points.iter().map(|t| t.update_id.and_then(|i| i64::try_from(i).ok())))),
         decimals(points.iter().map(|t| t.best_bid.map(|l| l.0)))?,

@@ -118,3 +118,21 @@ impl BookDirectory {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 }
+
+/// A stored or live cause of an unsynced book as one of the documented
+/// ones (`unknown` otherwise), as the book endpoints answer it.
+pub fn known_cause(cause: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "start",
+        "gap",
+        "reconnect",
+        "crossed",
+        "snapshot_behind",
+        "shed",
+        "restart",
+        "stop",
+        "store_gap",
+        "no_snapshot",
+    ];
+    KNOWN.into_iter().find(|k| *k == cause).unwrap_or("unknown")
+}

@@ -87,5 +87,7 @@ mod tests {
         }
         assert_eq!(Maintained::named("book_updates"), Some(Maintained::Book(BookTable::Updates)));
         assert_eq!(Maintained::named("orders"), None);
+        let names: Vec<&str> = Maintained::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names, crate::runtime::config::MAINTAINED_TABLES, "the names config accepts");
     }
 }

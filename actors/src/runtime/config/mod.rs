@@ -61,6 +61,11 @@ pub use secret::{Secret, mask_url_passwords};
 pub use sections::*;
 pub use storage::*;
 
+/// The tables `maintenance.retention` may name (lake::maintenance's
+/// `Maintained`, whose test holds the two lists equal: config sits below
+/// the lake in the layout, so it cannot ask it).
+pub const MAINTAINED_TABLES: [&str; 4] = ["trades", "quotes", "book_updates", "book_snapshots"];
+
 impl Config {
     /// The embedded profile, then `file`, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -220,7 +225,7 @@ impl Config {
         need(m.keep_last_snapshots >= 1, "maintenance.keep_last_snapshots must be at least 1");
         for (table, keep) in &m.retention {
             need(
-                crate::lake::maintenance::Maintained::named(table).is_some(),
+                MAINTAINED_TABLES.contains(&table.as_str()),
                 &format!(
                     "maintenance.retention.{table}: no such table (trades, quotes, book_updates or book_snapshots)"
                 ),
