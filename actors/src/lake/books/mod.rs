@@ -91,6 +91,10 @@ impl BookLog {
     /// `book.snapshot_every`: how far back a query looks for a periodic
     /// snapshot to start from (twice it).
     pub async fn open(lake: &Lake, periodic_every: Duration) -> Result<Arc<Self>, LakeError> {
+        // The series a dashboard shows exist at 0 from the start.
+        for start in ["periodic", "sync"] {
+            metrics::counter!("k2_book_replays_total", "start" => start).increment(0);
+        }
         let updates = open_table(lake, BookTable::Updates).await?;
         let snapshots = open_table(lake, BookTable::Snapshots).await?;
         // The chains of updates and sync changes are in book_updates: a

@@ -115,6 +115,7 @@ impl BookActor {
             metrics::gauge!("k2_book_synced", "symbol" => symbol.clone()).set(0.0);
             metrics::counter!("k2_book_updates_applied_total", "symbol" => symbol.clone()).increment(0);
             metrics::counter!("k2_book_crossed_total", "symbol" => symbol.clone()).increment(0);
+            metrics::counter!("k2_book_periodic_snapshots_total", "symbol" => symbol.clone()).increment(0);
             metrics::counter!("k2_book_unsynced_seconds_total", "symbol" => symbol.clone()).increment(0);
             // The causes a dashboard shows exist at 0 from the start.
             for cause in ["gap", "reconnect", "crossed"] {
