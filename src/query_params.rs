@@ -147,7 +147,9 @@ pub const MAX_NAME_CHARS: usize = 64;
 
 fn non_empty(parameter: &'static str, value: Option<String>) -> Result<Option<String>, ParamError> {
     match value {
-        Some(v) if v.trim().is_empty() => Err(bad(parameter, "must not be empty")),
+        // ASCII whitespace only: the document's pattern (`\S`) is read by
+        // other engines, which do not all call U+0085 or U+00A0 a space.
+        Some(v) if v.trim_ascii().is_empty() => Err(bad(parameter, "must not be empty")),
         Some(v) if v.chars().count() > MAX_NAME_CHARS => {
             Err(bad(parameter, format!("must be at most {MAX_NAME_CHARS} characters")))
         }
