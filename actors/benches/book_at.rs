@@ -17,6 +17,8 @@
 //!
 //! `cargo bench -p k2 --bench book_at`
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -221,22 +223,8 @@ async fn write_day(config: &Config, hours: u64) -> (usize, usize) {
 }
 
 fn parquet_bytes(dir: &Path, table: &str) -> (usize, u64) {
-    let (mut files, mut bytes) = (0, 0);
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet")
-                && path.components().any(|c| c.as_os_str() == table)
-            {
-                files += 1;
-                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    (files, bytes)
+    let files = common::parquet_files(dir, table);
+    (files.len(), files.iter().map(|(_, len)| len).sum())
 }
 
 fn levels(v: &serde_json::Value) -> Vec<Level> {
@@ -294,20 +282,11 @@ async fn ask(k2: &Service, hours: u64, queries: usize, checks: usize, seed: u64)
     took
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn report(what: &str, mut took: Vec<Duration>) {
-    took.sort();
+fn report(what: &str, took: Vec<Duration>) {
+    let max = took.iter().max().copied().unwrap_or_default();
+    let (p50, p99) = common::percentiles(took.clone());
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{what}: {} answers, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        took.len(),
-        ms(pct(&took, 0.50)),
-        ms(pct(&took, 0.99)),
-        ms(pct(&took, 1.0))
-    );
+    println!("{what}: {} answers, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", took.len(), ms(p50), ms(p99), ms(max));
 }
 
 fn main() {

@@ -15,6 +15,8 @@
 //!
 //! `cargo bench -p k2 --bench book_live`
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use figment::providers::Env;
@@ -156,22 +158,9 @@ fn main() {
 /// Parquet files under `table`'s data directory: how many, their bytes and
 /// rows (every file written, live or not).
 fn parquet_of(lake: &std::path::Path, table: &str) -> (usize, u64, i64) {
-    let (mut files, mut bytes, mut rows) = (0, 0, 0);
-    let mut dirs = vec![lake.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet")
-                && path.components().any(|c| c.as_os_str() == table)
-            {
-                let (b, r) = footer(&path);
-                (files, bytes, rows) = (files + 1, bytes + b, rows + r);
-            }
-        }
-    }
-    (files, bytes, rows)
+    let files = common::parquet_files(lake, table);
+    let rows = files.iter().map(|(path, _)| footer(path).1).sum();
+    (files.len(), files.iter().map(|(_, len)| len).sum(), rows)
 }
 
 fn footer(path: &std::path::Path) -> (u64, i64) {

@@ -1,9 +1,10 @@
-//! What several benches share: request latencies and a producer loop that
-//! waits for room in librdkafka's queue.
+//! What several benches share: request latencies, a producer loop that
+//! waits for room in librdkafka's queue, and the Parquet files of a table.
 
 // Each bench includes this module and uses a part of it.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -15,6 +16,27 @@ pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
     (at(0.50), at(0.99))
+}
+
+/// Every Parquet file under `dir` in a directory named `table` (live or
+/// not), with its length in bytes.
+pub fn parquet_files(dir: &Path, table: &str) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && path.components().any(|c| c.as_os_str() == table)
+            {
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((path, len));
+            }
+        }
+    }
+    out
 }
 
 /// p50 and p99 of `n` GETs, one at a time, of the URLs `url` gives; each
