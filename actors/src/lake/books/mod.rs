@@ -18,9 +18,15 @@
 //! a span lost in a crash (records stamped, never committed) reads as
 //! unsynced, never as a stale book.
 //!
-//! Embedded mode only for now: in Kafka mode the books are live only.
+//! In Kafka mode the producers stamp the records ([`stamp`],
+//! `kafka::book_producer`) and the flushers' book lander feeds them here
+//! ([`landing`]): each commit then records the offsets it covers, and a
+//! record lands once whichever flusher reads it.
 
 pub mod flusher;
+pub mod landing;
+#[cfg(test)]
+mod landing_tests;
 pub mod tables;
 
 use std::collections::HashMap;
@@ -46,6 +52,10 @@ use tables::BookTable;
 /// Summary key: every record stamped before this instant (µs) is in this
 /// snapshot or an earlier one.
 pub const COMPLETE_UNTIL: &str = "k2.books-complete-until";
+
+/// The cause of the marker a Kafka-mode producer puts before each book's
+/// first record (and of the one after a crash in embedded mode).
+pub const RESTART: &str = "restart";
 
 /// The book tables, their tails, and K2's clock for book records.
 pub struct BookLog {
@@ -74,6 +84,8 @@ struct State {
     tables: [Table; 2],
     tails: [Vec<BookEventV2>; 2],
     landing: [Arc<Vec<BookEventV2>>; 2],
+    /// Kafka mode: where the records taken from the book topics stand.
+    kafka: Option<landing::Landing>,
 }
 
 /// (exchange, symbol).
@@ -91,6 +103,10 @@ impl BookLog {
     /// `book.snapshot_every`: how far back a query looks for a periodic
     /// snapshot to start from (twice it).
     pub async fn open(lake: &Lake, periodic_every: Duration) -> Result<Arc<Self>, LakeError> {
+        Self::load(lake, periodic_every, false).await
+    }
+
+    async fn load(lake: &Lake, periodic_every: Duration, kafka: bool) -> Result<Arc<Self>, LakeError> {
         // The series a dashboard shows exist at 0 from the start.
         for start in ["periodic", "sync"] {
             metrics::counter!("k2_book_replays_total", "start" => start).increment(0);
@@ -105,17 +121,15 @@ impl BookLog {
         let latest = [&updates, &snapshots].iter().filter_map(|t| complete_until(t)).max();
         // The books an earlier process left synced: it crashed (a stop
         // ends them), and what it held after `resumed_after` is lost.
-        let far = Timestamp::from_micros(i64::MAX);
-        let mut changes: HashMap<Book, Vec<BookEventV2>> = HashMap::new();
-        for r in scan(&updates, BookTable::Updates, None, None, far, Rows::States).await? {
-            changes.entry((r.exchange.clone(), r.symbol.clone())).or_default().push(r);
-        }
-        for c in changes.values_mut() {
-            c.sort_by_key(|r| r.ingestion_timestamp);
-        }
+        let changes = load_changes(&updates).await?;
+        let landing = match kafka {
+            true => Some(landing::Landing::new([&updates, &snapshots], 0)?),
+            false => None,
+        };
         let mut clock = resumed_after.map_or_else(|| Timestamp::now().as_micros(), Timestamp::as_micros);
         let mut markers = Vec::new();
-        for ((exchange, symbol), list) in &changes {
+        // Kafka mode: the producers mark their restarts.
+        for ((exchange, symbol), list) in changes.iter().filter(|_| !kafka) {
             let Some(r) = list.last() else { continue };
             if r.kind == BookEventKind::Synced {
                 clock += 1;
@@ -141,6 +155,7 @@ impl BookLog {
                 tables: [updates, snapshots],
                 tails: [Vec::new(), Vec::new()],
                 landing: [Arc::new(Vec::new()), Arc::new(Vec::new())],
+                kafka: landing,
             }),
             committing: tokio::sync::Mutex::new(()),
             resumed_after,
@@ -166,6 +181,10 @@ impl BookLog {
     /// Ends every book this process left synced with `unsynced` (`stop`),
     /// then commits everything.
     pub async fn close(&self) -> Result<usize, LakeError> {
+        // Kafka mode: the producers end their books.
+        if self.state().kafka.is_some() {
+            return self.commit().await;
+        }
         let ends: Vec<BookEventV2> = {
             let state = self.state();
             state
@@ -205,25 +224,8 @@ impl BookLog {
         let mut state = self.state();
         let now = Timestamp::now().as_micros();
         for mut r in records {
-            state.clock = (state.clock + 1).max(now);
-            let at = Timestamp::from_micros(state.clock);
-            r.ingestion_timestamp = at;
-            if r.kind != BookEventKind::Update {
-                if !is_periodic(&r) {
-                    r.timestamp = at;
-                }
-                let range = (r.first_update_id, r.final_update_id);
-                r.message_id = BookEventV2::id(&r.exchange, &r.symbol, r.kind, range, r.cause.as_deref(), at);
-            }
-            if matches!(r.kind, BookEventKind::Synced | BookEventKind::Unsynced) {
-                let book = (r.exchange.clone(), r.symbol.clone());
-                state.synced.insert(book.clone(), r.kind == BookEventKind::Synced);
-                let mut change = r.clone();
-                change.bids = Vec::new();
-                change.asks = Vec::new();
-                state.changes.entry(book).or_default().push(change);
-            }
-            state.tails[slot(BookTable::of(r.kind))].push(r);
+            stamp(&mut state.clock, now, &mut r);
+            state.take(r);
         }
     }
 
@@ -249,6 +251,9 @@ impl BookLog {
                     let mut all = state.landing[i].as_ref().clone();
                     all.extend(taken);
                     state.landing[i] = Arc::new(all);
+                    if let Some(k) = state.kafka.as_mut() {
+                        k.cut(i);
+                    }
                 }
             }
             state.clock
@@ -266,6 +271,9 @@ impl BookLog {
         };
         if records.is_empty() {
             return Ok(0);
+        }
+        if self.state().kafka.is_some() {
+            return self.commit_landed(table, records).await;
         }
         let ident = base.identifier().clone();
         let current = self.lake.catalog().load_table(&ident).await?;
@@ -348,6 +356,19 @@ impl BookLog {
 }
 
 impl State {
+    /// Takes a stamped record into its table's tail.
+    fn take(&mut self, r: BookEventV2) {
+        if matches!(r.kind, BookEventKind::Synced | BookEventKind::Unsynced) {
+            let book = (r.exchange.clone(), r.symbol.clone());
+            self.synced.insert(book.clone(), r.kind == BookEventKind::Synced);
+            let mut change = r.clone();
+            change.bids = Vec::new();
+            change.asks = Vec::new();
+            self.changes.entry(book).or_default().push(change);
+        }
+        self.tails[slot(BookTable::of(r.kind))].push(r);
+    }
+
     /// The book's latest sync change at or before `at`.
     fn last_change(&self, exchange: &str, symbol: &str, at: Timestamp) -> Option<&BookEventV2> {
         let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
@@ -500,6 +521,23 @@ enum Rows {
     States,
 }
 
+/// Stamps `r` with the next instant of `clock` (at least `now`): an update
+/// keeps its venue time in `timestamp`, and so does a periodic snapshot
+/// (its last update's); a venue snapshot or state change is timed by the
+/// stamp, and its id follows it. Kafka mode's producer stamps the same way.
+pub fn stamp(clock: &mut i64, now: i64, r: &mut BookEventV2) {
+    *clock = (*clock + 1).max(now);
+    let at = Timestamp::from_micros(*clock);
+    r.ingestion_timestamp = at;
+    if r.kind != BookEventKind::Update {
+        if !is_periodic(r) {
+            r.timestamp = at;
+        }
+        let range = (r.first_update_id, r.final_update_id);
+        r.message_id = BookEventV2::id(&r.exchange, &r.symbol, r.kind, range, r.cause.as_deref(), at);
+    }
+}
+
 fn is_periodic(r: &BookEventV2) -> bool {
     r.kind == BookEventKind::Snapshot && r.cause.as_deref() == Some(PERIODIC)
 }
@@ -576,6 +614,19 @@ async fn latest_periodic(
         latest = latest.max(max);
     }
     Ok(latest.map(Timestamp::from_micros))
+}
+
+/// Every sync change `updates` holds, per book, in K2's order.
+async fn load_changes(updates: &Table) -> Result<HashMap<Book, Vec<BookEventV2>>, LakeError> {
+    let far = Timestamp::from_micros(i64::MAX);
+    let mut changes: HashMap<Book, Vec<BookEventV2>> = HashMap::new();
+    for r in scan(updates, BookTable::Updates, None, None, far, Rows::States).await? {
+        changes.entry((r.exchange.clone(), r.symbol.clone())).or_default().push(r);
+    }
+    for c in changes.values_mut() {
+        c.sort_by_key(|r| r.ingestion_timestamp);
+    }
+    Ok(changes)
 }
 
 async fn open_table(lake: &Lake, table: BookTable) -> Result<Table, LakeError> {
