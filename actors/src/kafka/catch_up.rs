@@ -27,25 +27,7 @@ pub async fn consumer_caught_up(config: &KafkaConfig, tails: &Tails, deadline: I
     if owned.is_empty() {
         return Ok(());
     }
-    let bootstrap = config.bootstrap_servers.clone();
-    let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(PartitionKey, i64)>, String> {
-        let client: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().map_err(|e| e.to_string())?;
-        let mut ends = Vec::with_capacity(owned.len());
-        for ((topic, partition), _) in owned {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err("no time left to read the partitions' ends".into());
-            }
-            let (_, high) = client
-                .fetch_watermarks(&topic, partition, left.min(Duration::from_secs(2)))
-                .map_err(|e| format!("reading the end of {topic}/{partition}: {e}"))?;
-            ends.push(((topic, partition), high));
-        }
-        Ok(ends)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let ends = ends_of(config, owned.into_iter().map(|(key, _)| key).collect(), deadline).await?;
     loop {
         let now: HashMap<_, _> = tails.claims.owned().into_iter().collect();
         let behind: Vec<String> = ends
@@ -63,4 +45,63 @@ pub async fn consumer_caught_up(config: &KafkaConfig, tails: &Tails, deadline: I
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The same for the book lander: waits until its book log has read each
+/// partition it reads up to the partition's high watermark as read now, or
+/// until `deadline` (naming the partitions still behind).
+pub async fn book_lander_caught_up(
+    config: &KafkaConfig,
+    log: &crate::lake::books::BookLog,
+    deadline: Instant,
+) -> Result<(), String> {
+    let read = log.read_up_to();
+    if read.is_empty() {
+        return Ok(());
+    }
+    let ends = ends_of(config, read.iter().map(|(t, p, _)| (t.clone(), *p)).collect(), deadline).await?;
+    loop {
+        let now: HashMap<PartitionKey, i64> = log.read_up_to().into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        let behind: Vec<String> = ends
+            .iter()
+            .filter_map(|(key, high)| {
+                let next = now.get(key)?;
+                (next < high).then(|| format!("{}/{} at {next} of {high}", key.0, key.1))
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the book lander is still behind: {}", behind.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each partition's high watermark as read now (before `deadline`).
+async fn ends_of(
+    config: &KafkaConfig,
+    partitions: Vec<PartitionKey>,
+    deadline: Instant,
+) -> Result<Vec<(PartitionKey, i64)>, String> {
+    let bootstrap = config.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().map_err(|e| e.to_string())?;
+        let mut ends = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no time left to read the partitions' ends".to_owned());
+            }
+            let (_, high) = client
+                .fetch_watermarks(&topic, partition, left.min(Duration::from_secs(2)))
+                .map_err(|e| format!("reading the end of {topic}/{partition}: {e}"))?;
+            ends.push(((topic, partition), high));
+        }
+        Ok(ends)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

@@ -14,7 +14,12 @@
 //!   for exact hybrid queries on any process.
 //! - [`recent_ids`]: the window that drops a record a second producer also
 //!   put in the log.
+//! - [`book_producer`] and [`book_lander`]: the order books' records on
+//!   `market.{asset_class}.book.{exchange}`, produced where the books are
+//!   kept and landed in the book tables by the flushers.
 
+pub mod book_lander;
+pub mod book_producer;
 pub mod catch_up;
 pub mod consumer;
 pub mod log_view;

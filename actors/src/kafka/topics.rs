@@ -19,6 +19,17 @@ pub fn topic_for(prefix: &str, event: &MarketEvent) -> String {
     format!("{prefix}market.{asset}.{kind}.{}", exchange.to_ascii_lowercase())
 }
 
+/// `{prefix}market.{asset_class}.book.{exchange}`, lower case: the
+/// order-book records of one venue.
+pub fn book_topic(prefix: &str, asset: k2_core::AssetClass, exchange: &str) -> String {
+    format!("{prefix}market.{}.book.{}", asset.as_str(), exchange.to_ascii_lowercase())
+}
+
+/// The book landers' subscription (a regex, as [`pattern`]).
+pub fn book_pattern(prefix: &str) -> String {
+    format!("^{}market\\.[^.]+\\.book\\.[^.]+$", escape(prefix))
+}
+
 /// Creates `topic` with the configured partitions, replication and
 /// retention unless it exists.
 pub async fn ensure(
@@ -55,6 +66,10 @@ pub fn is_market_topic(prefix: &str, topic: &str) -> Option<bool> {
 
 /// The subscription: librdkafka takes a name starting with `^` as a regex.
 pub fn pattern(prefix: &str) -> String {
+    format!("^{}market\\.[^.]+\\.(trades|quotes)\\.[^.]+$", escape(prefix))
+}
+
+fn escape(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len() * 2);
     for c in prefix.chars() {
         if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
@@ -62,7 +77,7 @@ pub fn pattern(prefix: &str) -> String {
         }
         escaped.push(c);
     }
-    format!("^{escaped}market\\.[^.]+\\.(trades|quotes)\\.[^.]+$")
+    escaped
 }
 
 #[cfg(test)]

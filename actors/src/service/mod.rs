@@ -110,6 +110,8 @@ pub struct Service {
     pub lake: Lake,
     /// The order-book tables and their tail (`book.store`, embedded mode).
     pub book_log: Option<Arc<crate::lake::books::BookLog>>,
+    /// Kafka mode: the order books' records on their way to the book topics.
+    pub book_producer: Option<Arc<crate::kafka::book_producer::KafkaBookRecorder>>,
     pub tails: Tails,
     pub flusher: Addr<FlusherActor>,
     pub api: Api,
@@ -265,6 +267,17 @@ impl Service {
             release();
         }
         let mut blocked = None;
+        // The books end with `stop` in their topics before the landers'
+        // catch-up reads up to the ends.
+        if let Some(producer) = &self.book_producer {
+            let left = producer.close(CATCH_UP).await;
+            if left > 0 {
+                tracing::error!(
+                    records = left,
+                    "book records not delivered at the stop; their books' stored chains end early"
+                );
+            }
+        }
         if matches!(stop, Stop::Graceful | Stop::GracefulUnlessBlocked) {
             // The consumer's wait for the records in its partitions, over
             // every round: a broker that is away must not hold the stop.
@@ -304,6 +317,13 @@ impl Service {
             }
             let (t, q) = self.tails.committed_generations();
             self.spill.release(t, q);
+            if let Some(log) = &self.book_log
+                && self.config.lands_books()
+                && let Err(e) =
+                    crate::kafka::catch_up::book_lander_caught_up(&self.config.kafka, log, catch_up_until).await
+            {
+                tracing::warn!(%e, "book records not landed by this stop are landed by the next flusher");
+            }
             if let Some(log) = &self.book_log
                 && let Err(e) = log.close().await
             {

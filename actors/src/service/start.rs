@@ -1,6 +1,8 @@
 //! The builder's phases: restore, sinks, actors.
 
 use super::*;
+use crate::kafka::book_lander::{self, BookLanderActor};
+use crate::kafka::book_producer::KafkaBookRecorder;
 use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
 use crate::lake::books::BookLog;
@@ -179,6 +181,11 @@ async fn restore(
             .await
             .map_err(|e| StartError::Restore { what: "the order-book tables", reason: e.to_string() })?;
         Some(log)
+    } else if config.lands_books() {
+        let log = BookLog::open_landing(&lake, config.book.snapshot_every)
+            .await
+            .map_err(|e| StartError::Restore { what: "the order-book tables", reason: e.to_string() })?;
+        Some(log)
     } else {
         None
     };
@@ -308,7 +315,33 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         .dead_letters(dead_letters.clone())
         .table_gaps(table_gaps(config, &lake, &tails))
         .start();
-    pipeline.set_book_log(book_log.clone().map(|l| l as Arc<dyn crate::state::books::BookRecorder>));
+    // Where the order-book actors record: the book log (embedded mode) or
+    // the book topics (Kafka mode, which the flushers' landers read).
+    let book_producer = if config.produces_books() {
+        match KafkaBookRecorder::start(&config.kafka, schema_source(config, &schema_registry)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the book records' producer could not be made: books are live only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let recorder: Option<Arc<dyn crate::state::books::BookRecorder>> = match (&book_log, &book_producer) {
+        (Some(log), _) if config.stores_books() => Some(log.clone()),
+        (_, Some(p)) => Some(p.clone()),
+        _ => None,
+    };
+    pipeline.set_book_log(recorder);
+    if config.lands_books()
+        && let Some(log) = &book_log
+    {
+        let sup = pipeline.supervision(book_lander::NAME);
+        let (c, l, schemas) = (config.kafka.clone(), log.clone(), schema_source(config, &schema_registry));
+        let addr = Supervisor::start(move |_: &mut Context<BookLanderActor>| BookLanderActor::new(c, l, schemas, sup));
+        pipeline.add_fault_target(book_lander::NAME, addr.recipient());
+    }
     if let Some(log) = &book_log {
         let sup = pipeline.supervision(book_flusher::NAME);
         let (l, age, rows) = (log.clone(), config.flush.max_age, config.flush.max_rows);
@@ -412,6 +445,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         pipeline,
         lake,
         book_log,
+        book_producer,
         tails,
         flusher,
         api,

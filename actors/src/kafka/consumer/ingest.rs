@@ -260,7 +260,7 @@ const TRUNCATED_TO: usize = 64 << 10;
 
 /// Sends a record that cannot be decoded or validated to `{topic}.dlq` with
 /// the reason and where it came from; the rest of the batch goes on.
-pub(super) async fn dead_letter(
+pub(crate) async fn dead_letter(
     dlq: &FutureProducer,
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaConfig,

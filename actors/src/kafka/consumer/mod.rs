@@ -25,7 +25,7 @@ mod ingest;
 mod membership;
 mod rebalance;
 
-pub(crate) use ingest::{Decoders, Fate, fate};
+pub(crate) use ingest::{Decoders, Fate, dead_letter, fate};
 pub use membership::Membership;
 
 use std::collections::HashMap;

@@ -123,6 +123,18 @@ impl Config {
         self.book.enabled && self.book.store && self.mode == Mode::Embedded && self.role != Role::Query
     }
 
+    /// Whether this process produces its order books' records to the book
+    /// topics: books kept and stored, in Kafka mode, by a producer.
+    pub fn produces_books(&self) -> bool {
+        self.book.enabled && self.book.store && self.mode == Mode::Kafka && self.role != Role::Query
+    }
+
+    /// Whether this process lands the book topics in the book tables: a
+    /// Kafka-mode flusher with `book.store` (its own books need not be on).
+    pub fn lands_books(&self) -> bool {
+        self.book.store && self.mode == Mode::Kafka && self.kafka.consume && self.role != Role::Query
+    }
+
     /// Every problem at once, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();

@@ -204,6 +204,26 @@ pub const CATALOGUE: &[MetricSpec] = &[
     ),
     gauge("k2_book_records_waiting", "Order-book records recorded and not yet committed to the book tables.", &[]),
     counter("k2_book_commit_failures_total", "Book-table commits that failed (retried at the next flush).", &[]),
+    counter("k2_book_records_produced_total", "Order-book records the broker took (Kafka mode).", &[]),
+    counter(
+        "k2_book_records_undelivered_total",
+        "Order-book records that never reached the broker (Kafka mode): their books read as unsynced from there to their next sync.",
+        &[("reason", &["delivery", "refused", "encode", "stopped"])],
+    ),
+    counter("k2_book_records_consumed_total", "Order-book records the book lander took from the book topics.", &[]),
+    counter(
+        "k2_book_records_missing_total",
+        "Order-book records the book topics no longer held where the book lander resumed (retention).",
+        &[],
+    ),
+    counter(
+        "k2_book_landing_resets_total",
+        "Book-table commits fenced by another flusher that landed the same partition; the lander read again from the tables.",
+        &[],
+    ),
+    gauge("k2_book_lander_partitions_owned", "Book-topic partitions this flusher's book lander owns.", &[]),
+    counter("k2_book_lander_rejoins_total", "Times the book lander rejoined its group after owning no partition.", &[]),
+    counter("k2_book_lander_consume_errors_total", "Errors the book lander's consumer reported.", &[]),
     counter(
         "k2_binance_rejected_total",
         "Frames rejected by the parser, by reason.",
