@@ -473,13 +473,14 @@ fn bootstrap() -> String {
 
 /// Kafka mode: the order books' records travel through
 /// `market.crypto.book.binance` and a flusher lands them in the book
-/// tables. One `k2 run` producing and landing, killed (SIGKILL) mid-stream
-/// and started again, then stopped: Confluent's client reading the topic
+/// tables. One `k2 run` producing and landing, asked for its books at
+/// instants just gone and seconds back, killed (SIGKILL) mid-stream and
+/// started again, then stopped: Confluent's client reading the topic
 /// and pyiceberg reading the tables agree that every record landed exactly
 /// once at the instant it was stamped, the restart marks each book the
 /// kill left synced, the stored chains never break, and instants asked
-/// before the kill answer as before (or as unsynced, for a span the kill
-/// cut short).
+/// before the kill answer as before (so no answer was from a lander that
+/// had not read that far), or as unsynced for a span the kill cut short.
 #[test]
 fn kafka_mode_lands_every_book_record_once_across_a_kill() {
     let (_sim, addrs) = start_sim_with(
@@ -518,10 +519,12 @@ fn kafka_mode_lands_every_book_record_once_across_a_kill() {
 
     let k2 = Run::start(&config, &data, "info", dir.path().join("k2-1.log"));
     wait_until("every book synced", 60, || synced(&k2.http));
-    // Instants a few seconds back: the flusher has read them by then.
+    // Instants just gone (a query waits for the lander to read the book's
+    // partition to its end) and seconds back (committed).
     let started = std::time::Instant::now();
     while started.elapsed().as_secs() < 12 {
         std::thread::sleep(std::time::Duration::from_millis(500));
+        ask_at(&k2.http, &rest, 200, &mut asked, &mut compared);
         if started.elapsed().as_secs() >= 4 {
             ask_at(&k2.http, &rest, 3000, &mut asked, &mut compared);
         }

@@ -163,7 +163,10 @@ impl Lander {
             .set("receive.message.max.bytes", (256 << 20).to_string())
             .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string())
             .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
-            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
+            // A book query waits for the lander to reach the log's end: a
+            // broker holding each fetch for the whole wait (Tansu does)
+            // would make every such query that slow.
+            .set("fetch.wait.max.ms", config.fetch_wait.min(Duration::from_millis(100)).as_millis().to_string())
             .create()?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -341,5 +344,22 @@ impl Lander {
             Ok(m) => m.topics().iter().any(|t| t.name().starts_with(&prefix) && t.name().contains(".book.")),
             Err(_) => false,
         }
+    }
+}
+
+/// The book topics' ends for queries (`BookLog::read_to_now`).
+pub struct BookLogEnds {
+    client: rdkafka::consumer::BaseConsumer,
+}
+
+impl BookLogEnds {
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self { client: ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()? })
+    }
+}
+
+impl crate::lake::books::LogEnds for BookLogEnds {
+    fn end_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.client.fetch_watermarks(topic, partition, Duration::from_secs(2)).ok().map(|(_, high)| high)
     }
 }

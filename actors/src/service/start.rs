@@ -337,6 +337,12 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
     if config.lands_books()
         && let Some(log) = &book_log
     {
+        match book_lander::BookLogEnds::new(&config.kafka) {
+            Ok(ends) => log.set_log_ends(Arc::new(ends)),
+            Err(e) => {
+                tracing::error!(error = %e, "book queries cannot see the book topics' ends: they answer from what the lander has read")
+            }
+        }
         let sup = pipeline.supervision(book_lander::NAME);
         let (c, l, schemas) = (config.kafka.clone(), log.clone(), schema_source(config, &schema_registry));
         let addr = Supervisor::start(move |_: &mut Context<BookLanderActor>| BookLanderActor::new(c, l, schemas, sup));

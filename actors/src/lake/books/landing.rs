@@ -45,6 +45,8 @@ pub(super) struct Landing {
     landing_next: [Offsets; 2],
     /// The last stamp of each book read or stored.
     last: HashMap<Book, i64>,
+    /// The partition each book's records were read from.
+    books: HashMap<Book, Partition>,
     /// Counts resets: a record decided before one is not taken after it.
     epoch: u64,
 }
@@ -80,6 +82,7 @@ impl Landing {
             next: Offsets::new(),
             landing_next: [Offsets::new(), Offsets::new()],
             last: HashMap::new(),
+            books: HashMap::new(),
             epoch,
         })
     }
@@ -218,6 +221,9 @@ impl BookLog {
                     return false;
                 }
                 let book = (r.exchange.clone(), r.symbol.clone());
+                if !k.books.contains_key(&book) {
+                    k.books.insert(book.clone(), key.clone());
+                }
                 let stamp = r.ingestion_timestamp.as_micros();
                 let last = k.last.entry(book).or_insert(stamp);
                 *last = (*last).max(stamp);
@@ -372,6 +378,34 @@ impl BookLog {
         }
         metrics::counter!("k2_book_records_committed_total", "table" => table.name()).increment(records.len() as u64);
         Ok(records.len())
+    }
+
+    /// Kafka mode: waits (up to `within`) until this log has read the
+    /// partition holding `symbol`'s book up to its end as it is now, so
+    /// that an instant before now is answered with every record stamped by
+    /// then; whether it has. A book this log has read nothing of is not
+    /// waited for (the tables hold all of it, or another flusher reads it).
+    pub async fn read_to_now(&self, exchange: &str, symbol: &str, within: Duration) -> bool {
+        let book = (compact_str::CompactString::from(exchange), compact_str::CompactString::from(symbol));
+        let Some(Some((topic, partition))) = self.kafka(|k, _| k.books.get(&book).cloned()) else { return true };
+        let Some(ends) = self.log_ends.get().cloned() else { return true };
+        let (t, p) = (topic.clone(), partition);
+        let end = match tokio::task::spawn_blocking(move || ends.end_of(&t, p)).await {
+            Ok(Some(end)) => end,
+            _ => return false,
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let read = self.kafka(|k, _| k.expect.get(&(topic.clone(), partition)).copied()).flatten().unwrap_or(0);
+            if read >= end {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                metrics::counter!("k2_book_queries_behind_log_total").increment(1);
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Per partition read, the lower of the two tables' offsets: where a

@@ -53,6 +53,11 @@ use tables::BookTable;
 /// snapshot or an earlier one.
 pub const COMPLETE_UNTIL: &str = "k2.books-complete-until";
 
+/// Kafka mode: how long a query waits for the lander to read the book's
+/// partition to its end (a lander further behind answers as far as it has
+/// read, counted in `k2_book_queries_behind_log_total`).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 /// The cause of the marker a Kafka-mode producer puts before each book's
 /// first record (and of the one after a crash in embedded mode).
 pub const RESTART: &str = "restart";
@@ -68,6 +73,15 @@ pub struct BookLog {
     resumed_after: Option<Timestamp>,
     /// `book.snapshot_every` (zero: none are taken).
     periodic_every: Duration,
+    /// Kafka mode: where the book topics' partitions end now.
+    log_ends: std::sync::OnceLock<Arc<dyn LogEnds>>,
+}
+
+/// Where a partition of a book topic ends now (its high watermark); the
+/// Kafka side implements it, so the lake needs no Kafka client.
+pub trait LogEnds: Send + Sync {
+    /// Blocking; `None` when the broker does not say.
+    fn end_of(&self, topic: &str, partition: i32) -> Option<i64>;
 }
 
 struct State {
@@ -160,6 +174,7 @@ impl BookLog {
             committing: tokio::sync::Mutex::new(()),
             resumed_after,
             periodic_every,
+            log_ends: std::sync::OnceLock::new(),
         });
         if !markers.is_empty() {
             tracing::info!(
@@ -205,6 +220,11 @@ impl BookLog {
         };
         self.record(ends);
         self.commit().await
+    }
+
+    /// Kafka mode: lets queries wait for the lander to reach the log's end.
+    pub fn set_log_ends(&self, ends: Arc<dyn LogEnds>) {
+        let _ = self.log_ends.set(ends);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -309,6 +329,7 @@ impl BookLog {
     /// `symbol`'s book as K2 held it at `at`, from the tables and the
     /// records not committed yet.
     pub async fn book_at(&self, exchange: &str, symbol: &str, at: Timestamp) -> Result<Replayed, LakeError> {
+        self.read_to_now(exchange, symbol, LOG_WAIT).await;
         let (tables, pending, from) = {
             let state = self.state();
             // The latest sync change at or before `at` is where the book
@@ -441,6 +462,7 @@ impl BookLog {
         (start, end, step): (Timestamp, Timestamp, i64),
         levels: usize,
     ) -> Result<Vec<TopPoint>, LakeError> {
+        self.read_to_now(exchange, symbol, LOG_WAIT).await;
         let (tables, pending, from, seed) = {
             let state = self.state();
             // From the sync the range starts in (its snapshot is stamped

@@ -221,6 +221,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Book-table commits fenced by another flusher that landed the same partition; the lander read again from the tables.",
         &[],
     ),
+    counter(
+        "k2_book_queries_behind_log_total",
+        "Book queries answered before the book lander had read the book's partition to its end (it was more than 5 s behind).",
+        &[],
+    ),
     gauge("k2_book_lander_partitions_owned", "Book-topic partitions this flusher's book lander owns.", &[]),
     counter("k2_book_lander_rejoins_total", "Times the book lander rejoined its group after owning no partition.", &[]),
     counter("k2_book_lander_consume_errors_total", "Errors the book lander's consumer reported.", &[]),
