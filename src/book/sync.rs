@@ -65,6 +65,9 @@ pub enum UnsyncCause {
     Shed,
     /// A snapshot was older than the first buffered event.
     SnapshotBehind,
+    /// A record of the book never reached the store (a broker that refused
+    /// it): the stored chain breaks there, and a new sync restarts it.
+    StoreGap,
 }
 
 impl UnsyncCause {
@@ -77,6 +80,7 @@ impl UnsyncCause {
             Self::Crossed => "crossed",
             Self::Shed => "shed",
             Self::SnapshotBehind => "snapshot_behind",
+            Self::StoreGap => "store_gap",
         }
     }
 }
@@ -190,6 +194,17 @@ impl BookSync {
         self.book = OrderBook::default();
         self.state = State::Unsynced { cause, buffer: first.into_iter().collect(), pending: None };
         self.want_fetch()
+    }
+
+    /// Drops a synced book for a fresh sync while the stream goes on: the
+    /// events from now are buffered for the next snapshot (none is lost, so
+    /// unlike a reconnect nothing buffered is dropped). Whether a snapshot
+    /// request should go out now, or None when the book was not synced.
+    pub fn resync(&mut self, cause: UnsyncCause) -> Option<bool> {
+        match self.state {
+            State::Synced => Some(self.unsync(cause, None)),
+            State::Unsynced { .. } => None,
+        }
     }
 
     /// The connection carrying this symbol's events closed or rotated.

@@ -305,3 +305,23 @@ fn a_reconnect_drops_the_book_and_asks_for_a_snapshot_once_events_flow() {
     assert_eq!(sync.disconnected(), Some(UnsyncCause::Reconnect));
     assert_eq!(sync.on_update(update(20, 21, &[], &[])), Step::Buffered { fetch: true });
 }
+
+/// A book whose stored chain broke is resynced while the stream goes on:
+/// the events from then on wait for the new snapshot, none dropped.
+#[test]
+fn a_resync_keeps_buffering_and_syncs_from_the_next_snapshot() {
+    let mut sync = BookSync::new(100);
+    let snap = DepthSnapshot { last_update_id: 200, bids: vec![(d("1"), d("1"))], asks: vec![], limit: 5_000 };
+    assert_eq!(sync.on_snapshot(&snap), SnapshotStep::Waiting);
+    assert!(matches!(sync.on_update(update(190, 200, &[], &[])), Step::Synced { .. }));
+    assert_eq!(sync.resync(UnsyncCause::StoreGap), Some(true), "a request goes out now");
+    assert_eq!(sync.unsynced_cause(), Some(UnsyncCause::StoreGap));
+    assert!(sync.book().is_none());
+    assert_eq!(sync.resync(UnsyncCause::StoreGap), None, "already unsynced");
+    assert_eq!(sync.on_update(update(201, 202, &[(d("2"), d("1"))], &[])), Step::Buffered { fetch: false });
+    assert_eq!(sync.on_update(update(203, 204, &[(d("3"), d("1"))], &[])), Step::Buffered { fetch: false });
+    let snap = DepthSnapshot { last_update_id: 202, bids: vec![(d("2"), d("1"))], asks: vec![], limit: 5_000 };
+    let SnapshotStep::Synced { snapshot_id: 202, applied } = sync.on_snapshot(&snap) else { panic!("not synced") };
+    assert_eq!(applied.iter().map(|u| u.first_update_id).collect::<Vec<_>>(), [203]);
+    assert_eq!(sync.book().unwrap().best_bid(), Some((d("3"), d("1"))));
+}

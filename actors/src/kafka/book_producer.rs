@@ -15,7 +15,9 @@
 //!
 //! A record the broker does not take (after `kafka.message_timeout`) is
 //! counted and logged; the book's stored chain then breaks there, which a
-//! replay reads as unsynced (`store_gap`) until the book's next sync.
+//! replay reads as unsynced (`store_gap`), and the order-book actor is told
+//! ([`BookRecorder::take_broken`]): it resyncs the book, which restarts the
+//! chain.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +57,8 @@ struct Shared {
     /// Records taken and neither delivered nor failed yet.
     pending: AtomicUsize,
     settled: Notify,
+    /// Books a record of which the broker did not take.
+    broken: Mutex<HashSet<Book>>,
 }
 
 struct Stamps {
@@ -90,6 +94,7 @@ impl KafkaBookRecorder {
             to_send,
             pending: AtomicUsize::new(0),
             settled: Notify::new(),
+            broken: Mutex::new(HashSet::new()),
         });
         let sending = Sending { shared: shared.clone(), producer, admin, config: config.clone(), schemas };
         tokio::spawn(sending.run(receiving));
@@ -161,6 +166,10 @@ impl Shared {
         }
     }
 
+    fn broke(&self, book: Book) {
+        self.broken.lock().unwrap_or_else(PoisonError::into_inner).insert(book);
+    }
+
     fn done(&self, n: usize) {
         if n > 0 && self.pending.fetch_sub(n, Ordering::AcqRel) == n {
             self.settled.notify_waiters();
@@ -171,6 +180,20 @@ impl Shared {
 impl BookRecorder for KafkaBookRecorder {
     fn record(&self, records: Vec<BookEventV2>) {
         self.take(records);
+    }
+
+    fn take_broken(&self, symbols: &[CompactString]) -> Vec<CompactString> {
+        let mut broken = self.shared.broken.lock().unwrap_or_else(PoisonError::into_inner);
+        if broken.is_empty() {
+            return Vec::new();
+        }
+        let mine: Vec<Book> = broken.iter().filter(|(_, symbol)| symbols.contains(symbol)).cloned().collect();
+        mine.into_iter()
+            .map(|book| {
+                broken.remove(&book);
+                book.1
+            })
+            .collect()
     }
 }
 
@@ -213,7 +236,7 @@ impl Sending {
                 loop {
                     match self.producer.send_result(record) {
                         Ok(delivery) => {
-                            deliveries.push(delivery);
+                            deliveries.push((delivery, (r.exchange.clone(), r.symbol.clone())));
                             break;
                         }
                         Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -223,6 +246,7 @@ impl Sending {
                         Err((e, _)) => {
                             tracing::error!(%topic, symbol = %r.symbol, error = %e, "book record refused by the producer");
                             metrics::counter!("k2_book_records_undelivered_total", "reason" => "refused").increment(1);
+                            self.shared.broke((r.exchange.clone(), r.symbol.clone()));
                             self.shared.done(1);
                             break;
                         }
@@ -234,13 +258,14 @@ impl Sending {
             tokio::spawn(async move {
                 let n = deliveries.len();
                 let (mut ok, mut failed) = (0u64, 0u64);
-                for delivery in deliveries {
+                for (delivery, book) in deliveries {
                     match delivery.await {
                         Ok(Ok(_)) => ok += 1,
                         outcome => {
                             if let Ok(Err((e, _))) = outcome {
-                                tracing::error!(error = %e, "book record not delivered; its book's stored chain breaks here");
+                                tracing::error!(symbol = %book.1, error = %e, "book record not delivered; its book's stored chain breaks here and it resyncs");
                             }
+                            shared.broke(book);
                             failed += 1;
                         }
                     }
@@ -272,5 +297,40 @@ impl Sending {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each order-book actor takes back only its own broken books, once;
+    /// the marker before each book's first record comes first, stamped
+    /// before it.
+    #[test]
+    fn broken_books_go_back_to_their_actor_once_and_each_book_opens_with_a_restart() {
+        crate::runtime::run(|| async {
+            let env = figment::providers::Env::prefixed("K2_TEST_UNSET__");
+            let mut config = crate::runtime::config::Config::load_from(None, env).expect("default config");
+            // Nothing listens here: the records wait in librdkafka's queue.
+            config.kafka.bootstrap_servers = "127.0.0.1:1".to_owned();
+            let schemas = SchemaSource::Remote { url: "http://127.0.0.1:1".to_owned(), http: reqwest::Client::new() };
+            let recorder = KafkaBookRecorder::start(&config.kafka, schemas).expect("recorder");
+            let book = |s: &str| (CompactString::from("BINANCE"), CompactString::from(s));
+            recorder.shared.broke(book("BTCUSDT"));
+            recorder.shared.broke(book("ETHUSDT"));
+            let mine = [CompactString::from("BTCUSDT"), CompactString::from("BNBUSDT")];
+            assert_eq!(recorder.take_broken(&mine), vec![CompactString::from("BTCUSDT")]);
+            assert!(recorder.take_broken(&mine).is_empty(), "taken once");
+            assert_eq!(recorder.take_broken(&[CompactString::from("ETHUSDT")]), vec![CompactString::from("ETHUSDT")]);
+
+            let at = Timestamp::now();
+            let first = records::state("BINANCE", "BTCUSDT", BookEventKind::Unsynced, 0, Some("gap"), at);
+            let second = first.clone();
+            recorder.record(vec![first]);
+            recorder.record(vec![second]);
+            assert_eq!(recorder.pending(), 3, "a restart marker, then both records");
+        })
+        .expect("runtime");
     }
 }

@@ -95,6 +95,15 @@ impl BookView {
 pub trait BookRecorder: Send + Sync {
     /// Takes one actor's records, in the order it made them.
     fn record(&self, records: Vec<k2_core::BookEventV2>);
+
+    /// Those of `symbols` whose records did not all reach the store since
+    /// they were last asked (their stored chains broke): the actor resyncs
+    /// them, so that the stored book is trustworthy again from the next
+    /// sync.
+    fn take_broken(&self, symbols: &[CompactString]) -> Vec<CompactString> {
+        let _ = symbols;
+        Vec::new()
+    }
 }
 
 /// Which actor keeps which symbol's book, for the HTTP API.

@@ -156,7 +156,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Order books lost and rebuilt from a new snapshot, by cause.",
         &[
             ("symbol", RUNTIME),
-            ("cause", &["gap", "reconnect", "crossed", "shed", "snapshot_behind", "start", "restart"]),
+            ("cause", &["gap", "reconnect", "crossed", "shed", "snapshot_behind", "start", "restart", "store_gap"]),
         ],
     ),
     counter(

@@ -377,6 +377,29 @@ impl BookActor {
         }
     }
 
+    /// Resyncs the books whose records the store did not all take (Kafka
+    /// mode: a broker that refused one): their stored chains restart at
+    /// the next sync.
+    fn resync_broken(&mut self, ctx: &mut Context<Self>) {
+        let Some(log) = &self.log else { return };
+        let broken = log.take_broken(&self.symbols);
+        let mut fetch = Vec::new();
+        for symbol in broken {
+            let Some(entry) = self.books.get_mut(&symbol) else { continue };
+            if let Some(now) = entry.sync.resync(UnsyncCause::StoreGap) {
+                unsynced(self.name, &symbol, entry, UnsyncCause::StoreGap);
+                self.note_unsynced(&symbol, UnsyncCause::StoreGap);
+                if now {
+                    fetch.push(symbol);
+                }
+            }
+        }
+        self.flush_records();
+        for symbol in fetch {
+            self.want_snapshot(&symbol, ctx);
+        }
+    }
+
     /// Unsynced seconds are counted as they pass, not only at the resync.
     fn tick(&mut self) {
         let now = Instant::now();
@@ -468,7 +491,10 @@ impl Actor for BookActor {
         if self.books.is_empty() {
             self.fresh_books();
         }
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.tick());
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.tick();
+            act.resync_broken(ctx);
+        });
         if self.log.is_some() && !self.config.snapshot_every.is_zero() {
             ctx.run_interval(self.config.snapshot_every, |act, _| act.periodic_snapshots());
         }
