@@ -19,8 +19,8 @@
 //! | [`transforms`] | the stages between sources and sinks: [`transforms::sequencer`] (sequence tracking, gaps, shedding), [`transforms::dedup`] (the dedup window); [`transforms::Entrance`], where sources send |
 //! | [`sinks`] | where the pipeline ends: the [`sinks::Sink`] trait, [`sinks::actor`] (the last stage), [`sinks::tails`] (into the lake's tails), [`sinks::spill`] and [`sinks::spill_replay`] (level 3's disk spill), [`sinks::kafka`] (the producer) |
 //! | [`lake`] | the Iceberg tables: catalog, schemas, Arrow batches, Parquet writer and commits, snapshot summaries, [`lake::tail`]/[`lake::tails`] (rows not yet committed), [`lake::flusher`] (the actor that commits them), [`lake::claims`] (Kafka partitions this process may commit), [`lake::pressure`] (commit drills) |
-//! | [`kafka`] | Kafka mode's plumbing: topics, schema ids, the consumer group actor landing topics in the lake, the duplicate window |
-//! | [`query`] | DataFusion over (pinned snapshot ∪ tail): the query actor, engine, parameters, formats and the `/v1` routes |
+//! | [`kafka`] | Kafka mode's plumbing: topics, schema ids, the consumer group actor landing topics in the lake, the duplicate window, the order books' producer and lander |
+//! | [`query`] | DataFusion over (pinned snapshot ∪ tail): the query actor, engine, parameters, formats, the `/v1` routes and the replay port |
 //! | [`registry`] | the built-in Confluent-compatible schema registry |
 //! | [`state`] | [`state::marks`] (sequence marks: what is durable per stream) and [`state::shared`] (Redis, shared by instances) |
 //! | [`runtime`] | what everything runs on: the actix system, config, supervision, health, breakers, the degradation ladder, telemetry, messages, the error model |

@@ -32,6 +32,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         let http = k2.serve()?;
         let addr = http.addr;
         eprintln!("k2 run: http://{addr}/v1/trades  http://{addr}/health  http://{addr}/metrics");
+        if let Some(replay) = k2.serve_replay()? {
+            eprintln!("k2 run: replay ws://{replay}/stream?streams=<symbol>@trade&start=...");
+        }
         eprintln!("k2 run: tables in {}", k2.lake.describe());
         let escalated = tokio::select! {
             _ = k2::runtime::shutdown_signal() => None,

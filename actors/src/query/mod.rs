@@ -14,6 +14,7 @@ pub mod engine;
 pub mod files;
 pub mod format;
 pub mod params;
+pub mod replay;
 pub mod routes;
 
 use std::sync::Arc;

@@ -86,6 +86,8 @@ pub enum StartError {
     Spill { path: String, source: std::io::Error },
     #[error("the HTTP server on {bind}: {source}")]
     Http { bind: std::net::SocketAddr, source: std::io::Error },
+    #[error("the replay port on {bind}: {source}")]
+    Replay { bind: std::net::SocketAddr, source: std::io::Error },
 }
 
 impl Retryable for StartError {
@@ -95,7 +97,9 @@ impl Retryable for StartError {
             StartError::Lake(e) => e.retry(),
             StartError::Restore { reason, .. } => text_retry(reason),
             StartError::Kafka(_) | StartError::State(_) => Retry::Transient,
-            StartError::Spill { source, .. } | StartError::Http { source, .. } => io_retry(source.kind()),
+            StartError::Spill { source, .. } | StartError::Http { source, .. } | StartError::Replay { source, .. } => {
+                io_retry(source.kind())
+            }
         }
     }
 }
@@ -220,6 +224,26 @@ impl Service {
         .map_err(|source| StartError::Http { bind, source })?;
         self.http.lock().unwrap_or_else(PoisonError::into_inner).push(handle.handle.clone());
         Ok(handle)
+    }
+
+    /// Starts the replay port when `replay.enabled`; its address.
+    pub fn serve_replay(&self) -> Result<Option<std::net::SocketAddr>, StartError> {
+        use crate::query::replay::server::{NAME, ReplayServerActor};
+        if !self.config.replay.enabled {
+            return Ok(None);
+        }
+        let bind = self.config.replay.bind;
+        let error = |source| StartError::Replay { bind, source };
+        let std = std::net::TcpListener::bind(bind).map_err(error)?;
+        std.set_nonblocking(true).map_err(error)?;
+        let addr = std.local_addr().map_err(error)?;
+        let listener = Arc::new(tokio::net::TcpListener::from_std(std).map_err(error)?);
+        let sup = self.pipeline.supervision(NAME);
+        let (engine, max) = (self.api.engine.clone(), self.config.replay.max_clients);
+        Supervisor::start(move |_: &mut Context<ReplayServerActor>| {
+            ReplayServerActor::new(listener.clone(), engine.clone(), max, sup)
+        });
+        Ok(Some(addr))
     }
 
     /// Waits until everything sent into the pipeline so far is committed to

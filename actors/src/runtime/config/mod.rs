@@ -47,6 +47,7 @@ pub struct Config {
     pub flush: FlushConfig,
     pub maintenance: MaintenanceConfig,
     pub query: QueryConfig,
+    pub replay: ReplayConfig,
     pub kafka: KafkaConfig,
     pub breakers: BreakerConfig,
     pub redis: RedisConfig,

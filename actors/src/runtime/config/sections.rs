@@ -358,6 +358,16 @@ pub struct GapRecoveryConfig {
     pub page_size: u32,
 }
 
+/// The replay port: stored trades over a WebSocket in Binance's format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    /// Streams served at once; one more is refused (503).
+    pub max_clients: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {

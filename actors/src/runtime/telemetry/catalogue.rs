@@ -221,6 +221,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "Book-table commits fenced by another flusher that landed the same partition; the lander read again from the tables.",
         &[],
     ),
+    gauge("k2_replay_clients", "Replay streams open on the replay port.", &[]),
+    counter("k2_replay_events_sent_total", "Events the replay port sent.", &[]),
+    counter(
+        "k2_replay_refused_total",
+        "Replay requests refused: a bad parameter (400) or replay.max_clients streams already open (503).",
+        &[("reason", &["parameter", "busy"])],
+    ),
     counter(
         "k2_book_queries_behind_log_total",
         "Book queries answered before the book lander had read the book's partition to its end (it was more than 5 s behind).",

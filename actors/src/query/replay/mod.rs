@@ -1,0 +1,19 @@
+//! The historical replay stream: trades for a set of symbols and a time
+//! range, from the tables and the tail (the same hybrid view as `/v1`),
+//! sent over a WebSocket in Binance's own wire format, so a client written
+//! against Binance's stream only changes its base URL.
+//!
+//! - [`params`]: the request (`/stream?streams=` for the combined format,
+//!   `/ws/<stream>` for raw frames; `start`, `end`, `speed`, `timeUnit`).
+//! - [`frames`]: stored rows as Binance trade payloads.
+//! - [`server`]: the replay port, a supervised actor owning the accept loop.
+//!
+//! Rows come in pages of one symbol each (keyset paging, as `/v1/trades`),
+//! merged across symbols by (trade time, symbol, trade id); `speed` paces
+//! them against the clock (`0`: as fast as the client reads: a slow reader
+//! holds the stream, nothing is dropped). The end of the range closes the
+//! stream with a normal close frame.
+
+pub mod frames;
+pub mod params;
+pub mod server;

@@ -1,0 +1,150 @@
+//! The replay port against an independent client (Python's `websockets`):
+//! a market the simulator played is replayed in Binance's combined and raw
+//! formats, every stored trade once, in time order, each frame one K2's own
+//! Binance parser takes back as the trade that was stored; the end of the
+//! range closes normally, and a bad request is refused naming its
+//! parameter.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use serde_json::Value;
+
+const TRADES: u64 = 400;
+
+fn replay(url: &str) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/replay_client.py");
+    let out = std::process::Command::new("python3").arg(script).arg(url).output().unwrap();
+    assert!(out.status.success(), "replay_client.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every stored trade of `symbol`, by trade id, through `/v1/trades`.
+fn stored(http: &str, symbol: &str) -> BTreeMap<i64, Value> {
+    let mut rows = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/trades?symbol={symbol}&limit=1000&cursor={c}"),
+            None => format!("/v1/trades?symbol={symbol}&limit=1000"),
+        };
+        let page = get_json(http, &path);
+        for row in page["data"].as_array().unwrap() {
+            rows.insert(row["source_sequence"].as_i64().unwrap(), row.clone());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return rows,
+        }
+    }
+}
+
+fn micros(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_micros()
+}
+
+#[test]
+fn a_replayed_market_is_every_stored_trade_in_binances_format_and_order() {
+    let (_sim, addrs) = start_sim_with("800", &["--trades", &TRADES.to_string(), "--book-ticker-every", "0"]);
+    let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(dir.path(), &addrs, "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n");
+    let k2 = Run::start(&config, &dir.path().join("data"), "info", dir.path().join("k2.log"));
+    // Announced on the line after the HTTP address.
+    let announced = || {
+        std::fs::read_to_string(&k2.log)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
+    };
+    wait_until("the replay port announced", 30, || announced().is_some());
+    let replay_addr = announced().unwrap();
+    wait_until("the market played", 120, || {
+        get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(TRADES * 3)
+    });
+    wait_until("every trade stored", 60, || trades_seen(&k2.http, "hybrid") == TRADES * 3);
+
+    let symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT"];
+    let rows: BTreeMap<&str, BTreeMap<i64, Value>> = symbols.iter().map(|s| (*s, stored(&k2.http, s))).collect();
+    let first = rows.values().flat_map(|r| r.values()).map(|r| micros(r["timestamp"].as_str().unwrap())).min().unwrap();
+
+    // Combined: the three streams merged in time order, as fast as read.
+    let url =
+        format!("ws://{replay_addr}/stream?streams=btcusdt@trade/ethusdt@trade/bnbusdt@trade&start={first}&speed=0");
+    let got = replay(&url);
+    assert_eq!(got["close_code"], 1000, "{}", got["close_reason"]);
+    let frames = got["frames"].as_array().unwrap();
+    assert_eq!(frames.len() as u64, TRADES * 3, "every stored trade once");
+    let mut parser = k2_core::source::binance::BinanceParser::default();
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut last_time = i64::MIN;
+    for text in frames {
+        let text = text.as_str().unwrap();
+        let frame: Value = serde_json::from_str(text).unwrap();
+        let symbol = frame["data"]["s"].as_str().unwrap().to_owned();
+        assert_eq!(frame["stream"], format!("{}@trade", symbol.to_lowercase()), "{text}");
+        // K2's own Binance parser takes the frame back as the stored trade.
+        let k2_core::source::binance::Frame::Event(event) =
+            parser.parse(text.as_bytes(), k2_core::Timestamp::now()).unwrap()
+        else {
+            panic!("not an event: {text}")
+        };
+        let k2_core::MarketEvent::Trade(trade) = event else { panic!("not a trade: {text}") };
+        let id = trade.source_sequence.unwrap();
+        let row = &rows[symbol.as_str()][&id];
+        assert_eq!(trade.price.to_string(), row["price"].as_str().unwrap(), "{text} / {row}");
+        assert_eq!(trade.quantity.to_string(), row["quantity"].as_str().unwrap(), "{text} / {row}");
+        assert_eq!(trade.timestamp.as_micros(), micros(row["timestamp"].as_str().unwrap()), "{text} / {row}");
+        assert_eq!(trade.side.as_str(), row["side"].as_str().unwrap(), "{text} / {row}");
+        assert_eq!(
+            frame["data"]["E"].to_string(),
+            row["vendor_data"]["event_time"].as_str().unwrap(),
+            "the venue's event time: {text} / {row}"
+        );
+        let time = trade.timestamp.as_micros();
+        assert!(time >= last_time, "time order: {text} after {last_time}");
+        last_time = time;
+        seen.entry(symbol).or_default().push(id);
+    }
+    for symbol in symbols {
+        let ids = &seen[symbol];
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{symbol}: each trade once, in order");
+        assert_eq!(ids.len(), rows[symbol].len(), "{symbol}");
+    }
+
+    // Raw frames of one stream over part of the range, times in µs.
+    let times: Vec<i64> = rows["ETHUSDT"].values().map(|r| micros(r["timestamp"].as_str().unwrap())).collect();
+    let (from, to) = (times[times.len() / 4], times[times.len() / 2]);
+    let got =
+        replay(&format!("ws://{replay_addr}/ws/ethusdt@trade?start={from}&end={to}&speed=0&timeUnit=MICROSECOND"));
+    assert_eq!(got["close_code"], 1000);
+    let raw = got["frames"].as_array().unwrap();
+    // `end` is exclusive, as in `/v1`.
+    let expected = times.iter().filter(|t| (from..to).contains(*t)).count();
+    assert_eq!(raw.len(), expected);
+    for text in raw {
+        let payload: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+        assert_eq!(payload["e"], "trade", "{payload}");
+        let t = payload["T"].as_i64().unwrap();
+        assert!((from..to).contains(&t), "µs trade time inside the range: {payload}");
+    }
+
+    // Paced (speed 20: two seconds of market in about 0.1 s): the range
+    // still arrives whole and closes normally.
+    let end = first + 2_000_000;
+    let got = replay(&format!("ws://{replay_addr}/ws/btcusdt@trade?start={first}&end={end}&speed=20"));
+    assert_eq!(got["close_code"], 1000);
+    let within = rows["BTCUSDT"].values().filter(|r| micros(r["timestamp"].as_str().unwrap()) < end).count();
+    assert_eq!(got["frames"].as_array().unwrap().len(), within);
+
+    let refused = replay(&format!("ws://{replay_addr}/stream?streams=btcusdt@trade"));
+    assert_eq!(refused["status"], 400, "{refused}");
+    let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["parameter"], "start", "{body}");
+    let refused = replay(&format!("ws://{replay_addr}/stream?streams=btcusdt@depth&start=0"));
+    let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["parameter"], "streams", "{body}");
+    k2.stop();
+}
