@@ -39,7 +39,12 @@ impl ReplayParams {
     /// `now` (µs) is the default end.
     pub fn parse(path_and_query: &str, now: i64) -> Result<Self, ParamError> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        // The parameters may come as path segments before the stream part
+        // (`/start/<t>/end/<t>/speed/<x>/stream?streams=...`): a client that
+        // only lets its base URL change then replays a range too. The
+        // query string's value wins over the path's.
+        let path = take_path_pairs(path, &mut pairs)?;
         let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let (wrap, names): (Wrap, Vec<&str>) = match path.trim_end_matches('/') {
             "/stream" => {
@@ -93,6 +98,34 @@ impl ReplayParams {
     }
 }
 
+/// Moves `name/value` segments before `/stream` or `/ws/` from `path`
+/// into `pairs` (after those there); the path left.
+fn take_path_pairs<'a>(path: &'a str, pairs: &mut Vec<(String, String)>) -> Result<&'a str, ParamError> {
+    // The byte offset of each segment's leading '/'.
+    let starts: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
+    let segment = |k: usize| &path[starts[k] + 1..starts.get(k + 1).copied().unwrap_or(path.len())];
+    let Some(k) = (0..starts.len()).find(|&k| matches!(segment(k), "stream" | "ws")) else { return Ok(path) };
+    if k == 0 {
+        return Ok(path);
+    }
+    if k % 2 != 0 {
+        return Err(bad("path", format!("{:?}: name/value pairs before the stream", &path[..starts[k]])));
+    }
+    for i in (0..k).step_by(2) {
+        let name = match segment(i) {
+            n @ ("start" | "end" | "speed" | "timeUnit") => n,
+            other => return Err(bad("path", format!("{other:?} is not start, end, speed or timeUnit"))),
+        };
+        // Percent-decoded; a '+' stays a '+' (a time zone offset), unlike in
+        // a query string.
+        let encoded = format!("v={}", segment(i + 1).replace('+', "%2B"));
+        let value: String =
+            url::form_urlencoded::parse(encoded.as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+        pairs.push((name.to_owned(), value));
+    }
+    Ok(&path[starts[k]..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +141,17 @@ mod tests {
             ReplayParams::parse("/ws/bnbusdt@trade?start=2024-01-02T00:00:00Z&timeUnit=MICROSECOND", i64::MAX).unwrap();
         assert_eq!((p.wrap, p.micros, p.speed), (Wrap::Raw, true, 1.0));
         assert_eq!(p.start, 1_704_153_600_000_000);
+        // A base URL carrying the range.
+        let p = ReplayParams::parse("/start/1000/end/2000/speed/0/stream?streams=btcusdt@trade", 5000).unwrap();
+        assert_eq!((p.start, p.end, p.speed, p.wrap), (1000, 2000, 0.0, Wrap::Combined));
+        let p = ReplayParams::parse("/start/2024-01-02T10:00:00+10:00/stream?streams=btcusdt@trade", i64::MAX).unwrap();
+        assert_eq!(p.start, 1_704_153_600_000_000, "an offset's '+' is kept");
+        let p = ReplayParams::parse("/start/2024-01-02T00:00:00Z/ws/btcusdt@trade?start=7", i64::MAX).unwrap();
+        assert_eq!((p.start, p.wrap), (7, Wrap::Raw), "the query string wins");
         for (request, parameter) in [
+            ("/start/1/stream/x?streams=btcusdt@trade", "path"),
+            ("/start/stream?streams=btcusdt@trade", "path"),
+            ("/limit/5/stream?streams=btcusdt@trade&start=1", "path"),
             ("/stream?start=1", "streams"),
             ("/stream?streams=btcusdt@depth&start=1", "streams"),
             ("/ws/btcusdt@kline_1m?start=1", "path"),
