@@ -204,3 +204,91 @@ fn a_market_replayed_into_another_k2_lands_the_same_trades() {
         }
     }
 }
+
+/// Every stored row of `symbol` in `table` (`trades` or `quotes`) stamped
+/// before `end`.
+fn stored_before(http: &str, table: &str, symbol: &str, end: i64) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/{table}?symbol={symbol}&end={end}&limit=1000");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = get_json(http, &path);
+        rows.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return rows,
+        }
+    }
+}
+
+/// Quotes replay as spot book tickers, merged with the trades in time
+/// order, each taken back by K2's parser as the quote stored.
+#[test]
+fn quotes_replay_as_book_tickers_beside_the_trades() {
+    let (_sim, addrs) = start_sim_with("400", &["--trades", "200"]);
+    let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(dir.path(), &addrs, "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n");
+    let k2 = Run::start_with_env(
+        &config,
+        &dir.path().join("data"),
+        "info",
+        dir.path().join("k2.log"),
+        &[("K2__BINANCE__BOOK_TICKER", "true")],
+    );
+    let announced = || {
+        std::fs::read_to_string(&k2.log)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
+    };
+    wait_until("the replay port announced", 30, || announced().is_some());
+    let replay_addr = announced().unwrap();
+    wait_until("the market played", 120, || get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(600));
+    wait_until("every trade stored", 60, || trades_seen(&k2.http, "hybrid") == 600);
+    let end = k2_core::Timestamp::now().as_micros();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let trades = stored_before(&k2.http, "trades", "BTCUSDT", end);
+    let quotes = stored_before(&k2.http, "quotes", "BTCUSDT", end);
+    assert!(quotes.len() >= 20, "{} quotes stored", quotes.len());
+    let start = trades.iter().chain(&quotes).map(|r| micros(r["timestamp"].as_str().unwrap())).min().unwrap();
+    let got = replay(&format!(
+        "ws://{replay_addr}/stream?streams=btcusdt@trade/btcusdt@bookTicker&start={start}&end={end}&speed=0"
+    ));
+    k2.stop();
+    assert_eq!(got["close_code"], 1000, "{got}");
+    let frames = got["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), trades.len() + quotes.len());
+    let by_id: BTreeMap<i64, &Value> = quotes.iter().map(|q| (q["source_sequence"].as_i64().unwrap(), q)).collect();
+    let mut parser = k2_core::source::binance::BinanceParser::default();
+    let (mut last, mut tickers) = (i64::MIN, 0);
+    for text in frames {
+        let text = text.as_str().unwrap();
+        let frame: Value = serde_json::from_str(text).unwrap();
+        let k2_core::source::binance::Frame::Event(event) =
+            parser.parse(text.as_bytes(), k2_core::Timestamp::now()).unwrap()
+        else {
+            panic!("not an event: {text}")
+        };
+        let time = match event {
+            k2_core::MarketEvent::Quote(q) => {
+                assert_eq!(frame["stream"], "btcusdt@bookTicker", "{text}");
+                let row = by_id[&q.source_sequence.unwrap()];
+                let text_of = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+                assert_eq!(text_of(q.bid_price).as_deref(), row["bid_price"].as_str(), "{text} / {row}");
+                assert_eq!(text_of(q.bid_quantity).as_deref(), row["bid_quantity"].as_str(), "{text} / {row}");
+                assert_eq!(text_of(q.ask_price).as_deref(), row["ask_price"].as_str(), "{text} / {row}");
+                assert_eq!(text_of(q.ask_quantity).as_deref(), row["ask_quantity"].as_str(), "{text} / {row}");
+                tickers += 1;
+                micros(row["timestamp"].as_str().unwrap())
+            }
+            k2_core::MarketEvent::Trade(t) => t.timestamp.as_micros(),
+        };
+        assert!(time >= last, "time order at {text}");
+        last = time;
+    }
+    assert_eq!(tickers, quotes.len());
+}

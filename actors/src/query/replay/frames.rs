@@ -1,20 +1,42 @@
-//! Stored trades as Binance trade payloads:
+//! Stored trades and quotes as Binance payloads: trades as
 //! `{"e":"trade","E":…,"s":"BTCUSDT","t":…,"p":"…","q":"…","T":…,"m":…,"M":…}`,
 //! field for field what the venue sent when the row came from Binance (its
-//! event time, best-match flag and maker side are kept in `vendor_data`),
-//! prices and quantities as exact decimal strings with the table's scale.
+//! event time, best-match flag and maker side are kept in `vendor_data`);
+//! quotes as spot book tickers, `{"u":…,"s":…,"b":…,"B":…,"a":…,"A":…}`
+//! (no time: Binance's carry none either; an empty side as zeros, as
+//! Binance sends it). Prices and quantities are exact decimal strings with
+//! the table's scale.
 
 use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, MapArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::DataType;
 use rust_decimal::Decimal;
 
-/// One trade ready to send.
+/// Which stream a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Trade,
+    BookTicker,
+}
+
+impl Kind {
+    /// The stream name's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::Trade => "trade",
+            Kind::BookTicker => "bookTicker",
+        }
+    }
+}
+
+/// One event ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    /// Trade time (µs), the merge key with `symbol` and `trade_id`.
+    /// The event's time (µs): with `symbol`, `kind` and `id`, the merge key.
     pub time: i64,
     pub symbol: compact_str::CompactString,
-    pub trade_id: i64,
+    pub kind: Kind,
+    /// The trade id or the book ticker's update id.
+    pub id: i64,
     /// The payload's JSON.
     pub payload: String,
 }
@@ -86,16 +108,45 @@ pub fn trades(batch: &RecordBatch, micros: bool) -> Result<Vec<Frame>, ColumnErr
             r#"{{"e":"trade","E":{event},"s":"{symbol}","t":{trade_id},"p":"{price}","q":"{quantity}","T":{},"m":{maker},"M":{best}}}"#,
             unit(time)
         );
-        out.push(Frame { time, symbol: symbol.into(), trade_id, payload });
+        out.push(Frame { time, symbol: symbol.into(), kind: Kind::Trade, id: trade_id, payload });
     }
     Ok(out)
 }
 
-/// `payload` as sent: alone (raw) or in the combined stream's wrapper.
-pub fn wrap(payload: &str, symbol: &str, combined: bool) -> String {
+/// The quotes of `batch` (rows of the quotes table) as spot book tickers.
+/// A row without an update id is skipped.
+pub fn book_tickers(batch: &RecordBatch) -> Result<Vec<Frame>, ColumnError> {
+    let symbols = text(batch, "symbol")?;
+    let times = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
+    let ids = column::<Int64Array>(batch, "source_sequence")?;
+    let sides = [
+        column::<Decimal128Array>(batch, "bid_price")?,
+        column::<Decimal128Array>(batch, "bid_quantity")?,
+        column::<Decimal128Array>(batch, "ask_price")?,
+        column::<Decimal128Array>(batch, "ask_quantity")?,
+    ];
+    let zero = |values: &Decimal128Array| Decimal::new(0, u32::try_from(values.scale()).unwrap_or(8));
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        if ids.is_null(row) || times.is_null(row) {
+            continue;
+        }
+        let [b, bq, a, aq] = sides.map(|values| decimal(values, row).unwrap_or_else(|| zero(values)));
+        let symbol = symbols.value(row);
+        let id = ids.value(row);
+        let payload = format!(r#"{{"u":{id},"s":"{symbol}","b":"{b}","B":"{bq}","a":"{a}","A":"{aq}"}}"#);
+        out.push(Frame { time: times.value(row), symbol: symbol.into(), kind: Kind::BookTicker, id, payload });
+    }
+    Ok(out)
+}
+
+/// The frame's payload as sent: alone (raw) or in the combined stream's
+/// wrapper.
+pub fn wrap(frame: &Frame, combined: bool) -> String {
     if combined {
-        format!(r#"{{"stream":"{}@trade","data":{payload}}}"#, symbol.to_ascii_lowercase())
+        let (symbol, payload) = (frame.symbol.to_ascii_lowercase(), &frame.payload);
+        format!(r#"{{"stream":"{symbol}@{}","data":{payload}}}"#, frame.kind.suffix())
     } else {
-        payload.to_owned()
+        frame.payload.clone()
     }
 }

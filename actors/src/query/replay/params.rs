@@ -4,6 +4,8 @@
 use compact_str::CompactString;
 use k2_core::query_params::{ParamError, parse_time};
 
+use super::frames::Kind;
+
 /// How a frame wraps its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrap {
@@ -15,8 +17,9 @@ pub enum Wrap {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayParams {
-    /// Upper-case symbols, each once, in the order asked.
-    pub symbols: Vec<CompactString>,
+    /// The streams: upper-case symbols with their kind, each once, in the
+    /// order asked.
+    pub streams: Vec<(CompactString, Kind)>,
     pub wrap: Wrap,
     /// Epoch microseconds, `[start, end)` as in `/v1`.
     pub start: i64,
@@ -61,16 +64,20 @@ impl ReplayParams {
         if names.len() > MAX_STREAMS {
             return Err(bad(param, format!("at most {MAX_STREAMS} streams")));
         }
-        let mut symbols: Vec<CompactString> = Vec::with_capacity(names.len());
+        let mut streams: Vec<(CompactString, Kind)> = Vec::with_capacity(names.len());
         for name in names {
-            let symbol = match name.split_once('@') {
-                Some((symbol, "trade")) if !symbol.is_empty() && symbol.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-                    CompactString::from(symbol.to_ascii_uppercase())
-                }
-                _ => return Err(bad(param, format!("{name:?}: only <symbol>@trade streams are replayed"))),
+            let (symbol, kind) = name.split_once('@').unwrap_or((name, ""));
+            let kind = match kind {
+                "trade" => Kind::Trade,
+                "bookTicker" => Kind::BookTicker,
+                _ => return Err(bad(param, format!("{name:?}: <symbol>@trade and <symbol>@bookTicker are replayed"))),
             };
-            if !symbols.contains(&symbol) {
-                symbols.push(symbol);
+            if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(bad(param, format!("{name:?}: not a symbol")));
+            }
+            let stream = (CompactString::from(symbol.to_ascii_uppercase()), kind);
+            if !streams.contains(&stream) {
+                streams.push(stream);
             }
         }
         let start = parse_time("start", get("start").ok_or_else(|| bad("start", "missing: where the replay starts"))?)?;
@@ -94,7 +101,7 @@ impl ReplayParams {
             Some(u) if u.eq_ignore_ascii_case("MICROSECOND") => true,
             Some(u) => return Err(bad("timeUnit", format!("{u:?}: MILLISECOND or MICROSECOND"))),
         };
-        Ok(Self { symbols, wrap, start, end, speed, micros })
+        Ok(Self { streams, wrap, start, end, speed, micros })
     }
 }
 
@@ -132,10 +139,13 @@ mod tests {
 
     #[test]
     fn combined_and_raw_requests_are_read_and_each_refusal_names_its_parameter() {
-        let p =
-            ReplayParams::parse("/stream?streams=btcusdt@trade/ethusdt@trade/btcusdt@trade&start=1000&speed=0", 5000)
-                .unwrap();
-        assert_eq!(p.symbols, ["BTCUSDT", "ETHUSDT"]);
+        let p = ReplayParams::parse(
+            "/stream?streams=btcusdt@trade/ethusdt@trade/btcusdt@trade/btcusdt@bookTicker&start=1000&speed=0",
+            5000,
+        )
+        .unwrap();
+        let streams: Vec<(&str, Kind)> = p.streams.iter().map(|(s, k)| (s.as_str(), *k)).collect();
+        assert_eq!(streams, [("BTCUSDT", Kind::Trade), ("ETHUSDT", Kind::Trade), ("BTCUSDT", Kind::BookTicker)]);
         assert_eq!((p.wrap, p.start, p.end, p.speed, p.micros), (Wrap::Combined, 1000, 5000, 0.0, false));
         let p =
             ReplayParams::parse("/ws/bnbusdt@trade?start=2024-01-02T00:00:00Z&timeUnit=MICROSECOND", i64::MAX).unwrap();
@@ -154,6 +164,7 @@ mod tests {
             ("/limit/5/stream?streams=btcusdt@trade&start=1", "path"),
             ("/stream?start=1", "streams"),
             ("/stream?streams=btcusdt@depth&start=1", "streams"),
+            ("/stream?streams=@trade&start=1", "streams"),
             ("/ws/btcusdt@kline_1m?start=1", "path"),
             ("/other?start=1", "path"),
             ("/stream?streams=btcusdt@trade", "start"),

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::frames::{self, Frame};
+use super::frames::{self, Frame, Kind};
 use super::params::{ReplayParams, Wrap};
 use crate::lake::TableKind;
 use crate::query::engine::QueryEngine;
@@ -190,7 +190,7 @@ async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Resul
                 _ = &mut closed => return Ok(()),
             }
         }
-        let text = frames::wrap(&next.payload, &next.symbol, params.wrap == Wrap::Combined);
+        let text = frames::wrap(&next, params.wrap == Wrap::Combined);
         tokio::select! {
             sent_ok = sink.send(Message::Text(Utf8Bytes::from(text))) => sent_ok.map_err(|e| e.to_string())?,
             _ = &mut closed => return Ok(()),
@@ -210,7 +210,7 @@ async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Resul
     outcome
 }
 
-/// Each symbol's pages, merged by (trade time, symbol, trade id).
+/// Each stream's pages, merged by (time, symbol, kind, id).
 struct Merge {
     symbols: Vec<Pager>,
     params: ReplayParams,
@@ -218,6 +218,7 @@ struct Merge {
 
 struct Pager {
     symbol: String,
+    kind: Kind,
     ready: std::collections::VecDeque<Frame>,
     cursor: Option<Cursor>,
     done: bool,
@@ -226,9 +227,15 @@ struct Pager {
 impl Merge {
     fn new(params: &ReplayParams) -> Self {
         let symbols = params
-            .symbols
+            .streams
             .iter()
-            .map(|s| Pager { symbol: s.to_string(), ready: Default::default(), cursor: None, done: false })
+            .map(|(s, kind)| Pager {
+                symbol: s.to_string(),
+                kind: *kind,
+                ready: Default::default(),
+                cursor: None,
+                done: false,
+            })
             .collect();
         Self { symbols, params: params.clone() }
     }
@@ -243,9 +250,9 @@ impl Merge {
             .symbols
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.ready.front().map(|f| (f.time, &f.symbol, f.trade_id, i)))
+            .filter_map(|(i, p)| p.ready.front().map(|f| (f.time, &f.symbol, f.kind, f.id, i)))
             .min()
-            .map(|(_, _, _, i)| i);
+            .map(|(.., i)| i);
         Ok(best.and_then(|i| self.symbols[i].ready.pop_front()))
     }
 
@@ -260,9 +267,17 @@ impl Merge {
             cursor: pager.cursor.take(),
             pin: Pin { source: Source::Hybrid, as_of: None },
         };
-        let rows = engine.read(TableKind::Trades, read).await.map_err(|e| e.to_string())?;
+        let table = match pager.kind {
+            Kind::Trade => TableKind::Trades,
+            Kind::BookTicker => TableKind::Quotes,
+        };
+        let rows = engine.read(table, read).await.map_err(|e| e.to_string())?;
         for batch in &rows.batches {
-            pager.ready.extend(frames::trades(batch, self.params.micros).map_err(|e| e.to_string())?);
+            let made = match pager.kind {
+                Kind::Trade => frames::trades(batch, self.params.micros),
+                Kind::BookTicker => frames::book_tickers(batch),
+            };
+            pager.ready.extend(made.map_err(|e| e.to_string())?);
         }
         match rows.next_cursor {
             Some(c) => pager.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
