@@ -556,6 +556,21 @@ fn kafka_mode_lands_every_book_record_once_across_a_kill() {
     k2.stop();
     assert!(compared.iter().all(|&n| n >= 3), "stored books compared with the venue's, per symbol: {compared:?}");
 
+    // A stop lands what its lander has read by then (15 s at most); on a
+    // loaded machine the rest waits in the topic for the next flusher, as
+    // designed. One more flusher, with no sources, lands it and stops.
+    let flusher = Run::start_with_env(
+        &config,
+        &data,
+        "info",
+        dir.path().join("k2-flusher.log"),
+        &[("K2__BINANCE__ENABLED", "false"), ("K2__BOOK__ENABLED", "false")],
+    );
+    wait_until("the last flusher owns the book partitions", 60, || {
+        metric_total(&get(&flusher.http, "/metrics"), "k2_book_lander_partitions_owned", "") >= 2.0
+    });
+    flusher.stop();
+
     // A query node serves the registry for the judge.
     let query = Run::start_with_env(&config, &data, "info", dir.path().join("k2-query.log"), &[("K2__ROLE", "query")]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/book_topic_vs_tables.py");

@@ -191,6 +191,11 @@ impl Lander {
         let mut empty_since = Instant::now();
         let mut rejoin_after = self.config.session_timeout + Duration::from_secs(2);
         let inject = self.inject.clone();
+        // A lander task that died mid-batch may have left records read and
+        // not taken: start from the tables.
+        if let Err(e) = self.log.reset().await {
+            return format!("reading where the book tables end: {e}");
+        }
         loop {
             tokio::select! {
                 () = inject.notified() => panic!("injected panic"),
@@ -199,7 +204,14 @@ impl Lander {
                         return format!("the book lander's client failed for good ({code:?}): {reason}");
                     }
                     self.commit_positions(&consumer);
-                    let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                    let assigned: Vec<(String, i32)> = consumer
+                        .assignment()
+                        .map(|a| a.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
+                        .unwrap_or_default();
+                    if let Err(e) = self.log.keep_only(&assigned).await {
+                        return format!("dropping revoked book partitions: {e}");
+                    }
+                    let owned = assigned.len();
                     metrics::gauge!("k2_book_lander_partitions_owned").set(owned as f64);
                     if owned > 0 {
                         empty_since = Instant::now();
@@ -232,7 +244,7 @@ impl Lander {
                         }
                     }
                     if let Err(e) = self.land(&consumer, &dlq, &admin, batch).await {
-                        // The records read are not lost: the new member
+                        // Nothing is lost: the next task resets the log and
                         // reads again from the tables' offsets.
                         return format!("landing book records: {e}");
                     }

@@ -343,8 +343,12 @@ impl Service {
             self.spill.release(t, q);
             if let Some(log) = &self.book_log
                 && self.config.lands_books()
-                && let Err(e) =
-                    crate::kafka::catch_up::book_lander_caught_up(&self.config.kafka, log, catch_up_until).await
+                && let Err(e) = crate::kafka::catch_up::book_lander_caught_up(
+                    &self.config.kafka,
+                    log,
+                    std::time::Instant::now() + CATCH_UP,
+                )
+                .await
             {
                 tracing::warn!(%e, "book records not landed by this stop are landed by the next flusher");
             }

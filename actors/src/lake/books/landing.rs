@@ -99,6 +99,10 @@ impl Landing {
         if epoch != Some(self.epoch) {
             return false;
         }
+        // Only here, with the record taken: a failure or an abort before
+        // leaves the record to be read again.
+        self.sought.remove(key);
+        self.expect.insert(key.clone(), offset + 1);
         self.next.entry(key.0.clone()).or_default().insert(key.1, offset + 1);
         true
     }
@@ -131,7 +135,11 @@ fn offsets_of(table: &Table) -> Result<Offsets, LakeError> {
 enum Step {
     Skip,
     Seek(i64),
-    Take { missing: i64 },
+    /// Under the epoch the decision was made in.
+    Take {
+        missing: i64,
+        epoch: u64,
+    },
 }
 
 impl BookLog {
@@ -159,38 +167,40 @@ impl BookLog {
             if seeking.contains(&key) {
                 continue;
             }
-            if self.kafka(|k, _| k.expect.contains_key(&key)) == Some(false) {
-                self.begin(&key).await?;
-            }
-            let step = self.kafka(|k, _| {
-                let expected = k.expect.get(&key).copied().unwrap_or(0);
-                if at < expected {
-                    Step::Skip
-                } else if at > expected && !k.sought.contains(&key) {
-                    k.sought.insert(key.clone());
-                    Step::Seek(expected)
-                } else {
-                    Step::Take { missing: at - expected }
+            // Where the partition stands, read from the tables the first
+            // time (or after a reset, which may come at any await here): the
+            // decision and the epoch it was made under are taken at once.
+            let step = loop {
+                let step = self.kafka(|k, _| {
+                    let expected = *k.expect.get(&key)?;
+                    Some(if at < expected {
+                        Step::Skip
+                    } else if at > expected && !k.sought.contains(&key) {
+                        k.sought.insert(key.clone());
+                        Step::Seek(expected)
+                    } else {
+                        Step::Take { missing: at - expected, epoch: k.epoch }
+                    })
+                });
+                match step {
+                    None => return Ok(out),
+                    Some(None) => self.begin(&key).await?,
+                    Some(Some(step)) => break step,
                 }
-            });
-            let missing = match step {
-                None | Some(Step::Skip) => continue,
-                Some(Step::Seek(to)) => {
+            };
+            let (missing, epoch) = match step {
+                Step::Skip => continue,
+                Step::Seek(to) => {
                     out.seek.push((key.0.clone(), key.1, to));
                     seeking.insert(key);
                     continue;
                 }
-                Some(Step::Take { missing }) => missing,
+                Step::Take { missing, epoch } => (missing, Some(epoch)),
             };
             if missing > 0 {
                 out.missing += missing as u64;
                 tracing::error!(topic = %key.0, partition = key.1, offset = at, missing, "book records missing from the log (retention?)");
             }
-            let epoch = self.kafka(|k, _| {
-                k.sought.remove(&key);
-                k.expect.insert(key.clone(), at + 1);
-                k.epoch
-            });
             let mut r = match record {
                 Ok(r) => r,
                 Err(reason) => {
@@ -249,10 +259,34 @@ impl BookLog {
             [state.tables[0].identifier().clone(), state.tables[1].identifier().clone()]
         };
         let mut found = [None, None];
+        let mut updates = None;
         for (i, ident) in idents.iter().enumerate() {
             let table = self.lake.catalog().load_table(ident).await?;
             found[i] = offset(&offsets_of(&table)?, &key.0, key.1);
+            if i == 0 {
+                updates = Some(table);
+            }
         }
+        // Sync changes another flusher landed for this partition's books
+        // (after a rebalance), beside those this process holds.
+        let stored = match &updates {
+            Some(t) => load_changes(t).await?,
+            None => HashMap::new(),
+        };
+        self.kafka(|_, state| {
+            for (book, list) in stored {
+                let known = state.changes.entry(book).or_default();
+                for change in list {
+                    let seen = known.iter().any(|c| {
+                        c.ingestion_timestamp == change.ingestion_timestamp && c.message_id == change.message_id
+                    });
+                    if !seen {
+                        let at = known.partition_point(|c| c.ingestion_timestamp <= change.ingestion_timestamp);
+                        known.insert(at, change);
+                    }
+                }
+            }
+        });
         self.kafka(|k, _| {
             for (i, f) in found.into_iter().enumerate() {
                 let partitions = k.committed[i].entry(key.0.clone()).or_default();
@@ -280,7 +314,7 @@ impl BookLog {
         let mut last = None;
         for ident in &idents {
             let table = self.lake.catalog().load_table(ident).await?;
-            last = last.max(max_stamp(&table, (&book.0, &book.1)).await?);
+            last = last.max(max_stamp(&table, (&book.0, &book.1), marker.ingestion_timestamp).await?);
         }
         if let Some(stamp) = last {
             self.kafka(|k, _| {
@@ -291,9 +325,25 @@ impl BookLog {
         Ok(last)
     }
 
+    /// Drops what was read from partitions this process no longer owns, by
+    /// starting afresh from the tables when there is any (a rebalance took
+    /// them: their records must not land from here, and queries must not
+    /// wait for them).
+    pub async fn keep_only(&self, owned: &[(String, i32)]) -> Result<(), LakeError> {
+        let lost = self.kafka(|k, _| k.expect.keys().any(|key| !owned.contains(key))).unwrap_or(false);
+        if lost {
+            tracing::info!(
+                "book partitions revoked: dropping what was read and not committed, reading again from the tables"
+            );
+            self.reset().await?;
+        }
+        Ok(())
+    }
+
     /// Drops every record not committed and starts reading afresh from
-    /// the tables (after a fenced commit).
-    async fn reset(&self) -> Result<(), LakeError> {
+    /// the tables (after a fenced commit, a revocation, or a new lander
+    /// task: a task that died mid-batch leaves nothing half taken).
+    pub async fn reset(&self) -> Result<(), LakeError> {
         let idents = {
             let state = self.state();
             [state.tables[0].identifier().clone(), state.tables[1].identifier().clone()]
@@ -424,14 +474,21 @@ impl BookLog {
     }
 }
 
-/// The latest stamp of `book`'s records in `table`.
-async fn max_stamp(table: &Table, (exchange, symbol): (&str, &str)) -> Result<Option<i64>, LakeError> {
+/// The latest stamp of `book`'s records in `table` stamped before `before`:
+/// the records after a marker (the next producer's) may be in a table
+/// already, and must not date it.
+async fn max_stamp(
+    table: &Table,
+    (exchange, symbol): (&str, &str),
+    before: Timestamp,
+) -> Result<Option<i64>, LakeError> {
     if table.metadata().current_snapshot().is_none() {
         return Ok(None);
     }
     let filter = Reference::new("symbol")
         .equal_to(Datum::string(symbol))
-        .and(Reference::new("exchange").equal_to(Datum::string(exchange)));
+        .and(Reference::new("exchange").equal_to(Datum::string(exchange)))
+        .and(Reference::new("ingestion_timestamp").less_than(Datum::timestamptz_micros(before.as_micros())));
     let scan = table.scan().select(["ingestion_timestamp"]).with_filter(filter);
     let batches: Vec<arrow::array::RecordBatch> = scan.build()?.to_arrow().await?.try_collect().await?;
     let mut latest = None;
@@ -440,7 +497,9 @@ async fn max_stamp(table: &Table, (exchange, symbol): (&str, &str)) -> Result<Op
             .column_by_name("ingestion_timestamp")
             .and_then(|c| c.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>())
         {
-            latest = latest.max(arrow::compute::max(times));
+            // The filter prunes; each value is checked again all the same.
+            let max = times.iter().flatten().filter(|t| *t < before.as_micros()).max();
+            latest = latest.max(max);
         }
     }
     Ok(latest)

@@ -385,7 +385,11 @@ impl State {
             let mut change = r.clone();
             change.bids = Vec::new();
             change.asks = Vec::new();
-            self.changes.entry(book).or_default().push(change);
+            // In K2's order even when a record comes stamped before the
+            // last (a Kafka producer whose clock is behind its predecessor's).
+            let list = self.changes.entry(book).or_default();
+            let at = list.partition_point(|c| c.ingestion_timestamp <= change.ingestion_timestamp);
+            list.insert(at, change);
         }
         self.tails[slot(BookTable::of(r.kind))].push(r);
     }
