@@ -224,6 +224,17 @@ struct Pager {
     done: bool,
 }
 
+impl Pager {
+    /// Whether the first frame is the stream's next: a later time is
+    /// ready behind it.
+    fn settled(&self) -> bool {
+        match (self.ready.front(), self.ready.back()) {
+            (Some(first), Some(last)) => last.time > first.time,
+            _ => false,
+        }
+    }
+}
+
 impl Merge {
     fn new(params: &ReplayParams) -> Self {
         let symbols = params
@@ -242,7 +253,10 @@ impl Merge {
 
     async fn next(&mut self, engine: &QueryEngine) -> Result<Option<Frame>, String> {
         for i in 0..self.symbols.len() {
-            while self.symbols[i].ready.is_empty() && !self.symbols[i].done {
+            // Pages are in (time, row id) order, the venue's in (time, trade
+            // id): the first frame is sure to be next only once a later
+            // time is in hand (more of its time may be on the next page).
+            while !self.symbols[i].done && !self.symbols[i].settled() {
                 self.fill(i, engine).await?;
             }
         }
@@ -279,6 +293,7 @@ impl Merge {
             };
             pager.ready.extend(made.map_err(|e| e.to_string())?);
         }
+        pager.ready.make_contiguous().sort_by_key(|f| (f.time, f.id));
         match rows.next_cursor {
             Some(c) => pager.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
             None => pager.done = true,
