@@ -28,10 +28,10 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
-use super::KafkaError;
 use super::consumer::dead_letter;
 use super::schemas::SchemaSource;
 use super::topics::book_pattern;
+use super::{KafkaError, consumer_config};
 use crate::lake::books::BookLog;
 use crate::lake::books::landing::Read;
 use crate::runtime::config::KafkaConfig;
@@ -80,14 +80,7 @@ impl BookLanderActor {
         };
         self.task = Some(task.abort_handle());
         ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
-            let reason = match ended {
-                Ok(reason) => reason,
-                Err(e) if e.is_panic() => {
-                    let panic = e.into_panic();
-                    format!("the book lander panicked: {}", crate::runtime::supervision::panic_message(panic.as_ref()))
-                }
-                Err(e) => format!("the book lander's task failed: {e}"),
-            };
+            let reason = crate::runtime::supervision::task_ended(ended, "the book lander");
             act.task = None;
             act.supervision.fail(reason);
             ctx.stop();
@@ -151,23 +144,13 @@ struct Lander {
 impl Lander {
     fn start(self) -> Result<tokio::task::JoinHandle<String>, KafkaError> {
         let config = &self.config;
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("group.id", format!("{}{}.books", config.topic_prefix, config.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-            .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
-            .set("topic.metadata.refresh.interval.ms", "3000")
-            .set("receive.message.max.bytes", (256 << 20).to_string())
-            .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string())
-            .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
-            // A book query waits for the lander to reach the log's end: a
-            // broker holding each fetch for the whole wait (Tansu does)
-            // would make every such query that slow.
-            .set("fetch.wait.max.ms", config.fetch_wait.min(Duration::from_millis(100)).as_millis().to_string())
-            .create()?;
+        let consumer: StreamConsumer =
+            consumer_config(config, &format!("{}{}.books", config.topic_prefix, config.group))
+                // A book query waits for the lander to reach the log's end: a
+                // broker holding each fetch for the whole wait (Tansu does)
+                // would make every such query that slow.
+                .set("fetch.wait.max.ms", config.fetch_wait.min(Duration::from_millis(100)).as_millis().to_string())
+                .create()?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")

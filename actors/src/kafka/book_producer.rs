@@ -73,15 +73,7 @@ struct Stamps {
 impl KafkaBookRecorder {
     /// Starts the producing task on the current runtime.
     pub fn start(config: &KafkaConfig, schemas: SchemaSource) -> Result<Arc<Self>, KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set("batch.size", config.batch_bytes.to_string())
-            .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
-            .create()?;
+        let producer: FutureProducer = super::producer_config(config).create()?;
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).create()?;
         let (to_send, receiving) = mpsc::unbounded_channel();

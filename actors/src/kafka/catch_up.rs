@@ -23,28 +23,8 @@ use crate::runtime::config::KafkaConfig;
 /// behind. A partition revoked meanwhile is no longer
 /// this process's to wait for.
 pub async fn consumer_caught_up(config: &KafkaConfig, tails: &Tails, deadline: Instant) -> Result<(), String> {
-    let owned = tails.claims.owned();
-    if owned.is_empty() {
-        return Ok(());
-    }
-    let ends = ends_of(config, owned.into_iter().map(|(key, _)| key).collect(), deadline).await?;
-    loop {
-        let now: HashMap<_, _> = tails.claims.owned().into_iter().collect();
-        let behind: Vec<String> = ends
-            .iter()
-            .filter_map(|(key, high)| {
-                let next = now.get(key)?;
-                (next < high).then(|| format!("{}/{} at {next} of {high}", key.0, key.1))
-            })
-            .collect();
-        if behind.is_empty() && !tails.claims.ingesting() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("the consumer is still behind: {}", behind.join(", ")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let read = || tails.claims.owned().into_iter().collect();
+    caught_up(config, "the consumer", deadline, read, || tails.claims.ingesting()).await
 }
 
 /// The same for the book lander: waits until its book log has read each
@@ -55,13 +35,28 @@ pub async fn book_lander_caught_up(
     log: &crate::lake::books::BookLog,
     deadline: Instant,
 ) -> Result<(), String> {
-    let read = log.read_up_to();
-    if read.is_empty() {
+    let read = || log.read_up_to().into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    caught_up(config, "the book lander", deadline, read, || false).await
+}
+
+/// Waits until the next offset `read` gives for each partition reaches its
+/// high watermark as read at the start and `busy` is false, or until
+/// `deadline`, naming the partitions `who` still has behind. A partition
+/// `read` no longer gives is no longer waited for.
+async fn caught_up(
+    config: &KafkaConfig,
+    who: &str,
+    deadline: Instant,
+    read: impl Fn() -> HashMap<PartitionKey, i64>,
+    busy: impl Fn() -> bool,
+) -> Result<(), String> {
+    let first = read();
+    if first.is_empty() {
         return Ok(());
     }
-    let ends = ends_of(config, read.iter().map(|(t, p, _)| (t.clone(), *p)).collect(), deadline).await?;
+    let ends = ends_of(config, first.into_keys().collect(), deadline).await?;
     loop {
-        let now: HashMap<PartitionKey, i64> = log.read_up_to().into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        let now = read();
         let behind: Vec<String> = ends
             .iter()
             .filter_map(|(key, high)| {
@@ -69,11 +64,11 @@ pub async fn book_lander_caught_up(
                 (next < high).then(|| format!("{}/{} at {next} of {high}", key.0, key.1))
             })
             .collect();
-        if behind.is_empty() {
+        if behind.is_empty() && !busy() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("the book lander is still behind: {}", behind.join(", ")));
+            return Err(format!("{who} is still behind: {}", behind.join(", ")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -27,9 +27,53 @@ pub mod recent_ids;
 pub mod schemas;
 pub mod topics;
 
+use rdkafka::ClientConfig;
 use thiserror::Error;
 
+use crate::runtime::config::KafkaConfig;
+
 use crate::runtime::errors::{Retry, Retryable};
+
+/// The producers' client settings (the market sink's and the book
+/// records'): idempotent, acks=all, compression, linger, batch size and
+/// delivery time-out from the configuration.
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("batch.size", config.batch_bytes.to_string())
+        .set("message.timeout.ms", config.message_timeout.as_millis().to_string());
+    client
+}
+
+/// A group member's client settings (the flushers' consumer and the book
+/// lander): offsets are the tables' business, so no auto commit and no
+/// auto store; fetches sized from the configuration.
+pub fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
+        // New market topics join the subscription within seconds.
+        .set("topic.metadata.refresh.interval.ms", "3000")
+        // A record over librdkafka's default response cap (100 MB) would
+        // stop its partition for good, fetched and refused again and again;
+        // records up to this size reach the size check (and the DLQ).
+        .set("receive.message.max.bytes", (256 << 20).to_string())
+        .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string())
+        .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
+        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string());
+    client
+}
 
 #[derive(Debug, Error)]
 pub enum KafkaError {

@@ -140,15 +140,7 @@ impl KafkaSink {
     }
 
     pub fn new(config: &KafkaConfig, schemas: SchemaSource, breaker: Arc<CircuitBreaker>) -> Result<Self, KafkaError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set("batch.size", config.batch_bytes.to_string())
-            .set("message.timeout.ms", config.message_timeout.as_millis().to_string());
+        let client = crate::kafka::producer_config(config);
         let producer: FutureProducer<BrokerWatch> =
             client.create_with_context(BrokerWatch { breaker: breaker.clone() })?;
         let admin: AdminClient<DefaultClientContext> =

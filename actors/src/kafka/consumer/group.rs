@@ -31,29 +31,12 @@ pub(super) struct Member<'a> {
 pub(super) fn start(member: Member<'_>) -> Result<tokio::task::JoinHandle<String>, KafkaError> {
     let Member { config, instance_id, alive, join_after, lake, tails, schemas, probe, inject, catalog } = member;
     let context = Rebalance::new(lake, tails.clone(), config, catalog);
-    let mut client = ClientConfig::new();
+    let mut client = crate::kafka::consumer_config(config, &format!("{}{}", config.topic_prefix, config.group));
     if let Some(id) = instance_id {
         client.set("group.instance.id", id);
     }
-    let consumer: GroupConsumer = client
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", format!("{}{}", config.topic_prefix, config.group))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 5).max(100).to_string())
-        // New market topics join the subscription within seconds.
-        .set("topic.metadata.refresh.interval.ms", "3000")
-        // A record over librdkafka's default response cap (100 MB) would
-        // stop its partition for good, fetched and refused again and again;
-        // records up to this size reach the size check (and the DLQ).
-        .set("receive.message.max.bytes", (256 << 20).to_string())
-        .set("max.partition.fetch.bytes", config.fetch_partition_bytes.to_string())
-        .set("fetch.max.bytes", config.fetch_max_bytes.to_string())
-        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
-        .set("queued.max.messages.kbytes", config.fetch_ahead_kb.to_string())
-        .create_with_context(context)?;
+    let consumer: GroupConsumer =
+        client.set("queued.max.messages.kbytes", config.fetch_ahead_kb.to_string()).create_with_context(context)?;
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("enable.idempotence", "true")

@@ -186,14 +186,7 @@ impl ConsumerActor {
         self.task = Some(task.abort_handle());
         // The actor learns when the task ends; it never waits on it.
         ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
-            let reason = match ended {
-                Ok(reason) => reason,
-                Err(e) if e.is_panic() => {
-                    let panic = e.into_panic();
-                    format!("the consumer panicked: {}", crate::runtime::supervision::panic_message(panic.as_ref()))
-                }
-                Err(e) => format!("the consumer task failed: {e}"),
-            };
+            let reason = crate::runtime::supervision::task_ended(ended, "the consumer");
             act.task = None;
             act.supervision.fail(reason);
             ctx.stop();

@@ -54,10 +54,7 @@ impl Actor for ReplayServerActor {
         let task = tokio::spawn(accept(listener, engine, max, probe));
         self.task = Some(task.abort_handle());
         ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
-            let reason = match ended {
-                Ok(reason) => reason,
-                Err(e) => format!("the replay server's task failed: {e}"),
-            };
+            let reason = crate::runtime::supervision::task_ended(ended, "the replay server");
             act.task = None;
             act.supervision.fail(reason);
             ctx.stop();

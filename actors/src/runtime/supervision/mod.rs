@@ -261,6 +261,16 @@ pub fn inject<A: Supervise>(act: &mut A, ctx: &mut Context<A>, fault: crate::run
     }
 }
 
+/// Why an actor's watched task ended: its own word when it returned, else
+/// its panic or its cancellation, naming `what` it was.
+pub fn task_ended(ended: Result<String, tokio::task::JoinError>, what: &str) -> String {
+    match ended {
+        Ok(reason) => reason,
+        Err(e) if e.is_panic() => format!("{what} panicked: {}", panic_message(e.into_panic().as_ref())),
+        Err(e) => format!("{what}'s task failed: {e}"),
+    }
+}
+
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
