@@ -489,18 +489,5 @@ async fn max_stamp(
         .equal_to(Datum::string(symbol))
         .and(Reference::new("exchange").equal_to(Datum::string(exchange)))
         .and(Reference::new("ingestion_timestamp").less_than(Datum::timestamptz_micros(before.as_micros())));
-    let scan = table.scan().select(["ingestion_timestamp"]).with_filter(filter);
-    let batches: Vec<arrow::array::RecordBatch> = scan.build()?.to_arrow().await?.try_collect().await?;
-    let mut latest = None;
-    for batch in &batches {
-        if let Some(times) = batch
-            .column_by_name("ingestion_timestamp")
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>())
-        {
-            // The filter prunes; each value is checked again all the same.
-            let max = times.iter().flatten().filter(|t| *t < before.as_micros()).max();
-            latest = latest.max(max);
-        }
-    }
-    Ok(latest)
+    latest_stamp(table, filter, |t| t < before.as_micros()).await
 }

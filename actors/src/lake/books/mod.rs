@@ -624,7 +624,20 @@ async fn latest_periodic(
             Reference::new("ingestion_timestamp").greater_than_or_equal_to(Datum::timestamptz_micros(from.as_micros())),
         )
         .and(Reference::new("ingestion_timestamp").less_than_or_equal_to(Datum::timestamptz_micros(until.as_micros())));
-    let scan = snapshots.scan().select(["ingestion_timestamp"]).with_filter(filter).with_row_selection_enabled(true);
+    // An instant outside the range must never start a replay.
+    let range = from.as_micros()..=until.as_micros();
+    Ok(latest_stamp(snapshots, filter, |t| range.contains(&t)).await?.map(Timestamp::from_micros))
+}
+
+/// The latest `ingestion_timestamp` of the rows of `table` that `filter`
+/// selects (only that column is read). The filter is applied to the rows
+/// read, but each value is checked again with `keep` all the same.
+async fn latest_stamp(
+    table: &Table,
+    filter: iceberg::expr::Predicate,
+    keep: impl Fn(i64) -> bool,
+) -> Result<Option<i64>, LakeError> {
+    let scan = table.scan().select(["ingestion_timestamp"]).with_filter(filter).with_row_selection_enabled(true);
     let batches: Vec<arrow::array::RecordBatch> = scan.build()?.to_arrow().await?.try_collect().await?;
     let mut latest = None;
     for batch in &batches {
@@ -634,12 +647,9 @@ async fn latest_periodic(
         else {
             continue;
         };
-        // The filter is applied to the rows read, but a value is checked
-        // again: an instant outside the range must never start a replay.
-        let max = times.iter().flatten().filter(|t| (from.as_micros()..=until.as_micros()).contains(t)).max();
-        latest = latest.max(max);
+        latest = latest.max(times.iter().flatten().filter(|t| keep(*t)).max());
     }
-    Ok(latest.map(Timestamp::from_micros))
+    Ok(latest)
 }
 
 /// Every sync change `updates` holds, per book, in K2's order.
