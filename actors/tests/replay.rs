@@ -41,6 +41,25 @@ fn stored(http: &str, symbol: &str) -> BTreeMap<i64, Value> {
     }
 }
 
+/// The replay port `run` announces, on the line after its HTTP address.
+fn replay_port(run: &Run) -> String {
+    let announced = || {
+        std::fs::read_to_string(&run.log)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
+    };
+    wait_until("the replay port announced", 30, || announced().is_some());
+    announced().unwrap()
+}
+
+/// Waits until the simulator at `rest` has played its `trades` and `run`
+/// stores every one.
+fn played_and_stored(rest: &str, run: &Run, trades: u64) {
+    wait_until("the market played", 120, || get_json(rest, "/sim/stats")["trades_generated"].as_u64() == Some(trades));
+    wait_until("every trade stored", 60, || trades_seen(&run.http, "hybrid") == trades);
+}
+
 fn micros(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_micros()
 }
@@ -52,19 +71,8 @@ fn a_replayed_market_is_every_stored_trade_in_binances_format_and_order() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_sim_config(dir.path(), &addrs, "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n");
     let k2 = Run::start(&config, &dir.path().join("data"), "info", dir.path().join("k2.log"));
-    // Announced on the line after the HTTP address.
-    let announced = || {
-        std::fs::read_to_string(&k2.log)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
-    };
-    wait_until("the replay port announced", 30, || announced().is_some());
-    let replay_addr = announced().unwrap();
-    wait_until("the market played", 120, || {
-        get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(TRADES * 3)
-    });
-    wait_until("every trade stored", 60, || trades_seen(&k2.http, "hybrid") == TRADES * 3);
+    let replay_addr = replay_port(&k2);
+    played_and_stored(&rest, &k2, TRADES * 3);
 
     let symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT"];
     let rows: BTreeMap<&str, BTreeMap<i64, Value>> = symbols.iter().map(|s| (*s, stored(&k2.http, s))).collect();
@@ -160,18 +168,8 @@ fn a_market_replayed_into_another_k2_lands_the_same_trades() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_sim_config(dir.path(), &addrs, "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n");
     let first_k2 = Run::start(&config, &dir.path().join("data-1"), "info", dir.path().join("k2-1.log"));
-    let announced = || {
-        std::fs::read_to_string(&first_k2.log)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
-    };
-    wait_until("the replay port announced", 30, || announced().is_some());
-    let replay_addr = announced().unwrap();
-    wait_until("the market played", 120, || {
-        get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(TRADES * 3)
-    });
-    wait_until("every trade stored", 60, || trades_seen(&first_k2.http, "hybrid") == TRADES * 3);
+    let replay_addr = replay_port(&first_k2);
+    played_and_stored(&rest, &first_k2, TRADES * 3);
     let symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT"];
     let before: Vec<BTreeMap<i64, Value>> = symbols.iter().map(|s| stored(&first_k2.http, s)).collect();
     let times = || before.iter().flat_map(|r| r.values()).map(|r| micros(r["timestamp"].as_str().unwrap()));
@@ -239,16 +237,8 @@ fn quotes_replay_as_book_tickers_beside_the_trades() {
         dir.path().join("k2.log"),
         &[("K2__BINANCE__BOOK_TICKER", "true")],
     );
-    let announced = || {
-        std::fs::read_to_string(&k2.log)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
-    };
-    wait_until("the replay port announced", 30, || announced().is_some());
-    let replay_addr = announced().unwrap();
-    wait_until("the market played", 120, || get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(600));
-    wait_until("every trade stored", 60, || trades_seen(&k2.http, "hybrid") == 600);
+    let replay_addr = replay_port(&k2);
+    played_and_stored(&rest, &k2, 600);
     let end = k2_core::Timestamp::now().as_micros();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let trades = stored_before(&k2.http, "trades", "BTCUSDT", end);

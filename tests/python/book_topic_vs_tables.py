@@ -17,15 +17,15 @@ and unknown), each list cut to its first ten.
 """
 import json
 import sys
-import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from pyiceberg.catalog.sql import SqlCatalog
+
+from topic_read import messages
 
 bootstrap, registry_url, topic, data_dir = sys.argv[1:5]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -42,42 +42,9 @@ def micros(value):
 
 deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
 context = SerializationContext(topic, MessageField.VALUE)
-consumer = Consumer({
-    "bootstrap.servers": bootstrap,
-    "group.id": f"{topic}-judge",
-    "enable.auto.commit": False,
-    "enable.partition.eof": True,
-})
-partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-ends = {}
-for p in partitions:
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-    if high > low:
-        ends[p] = high
-consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-
 by_partition = defaultdict(list)  # partition -> [(offset, record)]
-done = set()
-deadline = time.time() + 600
-while len(done) < len(ends):
-    if time.time() > deadline:
-        raise SystemExit(f"partitions not finished: {sorted(set(ends) - done)}")
-    msg = consumer.poll(1.0)
-    if msg is None:
-        continue
-    if msg.error():
-        if msg.error().code() == KafkaError._PARTITION_EOF:
-            if msg.offset() >= ends[msg.partition()]:
-                done.add(msg.partition())
-            continue
-        raise SystemExit(f"consumer error: {msg.error()}")
-    if msg.offset() >= ends[msg.partition()]:
-        done.add(msg.partition())
-        continue
+for msg in messages(bootstrap, topic):
     by_partition[msg.partition()].append((msg.offset(), deserializer(msg.value(), context)))
-    if msg.offset() + 1 >= ends[msg.partition()]:
-        done.add(msg.partition())
-consumer.close()
 
 # What the tables must hold: (message id, instant) -> rows.
 expected = Counter()
