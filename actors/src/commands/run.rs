@@ -35,6 +35,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         if let Some(replay) = k2.serve_replay()? {
             eprintln!("k2 run: replay ws://{replay}/stream?streams=<symbol>@trade&start=...");
         }
+        if let Some(flight) = k2.serve_flight()? {
+            eprintln!("k2 run: flight sql grpc://{flight}");
+        }
         eprintln!("k2 run: tables in {}", k2.lake.describe());
         let escalated = tokio::select! {
             _ = k2::runtime::shutdown_signal() => None,

@@ -12,6 +12,7 @@ pub mod book;
 pub mod book_arrow;
 pub mod engine;
 pub mod files;
+pub mod flight;
 pub mod format;
 pub mod params;
 pub mod replay;

@@ -88,6 +88,8 @@ pub enum StartError {
     Http { bind: std::net::SocketAddr, source: std::io::Error },
     #[error("the replay port on {bind}: {source}")]
     Replay { bind: std::net::SocketAddr, source: std::io::Error },
+    #[error("the Flight SQL port on {bind}: {source}")]
+    Flight { bind: std::net::SocketAddr, source: std::io::Error },
 }
 
 impl Retryable for StartError {
@@ -97,9 +99,10 @@ impl Retryable for StartError {
             StartError::Lake(e) => e.retry(),
             StartError::Restore { reason, .. } => text_retry(reason),
             StartError::Kafka(_) | StartError::State(_) => Retry::Transient,
-            StartError::Spill { source, .. } | StartError::Http { source, .. } | StartError::Replay { source, .. } => {
-                io_retry(source.kind())
-            }
+            StartError::Spill { source, .. }
+            | StartError::Http { source, .. }
+            | StartError::Replay { source, .. }
+            | StartError::Flight { source, .. } => io_retry(source.kind()),
         }
     }
 }
@@ -242,6 +245,28 @@ impl Service {
         let (engine, max) = (self.api.engine.clone(), self.config.replay.max_clients);
         Supervisor::start(move |_: &mut Context<ReplayServerActor>| {
             ReplayServerActor::new(listener.clone(), engine.clone(), max, sup)
+        });
+        Ok(Some(addr))
+    }
+
+    /// Starts the Flight SQL port when `flight.enabled`; its address.
+    pub fn serve_flight(&self) -> Result<Option<std::net::SocketAddr>, StartError> {
+        use crate::query::flight::server::{FlightServerActor, NAME};
+        use crate::query::flight::service::K2FlightSql;
+        if !self.config.flight.enabled {
+            return Ok(None);
+        }
+        let bind = self.config.flight.bind;
+        let error = |source| StartError::Flight { bind, source };
+        let service = K2FlightSql::new(self.api.engine.clone(), &self.config.flight, self.config.query.max_concurrent)
+            .map_err(|e| error(std::io::Error::other(e.to_string())))?;
+        let std = std::net::TcpListener::bind(bind).map_err(error)?;
+        std.set_nonblocking(true).map_err(error)?;
+        let addr = std.local_addr().map_err(error)?;
+        let listener = Arc::new(tokio::net::TcpListener::from_std(std).map_err(error)?);
+        let (sup, service, keys) = (self.pipeline.supervision(NAME), Arc::new(service), self.api.keys.clone());
+        Supervisor::start(move |_: &mut Context<FlightServerActor>| {
+            FlightServerActor::new(listener.clone(), service.clone(), keys.clone(), sup)
         });
         Ok(Some(addr))
     }

@@ -158,6 +158,22 @@ impl QueryEngine {
         self.frame_from(ctx, kind, pin, false).await
     }
 
+    /// The data a pin selects of `kind`, as one DataFrame in `ctx`: what
+    /// the Flight SQL port registers as the table `kind.name()`.
+    pub(crate) async fn table_frame(
+        &self,
+        ctx: &SessionContext,
+        kind: TableKind,
+        pin: Pin,
+    ) -> Result<DataFrame, QueryError> {
+        Ok(self.frame(ctx, kind, pin).await?.0)
+    }
+
+    /// The columns of `kind` as queries see them.
+    pub(crate) async fn table_schema(&self, kind: TableKind) -> Result<SchemaRef, QueryError> {
+        Ok(self.view(kind).await?.schema)
+    }
+
     /// As [`Self::frame`]; with `local`, the rows after the snapshot are this
     /// process's tail even in Kafka mode (what the restore at start reads,
     /// which must not wait for the broker).

@@ -48,6 +48,7 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub query: QueryConfig,
     pub replay: ReplayConfig,
+    pub flight: FlightConfig,
     pub kafka: KafkaConfig,
     pub breakers: BreakerConfig,
     pub redis: RedisConfig,
@@ -250,6 +251,10 @@ impl Config {
         }
         need(!self.query.timeout.is_zero(), "query.timeout must be longer than 0");
         need(self.query.max_concurrent > 0, "query.max_concurrent must be at least 1");
+        need(!self.flight.timeout.is_zero(), "flight.timeout must be longer than 0");
+        need(self.flight.memory_limit >= 1 << 20, "flight.memory_limit must be at least 1048576 bytes");
+        need(self.flight.max_rows > 0, "flight.max_rows must be at least 1");
+        need(self.flight.max_prepared > 0, "flight.max_prepared must be at least 1");
         for (dependency, b) in self.breakers.each() {
             need(b.failures > 0, &format!("breakers.failures (or breakers.{dependency}.failures) must be at least 1"));
             need(

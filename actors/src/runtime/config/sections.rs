@@ -368,6 +368,26 @@ pub struct ReplayConfig {
     pub max_clients: usize,
 }
 
+/// The Arrow Flight SQL port: read-only SQL over the hybrid view.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightConfig {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    /// A statement's budget from planning to its last batch sent; past it
+    /// the stream ends with DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Bytes the sorts, joins and aggregates of all Flight queries may hold
+    /// at once (DataFusion's memory pool); a query that needs more fails
+    /// with RESOURCE_EXHAUSTED, the others go on.
+    pub memory_limit: usize,
+    /// Rows one result may hold; a larger one ends with RESOURCE_EXHAUSTED.
+    pub max_rows: u64,
+    /// Prepared statements held open at once; the oldest is closed past it.
+    pub max_prepared: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {

@@ -222,6 +222,19 @@ pub const CATALOGUE: &[MetricSpec] = &[
         &[],
     ),
     gauge("k2_replay_clients", "Replay streams open on the replay port.", &[]),
+    // The Flight SQL port (query/flight/).
+    counter(
+        "k2_flight_statements_total",
+        "Flight SQL statements run, by outcome: ok, refused (a limit or a bad request), or error.",
+        &[("status", &["ok", "refused", "error"])],
+    ),
+    histogram("k2_flight_statement_seconds", "Flight SQL statement time, from its turn to its last batch sent.", &[]),
+    gauge("k2_flight_prepared_statements", "Prepared statements the Flight SQL port holds open.", &[]),
+    counter(
+        "k2_flight_refused_total",
+        "Flight SQL calls refused: no or a wrong key, not read-only, a bad statement or header, no turn within flight.timeout, over flight.timeout, over flight.memory_limit, or over flight.max_rows.",
+        &[("reason", &["unauthenticated", "not_read_only", "bad_request", "busy", "timeout", "memory", "rows"])],
+    ),
     counter("k2_replay_events_sent_total", "Events the replay port sent.", &[]),
     counter(
         "k2_replay_refused_total",

@@ -1,0 +1,16 @@
+//! The Arrow Flight SQL port (`flight.bind`, off by default): read-only
+//! SQL through DataFusion over `trades` and `quotes`, each the same exact
+//! view as `/v1` (the pinned snapshot plus the rows on their way in), for
+//! any Flight SQL client (ADBC, JDBC, DBeaver, pyarrow).
+//!
+//! - [`session`]: a statement's tables, the read-only check, parameters.
+//! - [`prepared`]: prepared statements held between calls.
+//! - [`catalog`]: what clients browse (`GetTables`, `GetSqlInfo`, ...).
+//! - [`service`]: keys, pins, limits and the protocol's calls.
+//! - [`server`]: the supervised actor that owns the port.
+
+pub mod catalog;
+pub mod prepared;
+pub mod server;
+pub mod service;
+pub mod session;

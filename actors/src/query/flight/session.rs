@@ -1,0 +1,138 @@
+//! One statement's DataFusion session: the tables it names, registered as
+//! the hybrid view a pin selects; the check that it only reads; its
+//! parameters bound.
+
+use std::sync::Arc;
+
+use datafusion::common::ParamValues;
+use datafusion::config::Dialect;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast;
+use thiserror::Error;
+
+use crate::lake::TableKind;
+use crate::query::QueryError;
+use crate::query::engine::QueryEngine;
+use crate::query::params::Pin;
+
+/// The catalog and schema every table is listed under.
+pub const CATALOG: &str = "k2";
+pub const SCHEMA: &str = "public";
+
+#[derive(Debug, Error)]
+pub enum SqlError {
+    /// DDL, DML, `COPY`, `SET` and anything else that is not a query.
+    #[error("K2's Flight SQL port is read-only: {0}")]
+    NotReadOnly(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// A table a statement may name, by name.
+pub fn table(name: &str) -> Option<TableKind> {
+    TableKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(name))
+}
+
+/// Plans `sql` over the tables `pin` selects, with `params` bound to its
+/// placeholders (`$1`, `$2`, ...). Only a query is planned; the plan is
+/// checked again before anything runs.
+pub async fn plan(
+    engine: &QueryEngine,
+    runtime: Arc<RuntimeEnv>,
+    sql: &str,
+    pin: Pin,
+    params: Option<&[ScalarValue]>,
+) -> Result<DataFrame, SqlError> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(false)
+        .with_target_partitions(2)
+        .with_batch_size(8192);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let statement =
+        ctx.state().sql_to_statement(sql, &Dialect::Generic).map_err(|e| SqlError::Invalid(e.to_string()))?;
+    only_a_query(&statement)?;
+    let references = ctx.state().resolve_table_references(&statement).map_err(|e| SqlError::Invalid(e.to_string()))?;
+    let mut registered = Vec::new();
+    for reference in references {
+        let Some(kind) = table(reference.table()) else { continue };
+        if registered.contains(&kind) {
+            continue;
+        }
+        registered.push(kind);
+        let frame = engine.table_frame(&ctx, kind, pin).await?;
+        ctx.register_table(kind.name(), frame.into_view()).map_err(|e| SqlError::Invalid(e.to_string()))?;
+    }
+    let state = ctx.state();
+    let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::Invalid(e.to_string()))?;
+    // DataFusion's own check: no DDL, DML (COPY included) or statements.
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| SqlError::NotReadOnly(e.to_string()))?;
+    let frame = DataFrame::new(state, plan);
+    match params {
+        Some(values) => frame
+            .with_param_values(ParamValues::from(values.to_vec()))
+            .map_err(|e| SqlError::Invalid(format!("parameters: {e}"))),
+        None => Ok(frame),
+    }
+}
+
+/// Refuses every statement but a query, before any table is touched.
+fn only_a_query(statement: &Statement) -> Result<(), SqlError> {
+    match statement {
+        Statement::Statement(s) if matches!(**s, ast::Statement::Query(_)) => Ok(()),
+        Statement::Statement(s) => Err(SqlError::NotReadOnly(format!("only SELECT is served, not {}", verb(s)))),
+        Statement::CopyTo(_) => Err(SqlError::NotReadOnly("only SELECT is served, not COPY".into())),
+        Statement::CreateExternalTable(_) => {
+            Err(SqlError::NotReadOnly("only SELECT is served, not CREATE EXTERNAL TABLE".into()))
+        }
+        _ => Err(SqlError::NotReadOnly("only SELECT is served".into())),
+    }
+}
+
+/// The statement's first words, for the refusal (`INSERT INTO`, `DROP
+/// TABLE`), without its arguments.
+fn verb(statement: &ast::Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic())).collect();
+    if words.is_empty() { "that statement".into() } else { words.join(" ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(sql: &str) -> Statement {
+        SessionContext::new().state().sql_to_statement(sql, &Dialect::Generic).unwrap()
+    }
+
+    #[test]
+    fn only_queries_pass_the_first_check() {
+        for sql in ["SELECT 1", "WITH t AS (SELECT 1) SELECT * FROM t", "SELECT * FROM trades ORDER BY 1 LIMIT 3"] {
+            assert!(only_a_query(&parsed(sql)).is_ok(), "{sql}");
+        }
+        for (sql, said) in [
+            ("INSERT INTO trades VALUES (1)", "INSERT INTO"),
+            ("DROP TABLE trades", "DROP TABLE"),
+            ("COPY trades TO '/tmp/x.parquet'", "COPY"),
+            ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'", "CREATE EXTERNAL TABLE"),
+            ("CREATE TABLE x AS SELECT 1", "CREATE TABLE"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+        ] {
+            let e = only_a_query(&parsed(sql)).unwrap_err();
+            assert!(matches!(e, SqlError::NotReadOnly(_)), "{sql}: {e}");
+            assert!(e.to_string().contains(said), "{sql}: {e}");
+        }
+    }
+}

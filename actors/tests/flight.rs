@@ -1,0 +1,227 @@
+//! The Flight SQL port against real clients (the ADBC Flight SQL driver and
+//! pyarrow's Flight client, `tests/python/flight_client.py`): a market the
+//! simulator played, asked as SQL, answers with the rows `/v1` stores, to
+//! the last decimal place and microsecond; writes, `COPY` and file reads
+//! are refused; a call without the key is refused; time travel by header
+//! reads the snapshot named.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::str::FromStr;
+
+use common::*;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+const KEY: &str = "flight-test-key";
+const TRADES: u64 = 400;
+
+/// A `/v1` GET with the API key, as HTTP/1.0 (so the body is not chunked).
+fn v1(http: &str, path: &str) -> Value {
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: k2\r\nX-API-Key: {KEY}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// Every stored trade of `symbol`, by trade id.
+fn stored(http: &str, symbol: &str) -> BTreeMap<String, Value> {
+    let mut rows = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/trades?symbol={symbol}&limit=1000&cursor={c}"),
+            None => format!("/v1/trades?symbol={symbol}&limit=1000"),
+        };
+        let page = v1(http, &path);
+        for row in page["data"].as_array().unwrap() {
+            rows.insert(row["trade_id"].as_str().unwrap().to_owned(), row.clone());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return rows,
+        }
+    }
+}
+
+fn micros(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp_micros()
+}
+
+fn decimal(v: &Value) -> Decimal {
+    Decimal::from_str(v.as_str().unwrap()).unwrap()
+}
+
+fn client(args: &[&str]) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/flight_client.py");
+    let out = std::process::Command::new("python3").arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "flight_client.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn flight_port(run: &Run) -> String {
+    let announced = || {
+        std::fs::read_to_string(&run.log)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("k2 run: flight sql grpc://").map(str::to_owned))
+    };
+    wait_until("the Flight SQL port announced", 30, || announced().is_some());
+    announced().unwrap()
+}
+
+fn error_of<'a>(got: &'a Value, call: &str) -> &'a str {
+    got[call]["error"].as_str().unwrap_or_else(|| panic!("{call} was not refused: {}", got[call]))
+}
+
+#[test]
+fn sql_clients_read_the_stored_market_exactly_and_cannot_write() {
+    let (_sim, addrs) = start_sim_with("800", &["--trades", &TRADES.to_string(), "--book-ticker-every", "0"]);
+    let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(
+        dir.path(),
+        &addrs,
+        "[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\nmax_rows = 1000\n[flush]\nmax_age = \"1s\"\n",
+    );
+    let k2 = Run::start_with_env(
+        &config,
+        &dir.path().join("data"),
+        "info",
+        dir.path().join("k2.log"),
+        &[("K2__HTTP__API_KEYS", &format!("[\"{KEY}\"]"))],
+    );
+    let flight = flight_port(&k2);
+    let trades_stored = || -> u64 {
+        v1(&k2.http, "/v1/symbols")["data"].as_array().unwrap().iter().map(|r| r["trades"].as_u64().unwrap()).sum()
+    };
+    wait_until("the market played", 120, || {
+        get_json(&rest, "/sim/stats")["trades_generated"].as_u64() == Some(TRADES * 3)
+    });
+    wait_until("every trade stored", 60, || trades_stored() == TRADES * 3);
+    wait_until("every trade committed", 60, || {
+        v1(&k2.http, "/v1/symbols?source=historical")["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["trades"].as_u64().unwrap())
+            .sum::<u64>()
+            == TRADES * 3
+    });
+    let snapshots = v1(&k2.http, "/v1/snapshots?table=trades");
+    let first_snapshot = snapshots["data"][0]["snapshot_id"].as_i64().unwrap();
+    // Rows in the table at that snapshot, as Iceberg's summary counts them.
+    let at_first = snapshots["data"][0]["summary"]["total-records"].as_str().unwrap_or_else(|| panic!("{snapshots}"));
+
+    let uri = format!("grpc://{flight}");
+    let got = client(&[&uri, KEY, "BTCUSDT", &first_snapshot.to_string()]);
+    let symbols = ["BNBUSDT", "BTCUSDT", "ETHUSDT"];
+    let rows: BTreeMap<&str, BTreeMap<String, Value>> = symbols.iter().map(|s| (*s, stored(&k2.http, s))).collect();
+
+    // Browsing: the catalog, the tables, the server.
+    assert_eq!(got["vendor"], "K2");
+    let objects = got["objects"].as_array().unwrap();
+    let tables: Vec<&str> = objects.iter().map(|o| o["table"].as_str().unwrap()).collect();
+    assert_eq!(tables, ["quotes", "trades"], "{objects:?}");
+    assert!(objects.iter().all(|o| o["catalog"] == "k2" && o["schema"] == "public"), "{objects:?}");
+    let columns = got["trades_schema"].as_array().unwrap();
+    assert!(columns.iter().any(|c| c.as_str().unwrap().starts_with("price:decimal128(")), "{columns:?}");
+    assert!(columns.iter().any(|c| c.as_str().unwrap().starts_with("timestamp:timestamp[us, tz=")), "{columns:?}");
+
+    // An aggregate per symbol: counts and exact sums of every stored trade.
+    let per_symbol = got["per_symbol"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["per_symbol"]));
+    assert_eq!(per_symbol.len(), 3);
+    for row in per_symbol {
+        let symbol = row[0].as_str().unwrap();
+        let stored = &rows[symbol];
+        assert_eq!(row[1].as_str().unwrap(), stored.len().to_string(), "{symbol}");
+        let notional: Decimal = stored.values().map(|r| decimal(&r["price"]) * decimal(&r["quantity"])).sum();
+        assert_eq!(decimal(&row[2]), notional, "{symbol}: sum(price * quantity) exact");
+        let low = stored.values().map(|r| decimal(&r["price"])).min().unwrap();
+        assert_eq!(decimal(&row[3]), low, "{symbol}");
+    }
+
+    // A prepared statement with a parameter: every BTCUSDT trade once, in
+    // order, each field as stored.
+    let prepared = got["prepared"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["prepared"]));
+    assert_eq!(prepared.len(), rows["BTCUSDT"].len());
+    let mut last = i64::MIN;
+    for row in prepared {
+        let stored = &rows["BTCUSDT"][row[0].as_str().unwrap()];
+        assert_eq!(decimal(&row[1]), decimal(&stored["price"]), "{row:?} / {stored}");
+        assert_eq!(decimal(&row[2]), decimal(&stored["quantity"]), "{row:?} / {stored}");
+        // A zoned timestamp, the same microsecond.
+        let at = micros(row[3].as_str().unwrap());
+        assert_eq!(at, micros(stored["timestamp"].as_str().unwrap()), "{row:?} / {stored}");
+        assert!(at >= last, "time order");
+        last = at;
+    }
+    let limited = got["prepared_limit"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["prepared_limit"]));
+    let first_ids: Vec<&String> = rows["BTCUSDT"].keys().take(3).collect();
+    assert_eq!(limited.iter().map(|r| r[0].as_str().unwrap()).collect::<Vec<_>>(), first_ids);
+
+    // Time travel by header: the first snapshot, as /v1 reads it.
+    let historical =
+        got["as_of_snapshot"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["as_of_snapshot"]));
+    assert_eq!(historical[0][0].as_str().unwrap(), at_first);
+
+    // Refusals, each with its reason.
+    for call in ["insert", "copy", "update"] {
+        assert!(error_of(&got, call).contains("read-only"), "{call}: {}", error_of(&got, call));
+    }
+    assert!(error_of(&got, "file").contains("not found"), "{}", error_of(&got, "file"));
+    assert!(error_of(&got, "unknown_table").contains("orders"), "{}", error_of(&got, "unknown_table"));
+    assert!(error_of(&got, "too_many_rows").contains("flight.max_rows"), "{}", error_of(&got, "too_many_rows"));
+    assert!(error_of(&got, "bad_as_of").contains("x-k2-as-of"), "{}", error_of(&got, "bad_as_of"));
+    assert!(error_of(&got, "no_key").to_lowercase().contains("unauthenticated"), "{}", error_of(&got, "no_key"));
+    assert_eq!(got["pyarrow_with_token"], true, "the handshake's token is accepted");
+    let without = got["pyarrow_without_token"].as_str().unwrap();
+    assert!(without.to_lowercase().contains("unauthenticated"), "{without}");
+
+    let metrics = get(&k2.http, "/metrics");
+    for reason in ["not_read_only", "rows", "unauthenticated", "bad_request"] {
+        assert!(
+            metric_total(&metrics, "k2_flight_refused_total", &format!("reason=\"{reason}\"")) >= 1.0,
+            "refusals counted by reason: {reason}"
+        );
+    }
+    k2.stop();
+}
+
+/// A statement past `flight.timeout` or `flight.memory_limit` ends with an
+/// error naming the limit; the next statement runs as before.
+#[test]
+fn a_statement_past_a_limit_ends_naming_it_and_the_next_one_runs() {
+    let (_sim, addrs) = start_sim_with("800", &["--trades", "20", "--book-ticker-every", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_sim_config(
+        dir.path(),
+        &addrs,
+        "[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\ntimeout = \"2s\"\nmemory_limit = 1048576\n",
+    );
+    let k2 = Run::start(&config, &dir.path().join("data"), "info", dir.path().join("k2.log"));
+    let uri = format!("grpc://{}", flight_port(&k2));
+    wait_until("the trades stored", 60, || trades_seen(&k2.http, "hybrid") == 60);
+    let sql = |q: &str| client(&[&uri, "", "--sql", q]);
+
+    let slow = sql("SELECT count(*) FROM generate_series(1, 1000000000000)");
+    let e = slow["error"].as_str().unwrap_or_else(|| panic!("not refused: {slow}"));
+    assert!(e.contains("flight.timeout"), "{e}");
+    let big = sql("SELECT value FROM generate_series(1, 5000000) ORDER BY value DESC");
+    let e = big["error"].as_str().unwrap_or_else(|| panic!("not refused: {big}"));
+    assert!(e.contains("flight.memory_limit"), "{e}");
+    let after = sql("SELECT count(*) AS n FROM trades");
+    assert_eq!(after["ok"]["rows"][0][0], "60", "{after}");
+
+    let metrics = get(&k2.http, "/metrics");
+    for reason in ["timeout", "memory"] {
+        let n = metric_total(&metrics, "k2_flight_refused_total", &format!("reason=\"{reason}\""));
+        assert_eq!(n, 1.0, "{reason}");
+    }
+    k2.stop();
+}

@@ -1,0 +1,135 @@
+"""A Flight SQL client for K2's tests: the ADBC Flight SQL driver (and
+pyarrow's Flight client for GetTables), as a user would connect.
+
+    flight_client.py URI KEY SYMBOL SNAPSHOT
+    flight_client.py URI KEY --sql SQL
+
+Prints one JSON object: what each call returned or the error it raised.
+KEY is the API key ("" for none); SYMBOL the symbol of the prepared query;
+SNAPSHOT a trades snapshot id to travel to.
+"""
+
+import json
+import sys
+
+import adbc_driver_flightsql.dbapi as flightsql
+from adbc_driver_flightsql import DatabaseOptions
+import pyarrow.flight as flight
+
+
+def connect(uri, key, headers=None):
+    options = {}
+    if key:
+        options[DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {key}"
+    for name, value in (headers or {}).items():
+        options[f"{DatabaseOptions.RPC_CALL_HEADER_PREFIX.value}{name}"] = value
+    return flightsql.connect(uri, db_kwargs=options)
+
+
+def text(value):
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def rows(cursor):
+    table = cursor.fetch_arrow_table()
+    return {
+        "columns": [f"{f.name}:{f.type}" for f in table.schema],
+        "rows": [[text(v) for v in row.values()] for row in table.to_pylist()],
+    }
+
+
+def attempt(call):
+    try:
+        return {"ok": call()}
+    except Exception as e:  # the driver's error, reported to the test
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def one(uri, key, sql):
+    with connect(uri, key) as conn:
+        with conn.cursor() as cur:
+            return attempt(lambda: (cur.execute(sql), rows(cur))[1])
+
+
+def main():
+    if sys.argv[3] == "--sql":
+        json.dump(one(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
+        return
+    uri, key, symbol, snapshot = sys.argv[1:5]
+    out = {}
+    with connect(uri, key) as conn:
+        info = conn.adbc_get_info()
+        out["vendor"] = info.get("vendor_name")
+        objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+        out["objects"] = [
+            {
+                "catalog": c["catalog_name"],
+                "schema": s["db_schema_name"],
+                "table": t["table_name"],
+                "type": t["table_type"],
+            }
+            for c in objects
+            for s in c["catalog_db_schemas"] or []
+            for t in s["db_schema_tables"] or []
+        ]
+        schema = conn.adbc_get_table_schema("trades")
+        out["trades_schema"] = [f"{f.name}:{f.type}" for f in schema]
+
+        def query(sql, parameters=None):
+            with conn.cursor() as cur:
+                cur.execute(sql, parameters)
+                return rows(cur)
+
+        out["per_symbol"] = attempt(
+            lambda: query(
+                "SELECT symbol, count(*) AS n, sum(price * quantity) AS notional, min(price) AS low "
+                "FROM trades GROUP BY symbol ORDER BY symbol"
+            )
+        )
+        out["prepared"] = attempt(
+            lambda: query(
+                "SELECT trade_id, price, quantity, timestamp FROM trades WHERE symbol = $1 "
+                "ORDER BY timestamp, trade_id",
+                (symbol,),
+            )
+        )
+        out["prepared_limit"] = attempt(
+            lambda: query("SELECT trade_id FROM trades WHERE symbol = $1 ORDER BY trade_id LIMIT $2", (symbol, 3))
+        )
+        out["insert"] = attempt(lambda: query("INSERT INTO trades (symbol) VALUES ('X')"))
+        out["copy"] = attempt(lambda: query("COPY trades TO '/tmp/k2-flight-copy.parquet'"))
+        out["file"] = attempt(lambda: query("SELECT * FROM '/etc/passwd'"))
+        out["unknown_table"] = attempt(lambda: query("SELECT * FROM orders"))
+        out["too_many_rows"] = attempt(lambda: query("SELECT trade_id FROM trades"))
+        with conn.cursor() as cur:
+            out["update"] = attempt(lambda: cur.executescript("DELETE FROM trades"))
+    with connect(uri, key, {"x-k2-as-of-snapshot": snapshot}) as conn:
+        with conn.cursor() as cur:
+            out["as_of_snapshot"] = attempt(lambda: (cur.execute("SELECT count(*) AS n FROM trades"), rows(cur))[1])
+    with connect(uri, key, {"x-k2-as-of": "not a time"}) as conn:
+        with conn.cursor() as cur:
+            out["bad_as_of"] = attempt(lambda: cur.execute("SELECT count(*) FROM trades"))
+    with connect(uri, "") as conn:
+        with conn.cursor() as cur:
+            out["no_key"] = attempt(lambda: cur.execute("SELECT count(*) FROM trades"))
+
+    # pyarrow's own Flight client: the key as a basic-auth password, then
+    # GetTables through the token the handshake gave back.
+    client = flight.FlightClient(uri)
+    token = client.authenticate_basic_token("anyone", key)
+    with_token = flight.FlightCallOptions(headers=[token])
+    out["pyarrow_with_token"] = len(list(client.list_actions(with_token))) > 0
+    try:
+        list(flight.FlightClient(uri).list_actions())
+        out["pyarrow_without_token"] = "accepted"
+    except flight.FlightError as e:
+        out["pyarrow_without_token"] = f"{type(e).__name__}: {e}"
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
