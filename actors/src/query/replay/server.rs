@@ -28,6 +28,9 @@ pub const NAME: &str = "replay-server";
 /// Rows per page read for one symbol.
 const PAGE: usize = 10_000;
 
+/// Frames written between flushes when the stream is not paced.
+const FLUSH_EVERY: u64 = 256;
+
 pub struct ReplayServerActor {
     listener: Option<Arc<TcpListener>>,
     engine: Arc<QueryEngine>,
@@ -187,13 +190,28 @@ async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Resul
                 _ = &mut closed => return Ok(()),
             }
         }
-        let text = frames::wrap(&next, params.wrap == Wrap::Combined);
+        let message = Message::Text(Utf8Bytes::from(frames::wrap(&next, params.wrap == Wrap::Combined)));
+        // Unpaced, frames are written in runs and flushed once per run (a
+        // write per frame would bound the rate by system calls); the
+        // socket's buffer still holds a slow reader's stream back.
+        let unpaced = params.speed == 0.0;
+        let write = async {
+            if unpaced {
+                sink.feed(message).await?;
+                if (sent + 1).is_multiple_of(FLUSH_EVERY) { sink.flush().await } else { Ok(()) }
+            } else {
+                sink.send(message).await
+            }
+        };
         tokio::select! {
-            sent_ok = sink.send(Message::Text(Utf8Bytes::from(text))) => sent_ok.map_err(|e| e.to_string())?,
+            written = write => written.map_err(|e| e.to_string())?,
             _ = &mut closed => return Ok(()),
         }
         sent += 1;
     };
+    if let Err(e) = sink.flush().await {
+        return Err(e.to_string());
+    }
     metrics::counter!("k2_replay_events_sent_total").increment(sent);
     let close = match &outcome {
         Ok(()) => CloseFrame { code: CloseCode::Normal, reason: "end of the range".into() },
