@@ -16,44 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{DAY, DAY0, DAYS, SYMBOLS, trade};
 use figment::providers::Env;
 use k2::runtime::config::Config;
 use k2::service::Service;
 use k2::transforms::dedup::MemoryStore;
-use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
-use rust_decimal::Decimal;
-
-const SYMBOLS: u64 = 50;
-const DAYS: i64 = 5;
-/// 2024-01-01T00:00:00Z
-const DAY0: i64 = 1_704_067_200_000_000;
-const DAY: i64 = 86_400_000_000;
-
-fn trade(k: u64, rows: u64) -> MarketEvent {
-    let symbol = format!("S{:02}USDT", k % SYMBOLS);
-    let step = DAYS * DAY / (rows / SYMBOLS) as i64;
-    let ts = DAY0 + (k / SYMBOLS) as i64 * step;
-    let mut vendor = VendorData::new();
-    vendor.insert("is_buyer_maker", if k.is_multiple_of(2) { "true" } else { "false" });
-    MarketEvent::Trade(TradeV2 {
-        message_id: uuid::Uuid::from_u64_pair(0x6b32, k),
-        trade_id: format!("BINANCE-{k}").into(),
-        symbol: symbol.into(),
-        exchange: "BINANCE".into(),
-        asset_class: AssetClass::Crypto,
-        timestamp: Timestamp::from_micros(ts),
-        price: Decimal::new(6_000_000_000_000 + (k % 100_000) as i64 * 1_000, 8),
-        quantity: Decimal::new(1_000 + (k % 997) as i64, 8),
-        currency: "USDT".into(),
-        side: if k.is_multiple_of(2) { TradeSide::Buy } else { TradeSide::Sell },
-        trade_conditions: Vec::new(),
-        source_sequence: Some((k / SYMBOLS) as i64 + 1),
-        ingestion_timestamp: Timestamp::from_micros(ts + 1_000),
-        platform_sequence: None,
-        vendor_data: Some(vendor),
-        is_sample_data: true,
-    })
-}
+use k2_core::MarketEvent;
 
 /// Requests per second of `url` with 64 clients for 10 s.
 async fn concurrent(client: &reqwest::Client, url: &str) -> f64 {

@@ -1,5 +1,6 @@
 //! What several benches share: request latencies, a producer loop that
-//! waits for room in librdkafka's queue, and the Parquet files of a table.
+//! waits for room in librdkafka's queue, the Parquet files of a table, and
+//! a synthetic market of trades.
 
 // Each bench includes this module and uses a part of it.
 #![allow(dead_code)]
@@ -7,9 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k2_core::{AssetClass, MarketEvent, Timestamp, TradeSide, TradeV2, VendorData};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
 
 /// p50 and p99 of `v`.
 pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -71,4 +74,38 @@ where
             Err((e, _)) => panic!("producer: {e}"),
         }
     }
+}
+
+/// The synthetic market: `rows` trades over SYMBOLS symbols and DAYS days
+/// from DAY0, trade `k` of symbol `k % SYMBOLS`, evenly spaced in time.
+pub const SYMBOLS: u64 = 50;
+pub const DAYS: i64 = 5;
+/// 2024-01-01T00:00:00Z
+pub const DAY0: i64 = 1_704_067_200_000_000;
+pub const DAY: i64 = 86_400_000_000;
+
+pub fn trade(k: u64, rows: u64) -> MarketEvent {
+    let symbol = format!("S{:02}USDT", k % SYMBOLS);
+    let step = DAYS * DAY / (rows / SYMBOLS) as i64;
+    let ts = DAY0 + (k / SYMBOLS) as i64 * step;
+    let mut vendor = VendorData::new();
+    vendor.insert("is_buyer_maker", if k.is_multiple_of(2) { "true" } else { "false" });
+    MarketEvent::Trade(TradeV2 {
+        message_id: uuid::Uuid::from_u64_pair(0x6b32, k),
+        trade_id: format!("BINANCE-{k}").into(),
+        symbol: symbol.into(),
+        exchange: "BINANCE".into(),
+        asset_class: AssetClass::Crypto,
+        timestamp: Timestamp::from_micros(ts),
+        price: Decimal::new(6_000_000_000_000 + (k % 100_000) as i64 * 1_000, 8),
+        quantity: Decimal::new(1_000 + (k % 997) as i64, 8),
+        currency: "USDT".into(),
+        side: if k.is_multiple_of(2) { TradeSide::Buy } else { TradeSide::Sell },
+        trade_conditions: Vec::new(),
+        source_sequence: Some((k / SYMBOLS) as i64 + 1),
+        ingestion_timestamp: Timestamp::from_micros(ts + 1_000),
+        platform_sequence: None,
+        vendor_data: Some(vendor),
+        is_sample_data: true,
+    })
 }
