@@ -164,6 +164,8 @@ fn sql_clients_read_the_stored_market_exactly_and_cannot_write() {
     let limited = got["prepared_limit"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["prepared_limit"]));
     let first_ids: Vec<&String> = rows["BTCUSDT"].keys().take(3).collect();
     assert_eq!(limited.iter().map(|r| r[0].as_str().unwrap()).collect::<Vec<_>>(), first_ids);
+    // JDBC's `?` placeholders, numbered in order.
+    assert_eq!(got["prepared_qmark"]["ok"], got["prepared_limit"]["ok"], "{}", got["prepared_qmark"]);
 
     // Time travel by header: the first snapshot, as /v1 reads it.
     let historical =
@@ -202,7 +204,8 @@ fn a_statement_past_a_limit_ends_naming_it_and_the_next_one_runs() {
     let config = write_sim_config(
         dir.path(),
         &addrs,
-        "[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\ntimeout = \"2s\"\nmemory_limit = 1048576\n",
+        "[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\ntimeout = \"2s\"\nmemory_limit = 1048576\n\
+         [query]\nmax_concurrent = 1\n",
     );
     let k2 = Run::start(&config, &dir.path().join("data"), "info", dir.path().join("k2.log"));
     let uri = format!("grpc://{}", flight_port(&k2));
@@ -215,13 +218,29 @@ fn a_statement_past_a_limit_ends_naming_it_and_the_next_one_runs() {
     let big = sql("SELECT value FROM generate_series(1, 5000000) ORDER BY value DESC");
     let e = big["error"].as_str().unwrap_or_else(|| panic!("not refused: {big}"));
     assert!(e.contains("flight.memory_limit"), "{e}");
+    // A function whose one call could take any memory is not there.
+    let huge = sql("SELECT repeat('x', 2000000000)");
+    let e = huge["error"].as_str().unwrap_or_else(|| panic!("not refused: {huge}"));
+    assert!(e.contains("repeat"), "{e}");
     let after = sql("SELECT count(*) AS n FROM trades");
     assert_eq!(after["ok"]["rows"][0][0], "60", "{after}");
 
+    // A client that stops reading holds its turn (the only one here) no
+    // longer than flight.timeout: a statement after that runs.
+    let next = client(&[
+        &uri,
+        "",
+        "--stalled",
+        "SELECT value FROM generate_series(1, 5000000)",
+        "SELECT count(*) AS n FROM trades",
+        "3",
+    ]);
+    assert_eq!(next["ok"]["rows"][0][0], "60", "{next}");
+
     let metrics = get(&k2.http, "/metrics");
-    for reason in ["timeout", "memory"] {
-        let n = metric_total(&metrics, "k2_flight_refused_total", &format!("reason=\"{reason}\""));
-        assert_eq!(n, 1.0, "{reason}");
-    }
+    let refused = |reason: &str| metric_total(&metrics, "k2_flight_refused_total", &format!("reason=\"{reason}\""));
+    assert_eq!(refused("memory"), 1.0);
+    assert_eq!(refused("timeout"), 2.0, "the slow statement and the stalled one");
+    assert_eq!(refused("busy"), 0.0);
     k2.stop();
 }

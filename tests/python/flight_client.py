@@ -3,6 +3,9 @@ pyarrow's Flight client for GetTables), as a user would connect.
 
     flight_client.py URI KEY SYMBOL SNAPSHOT
     flight_client.py URI KEY --sql SQL
+    flight_client.py URI KEY --stalled SQL_HELD SQL_NEXT SECONDS
+      (reads one batch of SQL_HELD and stops reading; SECONDS later runs
+      SQL_NEXT on a second connection)
 
 Prints one JSON object: what each call returned or the error it raised.
 KEY is the API key ("" for none); SYMBOL the symbol of the prepared query;
@@ -55,7 +58,23 @@ def one(uri, key, sql):
             return attempt(lambda: (cur.execute(sql), rows(cur))[1])
 
 
+def stalled(uri, key, held, after, seconds):
+    import time
+
+    with connect(uri, key) as a, connect(uri, key) as b:
+        cur = a.cursor()
+        cur.execute(held)
+        reader = cur.fetch_record_batch()
+        reader.read_next_batch()
+        time.sleep(seconds)
+        with b.cursor() as other:
+            return attempt(lambda: (other.execute(after), rows(other))[1])
+
+
 def main():
+    if sys.argv[3] == "--stalled":
+        json.dump(stalled(sys.argv[1], sys.argv[2], sys.argv[4], sys.argv[5], float(sys.argv[6])), sys.stdout)
+        return
     if sys.argv[3] == "--sql":
         json.dump(one(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
         return
@@ -99,6 +118,9 @@ def main():
         )
         out["prepared_limit"] = attempt(
             lambda: query("SELECT trade_id FROM trades WHERE symbol = $1 ORDER BY trade_id LIMIT $2", (symbol, 3))
+        )
+        out["prepared_qmark"] = attempt(
+            lambda: query("SELECT trade_id FROM trades WHERE symbol = ? ORDER BY trade_id LIMIT ?", (symbol, 3))
         )
         out["insert"] = attempt(lambda: query("INSERT INTO trades (symbol) VALUES ('X')"))
         out["copy"] = attempt(lambda: query("COPY trades TO '/tmp/k2-flight-copy.parquet'"))

@@ -1,21 +1,125 @@
 //! What a client browses before it queries: the catalog, schema and tables
 //! (each with its Arrow schema) and what the server is (`GetSqlInfo`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, SqlInfo,
-    SqlSupportedTransaction,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, SqlInfo, SqlSupportedTransaction,
 };
 
 use super::session::{CATALOG, SCHEMA};
 use crate::lake::TableKind;
 
 pub const TABLE_TYPE: &str = "TABLE";
+
+const KEYWORDS: &[&str] = &["ASOF", "EXPLAIN", "QUALIFY", "UNNEST", "WINDOW"];
+const NUMERIC: &[&str] = &[
+    "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "exp", "floor", "ln", "log", "log10", "log2", "pi", "power",
+    "random", "round", "signum", "sin", "sqrt", "tan", "trunc",
+];
+const STRING: &[&str] = &[
+    "ascii",
+    "btrim",
+    "char_length",
+    "chr",
+    "concat",
+    "concat_ws",
+    "initcap",
+    "left",
+    "length",
+    "lower",
+    "ltrim",
+    "md5",
+    "octet_length",
+    "replace",
+    "reverse",
+    "right",
+    "rtrim",
+    "split_part",
+    "starts_with",
+    "strpos",
+    "substr",
+    "to_hex",
+    "translate",
+    "trim",
+    "upper",
+];
+const DATETIME: &[&str] = &[
+    "current_date",
+    "current_time",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "from_unixtime",
+    "now",
+    "to_timestamp",
+    "to_timestamp_micros",
+    "to_timestamp_millis",
+    "to_timestamp_seconds",
+];
+
+/// The columns of `GetPrimaryKeys`' answer, as the protocol gives them.
+fn primary_keys_schema() -> SchemaRef {
+    let text = |name, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("catalog_name", true),
+        text("db_schema_name", true),
+        text("table_name", false),
+        text("column_name", false),
+        text("key_name", true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// The columns of the foreign-key calls' answers (imported, exported,
+/// cross reference).
+fn foreign_keys_schema() -> SchemaRef {
+    let text = |name, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}
+
+/// The tables have no primary or foreign keys: each key call answers with
+/// no rows, in the protocol's columns (a tool's key and diagram views then
+/// show none instead of an error).
+macro_rules! no_keys {
+    ($($command:ty => $schema:ident),*) => {$(
+        impl Browse for $command {
+            fn schema(&self) -> SchemaRef {
+                $schema()
+            }
+
+            fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+                Ok(RecordBatch::new_empty($schema()))
+            }
+        }
+    )*};
+}
+
+no_keys!(
+    CommandGetPrimaryKeys => primary_keys_schema,
+    CommandGetImportedKeys => foreign_keys_schema,
+    CommandGetExportedKeys => foreign_keys_schema,
+    CommandGetCrossReference => foreign_keys_schema
+);
 
 /// The answer to one browsing call: its schema (for the FlightInfo) and,
 /// when asked to run, its rows.
@@ -106,6 +210,91 @@ pub fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         b.append(SqlInfo::SqlAllTablesAreSelectable, true);
         b.append(SqlInfo::SqlTransactionsSupported, false);
+        // JDBC's DatabaseMetaData reads these on connecting (DBeaver does):
+        // a key left out is an error there, not a default.
+        // Unquoted names are folded to lower case; quoted ones are kept.
+        b.append(SqlInfo::SqlIdentifierCase, 2i32);
+        b.append(SqlInfo::SqlQuotedIdentifierCase, 3i32);
+        // Nulls sort last ascending, first descending: high.
+        b.append(SqlInfo::SqlNullOrdering, 0i32);
+        b.append(SqlInfo::SqlKeywords, KEYWORDS);
+        b.append(SqlInfo::SqlNumericFunctions, NUMERIC);
+        b.append(SqlInfo::SqlStringFunctions, STRING);
+        b.append(SqlInfo::SqlSystemFunctions, &[] as &[&str]);
+        b.append(SqlInfo::SqlDatetimeFunctions, DATETIME);
+        b.append(SqlInfo::SqlSearchStringEscape, "\\");
+        b.append(SqlInfo::SqlExtraNameCharacters, "");
+        b.append(SqlInfo::SqlSupportsColumnAliasing, true);
+        b.append(SqlInfo::SqlNullPlusNullIsNull, true);
+        b.append(SqlInfo::SqlSupportsTableCorrelationNames, true);
+        b.append(SqlInfo::SqlSupportsDifferentTableCorrelationNames, false);
+        b.append(SqlInfo::SqlSupportsExpressionsInOrderBy, true);
+        b.append(SqlInfo::SqlSupportsOrderByUnrelated, true);
+        // GROUP BY: unrelated and beyond the SELECT list.
+        b.append(SqlInfo::SqlSupportedGroupBy, 3i32);
+        b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
+        b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
+        // Minimum SQL grammar, ANSI-92 entry level.
+        b.append(SqlInfo::SqlSupportedGrammar, 1i32);
+        b.append(SqlInfo::SqlAnsi92SupportedLevel, 1i32);
+        b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
+        // Full outer joins.
+        b.append(SqlInfo::SqlOuterJoinsSupportLevel, 2i32);
+        b.append(SqlInfo::SqlSchemaTerm, "schema");
+        b.append(SqlInfo::SqlProcedureTerm, "procedure");
+        b.append(SqlInfo::SqlCatalogTerm, "catalog");
+        b.append(SqlInfo::SqlCatalogAtStart, true);
+        b.append(SqlInfo::SqlSchemasSupportedActions, 0i32);
+        b.append(SqlInfo::SqlCatalogsSupportedActions, 0i32);
+        b.append(SqlInfo::SqlSupportedPositionedCommands, 0i32);
+        b.append(SqlInfo::SqlSelectForUpdateSupported, false);
+        b.append(SqlInfo::SqlStoredProceduresSupported, false);
+        // Subqueries in comparisons, EXISTS, IN and quantified comparisons.
+        b.append(SqlInfo::SqlSupportedSubqueries, 15i32);
+        b.append(SqlInfo::SqlCorrelatedSubqueriesSupported, true);
+        // UNION and UNION ALL.
+        b.append(SqlInfo::SqlSupportedUnions, 3i32);
+        // Zero: no limit, or none known.
+        for limit in [
+            SqlInfo::SqlMaxBinaryLiteralLength,
+            SqlInfo::SqlMaxCharLiteralLength,
+            SqlInfo::SqlMaxColumnNameLength,
+            SqlInfo::SqlMaxColumnsInGroupBy,
+            SqlInfo::SqlMaxColumnsInIndex,
+            SqlInfo::SqlMaxColumnsInOrderBy,
+            SqlInfo::SqlMaxColumnsInSelect,
+            SqlInfo::SqlMaxColumnsInTable,
+            SqlInfo::SqlMaxConnections,
+            SqlInfo::SqlMaxCursorNameLength,
+            SqlInfo::SqlMaxIndexLength,
+            SqlInfo::SqlDbSchemaNameLength,
+            SqlInfo::SqlMaxProcedureNameLength,
+            SqlInfo::SqlMaxCatalogNameLength,
+            SqlInfo::SqlMaxRowSize,
+            SqlInfo::SqlMaxStatementLength,
+            SqlInfo::SqlMaxStatements,
+            SqlInfo::SqlMaxTableNameLength,
+            SqlInfo::SqlMaxTablesInSelect,
+            SqlInfo::SqlMaxUsernameLength,
+        ] {
+            b.append(limit, 0i64);
+        }
+        b.append(SqlInfo::SqlMaxRowSizeIncludesBlobs, true);
+        b.append(SqlInfo::SqlDefaultTransactionIsolation, 0i32);
+        b.append(SqlInfo::SqlSupportedTransactionsIsolationLevels, 0i32);
+        b.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, false);
+        b.append(SqlInfo::SqlDataDefinitionsInTransactionsIgnored, true);
+        // Forward-only result sets, read-only.
+        b.append(SqlInfo::SqlSupportedResultSetTypes, 2i32);
+        b.append(SqlInfo::SqlSupportedConcurrenciesForResultSetUnspecified, 0i32);
+        b.append(SqlInfo::SqlSupportedConcurrenciesForResultSetForwardOnly, 2i32);
+        b.append(SqlInfo::SqlSupportedConcurrenciesForResultSetScrollSensitive, 0i32);
+        b.append(SqlInfo::SqlSupportedConcurrenciesForResultSetScrollInsensitive, 0i32);
+        b.append(SqlInfo::SqlBatchUpdatesSupported, false);
+        b.append(SqlInfo::SqlSavepointsSupported, false);
+        b.append(SqlInfo::SqlNamedParametersSupported, false);
+        b.append(SqlInfo::SqlLocatorsUpdateCopy, false);
+        b.append(SqlInfo::SqlStoredFunctionsUsingCallSyntaxSupported, false);
         // Built from constants above: a failure here is a bug in this list.
         b.build().unwrap_or_else(|e| panic!("the Flight SQL server's SqlInfo: {e}"))
     })

@@ -4,7 +4,7 @@
 //! `flight.timeout`, `flight.memory_limit`, `flight.max_rows`). Every
 //! refusal is counted in `k2_flight_refused_total` by reason.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -17,9 +17,10 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
@@ -47,6 +48,9 @@ use crate::query::params::Pin;
 use crate::runtime::config::FlightConfig;
 
 type DoGet = <K2FlightSql as FlightService>::DoGetStream;
+
+/// A query's parameters take at most this much.
+const MAX_PARAMETER_BYTES: usize = 1 << 20;
 
 /// What bounds each statement.
 #[derive(Debug, Clone, Copy)]
@@ -131,10 +135,12 @@ fn execution_status(e: DataFusionError) -> Status {
             "memory",
             Status::resource_exhausted(format!("the statement needs more than flight.memory_limit allows: {m}")),
         ),
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::External(_) => {
-            Status::internal(e.to_string())
+        DataFusionError::NotImplemented(_) => Status::unimplemented(e.to_string()),
+        // The caller's to fix: a value a cast or a function refuses.
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) | DataFusionError::Plan(_) => {
+            Status::invalid_argument(e.to_string())
         }
-        _ => Status::invalid_argument(e.to_string()),
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -214,15 +220,16 @@ fn parameter_row(batches: &[RecordBatch]) -> Result<Vec<ScalarValue>, Status> {
         .map_err(|e| refused("bad_request", Status::invalid_argument(format!("parameters: {e}"))))
 }
 
-/// `$1`, `$2`, ... with the types the plan gives them (Null where it gives
-/// none), in order.
+/// `$1`, `$2`, ... with the types the plan gives them, in order.
 fn parameter_schema(frame: &DataFrame) -> Result<Schema, Status> {
     let types = frame.logical_plan().get_parameter_types().map_err(internal)?;
     let mut named: Vec<(u64, String, DataType)> = types
         .into_iter()
         .map(|(name, ty)| {
             let n = name.trim_start_matches('$').parse().unwrap_or(u64::MAX);
-            (n, name, ty.unwrap_or(DataType::Null))
+            // A placeholder the plan gives no type takes text, which a
+            // client can always bind (a Null-typed one it cannot).
+            (n, name, ty.unwrap_or(DataType::Utf8))
         })
         .collect();
     named.sort();
@@ -266,7 +273,7 @@ impl K2FlightSql {
             .map_err(|_| {
                 refused(
                     "busy",
-                    Status::resource_exhausted(format!(
+                    Status::unavailable(format!(
                         "query.max_concurrent statements ran for the whole of flight.timeout ({budget:?})"
                     )),
                 )
@@ -307,7 +314,15 @@ impl K2FlightSql {
             }
         };
         let running = Running { batches, rows: 0, limits: self.limits, deadline, started, _turn: turn };
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(limited(running)).map_err(Status::from);
+        // The plan runs in a task of its own, a batch or two ahead of the
+        // client: a client that stops reading is not polled by gRPC any
+        // more, and the deadline must still end the statement and free its
+        // turn.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let failure: Arc<Mutex<Option<Status>>> = Arc::default();
+        tokio::spawn(produce(running, tx, failure.clone()));
+        let flight =
+            FlightDataEncoderBuilder::new().with_schema(schema).build(delivered(rx, failure)).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
 
@@ -359,9 +374,11 @@ struct Running {
 fn finished(started: Instant, code: tonic::Code) {
     let status = match code {
         tonic::Code::Ok => "ok",
+        tonic::Code::Cancelled => "cancelled",
         tonic::Code::InvalidArgument
         | tonic::Code::PermissionDenied
         | tonic::Code::ResourceExhausted
+        | tonic::Code::Unavailable
         | tonic::Code::DeadlineExceeded
         | tonic::Code::NotFound
         | tonic::Code::Unauthenticated => "refused",
@@ -371,39 +388,65 @@ fn finished(started: Instant, code: tonic::Code) {
     metrics::histogram!("k2_flight_statement_seconds").record(started.elapsed().as_secs_f64());
 }
 
-/// The batches, ended with an error past the deadline or the row cap.
-fn limited(running: Running) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
-    futures_util::stream::unfold(Some(running), |state| async move {
-        let mut r = state?;
-        let failure = match tokio::time::timeout_at(r.deadline, r.batches.next()).await {
-            Ok(None) => {
-                finished(r.started, tonic::Code::Ok);
-                return None;
-            }
-            Ok(Some(Ok(batch))) => {
-                r.rows += batch.num_rows() as u64;
-                if r.rows <= r.limits.max_rows {
-                    return Some((Ok(batch), Some(r)));
-                }
-                refused(
-                    "rows",
-                    Status::resource_exhausted(format!(
-                        "the result is over flight.max_rows ({}): add a LIMIT or narrow the query",
-                        r.limits.max_rows
-                    )),
-                )
-            }
-            Ok(Some(Err(e))) => execution_status(e),
-            Err(_) => refused(
-                "timeout",
-                Status::deadline_exceeded(format!(
-                    "the statement ran over flight.timeout ({:?}) and was cancelled",
-                    r.limits.timeout
-                )),
-            ),
+/// Runs the plan into `tx` until it ends, fails, passes the row cap or the
+/// deadline (a client that stops reading included), or the client goes
+/// away; a failure is left in `failure` before `tx` closes. The turn is
+/// freed when this returns.
+async fn produce(mut r: Running, tx: tokio::sync::mpsc::Sender<RecordBatch>, failure: Arc<Mutex<Option<Status>>>) {
+    let timeout = r.limits.timeout;
+    let over_time = move || {
+        refused(
+            "timeout",
+            Status::deadline_exceeded(format!("the statement ran over flight.timeout ({timeout:?}) and was cancelled")),
+        )
+    };
+    let outcome = loop {
+        let batch = match tokio::time::timeout_at(r.deadline, r.batches.next()).await {
+            Ok(None) => break None,
+            Ok(Some(Ok(batch))) => batch,
+            Ok(Some(Err(e))) => break Some(execution_status(e)),
+            Err(_) => break Some(over_time()),
         };
-        finished(r.started, failure.code());
-        Some((Err(FlightError::Tonic(Box::new(failure))), None))
+        r.rows += batch.num_rows() as u64;
+        if r.rows > r.limits.max_rows {
+            break Some(refused(
+                "rows",
+                Status::resource_exhausted(format!(
+                    "the result is over flight.max_rows ({}): add a LIMIT or narrow the query",
+                    r.limits.max_rows
+                )),
+            ));
+        }
+        match tokio::time::timeout_at(r.deadline, tx.send(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                finished(r.started, tonic::Code::Cancelled);
+                return;
+            }
+            Err(_) => break Some(over_time()),
+        }
+    };
+    finished(r.started, outcome.as_ref().map_or(tonic::Code::Ok, |s| s.code()));
+    if let Some(status) = outcome {
+        *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+    }
+}
+
+/// The batches `produce` sends, then its failure if it left one: a
+/// statement cut short never looks complete.
+fn delivered(
+    rx: tokio::sync::mpsc::Receiver<RecordBatch>,
+    failure: Arc<Mutex<Option<Status>>>,
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
+    futures_util::stream::unfold(Some((rx, failure)), |state| async move {
+        let (mut rx, failure) = state?;
+        match rx.recv().await {
+            Some(batch) => Some((Ok(batch), Some((rx, failure)))),
+            None => {
+                let status = failure.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+                Some((Err(FlightError::Tonic(Box::new(status))), None))
+            }
+        }
     })
 }
 
@@ -472,9 +515,28 @@ impl FlightSqlService for K2FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        if self.prepared.get(&query.prepared_statement_handle).is_none() {
+            return Err(not_open());
+        }
         let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> =
-            FlightRecordBatchStream::new_from_flight_data(data).try_collect().await.map_err(Status::from)?;
+        let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let (mut batches, mut rows, mut bytes) = (Vec::new(), 0, 0);
+        // Read no further than one row of values can need.
+        while let Some(batch) = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| refused("timeout", Status::deadline_exceeded("the parameters took over flight.timeout")))?
+        {
+            let batch = batch.map_err(Status::from)?;
+            (rows, bytes) = (rows + batch.num_rows(), bytes + batch.get_array_memory_size());
+            if rows > 1 || bytes > MAX_PARAMETER_BYTES {
+                return Err(refused(
+                    "bad_request",
+                    Status::invalid_argument("parameters: bind one row of values to a query, of at most 1 MiB"),
+                ));
+            }
+            batches.push(batch);
+        }
         let params = parameter_row(&batches)?;
         if !self.prepared.bind(&query.prepared_statement_handle, params) {
             return Err(not_open());
@@ -596,6 +658,70 @@ impl FlightSqlService for K2FlightSql {
     }
 
     async fn do_get_sql_info(&self, query: CommandGetSqlInfo, _: Request<Ticket>) -> Result<Response<DoGet>, Status> {
+        self.browse(query).await
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, request).await
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
+        self.browse(query).await
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, request).await
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
+        self.browse(query).await
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, request).await
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
+        self.browse(query).await
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, request).await
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
         self.browse(query).await
     }
 

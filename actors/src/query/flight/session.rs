@@ -56,9 +56,13 @@ pub async fn plan(
         .with_target_partitions(2)
         .with_batch_size(8192);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    let statement =
+    for name in UNBOUNDED {
+        ctx.deregister_udf(name);
+    }
+    let mut statement =
         ctx.state().sql_to_statement(sql, &Dialect::Generic).map_err(|e| SqlError::Invalid(e.to_string()))?;
     only_a_query(&statement)?;
+    number_placeholders(&mut statement);
     let references = ctx.state().resolve_table_references(&statement).map_err(|e| SqlError::Invalid(e.to_string()))?;
     let mut registered = Vec::new();
     for reference in references {
@@ -88,6 +92,39 @@ pub async fn plan(
     }
 }
 
+/// Scalar functions whose one call can build a value of any size (the
+/// memory pool does not see it): a statement could take the process's
+/// memory in one row. The table functions `generate_series` and `range`
+/// stay: they stream in batches, under the row cap and the deadline.
+const UNBOUNDED: [&str; 9] = [
+    "range",
+    "generate_series",
+    "repeat",
+    "lpad",
+    "rpad",
+    "array_repeat",
+    "list_repeat",
+    "array_resize",
+    "list_resize",
+];
+
+/// JDBC's `?` placeholders as `$1`, `$2`, ... in the order they are
+/// written (DataFusion names every `?` alike, so they could not be bound).
+fn number_placeholders(statement: &mut Statement) {
+    let Statement::Statement(s) = statement else { return };
+    let mut n = 0;
+    let _ = ast::visit_expressions_mut(&mut **s, |expr| {
+        if let ast::Expr::Value(v) = expr
+            && let ast::Value::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            n += 1;
+            *p = format!("${n}");
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 /// Refuses every statement but a query, before any table is touched.
 fn only_a_query(statement: &Statement) -> Result<(), SqlError> {
     match statement {
@@ -115,6 +152,14 @@ mod tests {
 
     fn parsed(sql: &str) -> Statement {
         SessionContext::new().state().sql_to_statement(sql, &Dialect::Generic).unwrap()
+    }
+
+    #[test]
+    fn question_marks_are_numbered_in_order() {
+        let mut s = parsed("SELECT * FROM trades WHERE symbol = ? AND price > ? LIMIT ?");
+        number_placeholders(&mut s);
+        let text = s.to_string();
+        assert!(text.contains("symbol = $1 AND price > $2 LIMIT $3"), "{text}");
     }
 
     #[test]
