@@ -37,6 +37,8 @@ pub struct Api {
     pub books: crate::state::books::BookDirectory,
     /// The stored books, for `/v1/book/{symbol}?at=` (`book.store`).
     pub book_log: Option<std::sync::Arc<crate::lake::books::BookLog>>,
+    /// Replay streams open, here and on the replay port.
+    pub replay: super::replay::gate::ReplayGate,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -60,7 +62,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .service(get(resource("/book/{symbol}", GET), book))
                 .service(get(resource("/book/{symbol}/top", GET), book_top))
                 .service(get(resource("/snapshots", GET), snapshots))
-                .service(get(resource("/dead-letters", GET), dead_letters)),
+                .service(get(resource("/dead-letters", GET), dead_letters))
+                .service(resource("/replay", "GET").route(web::get().to(super::replay::endpoint::replay))),
         );
 }
 

@@ -445,6 +445,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         maintenance: Some(maintenance.recipient()),
         books: pipeline.books().clone(),
         book_log: book_log.clone(),
+        replay: crate::query::replay::gate::ReplayGate::new(config.replay.max_clients),
     };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {

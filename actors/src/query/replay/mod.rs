@@ -6,7 +6,9 @@
 //! - [`params`]: the request (`/stream?streams=` for the combined format,
 //!   `/ws/<stream>` for raw frames; `start`, `end`, `speed`, `timeUnit`).
 //! - [`frames`]: stored rows as Binance trade payloads.
+//! - [`play`]: one replay, read, merged, paced and written to its socket.
 //! - [`server`]: the replay port, a supervised actor owning the accept loop.
+//! - `/v1/replay` on the API port (`query/routes.rs`) plays the same way.
 //!
 //! Rows come in pages of one symbol each (keyset paging, as `/v1/trades`),
 //! merged across symbols by (trade time, symbol, trade id); `speed` paces
@@ -14,6 +16,9 @@
 //! holds the stream, nothing is dropped). The end of the range closes the
 //! stream with a normal close frame.
 
+pub mod endpoint;
 pub mod frames;
+pub mod gate;
 pub mod params;
+pub mod play;
 pub mod server;
