@@ -97,7 +97,7 @@ def main():
     duck = duckdb.connect()
     duck.execute("SET threads = 2")
     duck.execute(f"CREATE VIEW trades AS SELECT * FROM read_parquet('{glob}')")
-    k2 = flightsql.connect(uri)
+    k2 = flightsql.connect(uri, autocommit=True)
     per = questions()
     out = {}
     for q in range(4):
@@ -115,7 +115,7 @@ def main():
                     return cur.fetch_arrow_table().num_rows
 
             def ask_duck():
-                return duck.execute(duck_sql).arrow().num_rows
+                return duck.execute(duck_sql).to_arrow_table().num_rows
 
             a, na = timed(ask_k2)
             b, nb = timed(ask_duck)
