@@ -63,7 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, api: Api) {
                 .service(get(resource("/book/{symbol}/top", GET), book_top))
                 .service(get(resource("/snapshots", GET), snapshots))
                 .service(get(resource("/dead-letters", GET), dead_letters))
-                .service(resource("/replay", "GET").route(web::get().to(super::replay::endpoint::replay))),
+                .service(resource("/replay", "GET").route(web::get().to(replay))),
         );
 }
 
@@ -85,6 +85,11 @@ impl FromRequest for Authorized {
             }
         }
     }
+}
+
+/// `GET /v1/replay`: the replay stream (`replay/endpoint.rs`).
+async fn replay(_: Authorized, req: HttpRequest, body: web::Payload, api: web::Data<Api>) -> HttpResponse {
+    super::replay::endpoint::replay(&req, body, api.engine.clone(), &api.replay)
 }
 
 fn error_response(e: QueryError) -> HttpResponse {

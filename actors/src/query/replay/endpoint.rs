@@ -15,9 +15,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use super::gate::ReplayGate;
 use super::params::ReplayParams;
 use super::play::{Ended, Outlet, play};
-use crate::query::routes::{Api, Authorized};
+use crate::query::engine::QueryEngine;
 
 /// Encoded frames waiting for the socket.
 const QUEUED_FRAMES: usize = 64;
@@ -26,7 +29,9 @@ fn refused(status: actix_web::http::StatusCode, parameter: &str, reason: &str) -
     HttpResponse::build(status).json(serde_json::json!({ "error": reason, "parameter": parameter }))
 }
 
-pub async fn replay(_: Authorized, req: HttpRequest, body: web::Payload, api: web::Data<Api>) -> HttpResponse {
+/// Answers a `/v1/replay` request whose key was checked: the 101 that
+/// starts the stream, or the refusal naming what is wrong.
+pub fn replay(req: &HttpRequest, body: web::Payload, engine: Arc<QueryEngine>, gate: &ReplayGate) -> HttpResponse {
     use actix_web::http::StatusCode;
     let now = k2_core::Timestamp::now().as_micros();
     let params = match ReplayParams::parse(&format!("/stream?{}", req.query_string()), now) {
@@ -43,13 +48,12 @@ pub async fn replay(_: Authorized, req: HttpRequest, body: web::Payload, api: we
             return refused(StatusCode::BAD_REQUEST, "Upgrade", &format!("a WebSocket handshake is needed: {e}"));
         }
     };
-    let Some(admitted) = api.replay.admit() else {
+    let Some(admitted) = gate.admit() else {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "", "replay.max_clients streams are running");
     };
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUED_FRAMES);
     let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
     actix_web::rt::spawn(read_client(body, tx.clone(), closed_tx));
-    let engine = api.engine.clone();
     actix_web::rt::spawn(async move {
         let mut outlet = Socket { tx, codec: Codec::new() };
         let ended = play(&params, &engine, &mut outlet, &mut closed).await;
