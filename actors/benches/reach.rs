@@ -18,13 +18,10 @@ mod common;
 
 use std::time::Instant;
 
-use common::{DAY, DAY0, DAYS, SYMBOLS, trade};
-use figment::providers::Env;
+use common::{DAY, DAY0, DAYS, SYMBOLS};
 use futures_util::StreamExt;
-use k2::runtime::config::Config;
 use k2::service::Service;
 use k2::transforms::dedup::MemoryStore;
-use k2_core::MarketEvent;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Frames of one replay stream, read as fast as they come, up to its close
@@ -50,30 +47,15 @@ fn main() {
     let rows: u64 = std::env::var("K2_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
     let runs: u64 = std::env::var("K2_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("k2.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[flush]\nmax_age = \"1h\"\n\
-             [pipeline]\nbatch_size = 8192\n[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\ntimeout = \"600s\"\n\
-             max_rows = 100000000\n[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\nmax_clients = 16\n",
-            dir.path().join("lake").display()
-        ),
-    )
-    .expect("config");
-    let config = Config::load_from(Some(&file), Env::prefixed("K2_BENCH_UNSET__")).expect("config");
+    let config = common::market_config(
+        dir.path(),
+        "[flight]\nenabled = true\nbind = \"127.0.0.1:0\"\ntimeout = \"600s\"\nmax_rows = 100000000\n\
+         [replay]\nenabled = true\nbind = \"127.0.0.1:0\"\nmax_clients = 16\n",
+    );
     k2::runtime::run(|| async move {
         let store = MemoryStore::new(config.dedup.window, config.dedup.capacity);
         let k2 = Service::builder(&config).dedup(Box::new(store)).start().await.expect("K2 starts");
-        println!("building a {rows}-row trades table ({SYMBOLS} symbols, {DAYS} days) through the pipeline");
-        let chunk = 8192u64;
-        let mut k = 0;
-        while k < rows {
-            let batch: Vec<MarketEvent> = (k..(k + chunk).min(rows)).map(|i| trade(i, rows)).collect();
-            k += batch.len() as u64;
-            k2.pipeline.send(batch).await.expect("send");
-        }
-        k2.flush().await.expect("flush");
+        common::load_market(&k2, rows).await;
 
         let flight = k2.serve_flight().expect("flight port").expect("flight enabled");
         let files = common::parquet_files(dir.path(), "trades");

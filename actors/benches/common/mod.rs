@@ -109,3 +109,31 @@ pub fn trade(k: u64, rows: u64) -> MarketEvent {
         is_sample_data: true,
     })
 }
+
+/// The configuration the table-building benches start K2 with: a data
+/// directory under `dir`, flushes only when asked (or after an hour),
+/// batches of 8,192; then `extra` (more sections).
+pub fn market_config(dir: &Path, extra: &str) -> k2::runtime::config::Config {
+    let file = dir.join("k2.toml");
+    let text = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[flush]\nmax_age = \"1h\"\n[pipeline]\nbatch_size = 8192\n{extra}",
+        dir.join("lake").display()
+    );
+    std::fs::write(&file, text).expect("config");
+    k2::runtime::config::Config::load_from(Some(&file), figment::providers::Env::prefixed("K2_BENCH_UNSET__"))
+        .expect("config")
+}
+
+/// Sends the synthetic market's `rows` trades through `k2`'s pipeline in
+/// batches of 8,192 and waits until every one is committed.
+pub async fn load_market(k2: &k2::service::Service, rows: u64) {
+    println!("building a {rows}-row trades table ({SYMBOLS} symbols, {DAYS} days) through the pipeline");
+    let chunk = 8192u64;
+    let mut k = 0;
+    while k < rows {
+        let batch: Vec<MarketEvent> = (k..(k + chunk).min(rows)).map(|i| trade(i, rows)).collect();
+        k += batch.len() as u64;
+        k2.pipeline.send(batch).await.expect("send");
+    }
+    k2.flush().await.expect("flush");
+}
