@@ -65,14 +65,7 @@ fn client(args: &[&str]) -> Value {
 }
 
 fn flight_port(run: &Run) -> String {
-    let announced = || {
-        std::fs::read_to_string(&run.log)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("k2 run: flight sql grpc://").map(str::to_owned))
-    };
-    wait_until("the Flight SQL port announced", 30, || announced().is_some());
-    announced().unwrap()
+    announced(run, "k2 run: flight sql grpc://")
 }
 
 fn error_of<'a>(got: &'a Value, call: &str) -> &'a str {

@@ -48,14 +48,7 @@ fn stored(http: &str, symbol: &str) -> BTreeMap<i64, Value> {
 
 /// The replay port `run` announces, on the line after its HTTP address.
 fn replay_port(run: &Run) -> String {
-    let announced = || {
-        std::fs::read_to_string(&run.log)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("k2 run: replay ws://").map(|r| r.split('/').next().unwrap().to_owned()))
-    };
-    wait_until("the replay port announced", 30, || announced().is_some());
-    announced().unwrap()
+    announced(run, "k2 run: replay ws://")
 }
 
 /// Waits until the simulator at `rest` has played its `trades` and `run`

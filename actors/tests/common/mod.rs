@@ -122,6 +122,19 @@ pub fn write_sim_config(dir: &Path, addrs: &serde_json::Value, rest: &str) -> Pa
     path
 }
 
+/// The address `run` announces on its log line starting `prefix` (what
+/// follows it up to the first `/`), waited for up to 30 s.
+pub fn announced(run: &Run, prefix: &str) -> String {
+    let find = || {
+        std::fs::read_to_string(&run.log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(|r| r.split('/').next().unwrap_or(r).to_owned()))
+    };
+    wait_until(&format!("{prefix:?} announced"), 30, || find().is_some());
+    find().unwrap_or_default()
+}
+
 /// Polls `ok` every 50 ms; fails with `what` after `secs`.
 pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
