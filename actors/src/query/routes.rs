@@ -39,6 +39,8 @@ pub struct Api {
     pub book_log: Option<std::sync::Arc<crate::lake::books::BookLog>>,
     /// Replay streams open, here and on the replay port.
     pub replay: super::replay::gate::ReplayGate,
+    /// The stored books the replay streams read (`None`: books not stored).
+    pub replay_books: Option<super::replay::depth::DepthBooks>,
 }
 
 /// Registers `/v1/*` and the schema registry's routes.
@@ -89,7 +91,7 @@ impl FromRequest for Authorized {
 
 /// `GET /v1/replay`: the replay stream (`replay/endpoint.rs`).
 async fn replay(_: Authorized, req: HttpRequest, body: web::Payload, api: web::Data<Api>) -> HttpResponse {
-    super::replay::endpoint::replay(&req, body, api.engine.clone(), &api.replay)
+    super::replay::endpoint::replay(&req, body, api.engine.clone(), api.replay_books.clone(), &api.replay)
 }
 
 fn error_response(e: QueryError) -> HttpResponse {

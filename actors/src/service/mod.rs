@@ -242,9 +242,9 @@ impl Service {
         let addr = std.local_addr().map_err(error)?;
         let listener = Arc::new(tokio::net::TcpListener::from_std(std).map_err(error)?);
         let sup = self.pipeline.supervision(NAME);
-        let (engine, gate) = (self.api.engine.clone(), self.api.replay.clone());
+        let (engine, gate, books) = (self.api.engine.clone(), self.api.replay.clone(), self.api.replay_books.clone());
         Supervisor::start(move |_: &mut Context<ReplayServerActor>| {
-            ReplayServerActor::new(listener.clone(), engine.clone(), gate.clone(), sup)
+            ReplayServerActor::new(listener.clone(), engine.clone(), gate.clone(), books.clone(), sup)
         });
         Ok(Some(addr))
     }

@@ -446,6 +446,7 @@ fn actors(config: &Config, r: Restored, s: Sinks, registry: HealthRegistry) -> S
         books: pipeline.books().clone(),
         book_log: book_log.clone(),
         replay: crate::query::replay::gate::ReplayGate::new(config.replay.max_clients),
+        replay_books: book_log.clone().map(crate::query::replay::depth::DepthBooks::new),
     };
     let appended_at_start = (tails.trades.appended(), tails.quotes.appended());
     Service {

@@ -347,6 +347,27 @@ impl BookLog {
         Ok(replay(&records))
     }
 
+    /// `symbol`'s depth updates stamped in `[from, until]`, in K2's order,
+    /// from `book_updates` and the records not committed yet: what a replay
+    /// of its `@depth` stream sends.
+    pub async fn updates(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<BookEventV2>, LakeError> {
+        self.read_to_now(exchange, symbol, LOG_WAIT).await;
+        let (table, mut pending) = {
+            let state = self.state();
+            (state.tables[0].clone(), state.pending(exchange, symbol, from, until))
+        };
+        pending.retain(|r| r.kind == BookEventKind::Update);
+        let book = Some((exchange, symbol));
+        let stored = scan(&table, BookTable::Updates, book, Some(from), until, Rows::Updates).await?;
+        Ok(with_pending(stored, pending))
+    }
+
     /// Where a replay to `at` of a book synced since `from` starts: at the
     /// latest periodic snapshot in `[from, at]` (a replay from it answers
     /// as one from the sync: `k2_core::book::replay`), else at `from`; and
@@ -431,13 +452,19 @@ async fn stored_and_pending(
     let book = Some((exchange, symbol));
     let mut records = scan(&tables[0], BookTable::Updates, book, Some(from), until, Rows::All).await?;
     records.extend(scan(&tables[1], BookTable::Snapshots, book, Some(from), until, Rows::All).await?);
+    Ok(with_pending(records, pending))
+}
+
+/// `records` read from the tables and `pending` taken with them, each
+/// once, in K2's order.
+fn with_pending(mut records: Vec<BookEventV2>, pending: Vec<BookEventV2>) -> Vec<BookEventV2> {
     // A record being committed may already be in the table loaded here.
     let stored: std::collections::HashSet<(i64, uuid::Uuid)> =
         records.iter().map(|r| (r.ingestion_timestamp.as_micros(), r.message_id)).collect();
     records
         .extend(pending.into_iter().filter(|r| !stored.contains(&(r.ingestion_timestamp.as_micros(), r.message_id))));
     records.sort_by_key(|r| r.ingestion_timestamp);
-    Ok(records)
+    records
 }
 
 /// A book's top at one sampled instant.
@@ -545,6 +572,8 @@ enum Rows {
     All,
     /// Sync-state changes (`book_updates`).
     States,
+    /// Depth updates (`book_updates`).
+    Updates,
 }
 
 /// Stamps `r` with the next instant of `clock` (at least `now`): an update
@@ -596,6 +625,7 @@ async fn scan(
     match rows {
         Rows::All => {}
         Rows::States => filter = filter.and(Reference::new("kind").not_equal_to(Datum::string("update"))),
+        Rows::Updates => filter = filter.and(Reference::new("kind").equal_to(Datum::string("update"))),
     }
     // Row selection by the page index: a book's files are sorted by
     // (symbol, ingestion_timestamp), so an instant's few seconds are a few

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use super::depth::{self, DepthBooks};
 use super::gate::ReplayGate;
 use super::params::ReplayParams;
 use super::play::{Ended, Outlet, play};
@@ -31,10 +32,18 @@ fn refused(status: actix_web::http::StatusCode, parameter: &str, reason: &str) -
 
 /// Answers a `/v1/replay` request whose key was checked: the 101 that
 /// starts the stream, or the refusal naming what is wrong.
-pub fn replay(req: &HttpRequest, body: web::Payload, engine: Arc<QueryEngine>, gate: &ReplayGate) -> HttpResponse {
+pub fn replay(
+    req: &HttpRequest,
+    body: web::Payload,
+    engine: Arc<QueryEngine>,
+    books: Option<DepthBooks>,
+    gate: &ReplayGate,
+) -> HttpResponse {
     use actix_web::http::StatusCode;
     let now = k2_core::Timestamp::now().as_micros();
-    let params = match ReplayParams::parse(&format!("/stream?{}", req.query_string()), now) {
+    let params = ReplayParams::parse(&format!("/stream?{}", req.query_string()), now)
+        .and_then(|p| depth::check(&p, books.as_ref()).map(|()| p));
+    let params = match params {
         Ok(p) => p,
         Err(e) => {
             metrics::counter!("k2_replay_refused_total", "reason" => "parameter").increment(1);
@@ -56,7 +65,7 @@ pub fn replay(req: &HttpRequest, body: web::Payload, engine: Arc<QueryEngine>, g
     actix_web::rt::spawn(read_client(body, tx.clone(), closed_tx));
     actix_web::rt::spawn(async move {
         let mut outlet = Socket { tx, codec: Codec::new() };
-        let ended = play(&params, &engine, &mut outlet, &mut closed).await;
+        let ended = play(&params, &engine, books.as_ref(), &mut outlet, &mut closed).await;
         let reason = match ended {
             Ended::Range => CloseReason { code: CloseCode::Normal, description: Some("end of the range".into()) },
             Ended::Query(e) => {

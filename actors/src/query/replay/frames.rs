@@ -1,14 +1,20 @@
-//! Stored trades and quotes as Binance payloads: trades as
+//! Stored trades, quotes and book updates as Binance payloads: trades as
 //! `{"e":"trade","E":…,"s":"BTCUSDT","t":…,"p":"…","q":"…","T":…,"m":…,"M":…}`,
 //! field for field what the venue sent when the row came from Binance (its
 //! event time, best-match flag and maker side are kept in `vendor_data`);
 //! quotes as spot book tickers, `{"u":…,"s":…,"b":…,"B":…,"a":…,"A":…}`
 //! (no time: Binance's carry none either; an empty side as zeros, as
-//! Binance sends it). Prices and quantities are exact decimal strings with
-//! the table's scale.
+//! Binance sends it); book updates as diff-depth events,
+//! `{"e":"depthUpdate","E":…,"s":…,"U":…,"u":…,"b":[["p","q"],…],"a":[…]}`,
+//! and a book as `GET /api/v3/depth`'s answer. Prices and quantities are
+//! exact decimal strings with the table's scale.
+
+use std::fmt::Write as _;
 
 use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, MapArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::DataType;
+use k2_core::BookEventV2;
+use k2_core::book::{OrderBook, Side};
 use rust_decimal::Decimal;
 
 /// Which stream a frame belongs to.
@@ -16,6 +22,10 @@ use rust_decimal::Decimal;
 pub enum Kind {
     Trade,
     BookTicker,
+    /// `<symbol>@depth`: Binance's 1000 ms diff-depth stream.
+    Depth,
+    /// `<symbol>@depth@100ms`.
+    Depth100ms,
 }
 
 impl Kind {
@@ -24,7 +34,14 @@ impl Kind {
         match self {
             Kind::Trade => "trade",
             Kind::BookTicker => "bookTicker",
+            Kind::Depth => "depth",
+            Kind::Depth100ms => "depth@100ms",
         }
+    }
+
+    /// Whether the stream is a book's diff-depth events.
+    pub fn is_depth(self) -> bool {
+        matches!(self, Kind::Depth | Kind::Depth100ms)
     }
 }
 
@@ -32,13 +49,50 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The event's time (µs): with `symbol`, `kind` and `id`, the merge key.
+    /// A trade's or quote's timestamp; a book update's K2 stamp (books are
+    /// timed by K2's clock, as `/v1/book?at=` is).
     pub time: i64,
     pub symbol: compact_str::CompactString,
     pub kind: Kind,
-    /// The trade id or the book ticker's update id.
+    /// The trade id, the book ticker's update id or a book update's `u`.
     pub id: i64,
-    /// The payload's JSON.
-    pub payload: String,
+    /// The text as sent: the payload, in its stream's envelope.
+    pub text: String,
+}
+
+/// How a stream's payloads go out: alone (raw frames) or in the combined
+/// stream's `{"stream":"<name>","data":…}`. Each frame's text is written
+/// once, envelope and all.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    kind: Kind,
+    head: Option<String>,
+}
+
+impl Envelope {
+    pub fn new(symbol: &str, kind: Kind, combined: bool) -> Self {
+        let head =
+            combined.then(|| format!(r#"{{"stream":"{}@{}","data":"#, symbol.to_ascii_lowercase(), kind.suffix()));
+        Self { kind, head }
+    }
+
+    /// A text of about `payload` bytes, the envelope opened.
+    fn open(&self, payload: usize) -> String {
+        match &self.head {
+            Some(head) => {
+                let mut text = String::with_capacity(head.len() + payload + 1);
+                text.push_str(head);
+                text
+            }
+            None => String::with_capacity(payload),
+        }
+    }
+
+    fn close(&self, text: &mut String) {
+        if self.head.is_some() {
+            text.push('}');
+        }
+    }
 }
 
 /// Why a batch cannot be replayed (a table that is not K2's trades).
@@ -78,7 +132,7 @@ fn vendor<'a>(map: Option<&'a MapArray>, row: usize, key: &str) -> Option<&'a st
 /// The trades of `batch` (rows of the trades table) as payloads; `micros`
 /// gives `E` and `T` in microseconds. A row without a trade id (a source
 /// that has none) is skipped: a Binance client could not take it.
-pub fn trades(batch: &RecordBatch, micros: bool) -> Result<Vec<Frame>, ColumnError> {
+pub fn trades(batch: &RecordBatch, micros: bool, envelope: &Envelope) -> Result<Vec<Frame>, ColumnError> {
     let symbols = text(batch, "symbol")?;
     let sides = text(batch, "side")?;
     let times = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
@@ -104,18 +158,21 @@ pub fn trades(batch: &RecordBatch, micros: bool) -> Result<Vec<Frame>, ColumnErr
         let best = vendor(vendor_data, row, "is_best_match").is_none_or(|b| b == "true");
         let symbol = symbols.value(row);
         let trade_id = ids.value(row);
-        let payload = format!(
+        let mut text = envelope.open(128);
+        let _ = write!(
+            text,
             r#"{{"e":"trade","E":{event},"s":"{symbol}","t":{trade_id},"p":"{price}","q":"{quantity}","T":{},"m":{maker},"M":{best}}}"#,
             unit(time)
         );
-        out.push(Frame { time, symbol: symbol.into(), kind: Kind::Trade, id: trade_id, payload });
+        envelope.close(&mut text);
+        out.push(Frame { time, symbol: symbol.into(), kind: Kind::Trade, id: trade_id, text });
     }
     Ok(out)
 }
 
 /// The quotes of `batch` (rows of the quotes table) as spot book tickers.
 /// A row without an update id is skipped.
-pub fn book_tickers(batch: &RecordBatch) -> Result<Vec<Frame>, ColumnError> {
+pub fn book_tickers(batch: &RecordBatch, envelope: &Envelope) -> Result<Vec<Frame>, ColumnError> {
     let symbols = text(batch, "symbol")?;
     let times = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
     let ids = column::<Int64Array>(batch, "source_sequence")?;
@@ -134,19 +191,58 @@ pub fn book_tickers(batch: &RecordBatch) -> Result<Vec<Frame>, ColumnError> {
         let [b, bq, a, aq] = sides.map(|values| decimal(values, row).unwrap_or_else(|| zero(values)));
         let symbol = symbols.value(row);
         let id = ids.value(row);
-        let payload = format!(r#"{{"u":{id},"s":"{symbol}","b":"{b}","B":"{bq}","a":"{a}","A":"{aq}"}}"#);
-        out.push(Frame { time: times.value(row), symbol: symbol.into(), kind: Kind::BookTicker, id, payload });
+        let mut text = envelope.open(128);
+        let _ = write!(text, r#"{{"u":{id},"s":"{symbol}","b":"{b}","B":"{bq}","a":"{a}","A":"{aq}"}}"#);
+        envelope.close(&mut text);
+        out.push(Frame { time: times.value(row), symbol: symbol.into(), kind: Kind::BookTicker, id, text });
     }
     Ok(out)
 }
 
-/// The frame's payload as sent: alone (raw) or in the combined stream's
-/// wrapper.
-pub fn wrap(frame: &Frame, combined: bool) -> String {
-    if combined {
-        let (symbol, payload) = (frame.symbol.to_ascii_lowercase(), &frame.payload);
-        format!(r#"{{"stream":"{symbol}@{}","data":{payload}}}"#, frame.kind.suffix())
-    } else {
-        frame.payload.clone()
+/// A stored depth update as the venue's diff-depth event, in the
+/// envelope's stream; `micros` gives `E` in microseconds.
+pub fn depth_update(r: &BookEventV2, envelope: &Envelope, micros: bool) -> Frame {
+    let us = r.timestamp.as_micros();
+    let event = if micros { us } else { us.div_euclid(1000) };
+    let mut payload = envelope.open(80 + 40 * (r.bids.len() + r.asks.len()));
+    let _ = write!(
+        payload,
+        r#"{{"e":"depthUpdate","E":{event},"s":"{}","U":{},"u":{},"b":"#,
+        r.symbol, r.first_update_id, r.final_update_id
+    );
+    levels(&mut payload, &r.bids);
+    payload.push_str(r#","a":"#);
+    levels(&mut payload, &r.asks);
+    payload.push('}');
+    envelope.close(&mut payload);
+    Frame {
+        time: r.ingestion_timestamp.as_micros(),
+        symbol: r.symbol.clone(),
+        kind: envelope.kind,
+        id: r.final_update_id,
+        text: payload,
     }
+}
+
+/// `[["price","quantity"],...]`.
+fn levels(out: &mut String, levels: &[(Decimal, Decimal)]) {
+    out.push('[');
+    for (i, (price, quantity)) in levels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, r#"["{price}","{quantity}"]"#);
+    }
+    out.push(']');
+}
+
+/// `book`'s best `limit` levels per side as `GET /api/v3/depth` answers:
+/// `{"lastUpdateId":…,"bids":[["p","q"],…],"asks":[…]}`.
+pub fn depth_snapshot(book: &OrderBook, limit: usize) -> String {
+    let mut out = format!(r#"{{"lastUpdateId":{},"bids":"#, book.update_id());
+    levels(&mut out, &book.top(Side::Bid, limit).0);
+    out.push_str(r#","asks":"#);
+    levels(&mut out, &book.top(Side::Ask, limit).0);
+    out.push('}');
+    out
 }

@@ -1,11 +1,14 @@
-//! The historical replay stream: trades for a set of symbols and a time
-//! range, from the tables and the tail (the same hybrid view as `/v1`),
+//! The historical replay stream: trades, quotes and book updates for a set
+//! of symbols and a time range, from the tables and the tail (the same
+//! hybrid view as `/v1`),
 //! sent over a WebSocket in Binance's own wire format, so a client written
 //! against Binance's stream only changes its base URL.
 //!
 //! - [`params`]: the request (`/stream?streams=` for the combined format,
 //!   `/ws/<stream>` for raw frames; `start`, `end`, `speed`, `timeUnit`).
-//! - [`frames`]: stored rows as Binance trade payloads.
+//! - [`frames`]: stored rows as Binance payloads.
+//! - [`depth`]: the depth streams, and the replay port's `GET /api/v3/depth`
+//!   answering with the book as the replay has played it.
 //! - [`play`]: one replay, read, merged, paced and written to its socket.
 //! - [`server`]: the replay port, a supervised actor owning the accept loop.
 //! - `/v1/replay` on the API port (`query/routes.rs`) plays the same way.
@@ -16,6 +19,7 @@
 //! holds the stream, nothing is dropped). The end of the range closes the
 //! stream with a normal close frame.
 
+pub mod depth;
 pub mod endpoint;
 pub mod frames;
 pub mod gate;

@@ -70,7 +70,17 @@ impl ReplayParams {
             let kind = match kind {
                 "trade" => Kind::Trade,
                 "bookTicker" => Kind::BookTicker,
-                _ => return Err(bad(param, format!("{name:?}: <symbol>@trade and <symbol>@bookTicker are replayed"))),
+                "depth" => Kind::Depth,
+                "depth@100ms" => Kind::Depth100ms,
+                _ => {
+                    return Err(bad(
+                        param,
+                        format!(
+                            "{name:?}: <symbol>@trade, <symbol>@bookTicker, <symbol>@depth and \
+                             <symbol>@depth@100ms are replayed"
+                        ),
+                    ));
+                }
             };
             if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(bad(param, format!("{name:?}: not a symbol")));
@@ -105,13 +115,53 @@ impl ReplayParams {
     }
 }
 
-/// Moves `name/value` segments before `/stream` or `/ws/` from `path`
+/// A `GET /api/v3/depth?symbol=&limit=` asked of the replay port: the
+/// book as the replay has played it (see `depth.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthAsk {
+    /// Upper case.
+    pub symbol: CompactString,
+    /// Levels per side: Binance's default 100, at most 5000.
+    pub limit: usize,
+    /// The base URL's `start` (µs), when it carries one.
+    pub start: Option<i64>,
+}
+
+/// The most levels per side a depth answer has (Binance's own cap).
+pub const MAX_DEPTH_LIMIT: usize = 5000;
+
+impl DepthAsk {
+    /// `Ok(None)` when `path_and_query` is not a depth request.
+    pub fn parse(path_and_query: &str) -> Result<Option<Self>, ParamError> {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let path = take_path_pairs(path, &mut pairs)?;
+        if path.trim_end_matches('/') != "/api/v3/depth" {
+            return Ok(None);
+        }
+        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let symbol = match get("symbol") {
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()) => s.to_ascii_uppercase(),
+            _ => return Err(bad("symbol", "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")),
+        };
+        // As Binance: past the cap is the cap.
+        let limit = match get("limit").map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(n)) if n >= 1 => n.min(MAX_DEPTH_LIMIT),
+            Some(_) => return Err(bad("limit", "Illegal value for parameter 'limit': a whole number from 1 to 5000.")),
+        };
+        let start = get("start").map(|t| parse_time("start", t)).transpose()?;
+        Ok(Some(Self { symbol: symbol.into(), limit, start }))
+    }
+}
+
+/// Moves `name/value` segments before `/stream`, `/ws/` or `/api/` from `path`
 /// into `pairs` (after those there); the path left.
 fn take_path_pairs<'a>(path: &'a str, pairs: &mut Vec<(String, String)>) -> Result<&'a str, ParamError> {
     // The byte offset of each segment's leading '/'.
     let starts: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
     let segment = |k: usize| &path[starts[k] + 1..starts.get(k + 1).copied().unwrap_or(path.len())];
-    let Some(k) = (0..starts.len()).find(|&k| matches!(segment(k), "stream" | "ws")) else { return Ok(path) };
+    let Some(k) = (0..starts.len()).find(|&k| matches!(segment(k), "stream" | "ws" | "api")) else { return Ok(path) };
     if k == 0 {
         return Ok(path);
     }
@@ -146,6 +196,9 @@ mod tests {
         .unwrap();
         let streams: Vec<(&str, Kind)> = p.streams.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         assert_eq!(streams, [("BTCUSDT", Kind::Trade), ("ETHUSDT", Kind::Trade), ("BTCUSDT", Kind::BookTicker)]);
+        let depth = ReplayParams::parse("/ws/btcusdt@depth@100ms/ethusdt@depth?start=1", 5).unwrap();
+        let streams: Vec<(&str, Kind)> = depth.streams.iter().map(|(s, k)| (s.as_str(), *k)).collect();
+        assert_eq!(streams, [("BTCUSDT", Kind::Depth100ms), ("ETHUSDT", Kind::Depth)]);
         assert_eq!((p.wrap, p.start, p.end, p.speed, p.micros), (Wrap::Combined, 1000, 5000, 0.0, false));
         let p =
             ReplayParams::parse("/ws/bnbusdt@trade?start=2024-01-02T00:00:00Z&timeUnit=MICROSECOND", i64::MAX).unwrap();
@@ -163,7 +216,8 @@ mod tests {
             ("/start/stream?streams=btcusdt@trade", "path"),
             ("/limit/5/stream?streams=btcusdt@trade&start=1", "path"),
             ("/stream?start=1", "streams"),
-            ("/stream?streams=btcusdt@depth&start=1", "streams"),
+            ("/stream?streams=btcusdt@depth20&start=1", "streams"),
+            ("/stream?streams=btcusdt@depth@250ms&start=1", "streams"),
             ("/stream?streams=@trade&start=1", "streams"),
             ("/ws/btcusdt@kline_1m?start=1", "path"),
             ("/other?start=1", "path"),
@@ -175,6 +229,26 @@ mod tests {
             ("/stream?streams=btcusdt@trade&start=yesterday", "start"),
         ] {
             let e = ReplayParams::parse(request, 10).unwrap_err();
+            assert_eq!(e.parameter, parameter, "{request}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_depth_request_is_read_with_binances_defaults_and_cap() {
+        let ask = DepthAsk::parse("/start/1000/end/2000/speed/0/api/v3/depth?symbol=btcusdt").unwrap().unwrap();
+        assert_eq!((ask.symbol.as_str(), ask.limit, ask.start), ("BTCUSDT", 100, Some(1000)));
+        let ask = DepthAsk::parse("/api/v3/depth?symbol=ETHUSDT&limit=9000").unwrap().unwrap();
+        assert_eq!((ask.limit, ask.start), (MAX_DEPTH_LIMIT, None));
+        assert_eq!(DepthAsk::parse("/stream?streams=btcusdt@depth&start=1").unwrap(), None);
+        assert_eq!(DepthAsk::parse("/api/v3/trades?symbol=BTCUSDT").unwrap(), None);
+        for (request, parameter) in [
+            ("/api/v3/depth", "symbol"),
+            ("/api/v3/depth?symbol=BTC-USDT", "symbol"),
+            ("/api/v3/depth?symbol=BTCUSDT&limit=0", "limit"),
+            ("/api/v3/depth?symbol=BTCUSDT&limit=ten", "limit"),
+            ("/start/soon/api/v3/depth?symbol=BTCUSDT", "start"),
+        ] {
+            let e = DepthAsk::parse(request).unwrap_err();
             assert_eq!(e.parameter, parameter, "{request}: {e:?}");
         }
     }

@@ -1,19 +1,27 @@
-//! One replay: each stream's pages read through the query engine, merged
-//! in time order, paced, and written to an [`Outlet`] (the replay port's
-//! socket or `/v1/replay`'s), until the range ends, the query fails or the
-//! client goes.
+//! One replay: each stream's pages read through the query engine (trades,
+//! quotes) or the book log (depth updates), merged in time order, paced,
+//! and written to an [`Outlet`] (the replay port's socket or
+//! `/v1/replay`'s), until the range ends, the query fails or the client
+//! goes.
 
 use std::time::Duration;
 
 use k2_core::query_params::{Cursor, Pin, ReadParams, Source};
 
-use super::frames::{self, Frame, Kind};
+use super::depth::{DepthBooks, next_owner};
+use super::frames::{self, Envelope, Frame, Kind};
 use super::params::{ReplayParams, Wrap};
 use crate::lake::TableKind;
 use crate::query::engine::QueryEngine;
 
 /// Rows per page read for one symbol.
 const PAGE: usize = 10_000;
+
+/// A depth stream's first read covers this much of K2's clock (µs); each
+/// read after grows or shrinks it towards `DEPTH_PAGE` updates.
+const DEPTH_WINDOW: i64 = 10_000_000;
+const DEPTH_PAGE: usize = 5_000;
+const MAX_DEPTH_WINDOW: i64 = 86_400_000_000;
 
 /// Frames written between flushes when the stream is not paced.
 const FLUSH_EVERY: u64 = 256;
@@ -37,16 +45,34 @@ pub(crate) enum Ended {
 }
 
 /// Plays `params` into `out`; `closed` fires when the client closes.
+/// `books` serves the depth streams (the caller refuses those without it).
 pub(crate) async fn play(
     params: &ReplayParams,
     engine: &QueryEngine,
+    books: Option<&DepthBooks>,
+    out: &mut impl Outlet,
+    closed: &mut tokio::sync::oneshot::Receiver<()>,
+) -> Ended {
+    let owner = next_owner();
+    let ended = play_as(owner, params, engine, books, out, closed).await;
+    if let Some(books) = books {
+        books.release(owner);
+    }
+    ended
+}
+
+async fn play_as(
+    owner: u64,
+    params: &ReplayParams,
+    engine: &QueryEngine,
+    books: Option<&DepthBooks>,
     out: &mut impl Outlet,
     closed: &mut tokio::sync::oneshot::Receiver<()>,
 ) -> Ended {
     let started = tokio::time::Instant::now();
     let mut first_time: Option<i64> = None;
     let mut sent = 0u64;
-    let mut merge = Merge::new(params);
+    let mut merge = Merge::new(params, books.cloned());
     // Unpaced, frames are written in runs and flushed once per run (a
     // write per frame would bound the rate by system calls); the socket's
     // buffer still holds a slow reader's stream back.
@@ -65,11 +91,17 @@ pub(crate) async fn play(
                 _ = &mut *closed => break Ended::Client(None),
             }
         }
-        let text = frames::wrap(&next, params.wrap == Wrap::Combined);
+        let Frame { time, symbol, kind, text, .. } = next;
         let flush = !unpaced || (sent + 1).is_multiple_of(FLUSH_EVERY);
         tokio::select! {
             written = out.frame(text, flush) => if let Err(e) = written { break Ended::Client(Some(e)) },
             _ = &mut *closed => break Ended::Client(None),
+        }
+        // Once written, a depth snapshot asked of the replay port covers it.
+        if kind.is_depth()
+            && let Some(books) = books
+        {
+            books.played(owner, &symbol, time);
         }
         sent += 1;
     };
@@ -87,13 +119,19 @@ pub(crate) async fn play(
 struct Merge {
     symbols: Vec<Pager>,
     params: ReplayParams,
+    books: Option<DepthBooks>,
 }
 
 struct Pager {
     symbol: String,
     kind: Kind,
+    envelope: Envelope,
     ready: std::collections::VecDeque<Frame>,
+    /// Trades and quotes: the next page's key.
     cursor: Option<Cursor>,
+    /// Depth: the next read's `[from, from + window)` of K2's clock.
+    from: i64,
+    window: i64,
     done: bool,
 }
 
@@ -109,19 +147,22 @@ impl Pager {
 }
 
 impl Merge {
-    fn new(params: &ReplayParams) -> Self {
+    fn new(params: &ReplayParams, books: Option<DepthBooks>) -> Self {
         let symbols = params
             .streams
             .iter()
             .map(|(s, kind)| Pager {
                 symbol: s.to_string(),
                 kind: *kind,
+                envelope: Envelope::new(s, *kind, params.wrap == Wrap::Combined),
                 ready: Default::default(),
                 cursor: None,
+                from: params.start,
+                window: DEPTH_WINDOW,
                 done: false,
             })
             .collect();
-        Self { symbols, params: params.clone() }
+        Self { symbols, params: params.clone(), books }
     }
 
     async fn next(&mut self, engine: &QueryEngine) -> Result<Option<Frame>, String> {
@@ -144,6 +185,9 @@ impl Merge {
     }
 
     async fn fill(&mut self, i: usize, engine: &QueryEngine) -> Result<(), String> {
+        if self.symbols[i].kind.is_depth() {
+            return self.fill_depth(i).await;
+        }
         let pager = &mut self.symbols[i];
         let read = ReadParams {
             symbol: Some(pager.symbol.clone()),
@@ -154,15 +198,12 @@ impl Merge {
             cursor: pager.cursor.take(),
             pin: Pin { source: Source::Hybrid, as_of: None },
         };
-        let table = match pager.kind {
-            Kind::Trade => TableKind::Trades,
-            Kind::BookTicker => TableKind::Quotes,
-        };
+        let table = if pager.kind == Kind::Trade { TableKind::Trades } else { TableKind::Quotes };
         let rows = engine.read(table, read).await.map_err(|e| e.to_string())?;
         for batch in &rows.batches {
             let made = match pager.kind {
-                Kind::Trade => frames::trades(batch, self.params.micros),
-                Kind::BookTicker => frames::book_tickers(batch),
+                Kind::Trade => frames::trades(batch, self.params.micros, &pager.envelope),
+                _ => frames::book_tickers(batch, &pager.envelope),
             };
             pager.ready.extend(made.map_err(|e| e.to_string())?);
         }
@@ -171,6 +212,31 @@ impl Merge {
             Some(c) => pager.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
             None => pager.done = true,
         }
+        Ok(())
+    }
+
+    /// The depth stream's next stretch of K2's clock: the window grows
+    /// over quiet stretches and shrinks over busy ones.
+    async fn fill_depth(&mut self, i: usize) -> Result<(), String> {
+        let books = self.books.as_ref().ok_or("book updates are not stored here")?;
+        let (end, micros) = (self.params.end, self.params.micros);
+        let pager = &mut self.symbols[i];
+        if pager.from >= end {
+            pager.done = true;
+            return Ok(());
+        }
+        let until = pager.from.saturating_add(pager.window).min(end);
+        let made = books.frames(&pager.symbol, (pager.from, until), micros, &pager.envelope).await?;
+        pager.window = if made.len() < DEPTH_PAGE / 4 {
+            pager.window.saturating_mul(4).min(MAX_DEPTH_WINDOW)
+        } else if made.len() > DEPTH_PAGE * 4 {
+            (pager.window / 2).max(1)
+        } else {
+            pager.window
+        };
+        pager.ready.extend(made);
+        pager.from = until;
+        pager.done = until >= end;
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! The replay port (`replay.bind`, off by default): a supervised actor that
 //! owns the accept loop; each connection is a task that reads its pages
-//! through the query engine and sends them in order.
+//! through the query engine and sends them in order, or, for a plain
+//! `GET /api/v3/depth`, answers with the book as the replay has played it
+//! (`depth.rs`), as Binance's REST endpoint would.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -14,8 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::depth::{self, DepthBooks, SnapshotError};
 use super::gate::ReplayGate;
-use super::params::ReplayParams;
+use super::params::{DepthAsk, ReplayParams};
 use super::play::{Ended, Outlet, play};
 use crate::query::engine::QueryEngine;
 use crate::runtime::messages::Fault;
@@ -27,6 +31,7 @@ pub struct ReplayServerActor {
     listener: Option<Arc<TcpListener>>,
     engine: Arc<QueryEngine>,
     gate: ReplayGate,
+    books: Option<DepthBooks>,
     task: Option<tokio::task::AbortHandle>,
     supervision: Supervision,
 }
@@ -34,8 +39,14 @@ pub struct ReplayServerActor {
 impl ReplayServerActor {
     /// Takes a listener bound before the service starts (so the port is
     /// known and a bind failure stops the start with a clear error).
-    pub fn new(listener: Arc<TcpListener>, engine: Arc<QueryEngine>, gate: ReplayGate, sup: Supervision) -> Self {
-        Self { listener: Some(listener), engine, gate, task: None, supervision: sup }
+    pub fn new(
+        listener: Arc<TcpListener>,
+        engine: Arc<QueryEngine>,
+        gate: ReplayGate,
+        books: Option<DepthBooks>,
+        sup: Supervision,
+    ) -> Self {
+        Self { listener: Some(listener), engine, gate, books, task: None, supervision: sup }
     }
 }
 
@@ -45,8 +56,8 @@ impl Actor for ReplayServerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
         let Some(listener) = self.listener.clone() else { return };
-        let (engine, gate, probe) = (self.engine.clone(), self.gate.clone(), self.supervision.probe().clone());
-        let task = tokio::spawn(accept(listener, engine, gate, probe));
+        let shared = Shared { engine: self.engine.clone(), gate: self.gate.clone(), books: self.books.clone() };
+        let task = tokio::spawn(accept(listener, shared, self.supervision.probe().clone()));
         self.task = Some(task.abort_handle());
         ctx.spawn(task.into_actor(self).map(|ended, act, ctx| {
             let reason = crate::runtime::supervision::task_ended(ended, "the replay server");
@@ -86,12 +97,15 @@ impl Handler<Fault> for ReplayServerActor {
     }
 }
 
-async fn accept(
-    listener: Arc<TcpListener>,
+/// What every connection of the port uses.
+#[derive(Clone)]
+struct Shared {
     engine: Arc<QueryEngine>,
     gate: ReplayGate,
-    probe: crate::runtime::health::Probe,
-) -> String {
+    books: Option<DepthBooks>,
+}
+
+async fn accept(listener: Arc<TcpListener>, shared: Shared, probe: crate::runtime::health::Probe) -> String {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -103,11 +117,9 @@ async fn accept(
             }
         };
         probe.handled(1);
-        let (engine, gate) = (engine.clone(), gate.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
-            // Held until the stream ends.
-            let admitted = gate.admit();
-            if let Err(e) = serve(socket, engine, admitted.is_none()).await {
+            if let Err(e) = connection(socket, shared).await {
                 tracing::debug!(%peer, error = %e, "replay connection ended");
             }
         });
@@ -124,10 +136,99 @@ fn refusal(status: StatusCode, parameter: &str, reason: &str) -> ErrorResponse {
     response
 }
 
+/// One connection: a depth snapshot asked over plain HTTP, or a stream.
+async fn connection(socket: TcpStream, shared: Shared) -> Result<(), String> {
+    socket.set_nodelay(true).ok();
+    if let Some(target) = request_target(&socket).await?
+        && let Some(asked) = DepthAsk::parse(&target).transpose()
+    {
+        return answer_depth(socket, asked, shared.books.as_ref()).await;
+    }
+    // Held until the stream ends.
+    let admitted = shared.gate.admit();
+    serve(socket, &shared, admitted.is_none()).await
+}
+
+/// The request line's target, read without taking it from the socket
+/// (the WebSocket handshake reads the request again); `None` when the
+/// line does not come whole.
+async fn request_target(socket: &TcpStream) -> Result<Option<String>, String> {
+    let mut buf = [0u8; 8192];
+    for _ in 0..200 {
+        let n = socket.peek(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(end) = buf[..n].windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..end]);
+            return Ok(line.split(' ').nth(1).map(str::to_owned));
+        }
+        if n == buf.len() {
+            return Ok(None);
+        }
+        // Part of the line is in: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(None)
+}
+
+/// Answers `GET /api/v3/depth` as Binance does (its error body is
+/// `{"code","msg"}`; K2 adds the parameter), then closes.
+async fn answer_depth(
+    mut socket: TcpStream,
+    asked: Result<DepthAsk, k2_core::query_params::ParamError>,
+    books: Option<&DepthBooks>,
+) -> Result<(), String> {
+    // The request head, read off before answering.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+            .await
+            .map_err(|_| "the request head did not come whole".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let error = |status: u16, code: i32, msg: String, parameter: &str| {
+        (status, serde_json::json!({ "code": code, "msg": msg, "parameter": parameter }).to_string())
+    };
+    let (status, body) = match (asked, books) {
+        (Err(e), _) => {
+            metrics::counter!("k2_replay_refused_total", "reason" => "parameter").increment(1);
+            error(400, if e.parameter == "symbol" { -1102 } else { -1100 }, e.reason, e.parameter)
+        }
+        (Ok(_), None) => {
+            error(400, -1121, "order books are not stored here (book.enabled and book.store)".into(), "symbol")
+        }
+        (Ok(ask), Some(books)) => match books.snapshot(&ask.symbol, ask.start, ask.limit).await {
+            Ok(body) => (200, body),
+            Err(e @ SnapshotError::Unknown(_)) => error(400, -1121, e.to_string(), "symbol"),
+            Err(e @ SnapshotError::Unsynced { .. }) => error(503, -1008, e.to_string(), ""),
+            Err(e @ SnapshotError::Read(_)) => {
+                tracing::warn!(error = %e, "replay: a depth snapshot could not be read");
+                error(503, -1008, e.to_string(), "")
+            }
+        },
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await.map_err(|e| e.to_string())?;
+    socket.shutdown().await.map_err(|e| e.to_string())
+}
+
 // The handshake callback's error type is tungstenite's own HTTP response.
 #[allow(clippy::result_large_err)]
-async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Result<(), String> {
-    socket.set_nodelay(true).ok();
+async fn serve(socket: TcpStream, shared: &Shared, full: bool) -> Result<(), String> {
     let mut asked = None;
     let now = k2_core::Timestamp::now().as_micros();
     let ws = tokio_tungstenite::accept_hdr_async(socket, |req: &Request, resp: Response| {
@@ -135,7 +236,7 @@ async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Resul
             return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "", "replay.max_clients streams are running"));
         }
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        match ReplayParams::parse(target, now) {
+        match ReplayParams::parse(target, now).and_then(|p| depth::check(&p, shared.books.as_ref()).map(|()| p)) {
             Ok(p) => {
                 asked = Some(p);
                 Ok(resp)
@@ -161,7 +262,7 @@ async fn serve(socket: TcpStream, engine: Arc<QueryEngine>, full: bool) -> Resul
         let _ = closed_tx.send(());
     });
     let mut outlet = Tungstenite(sink);
-    let ended = play(&params, &engine, &mut outlet, &mut closed).await;
+    let ended = play(&params, &shared.engine, shared.books.as_ref(), &mut outlet, &mut closed).await;
     let mut sink = outlet.0;
     let close = match ended {
         Ended::Range => CloseFrame { code: CloseCode::Normal, reason: "end of the range".into() },

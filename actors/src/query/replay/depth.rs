@@ -1,0 +1,144 @@
+//! Book updates in a replay: each `<symbol>@depth` stream sends the depth
+//! updates K2 stored for the symbol (the `update` records of
+//! `market.book_updates` and those not committed yet), timed by K2's stamp,
+//! and the replay port answers `GET /api/v3/depth` with the book as the
+//! replay has played it, so a client syncing by Binance's procedure (buffer
+//! the stream, fetch a snapshot, drop what it covers, apply the rest) gets
+//! the same book K2 held.
+//!
+//! "As played" is the symbol's clock: the stamp of the last update a
+//! replay wrote for it. The snapshot is the stored book at that stamp, so
+//! it covers exactly the frames written and the next frame follows on from
+//! it: a client that finds a gap (a span K2 itself was unsynced) fetches
+//! again and syncs on the far side. With no replay of the symbol open, the
+//! snapshot is the book just before the base URL's `start` (where the next
+//! replay begins), else the book now. With two replays of one symbol open
+//! at once, the clock is the one that wrote last.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use compact_str::CompactString;
+use k2_core::Timestamp;
+use k2_core::query_params::ParamError;
+use k2_core::source::binance::EXCHANGE;
+
+use super::frames::{self, Envelope, Frame};
+use super::params::{ReplayParams, Wrap};
+use crate::lake::books::BookLog;
+
+/// The stored books a replay reads, and each symbol's clock.
+#[derive(Clone)]
+pub struct DepthBooks {
+    log: Arc<BookLog>,
+    clocks: Arc<Mutex<HashMap<CompactString, Clock>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// The replay that wrote last.
+    owner: u64,
+    /// The K2 stamp (µs) of the last update it wrote.
+    stamp: i64,
+}
+
+/// Why a snapshot cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("no order book of {0} is stored")]
+    Unknown(CompactString),
+    #[error("the book of {symbol} was not synced at that point of the replay ({cause}); ask again")]
+    Unsynced { symbol: CompactString, cause: String },
+    #[error("the book tables could not be read: {0}")]
+    Read(String),
+}
+
+/// A replay's identity for the clocks.
+pub(crate) fn next_owner() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl DepthBooks {
+    pub fn new(log: Arc<BookLog>) -> Self {
+        Self { log, clocks: Arc::default() }
+    }
+
+    fn clocks(&self) -> std::sync::MutexGuard<'_, HashMap<CompactString, Clock>> {
+        self.clocks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replay `owner` wrote `symbol`'s update stamped `stamp`.
+    pub(crate) fn played(&self, owner: u64, symbol: &str, stamp: i64) {
+        let mut clocks = self.clocks();
+        match clocks.get_mut(symbol) {
+            Some(c) => *c = Clock { owner, stamp },
+            None => {
+                clocks.insert(symbol.into(), Clock { owner, stamp });
+            }
+        }
+    }
+
+    /// Replay `owner` ended: the clocks it set are forgotten.
+    pub(crate) fn release(&self, owner: u64) {
+        self.clocks().retain(|_, c| c.owner != owner);
+    }
+
+    /// `symbol`'s updates stamped in `[from, until)` as frames in `envelope`.
+    pub(crate) async fn frames(
+        &self,
+        symbol: &str,
+        (from, until): (i64, i64),
+        micros: bool,
+        envelope: &Envelope,
+    ) -> Result<Vec<Frame>, String> {
+        let records = self
+            .log
+            .updates(EXCHANGE, symbol, Timestamp::from_micros(from), Timestamp::from_micros(until - 1))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(records.iter().map(|r| frames::depth_update(r, envelope, micros)).collect())
+    }
+
+    /// `GET /api/v3/depth`'s body for `symbol`: its book at its clock, or
+    /// just before `start`, or now.
+    pub(crate) async fn snapshot(
+        &self,
+        symbol: &CompactString,
+        start: Option<i64>,
+        limit: usize,
+    ) -> Result<String, SnapshotError> {
+        let clock = self.clocks().get(symbol.as_str()).map(|c| c.stamp);
+        let at = clock.or(start.map(|s| s - 1)).unwrap_or_else(|| Timestamp::now().as_micros());
+        let replayed = self
+            .log
+            .book_at(EXCHANGE, symbol, Timestamp::from_micros(at))
+            .await
+            .map_err(|e| SnapshotError::Read(e.to_string()))?;
+        match &replayed.book {
+            Some(book) => Ok(frames::depth_snapshot(book, limit)),
+            None if replayed.recorded_at.is_none() => Err(SnapshotError::Unknown(symbol.clone())),
+            None => Err(SnapshotError::Unsynced {
+                symbol: symbol.clone(),
+                cause: replayed.unsynced_cause.unwrap_or_else(|| "unknown".into()),
+            }),
+        }
+    }
+}
+
+/// Refuses a replay asking for depth streams where no books are stored,
+/// naming the parameter that asked.
+pub(crate) fn check(params: &ReplayParams, books: Option<&DepthBooks>) -> Result<(), ParamError> {
+    match params.streams.iter().find(|(_, kind)| kind.is_depth()) {
+        Some((symbol, kind)) if books.is_none() => Err(ParamError {
+            parameter: if params.wrap == Wrap::Combined { "streams" } else { "path" },
+            reason: format!(
+                "{}@{}: book updates are not stored here (book.enabled and book.store)",
+                symbol.to_ascii_lowercase(),
+                kind.suffix()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
