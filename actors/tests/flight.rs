@@ -125,6 +125,33 @@ fn sql_clients_read_the_stored_market_exactly_and_cannot_write() {
     let columns = got["trades_schema"].as_array().unwrap();
     assert!(columns.iter().any(|c| c.as_str().unwrap().starts_with("price:decimal128(")), "{columns:?}");
     assert!(columns.iter().any(|c| c.as_str().unwrap().starts_with("timestamp:timestamp[us, tz=")), "{columns:?}");
+    // The SQL types (JDBC's getTypeInfo), all or by type.
+    let types = got["xdbc_types"]["ok"].as_array().unwrap_or_else(|| panic!("{}", got["xdbc_types"]));
+    let names: Vec<&str> = types.iter().map(|t| t[0].as_str().unwrap()).collect();
+    for name in ["BOOLEAN", "BIGINT", "DECIMAL", "VARCHAR", "TIMESTAMP"] {
+        assert!(names.contains(&name), "{name} in {types:?}");
+    }
+    assert_eq!(got["xdbc_bigint"]["ok"], serde_json::json!([["BIGINT", -5, -5]]), "{}", got["xdbc_bigint"]);
+    // A statement's schema without running it (GetSchema), by pyarrow and
+    // by ADBC; a write is refused there too.
+    assert_eq!(
+        got["get_schema"]["ok"],
+        serde_json::json!([
+            "trade_id:string",
+            columns.iter().find(|c| c.as_str().unwrap().starts_with("price:")).unwrap(),
+            columns.iter().find(|c| c.as_str().unwrap().starts_with("timestamp:")).unwrap()
+        ]),
+        "{}",
+        got["get_schema"]
+    );
+    assert!(error_of(&got, "get_schema_insert").contains("read-only"), "{}", error_of(&got, "get_schema_insert"));
+    let quantity = columns.iter().find(|c| c.as_str().unwrap().starts_with("quantity:")).unwrap();
+    assert_eq!(
+        got["execute_schema"]["ok"],
+        serde_json::json!(["symbol:string", quantity]),
+        "{}",
+        got["execute_schema"]
+    );
 
     // An aggregate per symbol: counts and exact sums of every stored trade.
     let per_symbol = got["per_symbol"]["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{}", got["per_symbol"]));
@@ -230,10 +257,25 @@ fn a_statement_past_a_limit_ends_naming_it_and_the_next_one_runs() {
     ]);
     assert_eq!(next["ok"]["rows"][0][0], "60", "{next}");
 
+    // CancelFlightInfo ends a running statement with CANCELLED, not as
+    // complete and not at the deadline, and refuses one cancelled before
+    // it was fetched; the one turn is free again after.
+    let cancelled = client(&[&uri, "", "--cancel", "SELECT count(*) FROM generate_series(1, 1000000000000)"]);
+    assert_eq!(cancelled["cancel_status"], "0801", "CANCELLED: {cancelled}");
+    let e = cancelled["running"]["error"].as_str().unwrap_or_else(|| panic!("not cancelled: {cancelled}"));
+    assert!(e.to_lowercase().contains("cancelled") && !e.contains("flight.timeout"), "{e}");
+    assert_eq!(cancelled["early_status"], "0801", "{cancelled}");
+    let e = cancelled["early"]["error"].as_str().unwrap_or_else(|| panic!("ran: {cancelled}"));
+    assert!(e.to_lowercase().contains("cancelled"), "{e}");
+    let after = sql("SELECT count(*) AS n FROM trades");
+    assert_eq!(after["ok"]["rows"][0][0], "60", "{after}");
+
     let metrics = get(&k2.http, "/metrics");
     let refused = |reason: &str| metric_total(&metrics, "k2_flight_refused_total", &format!("reason=\"{reason}\""));
     assert_eq!(refused("memory"), 1.0);
     assert_eq!(refused("timeout"), 2.0, "the slow statement and the stalled one");
     assert_eq!(refused("busy"), 0.0);
+    let cancels = metric_total(&metrics, "k2_flight_statements_total", "status=\"cancelled\"");
+    assert!(cancels >= 2.0, "cancels counted: {cancels}");
     k2.stop();
 }

@@ -6,6 +6,9 @@ pyarrow's Flight client for GetTables), as a user would connect.
     flight_client.py URI KEY --stalled SQL_HELD SQL_NEXT SECONDS
       (reads one batch of SQL_HELD and stops reading; SECONDS later runs
       SQL_NEXT on a second connection)
+    flight_client.py URI KEY --cancel SQL
+      (pyarrow: fetches SQL in a thread and cancels it with
+      CancelFlightInfo; then cancels a second one before fetching it)
 
 Prints one JSON object: what each call returned or the error it raised.
 KEY is the API key ("" for none); SYMBOL the symbol of the prepared query;
@@ -14,6 +17,8 @@ SNAPSHOT a trades snapshot id to travel to.
 
 import json
 import sys
+import threading
+import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 from adbc_driver_flightsql import DatabaseOptions
@@ -45,11 +50,66 @@ def rows(cursor):
     }
 
 
+def varint(n):
+    n &= (1 << 64) - 1  # protobuf writes a negative int32 as 10 bytes
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def command(name, body=b""):
+    """A Flight SQL command as the protocol sends it: a protobuf Any of
+    arrow.flight.protocol.sql.NAME with BODY (already encoded)."""
+    url = f"type.googleapis.com/arrow.flight.protocol.sql.{name}".encode()
+    return b"\x0a" + varint(len(url)) + url + b"\x12" + varint(len(body)) + body
+
+
 def attempt(call):
     try:
         return {"ok": call()}
     except Exception as e:  # the driver's error, reported to the test
         return {"error": f"{type(e).__name__}: {e}"}
+
+
+def cancel(uri, key, sql):
+    client = flight.FlightClient(uri)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {key}".encode())] if key else [])
+    body = sql.encode()
+    descriptor = flight.FlightDescriptor.for_command(command("CommandStatementQuery", b"\x0a" + varint(len(body)) + body))
+
+    def cancel_info(info):
+        serialized = info.serialize()
+        request = b"\x0a" + varint(len(serialized)) + serialized
+        answers = list(client.do_action(flight.Action("CancelFlightInfo", request), options))
+        # CancelFlightInfoResult.status (field 1): 1 is CANCELLED.
+        return answers[0].body.to_pybytes().hex()
+
+    out = {}
+    info = client.get_flight_info(descriptor, options)
+    read = {}
+
+    def fetch():
+        try:
+            read["rows"] = client.do_get(info.endpoints[0].ticket, options).read_all().num_rows
+        except Exception as e:  # the cancel's error, reported to the test
+            read["error"] = f"{type(e).__name__}: {e}"
+
+    reader = threading.Thread(target=fetch)
+    reader.start()
+    time.sleep(0.5)
+    out["cancel_status"] = cancel_info(info)
+    reader.join()
+    out["running"] = read
+    early = client.get_flight_info(descriptor, options)
+    out["early_status"] = cancel_info(early)
+    out["early"] = attempt(lambda: client.do_get(early.endpoints[0].ticket, options).read_all().num_rows)
+    return out
 
 
 def one(uri, key, sql):
@@ -74,6 +134,9 @@ def stalled(uri, key, held, after, seconds):
 def main():
     if sys.argv[3] == "--stalled":
         json.dump(stalled(sys.argv[1], sys.argv[2], sys.argv[4], sys.argv[5], float(sys.argv[6])), sys.stdout)
+        return
+    if sys.argv[3] == "--cancel":
+        json.dump(cancel(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
         return
     if sys.argv[3] == "--sql":
         json.dump(one(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
@@ -128,6 +191,10 @@ def main():
         out["unknown_table"] = attempt(lambda: query("SELECT * FROM orders"))
         out["too_many_rows"] = attempt(lambda: query("SELECT trade_id FROM trades"))
         with conn.cursor() as cur:
+            out["execute_schema"] = attempt(
+                lambda: [f"{f.name}:{f.type}" for f in cur.adbc_execute_schema("SELECT symbol, quantity FROM trades")]
+            )
+        with conn.cursor() as cur:
             out["update"] = attempt(lambda: cur.executescript("DELETE FROM trades"))
     with connect(uri, key, {"x-k2-as-of-snapshot": snapshot}) as conn:
         with conn.cursor() as cur:
@@ -145,6 +212,25 @@ def main():
     token = client.authenticate_basic_token("anyone", key)
     with_token = flight.FlightCallOptions(headers=[token])
     out["pyarrow_with_token"] = len(list(client.list_actions(with_token))) > 0
+
+    def type_info(body=b""):
+        descriptor = flight.FlightDescriptor.for_command(command("CommandGetXdbcTypeInfo", body))
+        info = client.get_flight_info(descriptor, with_token)
+        table = client.do_get(info.endpoints[0].ticket, with_token).read_all()
+        return [[r["type_name"], r["data_type"], r["sql_data_type"]] for r in table.to_pylist()]
+
+    out["xdbc_types"] = attempt(type_info)
+    # CommandGetXdbcTypeInfo.data_type (field 1, int32) = -5, BIGINT.
+    out["xdbc_bigint"] = attempt(lambda: type_info(b"\x08" + varint(-5)))
+
+    # GetSchema: a statement's columns without running it (CommandStatementQuery.query is field 1).
+    def schema_of(sql):
+        body = sql.encode()
+        descriptor = flight.FlightDescriptor.for_command(command("CommandStatementQuery", b"\x0a" + varint(len(body)) + body))
+        return [f"{f.name}:{f.type}" for f in client.get_schema(descriptor, with_token).schema]
+
+    out["get_schema"] = attempt(lambda: schema_of("SELECT trade_id, price, timestamp FROM trades LIMIT 1"))
+    out["get_schema_insert"] = attempt(lambda: schema_of("INSERT INTO trades (symbol) VALUES ('X')"))
     try:
         list(flight.FlightClient(uri).list_actions())
         out["pyarrow_without_token"] = "accepted"

@@ -1,15 +1,19 @@
 //! What a client browses before it queries: the catalog, schema and tables
-//! (each with its Arrow schema) and what the server is (`GetSqlInfo`).
+//! (each with its Arrow schema), what the server is (`GetSqlInfo`) and the
+//! SQL types it answers with (`GetXdbcTypeInfo`, JDBC's `getTypeInfo`).
 
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::error::FlightError;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, SqlInfo, SqlSupportedTransaction,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, Nullable,
+    Searchable, SqlInfo, SqlSupportedTransaction, XdbcDataType, XdbcDatetimeSubcode,
 };
 
 use super::session::{CATALOG, SCHEMA};
@@ -126,6 +130,79 @@ no_keys!(
 pub trait Browse {
     fn schema(&self) -> SchemaRef;
     fn rows(self, tables: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError>;
+}
+
+/// The SQL types of K2's columns and of what queries compute from them.
+fn type_info() -> Result<XdbcTypeInfoData, FlightError> {
+    let mut b = XdbcTypeInfoDataBuilder::new();
+    let text = |s: &str| Some(s.to_owned());
+    let base = |name: &str, data_type: XdbcDataType, size: Option<i32>| XdbcTypeInfo {
+        type_name: name.to_owned(),
+        data_type,
+        column_size: size,
+        nullable: Nullable::NullabilityNullable,
+        searchable: Searchable::Full,
+        local_type_name: text(name),
+        sql_data_type: data_type,
+        ..Default::default()
+    };
+    let number = |name: &str, data_type: XdbcDataType, size: i32| XdbcTypeInfo {
+        unsigned_attribute: Some(false),
+        auto_increment: Some(false),
+        num_prec_radix: Some(10),
+        minimum_scale: Some(0),
+        maximum_scale: Some(0),
+        ..base(name, data_type, Some(size))
+    };
+    b.append(base("BOOLEAN", XdbcDataType::XdbcBit, Some(1)));
+    b.append(number("INTEGER", XdbcDataType::XdbcInteger, 10));
+    b.append(number("BIGINT", XdbcDataType::XdbcBigint, 19));
+    b.append(XdbcTypeInfo { maximum_scale: None, ..number("DOUBLE", XdbcDataType::XdbcDouble, 15) });
+    // Prices and quantities: exact, decimal(38, s) at most.
+    b.append(XdbcTypeInfo {
+        create_params: Some(vec!["precision".to_owned(), "scale".to_owned()]),
+        maximum_scale: Some(38),
+        ..number("DECIMAL", XdbcDataType::XdbcDecimal, 38)
+    });
+    b.append(XdbcTypeInfo {
+        literal_prefix: text("'"),
+        literal_suffix: text("'"),
+        case_sensitive: true,
+        ..base("VARCHAR", XdbcDataType::XdbcVarchar, Some(i32::MAX))
+    });
+    let datetime =
+        |name: &str, data_type: XdbcDataType, size: i32, subcode: XdbcDatetimeSubcode, scale: i32| XdbcTypeInfo {
+            literal_prefix: Some(format!("{name} '")),
+            literal_suffix: text("'"),
+            minimum_scale: Some(scale),
+            maximum_scale: Some(scale),
+            sql_data_type: XdbcDataType::XdbcDatetime,
+            datetime_subcode: Some(subcode),
+            ..base(name, data_type, Some(size))
+        };
+    // The protocol's XDBC_SUBCODE_DATE is an alias of the year code (1).
+    b.append(datetime("DATE", XdbcDataType::XdbcDate, 10, XdbcDatetimeSubcode::XdbcSubcodeYear, 0));
+    // Every stored time: microseconds, UTC.
+    b.append(datetime(
+        "TIMESTAMP",
+        XdbcDataType::XdbcTimestamp,
+        32,
+        XdbcDatetimeSubcode::XdbcSubcodeTimestampWithTimezone,
+        6,
+    ));
+    b.build()
+}
+
+impl Browse for CommandGetXdbcTypeInfo {
+    fn schema(&self) -> SchemaRef {
+        // The same whatever the rows; an empty table's schema if they
+        // could not be built (the call then fails with the reason).
+        type_info().map_or_else(|_| Arc::new(Schema::empty()), |t| t.schema())
+    }
+
+    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+        type_info()?.record_batch(self.data_type)
+    }
 }
 
 impl Browse for CommandGetCatalogs {

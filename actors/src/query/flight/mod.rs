@@ -7,9 +7,13 @@
 //! - [`prepared`]: prepared statements held between calls.
 //! - [`catalog`]: what clients browse (`GetTables`, `GetSqlInfo`, ...).
 //! - [`service`]: keys, pins, limits and the protocol's calls.
+//! - [`front`]: the Flight service served: the dispatcher, plus `GetSchema`.
+//! - [`cancel`]: the statements running, for `CancelFlightInfo`.
 //! - [`server`]: the supervised actor that owns the port.
 
+pub mod cancel;
 pub mod catalog;
+pub mod front;
 pub mod prepared;
 pub mod server;
 pub mod service;

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 
+use super::front::K2Flight;
 use super::service::{K2FlightSql, authorizer};
 use crate::runtime::messages::Fault;
 use crate::runtime::supervision::{Supervise, Supervision, restartable};
@@ -65,7 +66,7 @@ impl Actor for FlightServerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervision.started();
         let service = tonic::service::interceptor::InterceptedService::new(
-            FlightServiceServer::from_arc(self.service.clone()),
+            FlightServiceServer::new(K2Flight(self.service.clone())),
             authorizer(self.keys.clone()),
         );
         let connections = incoming(self.listener.clone(), self.supervision.probe().clone());

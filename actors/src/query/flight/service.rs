@@ -16,15 +16,16 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
-    Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use base64::Engine as _;
 use datafusion::error::DataFusionError;
@@ -38,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::cancel::Runs;
 use super::catalog::Browse;
 use super::prepared::{Prepared, PreparedStatements};
 use super::session::{self, SqlError};
@@ -48,6 +50,10 @@ use crate::query::params::Pin;
 use crate::runtime::config::FlightConfig;
 
 type DoGet = <K2FlightSql as FlightService>::DoGetStream;
+type DoAction = <K2FlightSql as FlightService>::DoActionStream;
+
+/// The Flight RPC action ending a `FlightInfo`'s statements.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// A query's parameters take at most this much.
 const MAX_PARAMETER_BYTES: usize = 1 << 20;
@@ -63,6 +69,8 @@ pub struct K2FlightSql {
     engine: Arc<QueryEngine>,
     runtime: Arc<RuntimeEnv>,
     running: Arc<Semaphore>,
+    /// The statements running, for cancels.
+    runs: Arc<Runs>,
     prepared: PreparedStatements,
     limits: Limits,
 }
@@ -72,6 +80,10 @@ pub struct K2FlightSql {
 /// under).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StatementTicket {
+    /// Makes each `GetFlightInfo`'s ticket its own, so a cancel names one
+    /// execution.
+    #[serde(default)]
+    nonce: String,
     sql: String,
     source: Option<String>,
     as_of: Option<String>,
@@ -97,6 +109,7 @@ fn header(metadata: &MetadataMap, name: &str) -> Option<String> {
 /// The pin headers of a call, with `sql`.
 fn ticket_of(metadata: &MetadataMap, sql: String) -> StatementTicket {
     StatementTicket {
+        nonce: String::new(),
         sql,
         source: header(metadata, "x-k2-source"),
         as_of: header(metadata, "x-k2-as-of"),
@@ -253,6 +266,7 @@ impl K2FlightSql {
             engine,
             runtime,
             running: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            runs: Arc::default(),
             prepared: PreparedStatements::new(config.max_prepared),
             limits: Limits { timeout: config.timeout, max_rows: config.max_rows },
         })
@@ -292,9 +306,20 @@ impl K2FlightSql {
         Ok((planned, turn))
     }
 
-    /// Runs `sql` and streams its batches as Flight data.
-    async fn run(&self, sql: &str, pin: Pin, params: Option<&[ScalarValue]>) -> Result<Response<DoGet>, Status> {
+    /// Runs `sql`, fetched with `ticket`, and streams its batches as
+    /// Flight data.
+    async fn run(
+        &self,
+        ticket: &[u8],
+        sql: &str,
+        pin: Pin,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<Response<DoGet>, Status> {
         let started = Instant::now();
+        let Some(registered) = self.runs.start(ticket) else {
+            finished(started, tonic::Code::Cancelled);
+            return Err(Status::cancelled("the statement was cancelled (CancelFlightInfo) before it ran"));
+        };
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let outcome = async {
             let (frame, turn) = self.plan(sql, pin, params, deadline).await?;
@@ -309,20 +334,34 @@ impl K2FlightSql {
         let (schema, batches, turn) = match outcome {
             Ok(running) => running,
             Err(status) => {
+                self.runs.ended(ticket, registered.id);
                 finished(started, status.code());
                 return Err(status);
             }
         };
-        let running = Running { batches, rows: 0, limits: self.limits, deadline, started, _turn: turn };
+        let running = Running {
+            batches,
+            rows: 0,
+            limits: self.limits,
+            deadline,
+            started,
+            cancel: registered.cancel,
+            _turn: turn,
+        };
         // The plan runs in a task of its own, a batch or two ahead of the
         // client: a client that stops reading is not polled by gRPC any
         // more, and the deadline must still end the statement and free its
         // turn.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
-        tokio::spawn(produce(running, tx, failure.clone()));
+        let failed = failure.clone();
+        let (runs, ticket, id) = (self.runs.clone(), ticket.to_vec(), registered.id);
+        tokio::spawn(async move {
+            produce(running, tx, failure).await;
+            runs.ended(&ticket, id);
+        });
         let flight =
-            FlightDataEncoderBuilder::new().with_schema(schema).build(delivered(rx, failure)).map_err(Status::from);
+            FlightDataEncoderBuilder::new().with_schema(schema).build(delivered(rx, failed)).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
 
@@ -368,13 +407,16 @@ struct Running {
     limits: Limits,
     deadline: tokio::time::Instant,
     started: Instant,
+    /// Fires on a client's cancel.
+    cancel: Arc<tokio::sync::Notify>,
     _turn: OwnedSemaphorePermit,
 }
 
 fn finished(started: Instant, code: tonic::Code) {
     let status = match code {
         tonic::Code::Ok => "ok",
-        tonic::Code::Cancelled => "cancelled",
+        // ABORTED is what a statement cancelled while running ends with.
+        tonic::Code::Cancelled | tonic::Code::Aborted => "cancelled",
         tonic::Code::InvalidArgument
         | tonic::Code::PermissionDenied
         | tonic::Code::ResourceExhausted
@@ -400,8 +442,16 @@ async fn produce(mut r: Running, tx: tokio::sync::mpsc::Sender<RecordBatch>, fai
             Status::deadline_exceeded(format!("the statement ran over flight.timeout ({timeout:?}) and was cancelled")),
         )
     };
+    // ABORTED, not CANCELLED: gRPC's C++ client (pyarrow's) stalls the
+    // connection after a server ends a stream it is reading with CANCELLED.
+    let cancelled = || Status::aborted("the statement was cancelled by the client (CancelFlightInfo)");
     let outcome = loop {
-        let batch = match tokio::time::timeout_at(r.deadline, r.batches.next()).await {
+        let next = tokio::select! {
+            biased;
+            () = r.cancel.notified() => break Some(cancelled()),
+            next = tokio::time::timeout_at(r.deadline, r.batches.next()) => next,
+        };
+        let batch = match next {
             Ok(None) => break None,
             Ok(Some(Ok(batch))) => batch,
             Ok(Some(Err(e))) => break Some(execution_status(e)),
@@ -417,7 +467,12 @@ async fn produce(mut r: Running, tx: tokio::sync::mpsc::Sender<RecordBatch>, fai
                 )),
             ));
         }
-        match tokio::time::timeout_at(r.deadline, tx.send(batch)).await {
+        let sent = tokio::select! {
+            biased;
+            () = r.cancel.notified() => break Some(cancelled()),
+            sent = tokio::time::timeout_at(r.deadline, tx.send(batch)) => sent,
+        };
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 finished(r.started, tonic::Code::Cancelled);
@@ -473,9 +528,10 @@ impl FlightSqlService for K2FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let ticket = ticket_of(request.metadata(), query.query);
+        let mut ticket = ticket_of(request.metadata(), query.query);
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let (frame, _turn) = self.plan(&ticket.sql, ticket.pin()?, None, deadline).await?;
+        ticket.nonce = uuid::Uuid::new_v4().simple().to_string();
         let handle = serde_json::to_vec(&ticket).map_err(internal)?;
         let ticket = TicketStatementQuery { statement_handle: handle.into() };
         flight_info(frame.schema().as_arrow(), ticket.as_any().encode_to_vec(), request.into_inner())
@@ -484,11 +540,11 @@ impl FlightSqlService for K2FlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGet>, Status> {
-        let ticket: StatementTicket = serde_json::from_slice(&ticket.statement_handle)
+        let statement: StatementTicket = serde_json::from_slice(&ticket.statement_handle)
             .map_err(|e| refused("bad_request", Status::invalid_argument(format!("not a K2 statement ticket: {e}"))))?;
-        self.run(&ticket.sql, ticket.pin()?, None).await
+        self.run(&request.get_ref().ticket, &statement.sql, statement.pin()?, None).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -558,10 +614,10 @@ impl FlightSqlService for K2FlightSql {
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGet>, Status> {
         let prepared = self.prepared.get(&query.prepared_statement_handle).ok_or_else(not_open)?;
-        self.run(&prepared.sql, prepared.pin, prepared.params.as_deref()).await
+        self.run(&request.get_ref().ticket, &prepared.sql, prepared.pin, prepared.params.as_deref()).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -723,6 +779,61 @@ impl FlightSqlService for K2FlightSql {
         _: Request<Ticket>,
     ) -> Result<Response<DoGet>, Status> {
         self.browse(query).await
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, request).await
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _: Request<Ticket>,
+    ) -> Result<Response<DoGet>, Status> {
+        self.browse(query).await
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        // `ActionCancelQueryResult.CancelResult`, which arrow-flight does not
+        // export: the same numbers as `CancelStatus`.
+        let info = FlightInfo::decode(query.info).map_err(|e| {
+            refused("bad_request", Status::invalid_argument(format!("CancelQuery: not a FlightInfo: {e}")))
+        })?;
+        Ok(ActionCancelQueryResult { result: self.runs.cancel(&info).into() })
+    }
+
+    async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<DoAction>, Status> {
+        let action = request.into_inner();
+        if action.r#type != CANCEL_FLIGHT_INFO {
+            return Err(Status::invalid_argument(format!("no action {:?} here", action.r#type)));
+        }
+        let asked = CancelFlightInfoRequest::decode(action.body).map_err(|e| {
+            refused("bad_request", Status::invalid_argument(format!("CancelFlightInfo: not a request: {e}")))
+        })?;
+        let info = asked.info.ok_or_else(|| {
+            refused("bad_request", Status::invalid_argument("CancelFlightInfo: the request names no FlightInfo"))
+        })?;
+        let status = self.runs.cancel(&info);
+        let body = CancelFlightInfoResult { status: status.into() }.encode_to_vec();
+        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(arrow_flight::Result { body: body.into() })]))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: CANCEL_FLIGHT_INFO.to_owned(),
+            description: "Cancels the statements of a FlightInfo: \n\
+                Request Message: CancelFlightInfoRequest\n\
+                Response Message: CancelFlightInfoResult"
+                .to_owned(),
+        })])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -225,7 +225,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     // The Flight SQL port (query/flight/).
     counter(
         "k2_flight_statements_total",
-        "Flight SQL statements run, by outcome: ok, refused (a limit or a bad request), error, or cancelled (the client went away).",
+        "Flight SQL statements run, by outcome: ok, refused (a limit or a bad request), error, or cancelled (the client went away or cancelled it).",
         &[("status", &["ok", "refused", "error", "cancelled"])],
     ),
     histogram("k2_flight_statement_seconds", "Flight SQL statement time, from its turn to its last batch sent.", &[]),
