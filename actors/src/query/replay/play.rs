@@ -4,9 +4,12 @@
 //! `/v1/replay`'s), until the range ends, the query fails or the client
 //! goes.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k2_core::query_params::{Cursor, Pin, ReadParams, Source};
+use tokio::sync::mpsc;
 
 use super::depth::{DepthBooks, next_owner};
 use super::frames::{self, Envelope, Frame, Kind};
@@ -14,8 +17,9 @@ use super::params::{ReplayParams, Wrap};
 use crate::lake::TableKind;
 use crate::query::engine::QueryEngine;
 
-/// Rows per page read for one symbol.
-const PAGE: usize = 10_000;
+/// Rows per page read for one symbol (each stream holds about three: the
+/// one being sent, one waiting, one being read).
+const PAGE: usize = 5_000;
 
 /// A depth stream's first read covers this much of K2's clock (µs); each
 /// read after grows or shrinks it towards `DEPTH_PAGE` updates.
@@ -48,7 +52,7 @@ pub(crate) enum Ended {
 /// `books` serves the depth streams (the caller refuses those without it).
 pub(crate) async fn play(
     params: &ReplayParams,
-    engine: &QueryEngine,
+    engine: &Arc<QueryEngine>,
     books: Option<&DepthBooks>,
     out: &mut impl Outlet,
     closed: &mut tokio::sync::oneshot::Receiver<()>,
@@ -64,7 +68,7 @@ pub(crate) async fn play(
 async fn play_as(
     owner: u64,
     params: &ReplayParams,
-    engine: &QueryEngine,
+    engine: &Arc<QueryEngine>,
     books: Option<&DepthBooks>,
     out: &mut impl Outlet,
     closed: &mut tokio::sync::oneshot::Receiver<()>,
@@ -72,13 +76,13 @@ async fn play_as(
     let started = tokio::time::Instant::now();
     let mut first_time: Option<i64> = None;
     let mut sent = 0u64;
-    let mut merge = Merge::new(params, books.cloned());
+    let mut merge = Merge::new(params, engine, books.cloned());
     // Unpaced, frames are written in runs and flushed once per run (a
     // write per frame would bound the rate by system calls); the socket's
     // buffer still holds a slow reader's stream back.
     let unpaced = params.speed == 0.0;
     let ended = loop {
-        let next = match merge.next(engine).await {
+        let next = match merge.next().await {
             Ok(Some(f)) => f,
             Ok(None) => break Ended::Range,
             Err(e) => break Ended::Query(e),
@@ -115,27 +119,23 @@ async fn play_as(
     }
 }
 
-/// Each stream's pages, merged by (time, symbol, kind, id).
+/// Each stream's pages, read ahead by a task per stream and merged by
+/// (time, symbol, kind, id). Reading and building frames runs beside the
+/// sending (on another core when there is one), a page or two ahead: a
+/// slow client holds its readers back through the bounded channels.
 struct Merge {
-    symbols: Vec<Pager>,
-    params: ReplayParams,
-    books: Option<DepthBooks>,
+    lanes: Vec<Lane>,
+    readers: Vec<tokio::task::AbortHandle>,
 }
 
-struct Pager {
-    symbol: String,
-    kind: Kind,
-    envelope: Envelope,
-    ready: std::collections::VecDeque<Frame>,
-    /// Trades and quotes: the next page's key.
-    cursor: Option<Cursor>,
-    /// Depth: the next read's `[from, from + window)` of K2's clock.
-    from: i64,
-    window: i64,
+/// One stream as the merge sees it: frames ready, more on the way.
+struct Lane {
+    ready: VecDeque<Frame>,
+    pages: mpsc::Receiver<Result<Vec<Frame>, String>>,
     done: bool,
 }
 
-impl Pager {
+impl Lane {
     /// Whether the first frame is the stream's next: a later time is
     /// ready behind it.
     fn settled(&self) -> bool {
@@ -146,97 +146,150 @@ impl Pager {
     }
 }
 
+impl Drop for Merge {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
 impl Merge {
-    fn new(params: &ReplayParams, books: Option<DepthBooks>) -> Self {
-        let symbols = params
-            .streams
-            .iter()
-            .map(|(s, kind)| Pager {
-                symbol: s.to_string(),
+    fn new(params: &ReplayParams, engine: &Arc<QueryEngine>, books: Option<DepthBooks>) -> Self {
+        let mut lanes = Vec::with_capacity(params.streams.len());
+        let mut readers = Vec::with_capacity(params.streams.len());
+        for (symbol, kind) in &params.streams {
+            // One page waits in the channel while the next is read.
+            let (tx, pages) = mpsc::channel(1);
+            let reader = Reader {
+                symbol: symbol.to_string(),
                 kind: *kind,
-                envelope: Envelope::new(s, *kind, params.wrap == Wrap::Combined),
-                ready: Default::default(),
+                envelope: Envelope::new(symbol, *kind, params.wrap == Wrap::Combined),
+                range: (params.start, params.end),
+                micros: params.micros,
                 cursor: None,
+                read_all: false,
                 from: params.start,
                 window: DEPTH_WINDOW,
-                done: false,
-            })
-            .collect();
-        Self { symbols, params: params.clone(), books }
+                engine: engine.clone(),
+                books: books.clone(),
+            };
+            readers.push(tokio::spawn(reader.run(tx)).abort_handle());
+            lanes.push(Lane { ready: VecDeque::new(), pages, done: false });
+        }
+        Self { lanes, readers }
     }
 
-    async fn next(&mut self, engine: &QueryEngine) -> Result<Option<Frame>, String> {
-        for i in 0..self.symbols.len() {
+    async fn next(&mut self) -> Result<Option<Frame>, String> {
+        for lane in &mut self.lanes {
             // Pages are in (time, row id) order, the venue's in (time, trade
             // id): the first frame is sure to be next only once a later
             // time is in hand (more of its time may be on the next page).
-            while !self.symbols[i].done && !self.symbols[i].settled() {
-                self.fill(i, engine).await?;
+            while !lane.done && !lane.settled() {
+                match lane.pages.recv().await {
+                    Some(page) => {
+                        lane.ready.extend(page?);
+                        lane.ready.make_contiguous().sort_by_key(|f| (f.time, f.id));
+                    }
+                    None => lane.done = true,
+                }
             }
         }
         let best = self
-            .symbols
+            .lanes
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.ready.front().map(|f| (f.time, &f.symbol, f.kind, f.id, i)))
+            .filter_map(|(i, l)| l.ready.front().map(|f| (f.time, &f.symbol, f.kind, f.id, i)))
             .min()
             .map(|(.., i)| i);
-        Ok(best.and_then(|i| self.symbols[i].ready.pop_front()))
+        Ok(best.and_then(|i| self.lanes[i].ready.pop_front()))
+    }
+}
+
+/// One stream's pages, read in order.
+struct Reader {
+    symbol: String,
+    kind: Kind,
+    envelope: Envelope,
+    /// `[start, end)` of the replay.
+    range: (i64, i64),
+    micros: bool,
+    /// Trades and quotes: the next page's key, and whether the last page
+    /// was read.
+    cursor: Option<Cursor>,
+    read_all: bool,
+    /// Depth: the next read's `[from, from + window)` of K2's clock.
+    from: i64,
+    window: i64,
+    engine: Arc<QueryEngine>,
+    books: Option<DepthBooks>,
+}
+
+impl Reader {
+    /// Sends every page, then closes (a failure is the last thing sent).
+    async fn run(mut self, tx: mpsc::Sender<Result<Vec<Frame>, String>>) {
+        loop {
+            let page = if self.kind.is_depth() { self.depth_page().await } else { self.page().await };
+            let (page, last) = match page {
+                Ok(Some(frames)) => (Ok(frames), false),
+                Ok(None) => return,
+                Err(e) => (Err(e), true),
+            };
+            if tx.send(page).await.is_err() || last {
+                return;
+            }
+        }
     }
 
-    async fn fill(&mut self, i: usize, engine: &QueryEngine) -> Result<(), String> {
-        if self.symbols[i].kind.is_depth() {
-            return self.fill_depth(i).await;
+    /// The next page of trades or quotes; `None` past the last.
+    async fn page(&mut self) -> Result<Option<Vec<Frame>>, String> {
+        if self.read_all {
+            return Ok(None);
         }
-        let pager = &mut self.symbols[i];
         let read = ReadParams {
-            symbol: Some(pager.symbol.clone()),
+            symbol: Some(self.symbol.clone()),
             exchange: None,
-            start: Some(self.params.start),
-            end: Some(self.params.end),
+            start: Some(self.range.0),
+            end: Some(self.range.1),
             limit: PAGE,
-            cursor: pager.cursor.take(),
+            cursor: self.cursor.take(),
             pin: Pin { source: Source::Hybrid, as_of: None },
         };
-        let table = if pager.kind == Kind::Trade { TableKind::Trades } else { TableKind::Quotes };
-        let rows = engine.read(table, read).await.map_err(|e| e.to_string())?;
+        let table = if self.kind == Kind::Trade { TableKind::Trades } else { TableKind::Quotes };
+        let rows = self.engine.read(table, read).await.map_err(|e| e.to_string())?;
+        let mut frames = Vec::with_capacity(rows.batches.iter().map(|b| b.num_rows()).sum());
         for batch in &rows.batches {
-            let made = match pager.kind {
-                Kind::Trade => frames::trades(batch, self.params.micros, &pager.envelope),
-                _ => frames::book_tickers(batch, &pager.envelope),
+            let made = match self.kind {
+                Kind::Trade => frames::trades(batch, self.micros, &self.envelope),
+                _ => frames::book_tickers(batch, &self.envelope),
             };
-            pager.ready.extend(made.map_err(|e| e.to_string())?);
+            frames.extend(made.map_err(|e| e.to_string())?);
         }
-        pager.ready.make_contiguous().sort_by_key(|f| (f.time, f.id));
         match rows.next_cursor {
-            Some(c) => pager.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
-            None => pager.done = true,
+            Some(c) => self.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
+            None => self.read_all = true,
         }
-        Ok(())
+        Ok(Some(frames))
     }
 
     /// The depth stream's next stretch of K2's clock: the window grows
     /// over quiet stretches and shrinks over busy ones.
-    async fn fill_depth(&mut self, i: usize) -> Result<(), String> {
+    async fn depth_page(&mut self) -> Result<Option<Vec<Frame>>, String> {
         let books = self.books.as_ref().ok_or("book updates are not stored here")?;
-        let (end, micros) = (self.params.end, self.params.micros);
-        let pager = &mut self.symbols[i];
-        if pager.from >= end {
-            pager.done = true;
-            return Ok(());
+        let end = self.range.1;
+        if self.from >= end {
+            return Ok(None);
         }
-        let until = pager.from.saturating_add(pager.window).min(end);
-        let made = books.frames(&pager.symbol, (pager.from, until), micros, &pager.envelope).await?;
-        pager.window = if made.len() < DEPTH_PAGE / 4 {
-            pager.window.saturating_mul(4).min(MAX_DEPTH_WINDOW)
+        let until = self.from.saturating_add(self.window).min(end);
+        let made = books.frames(&self.symbol, (self.from, until), self.micros, &self.envelope).await?;
+        self.window = if made.len() < DEPTH_PAGE / 4 {
+            self.window.saturating_mul(4).min(MAX_DEPTH_WINDOW)
         } else if made.len() > DEPTH_PAGE * 4 {
-            (pager.window / 2).max(1)
+            (self.window / 2).max(1)
         } else {
-            pager.window
+            self.window
         };
-        pager.ready.extend(made);
-        pager.from = until;
-        pager.done = until >= end;
-        Ok(())
+        self.from = until;
+        Ok(Some(made))
     }
 }
