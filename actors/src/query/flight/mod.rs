@@ -9,11 +9,13 @@
 //! - [`service`]: keys, pins, limits and the protocol's calls.
 //! - [`front`]: the Flight service served: the dispatcher, plus `GetSchema`.
 //! - [`cancel`]: the statements running, for `CancelFlightInfo`.
+//! - [`planned`]: plans made at `GetFlightInfo`, kept for its `DoGet`.
 //! - [`server`]: the supervised actor that owns the port.
 
 pub mod cancel;
 pub mod catalog;
 pub mod front;
+pub mod planned;
 pub mod prepared;
 pub mod server;
 pub mod service;

@@ -41,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::cancel::Runs;
 use super::catalog::Browse;
+use super::planned::Planned;
 use super::prepared::{Prepared, PreparedStatements};
 use super::session::{self, SqlError};
 use crate::lake::TableKind;
@@ -71,6 +72,8 @@ pub struct K2FlightSql {
     running: Arc<Semaphore>,
     /// The statements running, for cancels.
     runs: Arc<Runs>,
+    /// Plans made at `GetFlightInfo`, for its `DoGet`.
+    planned: Planned,
     prepared: PreparedStatements,
     limits: Limits,
 }
@@ -267,6 +270,7 @@ impl K2FlightSql {
             runtime,
             running: Arc::new(Semaphore::new(max_concurrent.max(1))),
             runs: Arc::default(),
+            planned: Planned::new(config.timeout),
             prepared: PreparedStatements::new(config.max_prepared),
             limits: Limits { timeout: config.timeout, max_rows: config.max_rows },
         })
@@ -281,18 +285,8 @@ impl K2FlightSql {
         params: Option<&[ScalarValue]>,
         deadline: tokio::time::Instant,
     ) -> Result<(DataFrame, OwnedSemaphorePermit), Status> {
+        let turn = self.turn(deadline).await?;
         let budget = self.limits.timeout;
-        let turn = tokio::time::timeout_at(deadline, self.running.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                refused(
-                    "busy",
-                    Status::unavailable(format!(
-                        "query.max_concurrent statements ran for the whole of flight.timeout ({budget:?})"
-                    )),
-                )
-            })?
-            .map_err(|_| Status::unavailable("the Flight SQL service is stopping"))?;
         let planned =
             tokio::time::timeout_at(deadline, session::plan(&self.engine, self.runtime.clone(), sql, pin, params))
                 .await
@@ -304,6 +298,22 @@ impl K2FlightSql {
                 })?
                 .map_err(sql_status)?;
         Ok((planned, turn))
+    }
+
+    /// A turn among the running statements, waited for until `deadline`.
+    async fn turn(&self, deadline: tokio::time::Instant) -> Result<OwnedSemaphorePermit, Status> {
+        let budget = self.limits.timeout;
+        tokio::time::timeout_at(deadline, self.running.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                refused(
+                    "busy",
+                    Status::unavailable(format!(
+                        "query.max_concurrent statements ran for the whole of flight.timeout ({budget:?})"
+                    )),
+                )
+            })?
+            .map_err(|_| Status::unavailable("the Flight SQL service is stopping"))
     }
 
     /// Runs `sql`, fetched with `ticket`, and streams its batches as
@@ -322,7 +332,11 @@ impl K2FlightSql {
         };
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let outcome = async {
-            let (frame, turn) = self.plan(sql, pin, params, deadline).await?;
+            // Planned at its GetFlightInfo, unless that plan is gone.
+            let (frame, turn) = match self.planned.take(ticket) {
+                Some(frame) => (frame, self.turn(deadline).await?),
+                None => self.plan(sql, pin, params, deadline).await?,
+            };
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let batches = tokio::time::timeout_at(deadline, frame.execute_stream())
                 .await
@@ -533,8 +547,10 @@ impl FlightSqlService for K2FlightSql {
         let (frame, _turn) = self.plan(&ticket.sql, ticket.pin()?, None, deadline).await?;
         ticket.nonce = uuid::Uuid::new_v4().simple().to_string();
         let handle = serde_json::to_vec(&ticket).map_err(internal)?;
-        let ticket = TicketStatementQuery { statement_handle: handle.into() };
-        flight_info(frame.schema().as_arrow(), ticket.as_any().encode_to_vec(), request.into_inner())
+        let ticket = TicketStatementQuery { statement_handle: handle.into() }.as_any().encode_to_vec();
+        let schema = frame.schema().as_arrow().clone();
+        self.planned.keep(ticket.clone(), frame);
+        flight_info(&schema, ticket, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -608,7 +624,9 @@ impl FlightSqlService for K2FlightSql {
         let prepared = self.prepared.get(&query.prepared_statement_handle).ok_or_else(not_open)?;
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let (frame, _turn) = self.plan(&prepared.sql, prepared.pin, prepared.params.as_deref(), deadline).await?;
-        flight_info(frame.schema().as_arrow(), query.as_any().encode_to_vec(), request.into_inner())
+        let (ticket, schema) = (query.as_any().encode_to_vec(), frame.schema().as_arrow().clone());
+        self.planned.keep(ticket.clone(), frame);
+        flight_info(&schema, ticket, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
