@@ -67,7 +67,13 @@ fn a_replayed_market_is_every_stored_trade_in_binances_format_and_order() {
     let (_sim, addrs) = start_sim_with("800", &["--trades", &TRADES.to_string(), "--book-ticker-every", "0"]);
     let rest = addrs["rest"].as_str().unwrap().trim_start_matches("http://").to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_sim_config(dir.path(), &addrs, "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n");
+    // Frequent commits: the replay reads spans ending at many files' ends,
+    // and the tail after them.
+    let config = write_sim_config(
+        dir.path(),
+        &addrs,
+        "[replay]\nenabled = true\nbind = \"127.0.0.1:0\"\n[flush]\nmax_age = \"150ms\"\n",
+    );
     let k2 = Run::start(&config, &dir.path().join("data"), "info", dir.path().join("k2.log"));
     let replay_addr = replay_port(&k2);
     played_and_stored(&rest, &k2, TRADES * 3);

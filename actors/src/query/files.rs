@@ -24,7 +24,19 @@ impl TimeIndex {
     /// previous, growing geometrically (1, 2, 4, ... files), so a reader that
     /// needs most of the table retries only a logarithmic number of times.
     pub fn window_ends(&self, from: Option<i64>, until: Option<i64>) -> Vec<i64> {
-        let (from, until) = (from.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
+        let ends = self.ends(from.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < ends.len() {
+            out.push(ends[i]);
+            i = (i + 1) * 2 - 1;
+        }
+        out
+    }
+
+    /// Just past the last timestamp of each file holding rows in
+    /// `[from, until)`, ascending, each before `until`.
+    pub fn ends(&self, from: i64, until: i64) -> Vec<i64> {
         let mut ends: Vec<i64> = self
             .spans
             .iter()
@@ -34,13 +46,7 @@ impl TimeIndex {
             .collect();
         ends.sort_unstable();
         ends.dedup();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < ends.len() {
-            out.push(ends[i]);
-            i = (i + 1) * 2 - 1;
-        }
-        out
+        ends
     }
 }
 

@@ -71,6 +71,63 @@ impl QueryEngine {
         Ok(Rows { schema, batches, source: p.pin.source, snapshot_id, next_cursor })
     }
 
+    /// Every row of `symbol` in `kind` with a timestamp in `[from, until)`
+    /// as the hybrid view holds it now (the snapshot and the rows after
+    /// it), in (timestamp, message_id) order; `None` when there are more
+    /// than `limit`. What a replay reads, a span of time at a time: spans
+    /// that partition the time range read each row once, without the
+    /// overlapping re-reads of keyset pages.
+    pub async fn read_span(
+        &self,
+        kind: TableKind,
+        symbol: &str,
+        (from, until): (i64, i64),
+        limit: usize,
+    ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
+        let ctx = Self::context();
+        let pin = Pin { source: Source::Hybrid, as_of: None };
+        let (df, _) = self.frame(&ctx, kind, pin).await?;
+        let p = ReadParams {
+            symbol: Some(symbol.to_owned()),
+            exchange: None,
+            start: Some(from),
+            end: Some(until),
+            limit,
+            cursor: None,
+            pin,
+        };
+        // Read as it comes and sorted here: the span is wanted whole, so a
+        // sort with a limit (a heap of `limit` rows) would only cost more;
+        // the read stops as soon as it passes `limit`.
+        let mut stream = filtered(df, &p)?.execute_stream().await.map_err(internal)?;
+        let (mut parts, mut rows) = (Vec::new(), 0usize);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(internal)?;
+            rows += batch.num_rows();
+            if rows > limit {
+                return Ok(None);
+            }
+            parts.push(batch);
+        }
+        match parts.first() {
+            Some(first) => Ok(Some(vec![merge_first(&first.schema(), &parts, rows)?])),
+            None => Ok(Some(parts)),
+        }
+    }
+
+    /// Where spans of `kind` over `[from, until)` may end: just past each
+    /// data file's last timestamp in the current snapshot (a hint: any
+    /// partition of the range reads every row once).
+    pub async fn span_ends(&self, kind: TableKind, (from, until): (i64, i64)) -> Result<Vec<i64>, QueryError> {
+        let view = self.view(kind).await?;
+        let pin = Pin { source: Source::Hybrid, as_of: None };
+        let (snapshot, _) = resolve(&view, kind, pin, &self.tails.pins)?;
+        match snapshot {
+            Some(id) => Ok(self.time_index.get(&view.table, id).await?.ends(from, until)),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// One snapshot's first page. Rather than sort everything after the
     /// lower bound, this tries growing windows [.., end) taken from the data
     /// files' time spans: when a window already holds `limit` rows, every row

@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k2_core::query_params::{Cursor, Pin, ReadParams, Source};
 use tokio::sync::mpsc;
 
 use super::depth::{DepthBooks, next_owner};
@@ -17,9 +16,12 @@ use super::params::{ReplayParams, Wrap};
 use crate::lake::TableKind;
 use crate::query::engine::QueryEngine;
 
-/// Rows per page read for one symbol (each stream holds about three: the
-/// one being sent, one waiting, one being read).
-const PAGE: usize = 5_000;
+/// Trades and quotes are read a span of time at a time, spans ending where
+/// the table's files end: a span holds at most `SPAN_ROWS` rows of its
+/// symbol (past it, the span is halved and read again), and the spans grow
+/// over files with few (each stream holds about three spans' frames: one
+/// being sent, one waiting, one being read).
+const SPAN_ROWS: usize = 20_000;
 
 /// A depth stream's first read covers this much of K2's clock (µs); each
 /// read after grows or shrinks it towards `DEPTH_PAGE` updates.
@@ -167,10 +169,10 @@ impl Merge {
                 envelope: Envelope::new(symbol, *kind, params.wrap == Wrap::Combined),
                 range: (params.start, params.end),
                 micros: params.micros,
-                cursor: None,
-                read_all: false,
                 from: params.start,
                 window: DEPTH_WINDOW,
+                ends: None,
+                stride: 1,
                 engine: engine.clone(),
                 books: books.clone(),
             };
@@ -214,13 +216,14 @@ struct Reader {
     /// `[start, end)` of the replay.
     range: (i64, i64),
     micros: bool,
-    /// Trades and quotes: the next page's key, and whether the last page
-    /// was read.
-    cursor: Option<Cursor>,
-    read_all: bool,
-    /// Depth: the next read's `[from, from + window)` of K2's clock.
+    /// Where the next span starts (trades and quotes: a time; depth: a
+    /// stamp of K2's clock) and, for depth, how long it is.
     from: i64,
     window: i64,
+    /// Trades and quotes: where spans may end (the files' ends, read at
+    /// the first span) and how many of them the next span covers.
+    ends: Option<Vec<i64>>,
+    stride: usize,
     engine: Arc<QueryEngine>,
     books: Option<DepthBooks>,
 }
@@ -241,34 +244,43 @@ impl Reader {
         }
     }
 
-    /// The next page of trades or quotes; `None` past the last.
+    /// The next span of trades or quotes; `None` past the last.
     async fn page(&mut self) -> Result<Option<Vec<Frame>>, String> {
-        if self.read_all {
+        let end = self.range.1;
+        if self.from >= end {
             return Ok(None);
         }
-        let read = ReadParams {
-            symbol: Some(self.symbol.clone()),
-            exchange: None,
-            start: Some(self.range.0),
-            end: Some(self.range.1),
-            limit: PAGE,
-            cursor: self.cursor.take(),
-            pin: Pin { source: Source::Hybrid, as_of: None },
-        };
         let table = if self.kind == Kind::Trade { TableKind::Trades } else { TableKind::Quotes };
-        let rows = self.engine.read(table, read).await.map_err(|e| e.to_string())?;
-        let mut frames = Vec::with_capacity(rows.batches.iter().map(|b| b.num_rows()).sum());
-        for batch in &rows.batches {
+        if self.ends.is_none() {
+            self.ends = Some(self.engine.span_ends(table, (self.from, end)).await.map_err(|e| e.to_string())?);
+        }
+        let ends = self.ends.as_deref().unwrap_or_default();
+        let later = ends.partition_point(|e| *e <= self.from);
+        let mut until = ends.get(later.saturating_add(self.stride - 1)).copied().unwrap_or(end).min(end);
+        let batches = loop {
+            // A span of one microsecond is read whole, however many rows.
+            let limit = if until - self.from <= 1 { usize::MAX - 1 } else { SPAN_ROWS };
+            let read = self.engine.read_span(table, &self.symbol, (self.from, until), limit);
+            match read.await.map_err(|e| e.to_string())? {
+                Some(batches) => break batches,
+                None => {
+                    self.stride = 1;
+                    until = self.from + (until - self.from) / 2;
+                }
+            }
+        };
+        let mut frames = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+        for batch in &batches {
             let made = match self.kind {
                 Kind::Trade => frames::trades(batch, self.micros, &self.envelope),
                 _ => frames::book_tickers(batch, &self.envelope),
             };
             frames.extend(made.map_err(|e| e.to_string())?);
         }
-        match rows.next_cursor {
-            Some(c) => self.cursor = Some(Cursor::decode(&c).map_err(|e| e.reason)?),
-            None => self.read_all = true,
+        if frames.len() < SPAN_ROWS / 4 {
+            self.stride = (self.stride * 2).min(1 << 20);
         }
+        self.from = until;
         Ok(Some(frames))
     }
 
