@@ -13,8 +13,9 @@
 //! - [`server`]: the replay port, a supervised actor owning the accept loop.
 //! - `/v1/replay` on the API port (`query/routes.rs`) plays the same way.
 //!
-//! Rows come in pages of one symbol each (keyset paging, as `/v1/trades`),
-//! merged across symbols by (trade time, symbol, trade id); `speed` paces
+//! Rows come in spans of time of one symbol each (`QueryEngine::read_span`,
+//! each row read once), read ahead by a task per stream and merged across
+//! symbols by (time, symbol, kind, id); `speed` paces
 //! them against the clock (`0`: as fast as the client reads: a slow reader
 //! holds the stream, nothing is dropped). The end of the range closes the
 //! stream with a normal close frame.
