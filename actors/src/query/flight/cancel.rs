@@ -4,8 +4,11 @@
 //! unique to its `GetFlightInfo` (it carries a nonce); a prepared
 //! statement's is its handle, so a cancel ends every execution of it
 //! running then. A cancelled statement ends with an error naming the
-//! cancel (never looking complete) and frees its turn. A ticket cancelled before its `DoGet`
-//! starts is remembered (the latest few), and that `DoGet` is refused.
+//! cancel (never looking complete) and frees its turn. A statement's ticket
+//! cancelled before its `DoGet` starts is remembered (the latest few), and
+//! that `DoGet` is refused; a prepared statement's is not (its handle runs
+//! again after). A registration ends when its guard drops, however the
+//! `DoGet` ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,10 +32,19 @@ struct State {
     cancelled_early: VecDeque<Vec<u8>>,
 }
 
-/// One statement's registration; its signal fires on a cancel.
+/// One statement's registration, ended when dropped; its signal fires on
+/// a cancel.
 pub struct Registered {
-    pub id: u64,
+    runs: Arc<Runs>,
+    ticket: Vec<u8>,
+    id: u64,
     pub cancel: Arc<Notify>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.runs.ended(&self.ticket, self.id);
+    }
 }
 
 impl Runs {
@@ -42,7 +54,7 @@ impl Runs {
 
     /// A statement fetched with `ticket` starts; `None` when the ticket was
     /// cancelled before it ran.
-    pub fn start(&self, ticket: &[u8]) -> Option<Registered> {
+    pub fn start(self: &Arc<Self>, ticket: &[u8]) -> Option<Registered> {
         let mut state = self.state();
         if let Some(i) = state.cancelled_early.iter().position(|t| t == ticket) {
             state.cancelled_early.remove(i);
@@ -51,11 +63,11 @@ impl Runs {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(Notify::new());
         state.running.entry(ticket.to_vec()).or_default().push((id, cancel.clone()));
-        Some(Registered { id, cancel })
+        Some(Registered { runs: self.clone(), ticket: ticket.to_vec(), id, cancel })
     }
 
     /// The statement `id` fetched with `ticket` ended.
-    pub fn ended(&self, ticket: &[u8], id: u64) {
+    fn ended(&self, ticket: &[u8], id: u64) {
         let mut state = self.state();
         if let Some(runs) = state.running.get_mut(ticket) {
             runs.retain(|(i, _)| *i != id);
@@ -66,26 +78,25 @@ impl Runs {
     }
 
     /// Cancels every statement running with one of `info`'s tickets; a
-    /// ticket not running yet is refused when it comes.
-    pub fn cancel(&self, info: &FlightInfo) -> CancelStatus {
-        let tickets: Vec<&[u8]> =
-            info.endpoint.iter().filter_map(|e| e.ticket.as_ref()).map(|t| t.ticket.as_ref()).collect();
-        if tickets.is_empty() {
-            return CancelStatus::NotCancellable;
-        }
+    /// ticket not running for which `once` holds (it names one execution)
+    /// is refused when it comes. NOT_CANCELLABLE when nothing was.
+    pub fn cancel(&self, info: &FlightInfo, once: impl Fn(&[u8]) -> bool) -> CancelStatus {
         let mut state = self.state();
-        for ticket in tickets {
+        let mut cancelled = false;
+        for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()).map(|t| t.ticket.as_ref()) {
             match state.running.remove(ticket) {
                 Some(runs) => runs.iter().for_each(|(_, cancel)| cancel.notify_one()),
-                None => {
+                None if once(ticket) => {
                     if state.cancelled_early.len() == REMEMBERED {
                         state.cancelled_early.pop_front();
                     }
                     state.cancelled_early.push_back(ticket.to_vec());
                 }
+                None => continue,
             }
+            cancelled = true;
         }
-        CancelStatus::Cancelled
+        if cancelled { CancelStatus::Cancelled } else { CancelStatus::NotCancellable }
     }
 }
 
@@ -101,15 +112,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_signals_the_running_statement_and_refuses_one_not_started() {
-        let runs = Runs::default();
+        let runs = Arc::new(Runs::default());
+        let once = |_: &[u8]| true;
         let running = runs.start(b"a").expect("starts");
-        assert_eq!(runs.cancel(&info(b"a")), CancelStatus::Cancelled);
+        assert_eq!(runs.cancel(&info(b"a"), once), CancelStatus::Cancelled);
         // The permit is kept until the statement waits for it.
         tokio::time::timeout(std::time::Duration::from_secs(1), running.cancel.notified()).await.expect("signalled");
-        runs.ended(b"a", running.id);
-        assert_eq!(runs.cancel(&info(b"b")), CancelStatus::Cancelled);
+        drop(running);
+        assert!(runs.state().running.is_empty(), "the guard ended it");
+        assert_eq!(runs.cancel(&info(b"b"), once), CancelStatus::Cancelled);
         assert!(runs.start(b"b").is_none(), "cancelled before it ran");
         assert!(runs.start(b"b").is_some(), "refused once");
-        assert_eq!(runs.cancel(&FlightInfo::new()), CancelStatus::NotCancellable);
+        assert_eq!(runs.cancel(&FlightInfo::new(), once), CancelStatus::NotCancellable);
+        // A prepared statement's handle is not held against its next run.
+        assert_eq!(runs.cancel(&info(b"handle"), |_| false), CancelStatus::NotCancellable);
+        assert!(runs.start(b"handle").is_some());
     }
 }

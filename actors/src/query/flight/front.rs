@@ -51,6 +51,10 @@ impl FlightService for K2Flight {
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
         let info = FlightService::get_flight_info(self.0.as_ref(), request).await?.into_inner();
+        // No DoGet follows a GetSchema: the plan kept for one goes.
+        for ticket in info.endpoint.iter().filter_map(|e| e.ticket.as_ref()) {
+            self.0.forget_plan(&ticket.ticket);
+        }
         Ok(Response::new(SchemaResult { schema: info.schema }))
     }
 

@@ -348,7 +348,6 @@ impl K2FlightSql {
         let (schema, batches, turn) = match outcome {
             Ok(running) => running,
             Err(status) => {
-                self.runs.ended(ticket, registered.id);
                 finished(started, status.code());
                 return Err(status);
             }
@@ -359,7 +358,7 @@ impl K2FlightSql {
             limits: self.limits,
             deadline,
             started,
-            cancel: registered.cancel,
+            cancel: registered.cancel.clone(),
             _turn: turn,
         };
         // The plan runs in a task of its own, a batch or two ahead of the
@@ -369,10 +368,9 @@ impl K2FlightSql {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
         let failed = failure.clone();
-        let (runs, ticket, id) = (self.runs.clone(), ticket.to_vec(), registered.id);
         tokio::spawn(async move {
             produce(running, tx, failure).await;
-            runs.ended(&ticket, id);
+            drop(registered);
         });
         let flight =
             FlightDataEncoderBuilder::new().with_schema(schema).build(delivered(rx, failed)).map_err(Status::from);
@@ -613,6 +611,8 @@ impl FlightSqlService for K2FlightSql {
         if !self.prepared.bind(&query.prepared_statement_handle, params) {
             return Err(not_open());
         }
+        // A plan kept from an earlier GetFlightInfo has the old values.
+        self.forget_plan(&query.as_any().encode_to_vec());
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(query.prepared_statement_handle) })
     }
 
@@ -825,7 +825,7 @@ impl FlightSqlService for K2FlightSql {
         let info = FlightInfo::decode(query.info).map_err(|e| {
             refused("bad_request", Status::invalid_argument(format!("CancelQuery: not a FlightInfo: {e}")))
         })?;
-        Ok(ActionCancelQueryResult { result: self.runs.cancel(&info).into() })
+        Ok(ActionCancelQueryResult { result: self.runs.cancel(&info, names_one_execution).into() })
     }
 
     async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<DoAction>, Status> {
@@ -839,7 +839,7 @@ impl FlightSqlService for K2FlightSql {
         let info = asked.info.ok_or_else(|| {
             refused("bad_request", Status::invalid_argument("CancelFlightInfo: the request names no FlightInfo"))
         })?;
-        let status = self.runs.cancel(&info);
+        let status = self.runs.cancel(&info, names_one_execution);
         let body = CancelFlightInfoResult { status: status.into() }.encode_to_vec();
         Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(arrow_flight::Result { body: body.into() })]))))
     }
@@ -855,6 +855,20 @@ impl FlightSqlService for K2FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Whether `ticket` is a statement's (one execution: it carries a nonce),
+/// not a prepared statement's handle (run again after a cancel).
+fn names_one_execution(ticket: &[u8]) -> bool {
+    arrow_flight::sql::Any::decode(ticket).is_ok_and(|any| any.is::<TicketStatementQuery>())
+}
+
+/// Forgets the plan kept for `ticket`: parameters were bound since, or
+/// no `DoGet` will follow.
+impl K2FlightSql {
+    pub(crate) fn forget_plan(&self, ticket: &[u8]) {
+        let _ = self.planned.take(ticket);
+    }
 }
 
 fn not_open() -> Status {
