@@ -13,7 +13,8 @@
 //! again and syncs on the far side. With no replay of the symbol open, the
 //! snapshot is the book just before the base URL's `start` (where the next
 //! replay begins), else the book now. With two replays of one symbol open
-//! at once, the clock is the one that wrote last.
+//! at once, the clock is that of the one that wrote last (of those still
+//! open).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,15 +33,19 @@ use crate::lake::books::BookLog;
 #[derive(Clone)]
 pub struct DepthBooks {
     log: Arc<BookLog>,
-    clocks: Arc<Mutex<HashMap<CompactString, Clock>>>,
+    /// Per symbol, each open replay's clock.
+    clocks: Arc<Mutex<HashMap<CompactString, Vec<Clock>>>>,
+    written: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Clock {
-    /// The replay that wrote last.
+    /// The replay.
     owner: u64,
     /// The K2 stamp (µs) of the last update it wrote.
     stamp: i64,
+    /// When it wrote it, in the order of all writes.
+    order: u64,
 }
 
 /// Why a snapshot cannot be given.
@@ -62,27 +67,40 @@ pub(crate) fn next_owner() -> u64 {
 
 impl DepthBooks {
     pub fn new(log: Arc<BookLog>) -> Self {
-        Self { log, clocks: Arc::default() }
+        Self { log, clocks: Arc::default(), written: Arc::default() }
     }
 
-    fn clocks(&self) -> std::sync::MutexGuard<'_, HashMap<CompactString, Clock>> {
+    fn clocks(&self) -> std::sync::MutexGuard<'_, HashMap<CompactString, Vec<Clock>>> {
         self.clocks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Replay `owner` wrote `symbol`'s update stamped `stamp`.
     pub(crate) fn played(&self, owner: u64, symbol: &str, stamp: i64) {
+        let order = self.written.fetch_add(1, Ordering::Relaxed);
+        let clock = Clock { owner, stamp, order };
         let mut clocks = self.clocks();
-        match clocks.get_mut(symbol) {
-            Some(c) => *c = Clock { owner, stamp },
-            None => {
-                clocks.insert(symbol.into(), Clock { owner, stamp });
-            }
+        let Some(open) = clocks.get_mut(symbol) else {
+            clocks.insert(symbol.into(), vec![clock]);
+            return;
+        };
+        match open.iter_mut().find(|c| c.owner == owner) {
+            Some(c) => *c = clock,
+            None => open.push(clock),
         }
     }
 
-    /// Replay `owner` ended: the clocks it set are forgotten.
+    /// Replay `owner` ended: its clocks are forgotten.
     pub(crate) fn release(&self, owner: u64) {
-        self.clocks().retain(|_, c| c.owner != owner);
+        let mut clocks = self.clocks();
+        for open in clocks.values_mut() {
+            open.retain(|c| c.owner != owner);
+        }
+        clocks.retain(|_, open| !open.is_empty());
+    }
+
+    /// `symbol`'s clock: the stamp the replay that wrote last wrote.
+    fn clock(&self, symbol: &str) -> Option<i64> {
+        self.clocks().get(symbol)?.iter().max_by_key(|c| c.order).map(|c| c.stamp)
     }
 
     /// `symbol`'s updates stamped in `[from, until)` as frames in `envelope`.
@@ -109,7 +127,7 @@ impl DepthBooks {
         start: Option<i64>,
         limit: usize,
     ) -> Result<String, SnapshotError> {
-        let clock = self.clocks().get(symbol.as_str()).map(|c| c.stamp);
+        let clock = self.clock(symbol);
         let at = clock.or(start.map(|s| s - 1)).unwrap_or_else(|| Timestamp::now().as_micros());
         let replayed = self
             .log

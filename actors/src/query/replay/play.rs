@@ -27,7 +27,9 @@ const SPAN_ROWS: usize = 20_000;
 /// read after grows or shrinks it towards `DEPTH_PAGE` updates.
 const DEPTH_WINDOW: i64 = 10_000_000;
 const DEPTH_PAGE: usize = 5_000;
-const MAX_DEPTH_WINDOW: i64 = 86_400_000_000;
+/// An hour: Binance sends a book's updates at most every 100 ms, so a
+/// window holds at most 36,000 however quiet the stretch before it.
+const MAX_DEPTH_WINDOW: i64 = 3_600_000_000;
 
 /// Frames written between flushes when the stream is not paced.
 const FLUSH_EVERY: u64 = 256;

@@ -139,7 +139,12 @@ fn refusal(status: StatusCode, parameter: &str, reason: &str) -> ErrorResponse {
 /// One connection: a depth snapshot asked over plain HTTP, or a stream.
 async fn connection(socket: TcpStream, shared: Shared) -> Result<(), String> {
     socket.set_nodelay(true).ok();
-    if let Some(target) = request_target(&socket).await?
+    // A client that sends nothing is not waited for.
+    let target = tokio::time::timeout(HEAD_WAIT, request_target(&socket))
+        .await
+        .map_err(|_| "no request line within 30 s".to_owned())??;
+    if let Some(target) = target
+        && is_depth_path(&target)
         && let Some(asked) = DepthAsk::parse(&target).transpose()
     {
         return answer_depth(socket, asked, shared.books.as_ref()).await;
@@ -147,6 +152,14 @@ async fn connection(socket: TcpStream, shared: Shared) -> Result<(), String> {
     // Held until the stream ends.
     let admitted = shared.gate.admit();
     serve(socket, &shared, admitted.is_none()).await
+}
+
+/// How long a connection may take to send its request line.
+const HEAD_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether `target`'s path asks for a depth snapshot (whatever leads it).
+fn is_depth_path(target: &str) -> bool {
+    target.split('?').next().is_some_and(|path| path.trim_end_matches('/').ends_with("/api/v3/depth"))
 }
 
 /// The request line's target, read without taking it from the socket
