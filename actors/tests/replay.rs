@@ -15,15 +15,7 @@ use serde_json::Value;
 const TRADES: u64 = 400;
 
 fn replay(url: &str) -> Value {
-    replay_with_key(url, None)
-}
-
-/// As [`replay`], sending `key` as `X-API-Key`.
-fn replay_with_key(url: &str, key: Option<&str>) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/replay_client.py");
-    let out = std::process::Command::new("python3").arg(script).arg(url).args(key).output().unwrap();
-    assert!(out.status.success(), "replay_client.py: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    replay_client(url, None)
 }
 
 /// Every stored trade of `symbol`, by trade id, through `/v1/trades`.
@@ -309,14 +301,14 @@ fn the_api_port_replays_behind_its_keys() {
     // the trades the simulator played, each once.
     let url = |q: &str| format!("ws://{}/v1/replay?{q}", k2.http);
     let all = "streams=btcusdt@trade/ethusdt@trade/bnbusdt@trade&start=0&speed=0";
-    let mut got = replay_with_key(&url(all), Some(key));
+    let mut got = replay_client(&url(all), Some(key));
     for _ in 0..100 {
         if got["frames"].as_array().map_or(0, Vec::len) == 600 {
             break;
         }
         // Rows on their way into the tail when the stream began.
         std::thread::sleep(std::time::Duration::from_millis(100));
-        got = replay_with_key(&url(all), Some(key));
+        got = replay_client(&url(all), Some(key));
     }
     assert_eq!(got["close_code"], 1000, "{}", got["close_reason"]);
     let frames = got["frames"].as_array().unwrap();
@@ -332,9 +324,9 @@ fn the_api_port_replays_behind_its_keys() {
         last = t;
     }
 
-    let refused = replay_with_key(&url(all), None);
+    let refused = replay_client(&url(all), None);
     assert_eq!(refused["status"], 401, "{refused}");
-    let refused = replay_with_key(&url("streams=btcusdt@trade"), Some(key));
+    let refused = replay_client(&url("streams=btcusdt@trade"), Some(key));
     assert_eq!(refused["status"], 400, "{refused}");
     let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["parameter"], "start", "{body}");

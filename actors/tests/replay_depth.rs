@@ -17,13 +17,6 @@ use serde_json::Value;
 
 const TRADES: u64 = 300;
 
-fn replay(url: &str) -> Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/replay_client.py");
-    let out = std::process::Command::new("python3").arg(script).arg(url).output().unwrap();
-    assert!(out.status.success(), "replay_client.py: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn now_us() -> i64 {
     k2_core::Timestamp::now().as_micros()
 }
@@ -65,13 +58,6 @@ impl Book {
     }
 }
 
-/// The raw HTTP answer of a GET: status and JSON body.
-fn get_status(addr: &str, path: &str) -> (u16, Value) {
-    let raw = get(addr, path);
-    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, get_json(addr, path))
-}
-
 #[test]
 fn book_updates_replay_as_diff_depth_following_on_from_the_ports_snapshot() {
     let (_sim, addrs) = start_sim_with("300", &["--trades", &TRADES.to_string(), "--book-ticker-every", "0"]);
@@ -109,9 +95,8 @@ fn book_updates_replay_as_diff_depth_following_on_from_the_ports_snapshot() {
 
     // The stream over the range, beside a trade stream: every update
     // follows on from the snapshot, and ends at the stored book.
-    let got = replay(&format!(
-        "ws://{port}/stream?streams=btcusdt@depth@100ms/ethusdt@trade&start={start}&end={end}&speed=0"
-    ));
+    let url = format!("ws://{port}/stream?streams=btcusdt@depth@100ms/ethusdt@trade&start={start}&end={end}&speed=0");
+    let got = replay_client(&url, None);
     assert_eq!(got["close_code"], 1000, "{got}");
     let mut book = Book::of(&snapshot);
     let mut books = BTreeMap::from([(book.id, book.clone())]);

@@ -199,13 +199,33 @@ pub fn metric_total(text: &str, name: &str, label: &str) -> f64 {
 
 /// The JSON body of a GET (chunked or not).
 pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
-    let body = get(addr, path);
-    let json = body.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    json_body(&get(addr, path))
+}
+
+/// The status and JSON body of one GET.
+pub fn get_status(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let response = get(addr, path);
+    (response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), json_body(&response))
+}
+
+/// The JSON body of a whole HTTP response.
+fn json_body(response: &str) -> serde_json::Value {
+    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     // A body cut short (a process killed while answering) reads as null.
     match (json.find('{'), json.rfind('}')) {
         (Some(start), Some(end)) if start <= end => serde_json::from_str(&json[start..=end]).unwrap_or_default(),
         _ => serde_json::Value::Null,
     }
+}
+
+/// What Python's `websockets` (`tests/python/replay_client.py`) got from a
+/// replay stream at `url`, sending `key` as `X-API-Key`: the frames and
+/// the close, or the refused handshake's status and body.
+pub fn replay_client(url: &str, key: Option<&str>) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/replay_client.py");
+    let out = Command::new("python3").arg(script).arg(url).args(key).output().unwrap();
+    assert!(out.status.success(), "replay_client.py: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A GET answered as an Arrow IPC stream (asked for by `Accept`), decoded.
