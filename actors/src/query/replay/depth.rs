@@ -145,9 +145,9 @@ impl DepthBooks {
     }
 }
 
-/// Refuses a replay asking for depth streams where no books are stored,
-/// naming the parameter that asked.
-pub(crate) fn check(params: &ReplayParams, books: Option<&DepthBooks>) -> Result<(), ParamError> {
+/// `params`, or their refusal when they ask for depth streams where no
+/// books are stored, naming the parameter that asked.
+pub(crate) fn check(params: ReplayParams, books: Option<&DepthBooks>) -> Result<ReplayParams, ParamError> {
     match params.streams.iter().find(|(_, kind)| kind.is_depth()) {
         Some((symbol, kind)) if books.is_none() => Err(ParamError {
             parameter: if params.wrap == Wrap::Combined { "streams" } else { "path" },
@@ -157,6 +157,6 @@ pub(crate) fn check(params: &ReplayParams, books: Option<&DepthBooks>) -> Result
                 kind.suffix()
             ),
         }),
-        _ => Ok(()),
+        _ => Ok(params),
     }
 }

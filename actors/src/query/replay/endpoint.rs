@@ -42,7 +42,7 @@ pub fn replay(
     use actix_web::http::StatusCode;
     let now = k2_core::Timestamp::now().as_micros();
     let params = ReplayParams::parse(&format!("/stream?{}", req.query_string()), now)
-        .and_then(|p| depth::check(&p, books.as_ref()).map(|()| p));
+        .and_then(|p| depth::check(p, books.as_ref()));
     let params = match params {
         Ok(p) => p,
         Err(e) => {

@@ -134,6 +134,11 @@ impl DepthAsk {
     /// `Ok(None)` when `path_and_query` is not a depth request.
     pub fn parse(path_and_query: &str) -> Result<Option<Self>, ParamError> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        // Only a depth path's leading pairs are read: any other request
+        // (a stream, with pairs of its own) is not this one's to refuse.
+        if !path.trim_end_matches('/').ends_with("/api/v3/depth") {
+            return Ok(None);
+        }
         let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let path = take_path_pairs(path, &mut pairs)?;
         if path.trim_end_matches('/') != "/api/v3/depth" {
@@ -241,6 +246,7 @@ mod tests {
         assert_eq!((ask.limit, ask.start), (MAX_DEPTH_LIMIT, None));
         assert_eq!(DepthAsk::parse("/stream?streams=btcusdt@depth&start=1").unwrap(), None);
         assert_eq!(DepthAsk::parse("/api/v3/trades?symbol=BTCUSDT").unwrap(), None);
+        assert_eq!(DepthAsk::parse("/start/1/x/stream?streams=btcusdt@trade").unwrap(), None, "a stream's own");
         for (request, parameter) in [
             ("/api/v3/depth", "symbol"),
             ("/api/v3/depth?symbol=BTC-USDT", "symbol"),

@@ -144,7 +144,6 @@ async fn connection(socket: TcpStream, shared: Shared) -> Result<(), String> {
         .await
         .map_err(|_| "no request line within 30 s".to_owned())??;
     if let Some(target) = target
-        && is_depth_path(&target)
         && let Some(asked) = DepthAsk::parse(&target).transpose()
     {
         return answer_depth(socket, asked, shared.books.as_ref()).await;
@@ -156,11 +155,6 @@ async fn connection(socket: TcpStream, shared: Shared) -> Result<(), String> {
 
 /// How long a connection may take to send its request line.
 const HEAD_WAIT: Duration = Duration::from_secs(30);
-
-/// Whether `target`'s path asks for a depth snapshot (whatever leads it).
-fn is_depth_path(target: &str) -> bool {
-    target.split('?').next().is_some_and(|path| path.trim_end_matches('/').ends_with("/api/v3/depth"))
-}
 
 /// The request line's target, read without taking it from the socket
 /// (the WebSocket handshake reads the request again); `None` when the
@@ -249,7 +243,7 @@ async fn serve(socket: TcpStream, shared: &Shared, full: bool) -> Result<(), Str
             return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "", "replay.max_clients streams are running"));
         }
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        match ReplayParams::parse(target, now).and_then(|p| depth::check(&p, shared.books.as_ref()).map(|()| p)) {
+        match ReplayParams::parse(target, now).and_then(|p| depth::check(p, shared.books.as_ref())) {
             Ok(p) => {
                 asked = Some(p);
                 Ok(resp)
