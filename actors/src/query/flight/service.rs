@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::cancel::Runs;
+use super::cancel::{Registered, Runs};
 use super::catalog::Browse;
 use super::planned::Planned;
 use super::prepared::{Prepared, PreparedStatements};
@@ -352,15 +352,7 @@ impl K2FlightSql {
                 return Err(status);
             }
         };
-        let running = Running {
-            batches,
-            rows: 0,
-            limits: self.limits,
-            deadline,
-            started,
-            cancel: registered.cancel.clone(),
-            _turn: turn,
-        };
+        let running = Running { batches, rows: 0, limits: self.limits, deadline, started, registered, _turn: turn };
         // The plan runs in a task of its own, a batch or two ahead of the
         // client: a client that stops reading is not polled by gRPC any
         // more, and the deadline must still end the statement and free its
@@ -368,13 +360,29 @@ impl K2FlightSql {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
         let failed = failure.clone();
-        tokio::spawn(async move {
-            produce(running, tx, failure).await;
-            drop(registered);
-        });
+        tokio::spawn(produce(running, tx, failure));
         let flight =
             FlightDataEncoderBuilder::new().with_schema(schema).build(delivered(rx, failed)).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
+    }
+
+    /// The `FlightInfo` of a statement planned as `frame`, fetched with
+    /// `ticket`; the plan is kept for that ticket's `DoGet`.
+    fn kept_for(
+        &self,
+        frame: DataFrame,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = frame.schema().as_arrow().clone();
+        self.planned.keep(ticket.clone(), frame);
+        flight_info(&schema, ticket, descriptor)
+    }
+
+    /// Forgets the plan kept for `ticket`: parameters were bound since, or
+    /// no `DoGet` will follow.
+    pub(crate) fn forget_plan(&self, ticket: &[u8]) {
+        let _ = self.planned.take(ticket);
     }
 
     /// The tables and their schemas, for `GetTables`.
@@ -419,8 +427,9 @@ struct Running {
     limits: Limits,
     deadline: tokio::time::Instant,
     started: Instant,
-    /// Fires on a client's cancel.
-    cancel: Arc<tokio::sync::Notify>,
+    /// Its place among the statements a client can cancel (its signal
+    /// fires on a cancel; it leaves when this is dropped).
+    registered: Registered,
     _turn: OwnedSemaphorePermit,
 }
 
@@ -460,7 +469,7 @@ async fn produce(mut r: Running, tx: tokio::sync::mpsc::Sender<RecordBatch>, fai
     let outcome = loop {
         let next = tokio::select! {
             biased;
-            () = r.cancel.notified() => break Some(cancelled()),
+            () = r.registered.cancel.notified() => break Some(cancelled()),
             next = tokio::time::timeout_at(r.deadline, r.batches.next()) => next,
         };
         let batch = match next {
@@ -481,7 +490,7 @@ async fn produce(mut r: Running, tx: tokio::sync::mpsc::Sender<RecordBatch>, fai
         }
         let sent = tokio::select! {
             biased;
-            () = r.cancel.notified() => break Some(cancelled()),
+            () = r.registered.cancel.notified() => break Some(cancelled()),
             sent = tokio::time::timeout_at(r.deadline, tx.send(batch)) => sent,
         };
         match sent {
@@ -546,9 +555,7 @@ impl FlightSqlService for K2FlightSql {
         ticket.nonce = uuid::Uuid::new_v4().simple().to_string();
         let handle = serde_json::to_vec(&ticket).map_err(internal)?;
         let ticket = TicketStatementQuery { statement_handle: handle.into() }.as_any().encode_to_vec();
-        let schema = frame.schema().as_arrow().clone();
-        self.planned.keep(ticket.clone(), frame);
-        flight_info(&schema, ticket, request.into_inner())
+        self.kept_for(frame, ticket, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -624,9 +631,7 @@ impl FlightSqlService for K2FlightSql {
         let prepared = self.prepared.get(&query.prepared_statement_handle).ok_or_else(not_open)?;
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let (frame, _turn) = self.plan(&prepared.sql, prepared.pin, prepared.params.as_deref(), deadline).await?;
-        let (ticket, schema) = (query.as_any().encode_to_vec(), frame.schema().as_arrow().clone());
-        self.planned.keep(ticket.clone(), frame);
-        flight_info(&schema, ticket, request.into_inner())
+        self.kept_for(frame, query.as_any().encode_to_vec(), request.into_inner())
     }
 
     async fn do_get_prepared_statement(
@@ -861,14 +866,6 @@ impl FlightSqlService for K2FlightSql {
 /// not a prepared statement's handle (run again after a cancel).
 fn names_one_execution(ticket: &[u8]) -> bool {
     arrow_flight::sql::Any::decode(ticket).is_ok_and(|any| any.is::<TicketStatementQuery>())
-}
-
-/// Forgets the plan kept for `ticket`: parameters were bound since, or
-/// no `DoGet` will follow.
-impl K2FlightSql {
-    pub(crate) fn forget_plan(&self, ticket: &[u8]) {
-        let _ = self.planned.take(ticket);
-    }
 }
 
 fn not_open() -> Status {
