@@ -50,9 +50,7 @@ pub fn choose(
         if i < keep.last || heads.contains(&id) || s.timestamp_ms() >= cutoff {
             continue;
         }
-        // Only trades and quotes are pinned by queries; a book query reads
-        // the latest snapshot, which is never expired.
-        if kind.rows().is_some_and(|k| pins.holds(k, id, keep.lease, keep.for_)) {
+        if pins.holds(kind.name(), id, keep.lease, keep.for_) {
             pinned += 1;
             continue;
         }

@@ -208,8 +208,8 @@ pub(super) fn resolve(
 ) -> Result<(Option<i64>, bool), QueryError> {
     let resolved = match (pin.as_of, pin.source) {
         (Some(as_of), _) => {
-            let id = pinned_snapshot(&view.table, kind, as_of)?;
-            pins.asked(kind, id);
+            let id = pinned_snapshot(&view.table, kind.name(), as_of)?;
+            pins.asked(kind.name(), id);
             (Some(id), false)
         }
         (None, Source::Realtime) => (None, true),
@@ -217,17 +217,17 @@ pub(super) fn resolve(
         (None, Source::Hybrid) => (view.snapshot_id, true),
     };
     if let (Some(id), None) = (resolved.0, pin.as_of) {
-        pins.read(kind, id);
+        pins.read(kind.name(), id);
     }
     Ok(resolved)
 }
 
-pub(super) fn pinned_snapshot(table: &Table, kind: TableKind, as_of: AsOf) -> Result<i64, QueryError> {
+pub(super) fn pinned_snapshot(table: &Table, name: &str, as_of: AsOf) -> Result<i64, QueryError> {
     let md = table.metadata();
     match as_of {
         AsOf::Snapshot(id) => md.snapshot_by_id(id).map(|s| s.snapshot_id()).ok_or_else(|| QueryError::NoSnapshot {
             parameter: "as_of_snapshot",
-            reason: format!("table {} has no snapshot {id}", kind.name()),
+            reason: format!("table {name} has no snapshot {id}"),
         }),
         AsOf::Time(micros) => md
             .snapshots()
@@ -236,7 +236,7 @@ pub(super) fn pinned_snapshot(table: &Table, kind: TableKind, as_of: AsOf) -> Re
             .map(|s| s.snapshot_id())
             .ok_or_else(|| QueryError::NoSnapshot {
                 parameter: "as_of",
-                reason: format!("is before the first snapshot of table {}", kind.name()),
+                reason: format!("is before the first snapshot of table {name}"),
             }),
     }
 }
