@@ -2,7 +2,16 @@
 pyarrow's Flight client for GetTables), as a user would connect.
 
     flight_client.py URI KEY SYMBOL SNAPSHOT
-    flight_client.py URI KEY --sql SQL
+    flight_client.py URI KEY --sql SQL [HEADER=VALUE ...]
+      (one statement, with call headers such as x-k2-source=historical)
+    flight_client.py URI KEY --sources SQL
+      (SQL as x-k2-source realtime, hybrid, then historical, each on a
+      connection opened beforehand, so the three run within milliseconds)
+    flight_client.py URI KEY --tables
+      (the tables ADBC's get_objects lists, each with its columns)
+    flight_client.py URI KEY --owners OTHER_KEY SQL
+      (pyarrow: KEY prepares SQL; OTHER_KEY tries to run and to close it;
+      then KEY runs it)
     flight_client.py URI KEY --stalled SQL_HELD SQL_NEXT SECONDS
       (reads one batch of SQL_HELD and stops reading; SECONDS later runs
       SQL_NEXT on a second connection)
@@ -112,10 +121,81 @@ def cancel(uri, key, sql):
     return out
 
 
-def one(uri, key, sql):
-    with connect(uri, key) as conn:
+def fields(message):
+    """The length-delimited fields of a protobuf message, by number."""
+    out, at = {}, 0
+    while at < len(message):
+        tag, at = read_varint(message, at)
+        if tag & 7 == 0:
+            _, at = read_varint(message, at)
+            continue
+        size, at = read_varint(message, at)
+        out[tag >> 3] = message[at:at + size]
+        at += size
+    return out
+
+
+def read_varint(data, at):
+    n = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return n, at
+
+
+def owners(uri, key, other, sql):
+    client = flight.FlightClient(uri)
+    mine = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {key}".encode())])
+    theirs = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {other}".encode())])
+    body = sql.encode()
+    request = command("ActionCreatePreparedStatementRequest", b"\x0a" + varint(len(body)) + body)
+    answer = list(client.do_action(flight.Action("CreatePreparedStatement", request), mine))[0].body.to_pybytes()
+    handle = fields(fields(answer)[2])[1]  # Any.value, then the result's handle
+    query = command("CommandPreparedStatementQuery", b"\x0a" + varint(len(handle)) + handle)
+    descriptor = flight.FlightDescriptor.for_command(query)
+
+    def run(options):
+        info = client.get_flight_info(descriptor, options)
+        return client.do_get(info.endpoints[0].ticket, options).read_all().num_rows
+
+    out = {"other_runs": attempt(lambda: run(theirs))}
+    close = command("ActionClosePreparedStatementRequest", b"\x0a" + varint(len(handle)) + handle)
+    list(client.do_action(flight.Action("ClosePreparedStatement", close), theirs))
+    out["owner_runs"] = attempt(lambda: run(mine))
+    return out
+
+
+def sources(uri, key, sql):
+    names = ["realtime", "hybrid", "historical"]
+    conns = {s: connect(uri, key, {"x-k2-source": s}) for s in names}
+    cursors = {s: conns[s].cursor() for s in names}
+    try:
+        return {s: attempt(lambda: (cursors[s].execute(sql), rows(cursors[s]))[1]) for s in names}
+    finally:
+        for s in names:
+            cursors[s].close()
+            conns[s].close()
+
+
+def one(uri, key, sql, headers=None):
+    with connect(uri, key, headers) as conn:
         with conn.cursor() as cur:
             return attempt(lambda: (cur.execute(sql), rows(cur))[1])
+
+
+def tables(uri, key):
+    with connect(uri, key) as conn:
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        names = sorted(
+            t["table_name"]
+            for c in objects
+            for s in c["catalog_db_schemas"] or []
+            for t in s["db_schema_tables"] or []
+        )
+        return {name: [f"{f.name}:{f.type}" for f in conn.adbc_get_table_schema(name)] for name in names}
 
 
 def stalled(uri, key, held, after, seconds):
@@ -138,8 +218,18 @@ def main():
     if sys.argv[3] == "--cancel":
         json.dump(cancel(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
         return
+    if sys.argv[3] == "--owners":
+        json.dump(owners(sys.argv[1], sys.argv[2], sys.argv[4], sys.argv[5]), sys.stdout)
+        return
+    if sys.argv[3] == "--sources":
+        json.dump(sources(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
+        return
+    if sys.argv[3] == "--tables":
+        json.dump(tables(sys.argv[1], sys.argv[2]), sys.stdout)
+        return
     if sys.argv[3] == "--sql":
-        json.dump(one(sys.argv[1], sys.argv[2], sys.argv[4]), sys.stdout)
+        headers = dict(a.split("=", 1) for a in sys.argv[5:])
+        json.dump(one(sys.argv[1], sys.argv[2], sys.argv[4], headers), sys.stdout)
         return
     uri, key, symbol, snapshot = sys.argv[1:5]
     out = {}

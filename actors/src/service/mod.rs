@@ -259,7 +259,8 @@ impl Service {
         let bind = self.config.flight.bind;
         let error = |source| StartError::Flight { bind, source };
         let service = K2FlightSql::new(self.api.engine.clone(), &self.config.flight, self.config.query.max_concurrent)
-            .map_err(|e| error(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| error(std::io::Error::other(e.to_string())))?
+            .with_books(self.book_log.clone());
         let std = std::net::TcpListener::bind(bind).map_err(error)?;
         std.set_nonblocking(true).map_err(error)?;
         let addr = std.local_addr().map_err(error)?;

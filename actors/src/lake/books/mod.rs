@@ -249,6 +249,25 @@ impl BookLog {
         }
     }
 
+    /// `table` as this log last committed it.
+    pub fn table(&self, table: BookTable) -> Table {
+        self.state().tables[slot(table)].clone()
+    }
+
+    /// `table` as this log last committed it and its records not committed
+    /// yet, in K2's order, taken at one instant: each record is in one or
+    /// the other, never both, as a commit swaps them under the same lock.
+    /// What an SQL query of the table reads.
+    pub fn held(&self, table: BookTable) -> (Table, Vec<BookEventV2>) {
+        let state = self.state();
+        let i = slot(table);
+        let mut pending: Vec<BookEventV2> = state.landing[i].iter().chain(&state.tails[i]).cloned().collect();
+        // Kafka mode takes records in log order, which is not K2's across
+        // producers.
+        pending.sort_by_key(|r| r.ingestion_timestamp);
+        (state.tables[i].clone(), pending)
+    }
+
     /// Records waiting to be committed.
     pub fn waiting(&self) -> usize {
         let state = self.state();

@@ -5,6 +5,7 @@
 //! filter value is a typed literal in the plan; no value is ever put into
 //! SQL text.
 
+mod books;
 mod daily;
 mod follow;
 mod pages;
@@ -33,6 +34,7 @@ use crate::kafka::log_view::LogView;
 use crate::lake::TableKind;
 use crate::lake::Tails;
 use crate::lake::tail::TailView;
+pub(crate) use books::book_schema;
 use pages::two_partitions;
 use tables::resolve;
 

@@ -17,7 +17,6 @@ use arrow_flight::sql::{
 };
 
 use super::session::{CATALOG, SCHEMA};
-use crate::lake::TableKind;
 
 pub const TABLE_TYPE: &str = "TABLE";
 
@@ -111,7 +110,7 @@ macro_rules! no_keys {
                 $schema()
             }
 
-            fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+            fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
                 Ok(RecordBatch::new_empty($schema()))
             }
         }
@@ -129,7 +128,7 @@ no_keys!(
 /// when asked to run, its rows.
 pub trait Browse {
     fn schema(&self) -> SchemaRef;
-    fn rows(self, tables: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError>;
+    fn rows(self, tables: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError>;
 }
 
 /// The SQL types of K2's columns and of what queries compute from them.
@@ -200,7 +199,7 @@ impl Browse for CommandGetXdbcTypeInfo {
         type_info().map_or_else(|_| Arc::new(Schema::empty()), |t| t.schema())
     }
 
-    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         type_info()?.record_batch(self.data_type)
     }
 }
@@ -210,7 +209,7 @@ impl Browse for CommandGetCatalogs {
         (*self).into_builder().schema()
     }
 
-    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         let mut b = self.into_builder();
         b.append(CATALOG);
         b.build()
@@ -222,7 +221,7 @@ impl Browse for CommandGetDbSchemas {
         self.clone().into_builder().schema()
     }
 
-    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         let mut b = self.into_builder();
         b.append(CATALOG, SCHEMA);
         b.build()
@@ -234,7 +233,7 @@ impl Browse for CommandGetTableTypes {
         (*self).into_builder().schema()
     }
 
-    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         let mut b = self.into_builder();
         b.append(TABLE_TYPE);
         b.build()
@@ -246,12 +245,12 @@ impl Browse for CommandGetTables {
         self.clone().into_builder().schema()
     }
 
-    fn rows(self, tables: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, tables: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         // The builder applies the request's catalog, schema, name pattern
         // and type filters.
         let mut b = self.into_builder();
-        for (kind, schema) in tables {
-            b.append(CATALOG, SCHEMA, kind.name(), TABLE_TYPE, schema)?;
+        for (name, schema) in tables {
+            b.append(CATALOG, SCHEMA, *name, TABLE_TYPE, schema)?;
         }
         b.build()
     }
@@ -262,7 +261,7 @@ impl Browse for CommandGetSqlInfo {
         self.clone().into_builder(sql_info()).schema()
     }
 
-    fn rows(self, _: &[(TableKind, SchemaRef)]) -> Result<RecordBatch, FlightError> {
+    fn rows(self, _: &[(&'static str, SchemaRef)]) -> Result<RecordBatch, FlightError> {
         self.into_builder(sql_info()).build()
     }
 }
@@ -389,7 +388,7 @@ mod tests {
             arrow::datatypes::DataType::Utf8,
             false,
         )]));
-        let tables = [(TableKind::Trades, schema.clone()), (TableKind::Quotes, schema)];
+        let tables = [("trades", schema.clone()), ("quotes", schema)];
         let all = CommandGetTables { include_schema: true, ..Default::default() }.rows(&tables).unwrap();
         assert_eq!(all.num_rows(), 2);
         let only = CommandGetTables { table_name_filter_pattern: Some("tr%".into()), ..Default::default() }

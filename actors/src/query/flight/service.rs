@@ -43,10 +43,10 @@ use super::cancel::{Registered, Runs};
 use super::catalog::Browse;
 use super::planned::Planned;
 use super::prepared::{Prepared, PreparedStatements};
-use super::session::{self, SqlError};
-use crate::lake::TableKind;
+use super::session::{self, Sources, SqlError, SqlTable};
+use crate::lake::books::BookLog;
 use crate::query::QueryError;
-use crate::query::engine::QueryEngine;
+use crate::query::engine::{QueryEngine, book_schema};
 use crate::query::params::Pin;
 use crate::runtime::config::FlightConfig;
 
@@ -68,6 +68,8 @@ pub struct Limits {
 
 pub struct K2FlightSql {
     engine: Arc<QueryEngine>,
+    /// Where books are stored: `book_updates` and `book_snapshots`.
+    books: Option<Arc<BookLog>>,
     runtime: Arc<RuntimeEnv>,
     running: Arc<Semaphore>,
     /// The statements running, for cancels.
@@ -267,6 +269,7 @@ impl K2FlightSql {
             .build_arc()?;
         Ok(Self {
             engine,
+            books: None,
             runtime,
             running: Arc::new(Semaphore::new(max_concurrent.max(1))),
             runs: Arc::default(),
@@ -274,6 +277,12 @@ impl K2FlightSql {
             prepared: PreparedStatements::new(config.max_prepared),
             limits: Limits { timeout: config.timeout, max_rows: config.max_rows },
         })
+    }
+
+    /// Serves the book tables of `log` beside trades and quotes.
+    pub fn with_books(mut self, log: Option<Arc<BookLog>>) -> Self {
+        self.books = log;
+        self
     }
 
     /// Plans `sql` in a turn among the running statements, within the time
@@ -288,7 +297,7 @@ impl K2FlightSql {
         let turn = self.turn(deadline).await?;
         let budget = self.limits.timeout;
         let planned =
-            tokio::time::timeout_at(deadline, session::plan(&self.engine, self.runtime.clone(), sql, pin, params))
+            tokio::time::timeout_at(deadline, session::plan(self.sources(), self.runtime.clone(), sql, pin, params))
                 .await
                 .map_err(|_| {
                     refused(
@@ -385,12 +394,20 @@ impl K2FlightSql {
         let _ = self.planned.take(ticket);
     }
 
+    fn sources(&self) -> Sources<'_> {
+        Sources { engine: &self.engine, books: self.books.as_deref() }
+    }
+
     /// The tables and their schemas, for `GetTables`.
-    async fn tables(&self) -> Result<Vec<(TableKind, SchemaRef)>, Status> {
+    async fn tables(&self) -> Result<Vec<(&'static str, SchemaRef)>, Status> {
         let mut out = Vec::new();
-        for kind in TableKind::ALL {
-            let schema = self.engine.table_schema(kind).await.map_err(|e| sql_status(SqlError::Query(e)))?;
-            out.push((kind, schema));
+        for table in SqlTable::all(self.books.is_some()) {
+            let schema = match (table, &self.books) {
+                (SqlTable::Market(kind), _) => self.engine.table_schema(kind).await,
+                (SqlTable::Book(book), Some(log)) => book_schema(&log.table(book)),
+                (SqlTable::Book(_), None) => continue,
+            };
+            out.push((table.name(), schema.map_err(|e| sql_status(SqlError::Query(e)))?));
         }
         Ok(out)
     }

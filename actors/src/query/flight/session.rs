@@ -15,6 +15,8 @@ use datafusion::sql::sqlparser::ast;
 use thiserror::Error;
 
 use crate::lake::TableKind;
+use crate::lake::books::BookLog;
+use crate::lake::books::tables::BookTable;
 use crate::query::QueryError;
 use crate::query::engine::QueryEngine;
 use crate::query::params::Pin;
@@ -34,16 +36,48 @@ pub enum SqlError {
     Query(#[from] QueryError),
 }
 
-/// A table a statement may name, by name.
-pub fn table(name: &str) -> Option<TableKind> {
-    TableKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(name))
+/// A table a statement may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlTable {
+    Market(TableKind),
+    /// Only where books are stored.
+    Book(BookTable),
+}
+
+impl SqlTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlTable::Market(kind) => kind.name(),
+            SqlTable::Book(table) => table.name(),
+        }
+    }
+
+    /// Every table there is: the book tables with `books`.
+    pub fn all(books: bool) -> impl Iterator<Item = SqlTable> {
+        let market = TableKind::ALL.into_iter().map(SqlTable::Market);
+        let book = BookTable::ALL.into_iter().map(SqlTable::Book).filter(move |_| books);
+        market.chain(book)
+    }
+
+    /// The table `name` names, among [`Self::all`].
+    pub fn named(name: &str, books: bool) -> Option<SqlTable> {
+        Self::all(books).find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// What a statement reads from: the market tables, and the book log where
+/// books are stored.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub engine: &'a QueryEngine,
+    pub books: Option<&'a BookLog>,
 }
 
 /// Plans `sql` over the tables `pin` selects, with `params` bound to its
 /// placeholders (`$1`, `$2`, ...). Only a query is planned; the plan is
 /// checked again before anything runs.
 pub async fn plan(
-    engine: &QueryEngine,
+    sources: Sources<'_>,
     runtime: Arc<RuntimeEnv>,
     sql: &str,
     pin: Pin,
@@ -66,13 +100,17 @@ pub async fn plan(
     let references = ctx.state().resolve_table_references(&statement).map_err(|e| SqlError::Invalid(e.to_string()))?;
     let mut registered = Vec::new();
     for reference in references {
-        let Some(kind) = table(reference.table()) else { continue };
-        if registered.contains(&kind) {
+        let Some(table) = SqlTable::named(reference.table(), sources.books.is_some()) else { continue };
+        if registered.contains(&table) {
             continue;
         }
-        registered.push(kind);
-        let frame = engine.table_frame(&ctx, kind, pin).await?;
-        ctx.register_table(kind.name(), frame.into_view()).map_err(|e| SqlError::Invalid(e.to_string()))?;
+        registered.push(table);
+        let frame = match (table, sources.books) {
+            (SqlTable::Market(kind), _) => sources.engine.table_frame(&ctx, kind, pin).await?,
+            (SqlTable::Book(book), Some(log)) => sources.engine.book_frame(&ctx, log, book, pin).await?,
+            (SqlTable::Book(_), None) => continue,
+        };
+        ctx.register_table(table.name(), frame.into_view()).map_err(|e| SqlError::Invalid(e.to_string()))?;
     }
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::Invalid(e.to_string()))?;
