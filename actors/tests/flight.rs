@@ -16,6 +16,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 const KEY: &str = "flight-test-key";
+const OTHER_KEY: &str = "another-flight-key";
 const TRADES: u64 = 400;
 
 /// A `/v1` GET with the API key, as HTTP/1.0 (so the body is not chunked).
@@ -87,7 +88,7 @@ fn sql_clients_read_the_stored_market_exactly_and_cannot_write() {
         &dir.path().join("data"),
         "info",
         dir.path().join("k2.log"),
-        &[("K2__HTTP__API_KEYS", &format!("[\"{KEY}\"]"))],
+        &[("K2__HTTP__API_KEYS", &format!("[\"{KEY}\", \"{OTHER_KEY}\"]"))],
     );
     let flight = flight_port(&k2);
     let trades_stored = || -> u64 {
@@ -204,6 +205,13 @@ fn sql_clients_read_the_stored_market_exactly_and_cannot_write() {
     assert_eq!(got["pyarrow_with_token"], true, "the handshake's token is accepted");
     let without = got["pyarrow_without_token"].as_str().unwrap();
     assert!(without.to_lowercase().contains("unauthenticated"), "{without}");
+
+    // A prepared statement answers only to the key that opened it: another
+    // key can neither run it nor close it.
+    let owners = client(&[&uri, KEY, "--owners", OTHER_KEY, "SELECT count(*) AS n FROM trades"]);
+    let e = owners["other_runs"]["error"].as_str().unwrap_or_else(|| panic!("another key ran it: {owners}"));
+    assert!(e.contains("not open"), "{e}");
+    assert_eq!(owners["owner_runs"]["ok"], 1, "{owners}");
 
     let metrics = get(&k2.http, "/metrics");
     for reason in ["not_read_only", "rows", "unauthenticated", "bad_request"] {

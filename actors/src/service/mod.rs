@@ -260,7 +260,8 @@ impl Service {
         let error = |source| StartError::Flight { bind, source };
         let service = K2FlightSql::new(self.api.engine.clone(), &self.config.flight, self.config.query.max_concurrent)
             .map_err(|e| error(std::io::Error::other(e.to_string())))?
-            .with_books(self.book_log.clone());
+            .with_books(self.book_log.clone())
+            .keyed(!self.api.keys.is_empty());
         let std = std::net::TcpListener::bind(bind).map_err(error)?;
         std.set_nonblocking(true).map_err(error)?;
         let addr = std.local_addr().map_err(error)?;

@@ -42,7 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::cancel::{Registered, Runs};
 use super::catalog::Browse;
 use super::planned::Planned;
-use super::prepared::{Prepared, PreparedStatements};
+use super::prepared::{Owner, Prepared, PreparedStatements};
 use super::session::{self, Sources, SqlError, SqlTable};
 use crate::lake::books::BookLog;
 use crate::query::QueryError;
@@ -78,6 +78,9 @@ pub struct K2FlightSql {
     planned: Planned,
     prepared: PreparedStatements,
     limits: Limits,
+    /// Whether calls carry one of `http.api_keys`: each key then owns the
+    /// prepared statements it opens.
+    keyed: bool,
 }
 
 /// The `x-k2-*` headers that pin what a statement reads, as given (kept in
@@ -274,9 +277,21 @@ impl K2FlightSql {
             running: Arc::new(Semaphore::new(max_concurrent.max(1))),
             runs: Arc::default(),
             planned: Planned::new(config.timeout),
-            prepared: PreparedStatements::new(config.max_prepared),
+            prepared: PreparedStatements::new(config.max_prepared, config.max_prepared_per_key),
             limits: Limits { timeout: config.timeout, max_rows: config.max_rows },
+            keyed: false,
         })
+    }
+
+    /// Calls carry one of `http.api_keys` (checked before they come here).
+    pub fn keyed(mut self, keyed: bool) -> Self {
+        self.keyed = keyed;
+        self
+    }
+
+    /// Who a call's prepared statements belong to: its key.
+    fn owner(&self, metadata: &MetadataMap) -> Owner {
+        if self.keyed { key_of(metadata) } else { None }
     }
 
     /// Serves the book tables of `log` beside trades and quotes.
@@ -596,7 +611,8 @@ impl FlightSqlService for K2FlightSql {
         let (frame, _turn) = self.plan(&ticket.sql, pin, None, deadline).await?;
         let dataset_schema = ipc_schema(frame.schema().as_arrow())?;
         let parameter_schema = ipc_schema(&parameter_schema(&frame)?)?;
-        let handle = self.prepared.open(Prepared { sql: ticket.sql, pin, params: None });
+        let handle =
+            self.prepared.open(self.owner(request.metadata()), Prepared { sql: ticket.sql, pin, params: None });
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
             dataset_schema,
@@ -609,7 +625,8 @@ impl FlightSqlService for K2FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        if self.prepared.get(&query.prepared_statement_handle).is_none() {
+        let owner = self.owner(request.metadata());
+        if self.prepared.get(&owner, &query.prepared_statement_handle).is_none() {
             return Err(not_open());
         }
         let data = request.into_inner().map_err(FlightError::from);
@@ -632,7 +649,7 @@ impl FlightSqlService for K2FlightSql {
             batches.push(batch);
         }
         let params = parameter_row(&batches)?;
-        if !self.prepared.bind(&query.prepared_statement_handle, params) {
+        if !self.prepared.bind(&owner, &query.prepared_statement_handle, params) {
             return Err(not_open());
         }
         // A plan kept from an earlier GetFlightInfo has the old values.
@@ -645,7 +662,10 @@ impl FlightSqlService for K2FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let prepared = self.prepared.get(&query.prepared_statement_handle).ok_or_else(not_open)?;
+        let prepared = self
+            .prepared
+            .get(&self.owner(request.metadata()), &query.prepared_statement_handle)
+            .ok_or_else(not_open)?;
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let (frame, _turn) = self.plan(&prepared.sql, prepared.pin, prepared.params.as_deref(), deadline).await?;
         self.kept_for(frame, query.as_any().encode_to_vec(), request.into_inner())
@@ -656,16 +676,19 @@ impl FlightSqlService for K2FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGet>, Status> {
-        let prepared = self.prepared.get(&query.prepared_statement_handle).ok_or_else(not_open)?;
+        let prepared = self
+            .prepared
+            .get(&self.owner(request.metadata()), &query.prepared_statement_handle)
+            .ok_or_else(not_open)?;
         self.run(&request.get_ref().ticket, &prepared.sql, prepared.pin, prepared.params.as_deref()).await
     }
 
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        self.prepared.close(&query.prepared_statement_handle);
+        self.prepared.close(&self.owner(request.metadata()), &query.prepared_statement_handle);
         Ok(())
     }
 
@@ -886,7 +909,10 @@ fn names_one_execution(ticket: &[u8]) -> bool {
 }
 
 fn not_open() -> Status {
-    Status::not_found("the prepared statement is not open (closed, or the oldest past flight.max_prepared)")
+    Status::not_found(
+        "the prepared statement is not open (closed, opened with another key, or the oldest past \
+         flight.max_prepared_per_key or flight.max_prepared)",
+    )
 }
 
 #[cfg(test)]

@@ -255,6 +255,7 @@ impl Config {
         need(self.flight.memory_limit >= 1 << 20, "flight.memory_limit must be at least 1048576 bytes");
         need(self.flight.max_rows > 0, "flight.max_rows must be at least 1");
         need(self.flight.max_prepared > 0, "flight.max_prepared must be at least 1");
+        need(self.flight.max_prepared_per_key > 0, "flight.max_prepared_per_key must be at least 1");
         for (dependency, b) in self.breakers.each() {
             need(b.failures > 0, &format!("breakers.failures (or breakers.{dependency}.failures) must be at least 1"));
             need(

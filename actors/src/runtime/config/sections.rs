@@ -384,8 +384,12 @@ pub struct FlightConfig {
     pub memory_limit: usize,
     /// Rows one result may hold; a larger one ends with RESOURCE_EXHAUSTED.
     pub max_rows: u64,
-    /// Prepared statements held open at once; the oldest is closed past it.
+    /// Prepared statements held open at once; past it, the oldest of the
+    /// key holding the most is closed.
     pub max_prepared: usize,
+    /// Prepared statements one API key holds open at once; past it, that
+    /// key's oldest is closed (one client never closes another's).
+    pub max_prepared_per_key: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -231,6 +231,11 @@ pub const CATALOGUE: &[MetricSpec] = &[
     histogram("k2_flight_statement_seconds", "Flight SQL statement time, from its turn to its last batch sent.", &[]),
     gauge("k2_flight_prepared_statements", "Prepared statements the Flight SQL port holds open.", &[]),
     counter(
+        "k2_flight_prepared_closed_total",
+        "Prepared statements K2 closed to open another: the key's oldest past flight.max_prepared_per_key, or the oldest of the key holding the most past flight.max_prepared.",
+        &[("reason", &["key_quota", "bound"])],
+    ),
+    counter(
         "k2_flight_refused_total",
         "Flight SQL calls refused: no or a wrong key, not read-only, a bad statement or header, no turn within flight.timeout, over flight.timeout, over flight.memory_limit, or over flight.max_rows.",
         &[("reason", &["unauthenticated", "not_read_only", "bad_request", "busy", "timeout", "memory", "rows"])],
