@@ -138,6 +138,42 @@ fn book_updates_replay_as_diff_depth_following_on_from_the_ports_snapshot() {
         assert_eq!((status, &body["parameter"], &body["code"]), (400, &Value::from(parameter), &Value::from(code)));
     }
 
+    // Partial book depth: the top levels each second (and each 100 ms) of
+    // K2's clock from the start, each the stored book's top at its tick.
+    let url =
+        format!("ws://{port}/stream?streams=btcusdt@depth5/btcusdt@depth10@100ms&start={start}&end={end}&speed=0");
+    let got = replay_client(&url, None);
+    assert_eq!(got["close_code"], 1000, "{got}");
+    let (mut slow, mut fast) = (Vec::new(), Vec::new());
+    for text in got["frames"].as_array().unwrap() {
+        let frame: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+        let data = frame["data"].clone();
+        let mut keys: Vec<&String> = data.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["asks", "bids", "lastUpdateId"], "Binance's partial depth payload: {data}");
+        match frame["stream"].as_str().unwrap() {
+            "btcusdt@depth5" => slow.push(data),
+            "btcusdt@depth10@100ms" => fast.push(data),
+            other => panic!("stream {other}"),
+        }
+    }
+    let ticks = |step: i64| usize::try_from((end - start + step - 1) / step).unwrap();
+    assert_eq!(slow.len(), ticks(1_000_000), "a frame a second");
+    assert_eq!(fast.len(), ticks(100_000), "a frame each 100 ms");
+    let at_tick = |step: i64, k: usize, depth: usize| {
+        let at = start + step * i64::try_from(k).unwrap();
+        Book::of(&get_json(&k2.http, &format!("/v1/book/BTCUSDT?depth={depth}&at={at}")))
+    };
+    for (k, data) in slow.iter().enumerate() {
+        assert_eq!(Book::of(data), at_tick(1_000_000, k, 5), "depth5, tick {k}");
+    }
+    for k in (0..fast.len()).step_by(5) {
+        assert_eq!(Book::of(&fast[k]), at_tick(100_000, k, 10), "depth10@100ms, tick {k}");
+    }
+    let ids: Vec<u64> = fast.iter().map(|d| d["lastUpdateId"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "the book only moves on");
+    assert!(ids.first() < ids.last(), "the book moved over the range");
+
     // A second K2 syncs its book from the replay port alone.
     let base = format!("{port}/start/{start}/end/{end}/speed/0.2");
     let second = dir.path().join("k2-2.toml");

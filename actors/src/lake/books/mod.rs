@@ -509,9 +509,22 @@ impl BookLog {
         &self,
         exchange: &str,
         symbol: &str,
-        (start, end, step): (Timestamp, Timestamp, i64),
+        range: (Timestamp, Timestamp, i64),
         levels: usize,
     ) -> Result<Vec<TopPoint>, LakeError> {
+        self.sample(exchange, symbol, range, |replayer, at| top_point(replayer, at, levels)).await
+    }
+
+    /// `symbol`'s book as K2 held it at `start`, `start + step`, ... up
+    /// to `end`, each as `f` sees it: one replay over the range, sampled as
+    /// it goes.
+    pub async fn sample<T>(
+        &self,
+        exchange: &str,
+        symbol: &str,
+        (start, end, step): (Timestamp, Timestamp, i64),
+        mut f: impl FnMut(&Replayer, Timestamp) -> T,
+    ) -> Result<Vec<T>, LakeError> {
         self.read_to_now(exchange, symbol, LOG_WAIT).await;
         let (tables, pending, from, seed) = {
             let state = self.state();
@@ -542,7 +555,7 @@ impl BookLog {
             while let Some(r) = next.next_if(|r| r.ingestion_timestamp.as_micros() <= at) {
                 replayer.apply(r);
             }
-            points.push(top_point(&replayer, Timestamp::from_micros(at), levels));
+            points.push(f(&replayer, Timestamp::from_micros(at)));
             at = match at.checked_add(step.max(1)) {
                 Some(a) => a,
                 None => break,

@@ -119,6 +119,33 @@ impl DepthBooks {
         Ok(records.iter().map(|r| frames::depth_update(r, envelope, micros)).collect())
     }
 
+    /// `symbol`'s partial book depth frames at each tick of `ticks` (the
+    /// first, then every `step` µs, up to before the end) where K2 held its
+    /// book: the top `levels` levels as of that instant of K2's clock. A
+    /// tick where the book was not known sends nothing, as a venue whose
+    /// book is being rebuilt does not.
+    pub(crate) async fn partial_frames(
+        &self,
+        symbol: &str,
+        (first, end, step): (i64, i64, i64),
+        levels: usize,
+        envelope: &Envelope,
+    ) -> Result<Vec<Frame>, String> {
+        if first >= end {
+            return Ok(Vec::new());
+        }
+        let last = first + (end - 1 - first) / step * step;
+        let range = (Timestamp::from_micros(first), Timestamp::from_micros(last), step);
+        let sampled = self
+            .log
+            .sample(EXCHANGE, symbol, range, |replayer, at| {
+                replayer.book().map(|book| frames::partial_depth(book, levels, at.as_micros(), symbol, envelope))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sampled.into_iter().flatten().collect())
+    }
+
     /// `GET /api/v3/depth`'s body for `symbol`: its book at its clock, or
     /// just before `start`, or now.
     pub(crate) async fn snapshot(
@@ -148,7 +175,7 @@ impl DepthBooks {
 /// `params`, or their refusal when they ask for depth streams where no
 /// books are stored, naming the parameter that asked.
 pub(crate) fn check(params: ReplayParams, books: Option<&DepthBooks>) -> Result<ReplayParams, ParamError> {
-    match params.streams.iter().find(|(_, kind)| kind.is_depth()) {
+    match params.streams.iter().find(|(_, kind)| kind.is_book()) {
         Some((symbol, kind)) if books.is_none() => Err(ParamError {
             parameter: if params.wrap == Wrap::Combined { "streams" } else { "path" },
             reason: format!(

@@ -26,6 +26,13 @@ pub enum Kind {
     Depth,
     /// `<symbol>@depth@100ms`.
     Depth100ms,
+    /// `<symbol>@depth<levels>` (5, 10 or 20), and with `@100ms` when
+    /// `fast`: Binance's partial book depth, the top levels every second
+    /// (every 100 ms).
+    Partial {
+        levels: u8,
+        fast: bool,
+    },
 }
 
 impl Kind {
@@ -36,12 +43,46 @@ impl Kind {
             Kind::BookTicker => "bookTicker",
             Kind::Depth => "depth",
             Kind::Depth100ms => "depth@100ms",
+            Kind::Partial { levels: 5, fast: false } => "depth5",
+            Kind::Partial { levels: 10, fast: false } => "depth10",
+            Kind::Partial { levels: _, fast: false } => "depth20",
+            Kind::Partial { levels: 5, fast: true } => "depth5@100ms",
+            Kind::Partial { levels: 10, fast: true } => "depth10@100ms",
+            Kind::Partial { levels: _, fast: true } => "depth20@100ms",
         }
+    }
+
+    /// The stream `suffix` names (what follows `<symbol>@`).
+    pub fn of_suffix(suffix: &str) -> Option<Kind> {
+        let (name, fast) = match suffix.strip_suffix("@100ms") {
+            Some(name) => (name, true),
+            None => (suffix, false),
+        };
+        Some(match name {
+            "trade" if !fast => Kind::Trade,
+            "bookTicker" if !fast => Kind::BookTicker,
+            "depth" => {
+                if fast {
+                    Kind::Depth100ms
+                } else {
+                    Kind::Depth
+                }
+            }
+            "depth5" => Kind::Partial { levels: 5, fast },
+            "depth10" => Kind::Partial { levels: 10, fast },
+            "depth20" => Kind::Partial { levels: 20, fast },
+            _ => return None,
+        })
     }
 
     /// Whether the stream is a book's diff-depth events.
     pub fn is_depth(self) -> bool {
         matches!(self, Kind::Depth | Kind::Depth100ms)
+    }
+
+    /// Whether the stream is read from the stored books.
+    pub fn is_book(self) -> bool {
+        self.is_depth() || matches!(self, Kind::Partial { .. })
     }
 }
 
@@ -238,6 +279,21 @@ fn levels(out: &mut String, levels: &[(Decimal, Decimal)]) {
 
 /// `book`'s best `limit` levels per side as `GET /api/v3/depth` answers:
 /// `{"lastUpdateId":…,"bids":[["p","q"],…],"asks":[…]}`.
+/// A partial book depth event: the book's top `levels` levels as
+/// `depth_snapshot` gives them, in `envelope`, at `time` (K2's clock).
+pub fn partial_depth(book: &OrderBook, levels: usize, time: i64, symbol: &str, envelope: &Envelope) -> Frame {
+    let mut text = envelope.open(40 + 40 * 2 * levels);
+    text.push_str(&depth_snapshot(book, levels));
+    envelope.close(&mut text);
+    Frame {
+        time,
+        symbol: symbol.into(),
+        kind: envelope.kind,
+        id: i64::try_from(book.update_id()).unwrap_or(i64::MAX),
+        text,
+    }
+}
+
 pub fn depth_snapshot(book: &OrderBook, limit: usize) -> String {
     let mut out = format!(r#"{{"lastUpdateId":{},"bids":"#, book.update_id());
     levels(&mut out, &book.top(Side::Bid, limit).0);

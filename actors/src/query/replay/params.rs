@@ -67,20 +67,14 @@ impl ReplayParams {
         let mut streams: Vec<(CompactString, Kind)> = Vec::with_capacity(names.len());
         for name in names {
             let (symbol, kind) = name.split_once('@').unwrap_or((name, ""));
-            let kind = match kind {
-                "trade" => Kind::Trade,
-                "bookTicker" => Kind::BookTicker,
-                "depth" => Kind::Depth,
-                "depth@100ms" => Kind::Depth100ms,
-                _ => {
-                    return Err(bad(
-                        param,
-                        format!(
-                            "{name:?}: <symbol>@trade, <symbol>@bookTicker, <symbol>@depth and \
-                             <symbol>@depth@100ms are replayed"
-                        ),
-                    ));
-                }
+            let Some(kind) = Kind::of_suffix(kind) else {
+                return Err(bad(
+                    param,
+                    format!(
+                        "{name:?}: <symbol>@trade, <symbol>@bookTicker, <symbol>@depth, \
+                         <symbol>@depth<5|10|20>, each depth stream also @100ms, are replayed"
+                    ),
+                ));
             };
             if symbol.is_empty() || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(bad(param, format!("{name:?}: not a symbol")));
@@ -204,6 +198,20 @@ mod tests {
         let depth = ReplayParams::parse("/ws/btcusdt@depth@100ms/ethusdt@depth?start=1", 5).unwrap();
         let streams: Vec<(&str, Kind)> = depth.streams.iter().map(|(s, k)| (s.as_str(), *k)).collect();
         assert_eq!(streams, [("BTCUSDT", Kind::Depth100ms), ("ETHUSDT", Kind::Depth)]);
+        let partial = ReplayParams::parse("/stream?streams=btcusdt@depth5/ethusdt@depth20@100ms&start=1", 5).unwrap();
+        let streams: Vec<(&str, Kind)> = partial.streams.iter().map(|(s, k)| (s.as_str(), *k)).collect();
+        assert_eq!(
+            streams,
+            [
+                ("BTCUSDT", Kind::Partial { levels: 5, fast: false }),
+                ("ETHUSDT", Kind::Partial { levels: 20, fast: true })
+            ]
+        );
+        for suffix in ["depth5", "depth10", "depth20", "depth5@100ms", "depth10@100ms", "depth20@100ms", "depth@100ms"]
+        {
+            let kind = Kind::of_suffix(suffix).unwrap();
+            assert_eq!(kind.suffix(), suffix, "a stream is named back as asked");
+        }
         assert_eq!((p.wrap, p.start, p.end, p.speed, p.micros), (Wrap::Combined, 1000, 5000, 0.0, false));
         let p =
             ReplayParams::parse("/ws/bnbusdt@trade?start=2024-01-02T00:00:00Z&timeUnit=MICROSECOND", i64::MAX).unwrap();
@@ -221,7 +229,8 @@ mod tests {
             ("/start/stream?streams=btcusdt@trade", "path"),
             ("/limit/5/stream?streams=btcusdt@trade&start=1", "path"),
             ("/stream?start=1", "streams"),
-            ("/stream?streams=btcusdt@depth20&start=1", "streams"),
+            ("/stream?streams=btcusdt@depth15&start=1", "streams"),
+            ("/stream?streams=btcusdt@trade@100ms&start=1", "streams"),
             ("/stream?streams=btcusdt@depth@250ms&start=1", "streams"),
             ("/stream?streams=@trade&start=1", "streams"),
             ("/ws/btcusdt@kline_1m?start=1", "path"),

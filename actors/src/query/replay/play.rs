@@ -31,6 +31,9 @@ const DEPTH_PAGE: usize = 5_000;
 /// window holds at most 36,000 however quiet the stretch before it.
 const MAX_DEPTH_WINDOW: i64 = 3_600_000_000;
 
+/// Ticks of a partial depth stream read at a time.
+const PARTIAL_TICKS: i64 = 600;
+
 /// Frames written between flushes when the stream is not paced.
 const FLUSH_EVERY: u64 = 256;
 
@@ -234,7 +237,11 @@ impl Reader {
     /// Sends every page, then closes (a failure is the last thing sent).
     async fn run(mut self, tx: mpsc::Sender<Result<Vec<Frame>, String>>) {
         loop {
-            let page = if self.kind.is_depth() { self.depth_page().await } else { self.page().await };
+            let page = match self.kind {
+                Kind::Partial { levels, fast } => self.partial_page(levels, fast).await,
+                kind if kind.is_depth() => self.depth_page().await,
+                _ => self.page().await,
+            };
             let (page, last) = match page {
                 Ok(Some(frames)) => (Ok(frames), false),
                 Ok(None) => return,
@@ -284,6 +291,23 @@ impl Reader {
         }
         self.from = until;
         Ok(Some(frames))
+    }
+
+    /// The partial depth stream's next ticks: the book's top levels each
+    /// second (or 100 ms) of K2's clock from the replay's start.
+    async fn partial_page(&mut self, levels: u8, fast: bool) -> Result<Option<Vec<Frame>>, String> {
+        let books = self.books.as_ref().ok_or("book updates are not stored here")?;
+        let end = self.range.1;
+        if self.from >= end {
+            return Ok(None);
+        }
+        let step = if fast { 100_000 } else { 1_000_000 };
+        let until = self.from.saturating_add(step * PARTIAL_TICKS).min(end);
+        let made =
+            books.partial_frames(&self.symbol, (self.from, until, step), usize::from(levels), &self.envelope).await?;
+        // The next tick: `until` is on the grid unless it is the end.
+        self.from = until;
+        Ok(Some(made))
     }
 
     /// The depth stream's next stretch of K2's clock: the window grows
