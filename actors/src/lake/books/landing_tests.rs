@@ -179,3 +179,40 @@ fn a_restart_marker_of_a_book_with_no_record_is_dropped_and_undecodable_records_
     })
     .expect("runtime");
 }
+
+/// Embedded mode: a commit that landed though its answer was lost leaves
+/// its records to the next commit, beside those taken since; only those
+/// land then, each once.
+#[test]
+fn records_of_a_commit_whose_answer_was_lost_are_not_written_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = storage(dir.path());
+    crate::runtime::run(|| async move {
+        let lake = Lake::open_with(&config, Access::Exclusive).await.expect("lake");
+        let log = BookLog::open(&lake, Duration::ZERO).await.expect("log");
+        let changes = |n: u64| -> Vec<BookEventV2> {
+            (0..n)
+                .map(|i| {
+                    let kind = if i % 2 == 0 { BookEventKind::Synced } else { BookEventKind::Unsynced };
+                    records::state("BINANCE", "BTCUSDT", kind, 100 + i, Some("gap"), Timestamp::now())
+                })
+                .collect()
+        };
+        let before = log.table(BookTable::Updates);
+        log.record(changes(4));
+        let first = log.state().tails[slot(BookTable::Updates)].clone();
+        assert_eq!(log.commit().await.expect("commit"), 4);
+        // As if the catalog took that commit and its answer never came.
+        {
+            let mut state = log.state();
+            state.tables[slot(BookTable::Updates)] = before;
+            state.landing[slot(BookTable::Updates)] = Arc::new(first);
+        }
+        log.record(changes(3));
+        log.commit().await.expect("commit");
+        let rows = stored(&lake).await;
+        assert_eq!(rows.len(), 7, "every record: {rows:?}");
+        assert!(rows.values().all(|n| *n == 1), "each once: {rows:?}");
+    })
+    .expect("runtime");
+}

@@ -316,14 +316,19 @@ impl BookLog {
         }
         let ident = base.identifier().clone();
         let current = self.lake.catalog().load_table(&ident).await?;
-        // A commit that landed though its answer was lost.
-        let landed_before =
-            complete_until(&current).is_some_and(|t| t.as_micros() >= cut) && written_by(&current, self.lake.writer());
-        let committed = if landed_before {
+        // A commit that landed though its answer was lost left its records
+        // here, and the records taken since joined them: those it covered
+        // (stamped up to the instant it named) are in the table already.
+        // Every record is stamped after the instant any earlier commit of
+        // this writer named, so the rest are not.
+        let landed = landed_until(&current, self.lake.writer());
+        let unlanded: Vec<BookEventV2> =
+            records.iter().filter(|r| landed.is_none_or(|t| r.ingestion_timestamp.as_micros() > t)).cloned().collect();
+        let committed = if unlanded.is_empty() {
             current
         } else {
             let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(current.metadata().current_schema())?);
-            let mut sorted = records.as_ref().clone();
+            let mut sorted = unlanded;
             sorted.sort_by(|a, b| (&a.symbol, a.ingestion_timestamp).cmp(&(&b.symbol, b.ingestion_timestamp)));
             let batch = tables::to_batch(table, &schema, &sorted)?;
             let files = write_run(current.clone(), batch, unique_prefix(0), FileShape::FLUSH).await?;
@@ -332,8 +337,8 @@ impl BookLog {
                 (super::summary::WRITER.to_owned(), self.lake.writer().to_owned()),
             ]);
             let tx = Transaction::new(&current);
-            // Unique file names and the complete-until check above make
-            // iceberg's duplicate scan (every manifest, every commit) moot.
+            // Unique file names and the landed check above make iceberg's
+            // duplicate scan (every manifest, every commit) moot.
             let action = tx.fast_append().with_check_duplicate(false);
             let tx = action.add_data_files(files).set_snapshot_properties(summary).apply(tx)?;
             tx.commit(self.lake.catalog().as_ref()).await?
@@ -745,6 +750,24 @@ async fn open_table(lake: &Lake, table: BookTable) -> Result<Table, LakeError> {
         ]))
         .build();
     Ok(catalog.create_table(ident.namespace(), creation).await?)
+}
+
+/// The instant the newest snapshot `writer` committed to `table` says the
+/// table is complete up to (None: it committed none). Snapshots others
+/// added since (a compaction) are passed over.
+fn landed_until(table: &Table, writer: &str) -> Option<i64> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot().cloned();
+    while let Some(snapshot) = next {
+        let props = &snapshot.summary().additional_properties;
+        if props.get(super::summary::WRITER).is_some_and(|w| w == writer)
+            && let Some(until) = props.get(COMPLETE_UNTIL).and_then(|v| v.parse().ok())
+        {
+            return Some(until);
+        }
+        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    None
 }
 
 /// The instant the table's current snapshot says it is complete up to.
