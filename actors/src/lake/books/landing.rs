@@ -343,7 +343,18 @@ impl BookLog {
     /// Drops every record not committed and starts reading afresh from
     /// the tables (after a fenced commit, a revocation, or a new lander
     /// task: a task that died mid-batch leaves nothing half taken).
+    ///
+    /// Never beside a commit: one landing meanwhile would either be read
+    /// again from offsets the reset loaded before it (and then written a
+    /// second time), or have its table and offsets overwritten by the
+    /// older ones the reset loaded (its records gone from queries).
     pub async fn reset(&self) -> Result<(), LakeError> {
+        let _one = self.committing.lock().await;
+        self.reset_committing().await
+    }
+
+    /// [`Self::reset`], by a commit (which holds the commit lock).
+    async fn reset_committing(&self) -> Result<(), LakeError> {
         let idents = {
             let state = self.state();
             [state.tables[0].identifier().clone(), state.tables[1].identifier().clone()]
@@ -393,7 +404,7 @@ impl BookLog {
                 for &partition in partitions.keys() {
                     let (expected, found) = (offset(&base, topic, partition), offset(&found, topic, partition));
                     if expected != found {
-                        self.reset().await?;
+                        self.reset_committing().await?;
                         return Err(LakeError::Fenced { topic: topic.clone(), partition, expected, found });
                     }
                 }

@@ -259,13 +259,16 @@ impl BookLog {
     /// the other, never both, as a commit swaps them under the same lock.
     /// What an SQL query of the table reads.
     pub fn held(&self, table: BookTable) -> (Table, Vec<BookEventV2>) {
-        let state = self.state();
         let i = slot(table);
-        let mut pending: Vec<BookEventV2> = state.landing[i].iter().chain(&state.tails[i]).cloned().collect();
+        let (committed, landing, mut pending) = {
+            let state = self.state();
+            (state.tables[i].clone(), state.landing[i].clone(), state.tails[i].clone())
+        };
+        pending.splice(0..0, landing.iter().cloned());
         // Kafka mode takes records in log order, which is not K2's across
         // producers.
         pending.sort_by_key(|r| r.ingestion_timestamp);
-        (state.tables[i].clone(), pending)
+        (committed, pending)
     }
 
     /// Records waiting to be committed.
