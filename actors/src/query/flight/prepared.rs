@@ -4,7 +4,8 @@
 //! cannot close another's: past `flight.max_prepared_per_key` a key's own
 //! oldest is closed; past `flight.max_prepared` in all, the oldest of the
 //! key holding the most. A statement answers only to the key that opened
-//! it.
+//! it. Without keys there is no per-key quota: every caller is one owner,
+//! bounded by `flight.max_prepared` alone.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -51,7 +52,7 @@ impl PreparedStatements {
     pub fn open(&self, owner: Owner, statement: Prepared) -> Vec<u8> {
         let id = uuid::Uuid::new_v4();
         let mut open = self.open_list();
-        while open.iter().filter(|o| o.owner == owner).count() >= self.per_key {
+        while owner.is_some() && open.iter().filter(|o| o.owner == owner).count() >= self.per_key {
             let Some(oldest) = open.iter().position(|o| o.owner == owner) else { break };
             open.remove(oldest);
             metrics::counter!("k2_flight_prepared_closed_total", "reason" => "key_quota").increment(1);
@@ -143,6 +144,15 @@ mod tests {
         assert!(!held.bind(&key("b"), &mine, vec![]));
         held.close(&key("b"), &mine);
         assert!(held.get(&key("a"), &mine).is_some(), "another key cannot close it");
+    }
+
+    #[test]
+    fn without_keys_only_the_bound_applies() {
+        let held = PreparedStatements::new(4, 2);
+        let handles: Vec<Vec<u8>> = (0..5).map(|i| held.open(None, statement(&format!("SELECT {i}")))).collect();
+        let open = handles.iter().filter(|h| held.get(&None, h).is_some()).count();
+        assert_eq!(open, 4, "flight.max_prepared, not the per-key quota");
+        assert!(held.get(&None, &handles[0]).is_none(), "the oldest went");
     }
 
     #[test]
