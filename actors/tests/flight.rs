@@ -252,6 +252,14 @@ fn a_statement_past_a_limit_ends_naming_it_and_the_next_one_runs() {
     assert!(e.contains("repeat"), "{e}");
     let after = sql("SELECT count(*) AS n FROM trades");
     assert_eq!(after["ok"]["rows"][0][0], "60", "{after}");
+    // A query's plan, and the plan run with its figures, for tuning.
+    let grouped = "SELECT symbol, count(*) FROM trades GROUP BY symbol";
+    for explain in [format!("EXPLAIN {grouped}"), format!("EXPLAIN ANALYZE {grouped}")] {
+        let plan = sql(&explain);
+        let rows = plan["ok"]["rows"].as_array().unwrap_or_else(|| panic!("{explain}: {plan}"));
+        let text = rows.iter().map(|r| r[1].as_str().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("AggregateExec"), "{explain}: {text}");
+    }
 
     // A client that stops reading holds its turn (the only one here) no
     // longer than flight.timeout: a statement after that runs.

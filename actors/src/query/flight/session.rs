@@ -163,10 +163,12 @@ fn number_placeholders(statement: &mut Statement) {
     });
 }
 
-/// Refuses every statement but a query, before any table is touched.
+/// Refuses every statement but a query (or `EXPLAIN [ANALYZE]` of one),
+/// before any table is touched.
 fn only_a_query(statement: &Statement) -> Result<(), SqlError> {
     match statement {
         Statement::Statement(s) if matches!(**s, ast::Statement::Query(_)) => Ok(()),
+        Statement::Explain(explain) => only_a_query(&explain.statement),
         Statement::Statement(s) => Err(SqlError::NotReadOnly(format!("only SELECT is served, not {}", verb(s)))),
         Statement::CopyTo(_) => Err(SqlError::NotReadOnly("only SELECT is served, not COPY".into())),
         Statement::CreateExternalTable(_) => {
@@ -202,7 +204,13 @@ mod tests {
 
     #[test]
     fn only_queries_pass_the_first_check() {
-        for sql in ["SELECT 1", "WITH t AS (SELECT 1) SELECT * FROM t", "SELECT * FROM trades ORDER BY 1 LIMIT 3"] {
+        for sql in [
+            "SELECT 1",
+            "WITH t AS (SELECT 1) SELECT * FROM t",
+            "SELECT * FROM trades ORDER BY 1 LIMIT 3",
+            "EXPLAIN SELECT * FROM trades",
+            "EXPLAIN ANALYZE SELECT count(*) FROM trades",
+        ] {
             assert!(only_a_query(&parsed(sql)).is_ok(), "{sql}");
         }
         for (sql, said) in [
@@ -212,6 +220,8 @@ mod tests {
             ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'", "CREATE EXTERNAL TABLE"),
             ("CREATE TABLE x AS SELECT 1", "CREATE TABLE"),
             ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("EXPLAIN INSERT INTO trades VALUES (1)", "INSERT INTO"),
+            ("EXPLAIN ANALYZE COPY trades TO '/tmp/x.parquet'", "COPY"),
         ] {
             let e = only_a_query(&parsed(sql)).unwrap_err();
             assert!(matches!(e, SqlError::NotReadOnly(_)), "{sql}: {e}");
