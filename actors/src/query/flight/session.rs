@@ -114,6 +114,7 @@ pub async fn plan(
     }
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::Invalid(e.to_string()))?;
+    let plan = super::decimal_mul::exact_products(plan).map_err(|e| SqlError::Invalid(e.to_string()))?;
     // DataFusion's own check: no DDL, DML (COPY included) or statements.
     SQLOptions::new()
         .with_allow_ddl(false)
