@@ -5,6 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use iceberg::spec::SnapshotRef;
+use iceberg::table::Table;
+
 use crate::state::marks::{OpenGaps, Ranges, SequenceMarks, StreamKey};
 
 /// Snapshot summary key of the flush generation (1, 2, ...).
@@ -29,6 +32,16 @@ pub const OPEN_GAPS: &str = "k2.open-gaps";
 /// snapshot's rows were accepted (JSON, `LEVEL/SYMBOL/kind` → rows; absent
 /// when nothing was): a reader can tell which span is degraded.
 pub const SHED: &str = "k2.shed";
+
+/// The table's current snapshot and its parents, newest first: a reader
+/// looks back along them for the newest snapshot carrying K2's keys
+/// (snapshots other engines add, a compaction or an append, carry none).
+pub fn newest_first(table: &Table) -> impl Iterator<Item = SnapshotRef> + '_ {
+    let metadata = table.metadata();
+    std::iter::successors(metadata.current_snapshot().cloned(), move |s| {
+        s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned())
+    })
+}
 
 /// Next offset to read, by topic and partition.
 pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;

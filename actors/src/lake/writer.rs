@@ -282,16 +282,13 @@ pub async fn commit(
 
 /// The generation of the newest snapshot `writer` committed, if any.
 fn latest_generation_of(table: &Table, writer: &str) -> Result<Option<u64>, LakeError> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot().cloned();
-    while let Some(snapshot) = next {
+    for snapshot in super::summary::newest_first(table) {
         let props = &snapshot.summary().additional_properties;
         if props.get(super::summary::WRITER).is_some_and(|w| w == writer) {
             return Covered::generation_of(props)
                 .map(Some)
                 .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
         }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
     Ok(None)
 }
@@ -300,18 +297,11 @@ fn latest_generation_of(table: &Table, writer: &str) -> Result<Option<u64>, Lake
 /// none). Snapshots other engines add on top (a compaction, an append) carry
 /// no K2 keys, so the walk goes back along the parents to K2's latest.
 pub async fn latest_covered(table: &Table) -> Result<Covered, LakeError> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot().cloned();
-    while let Some(snapshot) = next {
-        let props = &snapshot.summary().additional_properties;
-        if props.contains_key(super::summary::GENERATION) {
-            let props = summary_file::read(table, props).await?;
-            return Covered::from_summary(&props)
-                .map_err(|reason| LakeError::Summary { table: table_name(table), reason });
-        }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
-    }
-    Ok(Covered::default())
+    let newest = super::summary::newest_first(table)
+        .find(|s| s.summary().additional_properties.contains_key(super::summary::GENERATION));
+    let Some(snapshot) = newest else { return Ok(Covered::default()) };
+    let props = summary_file::read(table, &snapshot.summary().additional_properties).await?;
+    Covered::from_summary(&props).map_err(|reason| LakeError::Summary { table: table_name(table), reason })
 }
 
 fn table_name(table: &Table) -> &'static str {

@@ -759,18 +759,14 @@ async fn open_table(lake: &Lake, table: BookTable) -> Result<Table, LakeError> {
 /// table is complete up to (None: it committed none). Snapshots others
 /// added since (a compaction) are passed over.
 fn landed_until(table: &Table, writer: &str) -> Option<i64> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot().cloned();
-    while let Some(snapshot) = next {
+    super::summary::newest_first(table).find_map(|snapshot| {
         let props = &snapshot.summary().additional_properties;
-        if props.get(super::summary::WRITER).is_some_and(|w| w == writer)
-            && let Some(until) = props.get(COMPLETE_UNTIL).and_then(|v| v.parse().ok())
-        {
-            return Some(until);
+        if props.get(super::summary::WRITER).is_some_and(|w| w == writer) {
+            props.get(COMPLETE_UNTIL).and_then(|v| v.parse().ok())
+        } else {
+            None
         }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
-    }
-    None
+    })
 }
 
 /// The instant the table's current snapshot says it is complete up to.

@@ -321,16 +321,13 @@ fn totals(parent: &Summary, change: HashMap<String, String>) -> HashMap<String, 
 
 /// K2's keys of the newest snapshot that has them.
 fn carried(table: &Table) -> HashMap<String, String> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot().cloned();
-    while let Some(snapshot) = next {
+    for snapshot in crate::lake::summary::newest_first(table) {
         let props = &snapshot.summary().additional_properties;
         // Trades and quotes name their flush generation, books the instant
         // they are complete up to.
         if props.contains_key(GENERATION) || props.contains_key(COMPLETE_UNTIL) {
             return CARRIED.iter().filter_map(|k| props.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
         }
-        next = snapshot.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
     HashMap::new()
 }
