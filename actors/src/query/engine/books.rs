@@ -5,7 +5,7 @@
 use crate::lake::books::BookLog;
 use crate::lake::books::tables::{BookTable, to_batch};
 
-use super::tables::pinned_snapshot;
+use super::tables::resolve_in;
 use super::*;
 
 impl QueryEngine {
@@ -22,20 +22,8 @@ impl QueryEngine {
     ) -> Result<DataFrame, QueryError> {
         let (committed, pending) = log.held(table);
         let schema = book_schema(&committed)?;
-        let pins = &self.tails.pins;
-        let (snapshot, with_pending) = match (pin.as_of, pin.source) {
-            (Some(as_of), _) => {
-                let id = pinned_snapshot(&committed, table.name(), as_of)?;
-                pins.asked(table.name(), id);
-                (Some(id), false)
-            }
-            (None, Source::Realtime) => (None, true),
-            (None, Source::Historical) => (committed.metadata().current_snapshot_id(), false),
-            (None, Source::Hybrid) => (committed.metadata().current_snapshot_id(), true),
-        };
-        if let (Some(id), None) = (snapshot, pin.as_of) {
-            pins.read(table.name(), id);
-        }
+        let current = committed.metadata().current_snapshot_id();
+        let (snapshot, with_pending) = resolve_in(&committed, current, table.name(), pin, &self.tails.pins)?;
         let stored = match snapshot {
             Some(id) => Some(historical(ctx, &committed, id).await?),
             None => None,
@@ -48,15 +36,7 @@ impl QueryEngine {
             }
             false => None,
         };
-        match (stored, pending) {
-            (Some(s), Some(p)) => s.union(p).map_err(internal),
-            (Some(s), None) => Ok(s),
-            (None, Some(p)) => Ok(p),
-            (None, None) => {
-                let t = MemTable::try_new(schema, vec![vec![]]).map_err(internal)?;
-                ctx.read_table(Arc::new(t)).map_err(internal)
-            }
-        }
+        combined(ctx, schema, stored, pending)
     }
 }
 

@@ -187,10 +187,6 @@ impl QueryEngine {
         local: bool,
     ) -> Result<(DataFrame, Option<i64>), QueryError> {
         let view = self.view(kind).await?;
-        let empty = || -> Result<DataFrame, QueryError> {
-            let t = MemTable::try_new(view.schema.clone(), vec![vec![]]).map_err(internal)?;
-            ctx.read_table(Arc::new(t)).map_err(internal)
-        };
         let (snapshot, with_tail) = resolve(&view, kind, pin, &self.tails.pins)?;
         let hist = match snapshot {
             Some(id) => Some(historical(ctx, &view.table, id).await?),
@@ -204,13 +200,27 @@ impl QueryEngine {
         } else {
             None
         };
-        let df = match (hist, tail) {
-            (Some(h), Some(t)) => h.union(t).map_err(internal)?,
-            (Some(h), None) => h,
-            (None, Some(t)) => t,
-            (None, None) => empty()?,
-        };
-        Ok((df, snapshot))
+        Ok((combined(ctx, view.schema.clone(), hist, tail)?, snapshot))
+    }
+}
+
+/// The rows of a snapshot and those after it, as one DataFrame in `ctx`:
+/// either may be absent, and with neither the frame has no rows of
+/// `schema`.
+fn combined(
+    ctx: &SessionContext,
+    schema: SchemaRef,
+    stored: Option<DataFrame>,
+    after: Option<DataFrame>,
+) -> Result<DataFrame, QueryError> {
+    match (stored, after) {
+        (Some(s), Some(a)) => s.union(a).map_err(internal),
+        (Some(s), None) => Ok(s),
+        (None, Some(a)) => Ok(a),
+        (None, None) => {
+            let t = MemTable::try_new(schema, vec![vec![]]).map_err(internal)?;
+            ctx.read_table(Arc::new(t)).map_err(internal)
+        }
     }
 }
 

@@ -197,27 +197,39 @@ impl QueryEngine {
     }
 }
 
-/// What a pin reads: the snapshot (if any) and whether the tail too. The
-/// snapshot is noted in `pins`, so that expiry leaves it to the query (and,
-/// asked for by time travel, to the next ones).
+/// What a pin reads of `kind`: see [`resolve_in`].
 pub(super) fn resolve(
     view: &TailView,
     kind: TableKind,
     pin: Pin,
     pins: &Pins,
 ) -> Result<(Option<i64>, bool), QueryError> {
+    resolve_in(&view.table, view.snapshot_id, kind.name(), pin, pins)
+}
+
+/// What a pin reads of `table` (named `name`, its snapshot `current`): the
+/// snapshot (if any) and whether the rows after it too. The snapshot is
+/// noted in `pins`, so that expiry leaves it to the query (and, asked for
+/// by time travel, to the next ones).
+pub(super) fn resolve_in(
+    table: &Table,
+    current: Option<i64>,
+    name: &'static str,
+    pin: Pin,
+    pins: &Pins,
+) -> Result<(Option<i64>, bool), QueryError> {
     let resolved = match (pin.as_of, pin.source) {
         (Some(as_of), _) => {
-            let id = pinned_snapshot(&view.table, kind.name(), as_of)?;
-            pins.asked(kind.name(), id);
+            let id = pinned_snapshot(table, name, as_of)?;
+            pins.asked(name, id);
             (Some(id), false)
         }
         (None, Source::Realtime) => (None, true),
-        (None, Source::Historical) => (view.snapshot_id, false),
-        (None, Source::Hybrid) => (view.snapshot_id, true),
+        (None, Source::Historical) => (current, false),
+        (None, Source::Hybrid) => (current, true),
     };
     if let (Some(id), None) = (resolved.0, pin.as_of) {
-        pins.read(kind.name(), id);
+        pins.read(name, id);
     }
     Ok(resolved)
 }
