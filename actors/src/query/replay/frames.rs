@@ -277,13 +277,11 @@ fn levels(out: &mut String, levels: &[(Decimal, Decimal)]) {
     out.push(']');
 }
 
-/// `book`'s best `limit` levels per side as `GET /api/v3/depth` answers:
-/// `{"lastUpdateId":…,"bids":[["p","q"],…],"asks":[…]}`.
 /// A partial book depth event: the book's top `levels` levels as
 /// `depth_snapshot` gives them, in `envelope`, at `time` (K2's clock).
 pub fn partial_depth(book: &OrderBook, levels: usize, time: i64, symbol: &str, envelope: &Envelope) -> Frame {
     let mut text = envelope.open(40 + 40 * 2 * levels);
-    text.push_str(&depth_snapshot(book, levels));
+    write_depth(&mut text, book, levels);
     envelope.close(&mut text);
     Frame {
         time,
@@ -294,11 +292,19 @@ pub fn partial_depth(book: &OrderBook, levels: usize, time: i64, symbol: &str, e
     }
 }
 
+/// `book`'s best `limit` levels per side as `GET /api/v3/depth` answers:
+/// `{"lastUpdateId":…,"bids":[["p","q"],…],"asks":[…]}`.
 pub fn depth_snapshot(book: &OrderBook, limit: usize) -> String {
-    let mut out = format!(r#"{{"lastUpdateId":{},"bids":"#, book.update_id());
-    levels(&mut out, &book.top(Side::Bid, limit).0);
-    out.push_str(r#","asks":"#);
-    levels(&mut out, &book.top(Side::Ask, limit).0);
-    out.push('}');
+    let mut out = String::new();
+    write_depth(&mut out, book, limit);
     out
+}
+
+/// [`depth_snapshot`]'s text, written to the end of `out`.
+fn write_depth(out: &mut String, book: &OrderBook, limit: usize) {
+    let _ = write!(out, r#"{{"lastUpdateId":{},"bids":"#, book.update_id());
+    levels(out, &book.top(Side::Bid, limit).0);
+    out.push_str(r#","asks":"#);
+    levels(out, &book.top(Side::Ask, limit).0);
+    out.push('}');
 }
