@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import EqualTo
 
+from flight_client import text  # the same text as the rows SQL answered
+
 data_dir, table, symbol, until = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 catalog = SqlCatalog("k2", uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse")
 rows = catalog.load_table(f"market.{table}").scan(row_filter=EqualTo("symbol", symbol)).to_arrow().to_pylist()
@@ -24,14 +26,6 @@ epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def micros(at):
     delta = at - epoch
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def text(value):
-    if value is None:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 out = [
